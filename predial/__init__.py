@@ -1,0 +1,78 @@
+"""predial: the right phone number for a lead, just before the dialer dials it.
+
+```python
+import predial
+
+resolver = predial.Resolver(
+    campaigns=[predial.Campaign("cmp_1", adapter="hubspot", settings={"token": token})],
+)
+try:
+    resolution = await resolver.resolve(lead)      # Resolution(phone_number="+1...", source="crm")
+except predial.Unresolvable as refusal:
+    ...                                            # refusal.retryable: skip or retry later
+```
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .breaker import BreakerSettings
+from .cache import CacheSettings
+from .campaign import Campaign, RetrySettings
+from .errors import (
+    AdapterAuthError,
+    AdapterError,
+    AdapterUnavailable,
+    ConfigurationError,
+    DuplicateAdapter,
+    InvalidPhoneNumber,
+    LupitorError,
+    PluginLoadError,
+    PredialError,
+    RecordNotFound,
+    UnknownAdapter,
+    Unresolvable,
+)
+from .hookspecs import hookimpl
+from .models import CrmContact, CrmPhone, Lead, Resolution
+from .phone import PhonePolicy, mask_phone, normalize
+from .plugins import load_plugins
+from .resolver import Resolver
+from .stats import ResolverStats
+
+try:
+    __version__ = version("predial")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "AdapterAuthError",
+    "AdapterError",
+    "AdapterUnavailable",
+    "BreakerSettings",
+    "CacheSettings",
+    "Campaign",
+    "ConfigurationError",
+    "CrmContact",
+    "CrmPhone",
+    "DuplicateAdapter",
+    "InvalidPhoneNumber",
+    "Lead",
+    "LupitorError",
+    "PhonePolicy",
+    "PluginLoadError",
+    "PredialError",
+    "RecordNotFound",
+    "Resolution",
+    "Resolver",
+    "ResolverStats",
+    "RetrySettings",
+    "UnknownAdapter",
+    "Unresolvable",
+    "__version__",
+    "hookimpl",
+    "load_plugins",
+    "mask_phone",
+    "normalize",
+]

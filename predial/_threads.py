@@ -1,0 +1,129 @@
+"""Where sync adapters run, and where `resolve_sync` finds an event loop.
+
+Sync adapters run in daemon worker threads rather than a `ThreadPoolExecutor`:
+the resolver returns at its deadline even when an adapter hangs, and the hung
+call must not keep the dialer process from exiting (`ThreadPoolExecutor` joins its
+non-daemon workers at interpreter exit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import queue
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+__all__ = ["DaemonThreadPool", "LoopThread"]
+
+T = TypeVar("T")
+
+_STOP = object()
+
+
+class DaemonThreadPool:
+    """At most `max_workers` daemon threads, started as work arrives."""
+
+    def __init__(self, max_workers: int = 32, name: str = "predial-adapter") -> None:
+        if max_workers < 1:
+            raise ValueError("max_workers must be at least 1")
+        self.max_workers = max_workers
+        self._name = name
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the adapter thread pool is closed")
+            self._queue.put((future, fn, args))
+            if self._idle > 0:
+                self._idle -= 1  # an idle worker will take it
+            elif len(self._threads) < self.max_workers:
+                thread = threading.Thread(
+                    target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True
+                )
+                self._threads.append(thread)
+                thread.start()
+            # else: every worker is busy; the call waits in the queue (and the
+            # resolver's deadline still holds for its caller).
+        return future
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            future, fn, args = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as error:  # handed to the awaiting resolver, not lost
+                    future.set_exception(error)
+            with self._lock:
+                self._idle += 1
+
+    def shutdown(self) -> None:
+        """Stop idle workers; a worker stuck in a hung call is abandoned (it is a daemon)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for _ in self._threads:
+                self._queue.put(_STOP)
+
+
+class LoopThread:
+    """A private event loop in a daemon thread, for callers without one (`resolve_sync`)."""
+
+    def __init__(self, name: str = "predial-sync") -> None:
+        self._name = name
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        return self._loop
+
+    def _start(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                ready = threading.Event()
+
+                def run() -> None:
+                    asyncio.set_event_loop(loop)
+                    loop.call_soon(ready.set)
+                    loop.run_forever()
+
+                self._thread = threading.Thread(target=run, name=self._name, daemon=True)
+                self._thread.start()
+                ready.wait()
+                self._loop = loop
+            return self._loop
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        loop = self._start()
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise
+
+    def stop(self) -> None:
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
+        if not thread.is_alive():
+            loop.close()

@@ -1,0 +1,98 @@
+"""The resolver's cache of CRM answers.
+
+One entry per (campaign, external id): either a number the policy accepted
+(positive) or a permanent negative answer (not found, no number, do-not-call...).
+Positives are fresh for `positive_ttl` and then kept `stale_grace` longer, to be
+served only while the CRM is unavailable (stale-if-error); negatives are fresh
+for `negative_ttl` and never served stale. Transient failures are never cached.
+
+The memory tier is a `cachetools.TLRUCache` (per-entry expiry, LRU eviction at
+`maxsize`) behind a lock, since `resolve_sync` callers and an event loop may
+share one resolver from different threads.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from cachetools import TLRUCache
+
+__all__ = ["CacheEntry", "CacheKey", "CacheSettings", "CacheTier", "MemoryCache"]
+
+CacheKey = tuple[str, str]  # (campaign id, external id)
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSettings:
+    """How long answers live. Seconds; `maxsize` bounds the memory tier's entries."""
+
+    positive_ttl: float = 300.0
+    negative_ttl: float = 30.0
+    stale_grace: float = 3600.0
+    maxsize: int = 100_000
+
+    def __post_init__(self) -> None:
+        for name in ("positive_ttl", "negative_ttl", "stale_grace"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 seconds")
+        if self.maxsize < 1:
+            raise ValueError("maxsize must be at least 1")
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEntry:
+    """A cached CRM answer: `phone_number` (E.164) or a negative `reason`."""
+
+    phone_number: str | None
+    reason: str | None
+    fresh_until: float
+    keep_until: float
+    adapter: str | None = None
+
+    @property
+    def positive(self) -> bool:
+        return self.phone_number is not None
+
+
+class CacheTier(Protocol):
+    """What the resolver needs of a cache tier."""
+
+    def get(self, key: CacheKey) -> CacheEntry | None: ...
+
+    def set(self, key: CacheKey, entry: CacheEntry) -> None: ...
+
+    def clear(self) -> None: ...
+
+
+def _keep_until(_key: CacheKey, entry: CacheEntry, _now: float) -> float:
+    return entry.keep_until
+
+
+class MemoryCache:
+    """A bounded in-process cache; entries carry their own expiry."""
+
+    def __init__(self, maxsize: int = 100_000, timer: Callable[[], float] = time.monotonic):
+        self._entries: TLRUCache[CacheKey, CacheEntry] = TLRUCache(
+            maxsize=maxsize, ttu=_keep_until, timer=timer
+        )
+        self._lock = threading.Lock()
+
+    def get(self, key: CacheKey) -> CacheEntry | None:
+        with self._lock:
+            return self._entries.get(key)
+
+    def set(self, key: CacheKey, entry: CacheEntry) -> None:
+        with self._lock:
+            self._entries[key] = entry
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)

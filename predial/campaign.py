@@ -1,0 +1,64 @@
+"""A campaign as the resolver sees it: which adapter, with what settings and policy."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .phone import PhonePolicy
+
+__all__ = ["Campaign", "RetrySettings"]
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """One Lupitor campaign and the CRM adapter that owns its leads' numbers.
+
+    `settings` are passed to the adapter's constructor as keyword arguments; they
+    often hold secrets, so they are left out of the repr. `default_region` reads
+    national-format numbers; `policy` overrides the whole phone policy.
+    """
+
+    id: str
+    adapter: str
+    settings: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    default_region: str | None = None
+    policy: PhonePolicy | None = None
+    label_preference: Sequence[str] | None = None
+    deadline: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            raise ValueError("Campaign.id must not be empty")
+        if not self.adapter:
+            raise ValueError(f"campaign {self.id!r}: adapter must name an adapter")
+        if self.deadline is not None and self.deadline <= 0:
+            raise ValueError(f"campaign {self.id!r}: deadline must be > 0 seconds")
+
+    def phone_policy(self) -> PhonePolicy:
+        """The policy for this campaign's numbers, with its default region."""
+        if self.policy is None:
+            return PhonePolicy(default_region=self.default_region)
+        if self.default_region and self.policy.default_region is None:
+            return replace(self.policy, default_region=self.default_region)
+        return self.policy
+
+
+@dataclass(frozen=True, slots=True)
+class RetrySettings:
+    """Retries of `AdapterUnavailable` inside the deadline.
+
+    Waits grow as `initial * 2**n` up to `maximum`, with full jitter; a CRM's
+    `retry_after` replaces the wait when it fits in the time left.
+    """
+
+    attempts: int = 3
+    initial: float = 0.05
+    maximum: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        if self.initial < 0 or self.maximum < 0:
+            raise ValueError("backoff waits must be >= 0 seconds")

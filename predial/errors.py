@@ -1,0 +1,162 @@
+"""predial's one exception tree.
+
+```
+PredialError
+├── ConfigurationError
+│   ├── UnknownAdapter        a campaign names an adapter no plugin registered
+│   ├── DuplicateAdapter      two plugins registered the same adapter name
+│   └── PluginLoadError       a plugin failed to import or to register
+├── AdapterError              raised by adapters, interpreted by the resolver
+│   ├── RecordNotFound        the CRM has no such record (permanent)
+│   ├── AdapterUnavailable    the CRM cannot answer now (retryable, retry_after)
+│   └── AdapterAuthError      credentials rejected (retryable once fixed)
+├── InvalidPhoneNumber        also a ValueError: the policy refused a number
+├── Unresolvable              the resolver's verdict: no number to dial
+└── LupitorError              the Lupitor Leads API refused a request
+```
+
+A dialer catches `Unresolvable` and reads `retryable` / `retry_after`; an adapter
+author raises the `AdapterError` subclasses; everything else is a bug or a
+configuration problem that should fail loudly.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AdapterAuthError",
+    "AdapterError",
+    "AdapterUnavailable",
+    "ConfigurationError",
+    "DuplicateAdapter",
+    "InvalidPhoneNumber",
+    "LupitorError",
+    "PluginLoadError",
+    "PredialError",
+    "RecordNotFound",
+    "UnknownAdapter",
+    "Unresolvable",
+]
+
+
+class PredialError(Exception):
+    """Base of every exception predial raises on purpose."""
+
+
+class ConfigurationError(PredialError):
+    """The configuration, a campaign or a plugin is wrong; fix it and restart."""
+
+
+class UnknownAdapter(ConfigurationError):
+    """A campaign names an adapter that no loaded plugin registered."""
+
+    def __init__(self, name: str, installed: list[str], suggestion: str | None = None) -> None:
+        self.name = name
+        self.installed = installed
+        self.suggestion = suggestion
+        hint = f"; did you mean {suggestion!r}?" if suggestion else ""
+        listed = ", ".join(installed) if installed else "none"
+        super().__init__(f"unknown adapter {name!r}{hint} Installed adapters: {listed}")
+
+
+class DuplicateAdapter(ConfigurationError):
+    """Two plugins registered adapters under the same name."""
+
+    def __init__(self, name: str, first_source: str, second_source: str) -> None:
+        self.name = name
+        self.sources = (first_source, second_source)
+        super().__init__(
+            f"adapter name {name!r} is registered twice: by {first_source} and by "
+            f"{second_source}; uninstall or disable one (PREDIAL_DISABLE_PLUGINS)"
+        )
+
+
+class PluginLoadError(ConfigurationError):
+    """A plugin could not be imported or registered."""
+
+    def __init__(self, plugin: str, reason: str) -> None:
+        self.plugin = plugin
+        self.reason = reason
+        super().__init__(f"plugin {plugin!r} failed to load: {reason}")
+
+
+class AdapterError(PredialError):
+    """Base of the errors a CRM adapter raises to tell the resolver what happened."""
+
+
+class RecordNotFound(AdapterError):
+    """The CRM has no record for this external id (or it was deleted)."""
+
+
+class AdapterUnavailable(AdapterError):
+    """The CRM cannot answer now: outage, 5xx, rate limit, timeout.
+
+    `retry_after` (seconds) is the CRM's own word on when to come back, if it said.
+    """
+
+    def __init__(self, message: str = "CRM unavailable", *, retry_after: float | None = None):
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class AdapterAuthError(AdapterError):
+    """The CRM rejected the adapter's credentials (401/403 or a revoked token)."""
+
+
+class InvalidPhoneNumber(PredialError, ValueError):
+    """The phone policy refused a number.
+
+    `reason` is machine-readable (see `predial.phone.REASONS`); `input` is what was
+    given. The message masks the number, so it is safe to log.
+    """
+
+    def __init__(self, reason: str, input: object, message: str) -> None:
+        self.reason = reason
+        self.input = input
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[type[InvalidPhoneNumber], tuple[str, object, str]]:
+        return (type(self), (self.reason, self.input, str(self)))
+
+
+class Unresolvable(PredialError):
+    """The resolver has no number that may be dialled for this lead.
+
+    `retryable` is the dialer's verdict: False means skip the lead (not found, no
+    valid number, do-not-call); True means try again later, no sooner than
+    `retry_after` seconds when that is set.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        retryable: bool,
+        retry_after: float | None = None,
+        campaign_id: str | None = None,
+        external_id: str | None = None,
+        detail: str | None = None,
+        elapsed: float = 0.0,
+    ) -> None:
+        self.reason = reason
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.campaign_id = campaign_id
+        self.external_id = external_id
+        self.detail = detail
+        self.elapsed = elapsed
+        verdict = "retry later" if retryable else "skip"
+        if retryable and retry_after is not None:
+            verdict = f"retry after {retry_after:g}s"
+        text = f"{reason} ({verdict})"
+        if detail:
+            text = f"{text}: {detail}"
+        super().__init__(text)
+
+
+class LupitorError(PredialError):
+    """The Lupitor Leads API answered with an error; `status` and `message` are kept."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        self.status = status
+        self.message = message
+        super().__init__(f"{status} {message}" if status is not None else message)

@@ -1,0 +1,164 @@
+"""One campaign's adapter at run time: the call, its deadline, retries and breaker.
+
+`CampaignRuntime.fetch` never raises for anything an adapter does: every
+failure becomes an `Outcome` the resolver can act on, and an adapter that raises
+something unexpected is logged with its plugin's name and treated as unavailable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from ._threads import DaemonThreadPool
+from .breaker import BreakerSettings, CircuitBreaker
+from .campaign import Campaign, RetrySettings
+from .errors import (
+    AdapterAuthError,
+    AdapterUnavailable,
+    ConfigurationError,
+    RecordNotFound,
+)
+from .phone import PhonePolicy
+from .selection import Outcome, interpret
+from .stats import StatsRecorder
+
+__all__ = ["CampaignRuntime"]
+
+log = logging.getLogger("predial.resolver")
+
+
+class CampaignRuntime:
+    """A campaign with its constructed adapter, phone policy and circuit breaker."""
+
+    def __init__(
+        self,
+        campaign: Campaign,
+        adapter: Any,
+        *,
+        plugin: str,
+        policy: PhonePolicy,
+        label_preference: Sequence[str],
+        deadline: float,
+        retry: RetrySettings,
+        breaker: BreakerSettings,
+        pool: DaemonThreadPool,
+        stats: StatsRecorder,
+        error: ConfigurationError | None = None,
+    ) -> None:
+        self.campaign = campaign
+        self.adapter = adapter
+        self.adapter_name = campaign.adapter
+        self.plugin = plugin
+        self.policy = policy
+        self.label_preference = tuple(label.lower() for label in label_preference)
+        self.deadline = deadline
+        self.retry = retry
+        self.breaker = CircuitBreaker(breaker)
+        self.error = error
+        self._pool = pool
+        self._stats = stats
+        fetch = getattr(adapter, "fetch_phone", None)
+        self.is_async = fetch is not None and inspect.iscoroutinefunction(fetch)
+
+    async def _call(self, external_id: str) -> object:
+        if self.is_async:
+            return await self.adapter.fetch_phone(external_id)
+        future = self._pool.submit(self.adapter.fetch_phone, external_id)
+        result = await asyncio.wrap_future(future)
+        if inspect.isawaitable(result):
+            if inspect.iscoroutine(result):
+                result.close()
+            raise TypeError("a sync fetch_phone returned an awaitable; declare it async def")
+        return result
+
+    def _backoff(self, attempt: int) -> float:
+        ceiling = min(self.retry.maximum, self.retry.initial * 2 ** (attempt - 1))
+        return random.uniform(0, ceiling)  # full jitter: spreads many dialers' retries
+
+    async def fetch(self, external_id: str, deadline_at: float) -> Outcome:
+        """Ask the adapter, within `deadline_at` (a `time.monotonic()` instant)."""
+        if self.error is not None or self.adapter is None:
+            return Outcome.failed("campaign_misconfigured", detail=str(self.error))
+        stats = self._stats
+        attempt = 0
+        while True:
+            if not self.breaker.allow():
+                return Outcome.failed("circuit_open", retry_after=self.breaker.retry_after())
+            remaining = deadline_at - time.monotonic()
+            if remaining <= 0:
+                return Outcome.failed("timeout")
+            started = time.monotonic()
+            stats.adapter_calls += 1
+            try:
+                async with asyncio.timeout(remaining):
+                    raw = await self._call(external_id)
+            except RecordNotFound:
+                self.breaker.record_success(time.monotonic() - started)
+                return Outcome.permanent("not_found")
+            except AdapterAuthError as error:
+                self.breaker.record_failure()
+                stats.adapter_errors["auth_error"] += 1
+                log.error(
+                    "campaign %s: adapter %r (plugin %s) was refused by the CRM: %s",
+                    self.campaign.id,
+                    self.adapter_name,
+                    self.plugin,
+                    error,
+                )
+                return Outcome.failed("auth_error", detail=str(error))
+            except AdapterUnavailable as error:
+                self.breaker.record_failure()
+                stats.adapter_errors["unavailable"] += 1
+                attempt += 1
+                wait = self._backoff(attempt)
+                if error.retry_after is not None:
+                    wait = max(wait, error.retry_after)
+                left = deadline_at - time.monotonic()
+                if attempt >= self.retry.attempts or wait >= left:
+                    # Out of attempts, or the wait would not fit in the deadline: the
+                    # CRM's own retry_after becomes the dialer's verdict.
+                    return Outcome.failed("unavailable", error.retry_after, detail=str(error))
+                log.debug(
+                    "campaign %s: adapter %r unavailable (attempt %d), retrying in %.3fs",
+                    self.campaign.id,
+                    self.adapter_name,
+                    attempt,
+                    wait,
+                )
+                await asyncio.sleep(wait)
+                continue
+            except TimeoutError:
+                self.breaker.record_failure()
+                stats.adapter_errors["timeout"] += 1
+                return Outcome.failed("timeout")
+            except Exception as error:
+                self.breaker.record_failure()
+                stats.adapter_errors["unexpected"] += 1
+                log.error(
+                    "campaign %s: adapter %r (plugin %s) raised %s; treated as unavailable",
+                    self.campaign.id,
+                    self.adapter_name,
+                    self.plugin,
+                    type(error).__name__,
+                    exc_info=True,
+                )
+                return Outcome.failed("adapter_error", detail=type(error).__name__)
+            self.breaker.record_success(time.monotonic() - started)
+            try:
+                return interpret(raw, self.policy, self.label_preference)
+            except TypeError as error:
+                stats.adapter_errors["bad_return"] += 1
+                log.error(
+                    "campaign %s: adapter %r (plugin %s) returned an unusable value: %s",
+                    self.campaign.id,
+                    self.adapter_name,
+                    self.plugin,
+                    error,
+                )
+                return Outcome.failed("adapter_error", detail=str(error))

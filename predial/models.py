@@ -1,0 +1,160 @@
+"""The data predial passes around: leads in, CRM contacts from adapters, resolutions out."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+__all__ = [
+    "ContactState",
+    "CrmContact",
+    "CrmPhone",
+    "Lead",
+    "LeadMode",
+    "Resolution",
+    "Source",
+]
+
+LeadMode = Literal["standard", "prefetch", "both"]
+Source = Literal["crm", "cache", "stale", "stored"]
+ContactState = Literal["active", "archived", "deleted", "merged"]
+
+# The Lupitor API's own shape check for phoneNumber: E.164, "+" and up to 15 digits.
+_E164 = re.compile(r"\+[1-9]\d{1,14}")
+
+
+class Lead(BaseModel):
+    """A Lupitor campaign lead, as the Leads API spells it.
+
+    Attributes are snake_case; the API's camelCase names are accepted as aliases and
+    `lead.model_dump(by_alias=True, exclude_none=True)` is the API's JSON.
+
+    - standard mode: `phone_number` only; prefetch mode: `external_id` only (the
+      number is fetched from the CRM before each call); both: either may serve.
+    """
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        frozen=True,
+        extra="forbid",
+        str_strip_whitespace=True,
+    )
+
+    campaign_id: str = Field(min_length=1, max_length=256)
+    phone_number: str | None = None
+    external_id: str | None = Field(default=None, max_length=1024)
+    metadata: dict[str, JsonValue] | None = None
+    scheduled_for: datetime | None = None
+    priority: int = Field(default=0, ge=0, le=100)
+
+    @field_validator("phone_number", "external_id", mode="before")
+    @classmethod
+    def _blank_is_missing(cls, value: object) -> object:
+        # CSV exports and forms send "" for "no value"; the API treats it as absent.
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("phone_number")
+    @classmethod
+    def _e164(cls, value: str | None) -> str | None:
+        if value is not None and not _E164.fullmatch(value):
+            raise ValueError(
+                "phoneNumber must be in E.164 format (e.g. +14155550123); "
+                "normalise it with predial.phone first"
+            )
+        return value
+
+    @field_validator("scheduled_for")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        # A naive time is read as UTC: the API's examples are all UTC ("...Z").
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+    @field_serializer("scheduled_for")
+    def _iso(self, value: datetime | None) -> str | None:
+        if value is None:
+            return None
+        text = value.astimezone(UTC).isoformat(timespec="milliseconds")
+        return text.replace("+00:00", "Z")
+
+    @model_validator(mode="after")
+    def _identified(self) -> Lead:
+        if self.phone_number is None and self.external_id is None:
+            raise ValueError("At least one of phoneNumber or externalId is required")
+        return self
+
+    @property
+    def mode(self) -> LeadMode:
+        """`"standard"` (number only), `"prefetch"` (external id only) or `"both"`."""
+        if self.external_id is None:
+            return "standard"
+        if self.phone_number is None:
+            return "prefetch"
+        return "both"
+
+    def to_api(self) -> dict[str, Any]:
+        """The lead as the Leads API's JSON body."""
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+@dataclass(frozen=True, slots=True)
+class CrmPhone:
+    """One phone field of a CRM record, raw as the CRM stores it."""
+
+    value: object
+    label: str | None = None
+    primary: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CrmContact:
+    """What an adapter may return when a record has several phones or flags.
+
+    `state` is `"active"`, `"archived"`, `"deleted"` or `"merged"` (an adapter that
+    followed a merge to the surviving record returns its phones with `"merged"`);
+    archived and deleted records are not dialled.
+    """
+
+    phones: Sequence[CrmPhone] = ()
+    do_not_call: bool = False
+    state: ContactState = "active"
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """The number to dial, and where it came from.
+
+    `source`: `"crm"` fresh from the adapter, `"cache"` a fresh cached CRM answer,
+    `"stale"` an expired CRM answer served because the CRM is unavailable,
+    `"stored"` the number the lead was imported with. `fallback_reason` says why
+    the CRM's number was not used (None when it was, and for standard-mode leads).
+    """
+
+    phone_number: str
+    source: Source
+    campaign_id: str
+    external_id: str | None = None
+    adapter: str | None = None
+    fallback_reason: str | None = None
+    elapsed: float = field(default=0.0, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,270 @@
+"""Plugin loading and the adapter registry.
+
+Plugins are found through the `predial` entry-point group and loaded one at a
+time: a plugin that fails to import, misspells its hook or registers a bad class is
+recorded as failed (shown by `predial plugins`) and the others still load.
+
+`PREDIAL_LOAD_PLUGINS=a,b` loads only the named entry points (empty: none);
+`PREDIAL_DISABLE_PLUGINS=c` skips the named ones. Names are entry-point or
+distribution names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any, Literal
+
+import pluggy
+
+from . import hookspecs
+from .adapters import adapter_problems
+from .errors import DuplicateAdapter, PluginLoadError, UnknownAdapter
+
+__all__ = [
+    "BUILTIN_PLUGINS",
+    "ENTRY_POINT_GROUP",
+    "AdapterSpec",
+    "PluginInfo",
+    "PluginRegistry",
+    "PluginStatus",
+    "load_plugins",
+    "make_plugin_manager",
+]
+
+log = logging.getLogger("predial.plugins")
+
+ENTRY_POINT_GROUP = "predial"
+
+#: Modules registered like any third-party plugin, before the entry points.
+BUILTIN_PLUGINS: tuple[str, ...] = ()
+
+PluginStatus = Literal["active", "disabled", "failed"]
+
+
+@dataclass
+class PluginInfo:
+    """One plugin as `predial plugins` shows it."""
+
+    name: str
+    origin: Literal["builtin", "entry point", "explicit"]
+    distribution: str | None = None
+    version: str | None = None
+    status: PluginStatus = "active"
+    adapters: list[str] = field(default_factory=list)
+    error: str | None = None
+    exception: Exception | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def source(self) -> str:
+        """A human description of where the plugin came from, for error messages."""
+        if self.distribution:
+            version = f" {self.version}" if self.version else ""
+            return f"{self.distribution}{version} (entry point {self.name!r})"
+        return f"{self.name} ({self.origin})"
+
+    def fail(self, error: str, exception: Exception | None = None) -> None:
+        self.status = "failed"
+        self.error = error
+        self.exception = exception
+        log.warning("plugin %s failed to load: %s", self.source, error)
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    """A registered adapter class and the plugin that registered it."""
+
+    name: str
+    cls: type[Any]
+    plugin: PluginInfo
+
+
+def make_plugin_manager() -> pluggy.PluginManager:
+    """A fresh plugin manager with predial's hook specs and nothing registered."""
+    manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    manager.add_hookspecs(hookspecs)
+    return manager
+
+
+class PluginRegistry:
+    """The loaded plugins and the adapters they registered, by name."""
+
+    def __init__(self, manager: pluggy.PluginManager) -> None:
+        self.manager = manager
+        self.plugins: list[PluginInfo] = []
+        self._adapters: dict[str, AdapterSpec] = {}
+        self._conflicts: dict[str, DuplicateAdapter] = {}
+
+    # -- lookups ---------------------------------------------------------------
+
+    def adapter_names(self) -> list[str]:
+        return sorted(self._adapters)
+
+    def adapter_spec(self, name: str) -> AdapterSpec:
+        """The adapter registered as `name`; `UnknownAdapter` says what is installed."""
+        if name in self._conflicts:
+            raise self._conflicts[name]
+        try:
+            return self._adapters[name]
+        except KeyError:
+            installed = self.adapter_names()
+            close = difflib.get_close_matches(name, installed, n=1)
+            raise UnknownAdapter(name, installed, close[0] if close else None) from None
+
+    def adapter_class(self, name: str) -> type[Any]:
+        return self.adapter_spec(name).cls
+
+    def failures(self) -> list[PluginInfo]:
+        return [plugin for plugin in self.plugins if plugin.status == "failed"]
+
+    # -- loading ---------------------------------------------------------------
+
+    def add(self, plugin: object, info: PluginInfo) -> None:
+        """Register one plugin object or module and collect its adapters.
+
+        Failures are recorded on `info` rather than raised, so one bad plugin
+        never keeps the others from loading.
+        """
+        if plugin is not None and self.manager.is_registered(plugin):
+            log.debug("plugin %s is already registered; skipped", info.source)
+            return
+        self.plugins.append(info)
+        if info.status != "active":
+            return
+        try:
+            self.manager.register(plugin, name=f"{info.origin}:{info.name}")
+        except (pluggy.PluginValidationError, ValueError) as error:
+            info.fail(f"invalid hook implementation: {error}")
+            return
+        try:
+            # A hook whose name matches no spec (say, `register_adapter`) fails here
+            # rather than being silently ignored.
+            self.manager.check_pending()
+        except pluggy.PluginValidationError as error:
+            self.manager.unregister(plugin)
+            info.fail(f"unknown hook: {error}")
+            return
+        self._collect_adapters(plugin, info)
+
+    def add_explicit(self, plugin: object) -> None:
+        """Register a plugin object or module passed in code; raise if it fails,
+        since the caller named it directly."""
+        name = getattr(plugin, "__name__", None) or type(plugin).__name__
+        info = PluginInfo(name=name, origin="explicit")
+        self.add(plugin, info)
+        if info.status == "failed":
+            if isinstance(info.exception, DuplicateAdapter):
+                raise info.exception
+            raise PluginLoadError(name, info.error or "unknown error")
+
+    def _collect_adapters(self, plugin: object, info: PluginInfo) -> None:
+        collected: list[type[Any]] = []
+        problems: list[str] = []
+
+        def register(cls: type[Any]) -> None:
+            found = adapter_problems(cls)
+            if found:
+                problems.extend(found)
+            else:
+                collected.append(cls)
+
+        impls = [
+            impl
+            for impl in self.manager.hook.register_adapters.get_hookimpls()
+            if impl.plugin is plugin
+        ]
+        for impl in impls:
+            try:
+                impl.function(*[{"register": register}[arg] for arg in impl.argnames])
+            except Exception as error:
+                info.fail(f"register_adapters raised {type(error).__name__}: {error}")
+                return
+        if problems:
+            info.fail("; ".join(problems))
+            return
+        for cls in collected:
+            existing = self._adapters.get(cls.name)
+            if existing is not None and existing.cls is not cls:
+                conflict = DuplicateAdapter(cls.name, existing.plugin.source, info.source)
+                self._conflicts[cls.name] = conflict
+                info.fail(str(conflict), conflict)
+                continue
+            self._adapters[cls.name] = AdapterSpec(cls.name, cls, info)
+            if cls.name not in info.adapters:
+                info.adapters.append(cls.name)
+
+
+def _names(value: str | None) -> set[str] | None:
+    if value is None:
+        return None
+    return {part.strip() for part in value.split(",") if part.strip()}
+
+
+def _entry_point_info(entry_point: EntryPoint) -> PluginInfo:
+    dist = getattr(entry_point, "dist", None)
+    return PluginInfo(
+        name=entry_point.name,
+        origin="entry point",
+        distribution=dist.name if dist is not None else None,
+        version=dist.version if dist is not None else None,
+    )
+
+
+def _unique_entry_points() -> list[EntryPoint]:
+    seen: set[tuple[str, str]] = set()
+    unique = []
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+        key = (entry_point.name, entry_point.value)
+        if key not in seen:
+            seen.add(key)
+            unique.append(entry_point)
+    return unique
+
+
+def load_plugins(
+    extra: Iterable[object] = (),
+    *,
+    entrypoints: bool = True,
+    builtins: bool = True,
+    environ: Mapping[str, str] | None = None,
+) -> PluginRegistry:
+    """Load the built-in plugins, the installed entry points and `extra` plugins.
+
+    `extra` holds plugin objects or modules registered without an entry point
+    (scripts and tests); a failure among them raises `PluginLoadError`, since the
+    caller named them directly.
+    """
+    env = os.environ if environ is None else environ
+    registry = PluginRegistry(make_plugin_manager())
+
+    if builtins:
+        for module_name in BUILTIN_PLUGINS:
+            module = importlib.import_module(module_name)
+            registry.add(module, PluginInfo(name=module_name, origin="builtin"))
+
+    if entrypoints:
+        only = _names(env.get("PREDIAL_LOAD_PLUGINS"))
+        disabled = _names(env.get("PREDIAL_DISABLE_PLUGINS")) or set()
+        for entry_point in _unique_entry_points():
+            info = _entry_point_info(entry_point)
+            names = {info.name, info.distribution or info.name}
+            if names & disabled or (only is not None and not names & only):
+                info.status = "disabled"
+                registry.add(None, info)
+                continue
+            try:
+                plugin = entry_point.load()
+            except Exception as error:
+                registry.plugins.append(info)
+                info.fail(f"import failed: {type(error).__name__}: {error}")
+                continue
+            registry.add(plugin, info)
+
+    for plugin in extra:
+        registry.add_explicit(plugin)
+    return registry

@@ -1,0 +1,491 @@
+"""The just-in-time resolver: the number to dial for a lead, right before dialling.
+
+```
+standard lead ───────────────────────────────► policy(stored) ─► Resolution(stored)
+prefetch/both ─► cache ─ fresh ─► Resolution(cache)
+                   │ miss: one in-flight fetch per (campaign, external id)
+                   ▼
+            breaker ─► adapter.fetch_phone (deadline, retries) ─► pick ─► policy ─► cache
+              number ───────────────────────────────────────────► Resolution(crm)
+              not found / no number / invalid ─► stored? ─► Resolution(stored) | Unresolvable(skip)
+              do-not-call ─────────────────────────────────────► Unresolvable(skip)
+              unavailable / timeout / open ─► stale? ─► stored? ─► Unresolvable(retry)
+```
+
+Nothing leaves the resolver that the campaign's phone policy did not accept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections.abc import Iterable, Mapping, Sequence
+from time import perf_counter
+from types import TracebackType
+from typing import Any
+
+from pydantic import ValidationError
+
+from ._threads import DaemonThreadPool, LoopThread
+from .adapters import close_adapter
+from .breaker import BreakerSettings
+from .cache import CacheEntry, CacheKey, CacheSettings, CacheTier, MemoryCache
+from .campaign import Campaign, RetrySettings
+from .errors import ConfigurationError, InvalidPhoneNumber, Unresolvable
+from .fetcher import CampaignRuntime
+from .models import Lead, Resolution
+from .phone import mask_phone
+from .plugins import PluginRegistry, load_plugins
+from .selection import DEFAULT_LABEL_PREFERENCE, Outcome
+from .stats import ResolverStats, StatsRecorder
+
+__all__ = ["Resolver"]
+
+log = logging.getLogger("predial.resolver")
+
+
+def _settings_error(campaign: Campaign, error: Exception) -> ConfigurationError:
+    # pydantic errors echo the input values, which may be secrets: keep only where and what.
+    if isinstance(error, ValidationError):
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in item['loc']) or 'settings'}: {item['msg']}"
+            for item in error.errors(include_input=False, include_url=False)
+        )
+    else:
+        problems = f"{type(error).__name__}: {error}"
+    return ConfigurationError(
+        f"campaign {campaign.id!r}: adapter {campaign.adapter!r} rejected its settings: {problems}"
+    )
+
+
+class Resolver:
+    """Resolves leads to dialable E.164 numbers; one per dialer process.
+
+    `campaigns` name each campaign's adapter; `plugins` registers extra plugin
+    objects or modules without entry points. `deadline` (seconds) bounds each
+    `resolve`, adapter retries included. With `strict=False` a campaign whose
+    adapter cannot be set up does not stop the others: its prefetch leads are
+    refused as retryable (`campaign_misconfigured`) until the configuration is fixed.
+    """
+
+    def __init__(
+        self,
+        campaigns: Iterable[Campaign],
+        plugins: Iterable[object] = (),
+        deadline: float = 3.0,
+        *,
+        cache: CacheSettings | None = None,
+        cache_tier: CacheTier | None = None,
+        retry: RetrySettings | None = None,
+        breaker: BreakerSettings | None = None,
+        label_preference: Sequence[str] = DEFAULT_LABEL_PREFERENCE,
+        load_entrypoints: bool = True,
+        registry: PluginRegistry | None = None,
+        strict: bool = True,
+        max_adapter_threads: int = 32,
+        clock: Any = time.monotonic,
+    ) -> None:
+        if deadline <= 0:
+            raise ValueError("deadline must be > 0 seconds")
+        self.deadline = deadline
+        self.cache_settings = cache or CacheSettings()
+        self._clock = clock
+        self._cache: CacheTier = cache_tier or MemoryCache(self.cache_settings.maxsize, clock)
+        self._stats = StatsRecorder()
+        self._pool = DaemonThreadPool(max_adapter_threads)
+        self._loop_thread = LoopThread()
+        self._inflight: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[CacheKey, asyncio.Task[Outcome]]
+        ] = weakref.WeakKeyDictionary()
+        self._closed = False
+        if registry is None:
+            self.registry = load_plugins(plugins, entrypoints=load_entrypoints)
+        else:
+            self.registry = registry
+            for plugin in plugins:
+                registry.add_explicit(plugin)
+        retry = retry or RetrySettings()
+        breaker = breaker or BreakerSettings(slow_call=deadline / 2)
+        self.campaigns: dict[str, CampaignRuntime] = {}
+        for campaign in campaigns:
+            if campaign.id in self.campaigns:
+                raise ConfigurationError(f"campaign {campaign.id!r} is configured twice")
+            adapter, plugin, error = self._build_adapter(campaign)
+            if error is not None:
+                if strict:
+                    raise error
+                log.error("%s", error)
+            self.campaigns[campaign.id] = CampaignRuntime(
+                campaign,
+                adapter,
+                plugin=plugin,
+                policy=campaign.phone_policy(),
+                label_preference=campaign.label_preference or label_preference,
+                deadline=campaign.deadline or deadline,
+                retry=retry,
+                breaker=breaker,
+                pool=self._pool,
+                stats=self._stats,
+                error=error,
+            )
+
+    def _build_adapter(self, campaign: Campaign) -> tuple[Any, str, ConfigurationError | None]:
+        try:
+            spec = self.registry.adapter_spec(campaign.adapter)
+        except ConfigurationError as error:
+            return None, "?", error
+        try:
+            adapter = spec.cls(**dict(campaign.settings))
+        except (TypeError, ValueError) as error:
+            return None, spec.plugin.source, _settings_error(campaign, error)
+        return adapter, spec.plugin.source, None
+
+    # -- resolving --------------------------------------------------------------
+
+    async def resolve(self, lead: Lead | Mapping[str, Any]) -> Resolution:
+        """The number to dial for `lead`, or `Unresolvable` with the verdict."""
+        started = perf_counter()
+        if not isinstance(lead, Lead):
+            lead = Lead.model_validate(lead)
+        runtime = self.campaigns.get(lead.campaign_id)
+        if runtime is None:
+            raise self._refuse(lead, None, "unknown_campaign", True, None, started)
+        external_id = lead.external_id
+        if external_id is None:
+            return self._standard(lead, runtime, started)
+
+        key = (lead.campaign_id, external_id)
+        entry = self._cache.get(key)
+        if entry is not None and self._clock() < entry.fresh_until:
+            self._stats.hits += 1
+            if entry.phone_number is not None:
+                return self._done(
+                    Resolution(
+                        entry.phone_number,
+                        "cache",
+                        lead.campaign_id,
+                        external_id,
+                        runtime.adapter_name,
+                        None,
+                        perf_counter() - started,
+                    )
+                )
+            return self._permanent(lead, runtime, entry.reason or "not_found", started)
+
+        self._stats.misses += 1
+        outcome = await self._shared_fetch(runtime, key, started)
+        if outcome.phone_number is not None:
+            return self._done(
+                Resolution(
+                    outcome.phone_number,
+                    "crm",
+                    lead.campaign_id,
+                    external_id,
+                    runtime.adapter_name,
+                    None,
+                    perf_counter() - started,
+                )
+            )
+        reason = outcome.reason or "adapter_error"
+        if not outcome.transient:
+            return self._permanent(lead, runtime, reason, started, outcome.detail)
+        return self._transient(lead, runtime, key, outcome, started)
+
+    def resolve_sync(self, lead: Lead | Mapping[str, Any]) -> Resolution:
+        """`resolve` for plain threads; runs on the resolver's private event loop."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass  # no loop in this thread: the expected case
+        else:
+            raise RuntimeError("resolve_sync() called inside an event loop; use await resolve()")
+        if self._closed:
+            raise RuntimeError("the resolver is closed")
+        # The resolve holds its own deadline; the margin only guards against a wedged loop.
+        return self._loop_thread.run(self.resolve(lead), timeout=self._max_deadline() + 5.0)
+
+    async def resolve_many(
+        self, leads: Iterable[Lead | Mapping[str, Any]], concurrency: int = 100
+    ) -> list[Resolution | Unresolvable]:
+        """Resolve `leads` with at most `concurrency` in flight; results keep input order.
+
+        Each result is a `Resolution` or the `Unresolvable` refusal for that lead.
+        """
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        # Validate everything before the first CRM call: a bad lead is the caller's bug.
+        items = [lead if isinstance(lead, Lead) else Lead.model_validate(lead) for lead in leads]
+        results: list[Resolution | Unresolvable | None] = [None] * len(items)
+        pending = iter(enumerate(items))
+
+        async def worker() -> None:
+            for index, lead in pending:
+                try:
+                    results[index] = await self.resolve(lead)
+                except Unresolvable as refusal:
+                    results[index] = refusal
+
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(concurrency, len(items))):
+                group.create_task(worker())
+        return [result for result in results if result is not None]
+
+    # -- the pieces of the pipeline ----------------------------------------------
+
+    async def _shared_fetch(
+        self, runtime: CampaignRuntime, key: CacheKey, started: float
+    ) -> Outcome:
+        """One adapter call per key at a time; every caller waits within its own deadline."""
+        deadline_at = time.monotonic() + runtime.deadline - (perf_counter() - started)
+        loop = asyncio.get_running_loop()
+        inflight = self._inflight.get(loop)
+        if inflight is None:
+            inflight = self._inflight[loop] = {}
+        task = inflight.get(key)
+        if task is None:
+            task = loop.create_task(self._fetch_and_cache(runtime, key, deadline_at))
+            inflight[key] = task
+            task.add_done_callback(lambda done: _forget(inflight, key, done))
+        try:
+            async with asyncio.timeout(max(0.0, deadline_at - time.monotonic())):
+                # shield: a waiter that is cancelled or times out leaves the shared
+                # fetch running for the others (it is bounded by its own deadline).
+                return await asyncio.shield(task)
+        except TimeoutError:
+            return Outcome.failed("timeout")
+
+    async def _fetch_and_cache(
+        self, runtime: CampaignRuntime, key: CacheKey, deadline_at: float
+    ) -> Outcome:
+        try:
+            outcome = await runtime.fetch(key[1], deadline_at)
+        except Exception:  # fetch maps every adapter failure; this is a bug of ours
+            log.exception("campaign %s: the CRM fetch failed unexpectedly", runtime.campaign.id)
+            return Outcome.failed("adapter_error", detail="internal error")
+        settings = self.cache_settings
+        now = self._clock()
+        if outcome.phone_number is not None:
+            fresh_until = now + settings.positive_ttl
+            self._cache.set(
+                key,
+                CacheEntry(
+                    outcome.phone_number,
+                    None,
+                    fresh_until,
+                    fresh_until + settings.stale_grace,
+                    runtime.adapter_name,
+                ),
+            )
+        elif not outcome.transient and settings.negative_ttl > 0:
+            fresh_until = now + settings.negative_ttl
+            self._cache.set(
+                key,
+                CacheEntry(None, outcome.reason, fresh_until, fresh_until, runtime.adapter_name),
+            )
+        return outcome
+
+    def _stored_number(self, lead: Lead, runtime: CampaignRuntime) -> str | None:
+        if lead.phone_number is None:
+            return None
+        try:
+            return runtime.policy.normalize(lead.phone_number)
+        except InvalidPhoneNumber as refusal:
+            log.info("campaign %s: stored number refused: %s", lead.campaign_id, refusal)
+            return None
+
+    def _standard(self, lead: Lead, runtime: CampaignRuntime, started: float) -> Resolution:
+        number = self._stored_number(lead, runtime)
+        if number is None:
+            raise self._refuse(lead, runtime, "invalid_stored_number", False, None, started)
+        return self._done(
+            Resolution(
+                number,
+                "stored",
+                lead.campaign_id,
+                None,
+                runtime.adapter_name,
+                None,
+                perf_counter() - started,
+            )
+        )
+
+    def _permanent(
+        self,
+        lead: Lead,
+        runtime: CampaignRuntime,
+        reason: str,
+        started: float,
+        detail: str | None = None,
+    ) -> Resolution:
+        # Do-not-call is the CRM's word about the person: the stored number must not
+        # be dialled either.
+        if reason != "do_not_call":
+            number = self._stored_number(lead, runtime)
+            if number is not None:
+                return self._fallback(lead, runtime, number, "stored", reason, started)
+        raise self._refuse(lead, runtime, reason, False, None, started, detail)
+
+    def _transient(
+        self,
+        lead: Lead,
+        runtime: CampaignRuntime,
+        key: CacheKey,
+        outcome: Outcome,
+        started: float,
+    ) -> Resolution:
+        reason = outcome.reason or "unavailable"
+        entry = self._cache.get(key)
+        # Only positives are kept past their freshness, and only until keep_until.
+        if entry is not None and entry.phone_number is not None:
+            if self._clock() < entry.keep_until:
+                self._stats.stale += 1
+                return self._fallback(lead, runtime, entry.phone_number, "stale", reason, started)
+        number = self._stored_number(lead, runtime)
+        if number is not None:
+            return self._fallback(lead, runtime, number, "stored", reason, started)
+        raise self._refuse(
+            lead, runtime, reason, True, outcome.retry_after, started, outcome.detail
+        )
+
+    def _fallback(
+        self,
+        lead: Lead,
+        runtime: CampaignRuntime,
+        number: str,
+        source: Any,
+        reason: str,
+        started: float,
+    ) -> Resolution:
+        self._stats.fallbacks[reason] += 1
+        log.info(
+            "campaign %s: lead %s falls back to the %s number %s (%s)",
+            lead.campaign_id,
+            lead.external_id,
+            source,
+            mask_phone(number),
+            reason,
+        )
+        return self._done(
+            Resolution(
+                number,
+                source,
+                lead.campaign_id,
+                lead.external_id,
+                runtime.adapter_name,
+                reason,
+                perf_counter() - started,
+            )
+        )
+
+    def _done(self, resolution: Resolution) -> Resolution:
+        stats = self._stats
+        stats.resolved += 1
+        if resolution.source == "stored":
+            stats.stored += 1
+        stats.latencies.append(resolution.elapsed)
+        return resolution
+
+    def _refuse(
+        self,
+        lead: Lead,
+        runtime: CampaignRuntime | None,
+        reason: str,
+        retryable: bool,
+        retry_after: float | None,
+        started: float,
+        detail: str | None = None,
+    ) -> Unresolvable:
+        elapsed = perf_counter() - started
+        stats = self._stats
+        stats.refused += 1
+        stats.refusals[reason] += 1
+        stats.latencies.append(elapsed)
+        log.info(
+            "campaign %s: lead %s refused: %s%s",
+            lead.campaign_id,
+            lead.external_id if lead.external_id is not None else mask_phone(lead.phone_number),
+            reason,
+            " (retryable)" if retryable else "",
+        )
+        return Unresolvable(
+            reason,
+            retryable=retryable,
+            retry_after=retry_after,
+            campaign_id=lead.campaign_id,
+            external_id=lead.external_id,
+            detail=detail,
+            elapsed=elapsed,
+        )
+
+    # -- the rest ----------------------------------------------------------------
+
+    def stats(self) -> ResolverStats:
+        """Counters since start: hits, misses, stale, fallbacks and refusals by reason,
+        adapter errors, latency percentiles, and each campaign's breaker state."""
+        return self._stats.snapshot(
+            {campaign_id: runtime.breaker.state for campaign_id, runtime in self.campaigns.items()}
+        )
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    def _max_deadline(self) -> float:
+        return max((runtime.deadline for runtime in self.campaigns.values()), default=self.deadline)
+
+    async def close(self) -> None:
+        """Close every adapter (`aclose()` or `close()`) and stop the resolver's threads."""
+        if self._closed:
+            return
+        self._closed = True
+        for runtime in self.campaigns.values():
+            if runtime.adapter is None:
+                continue
+            try:
+                await close_adapter(runtime.adapter)
+            except Exception:
+                log.exception(
+                    "campaign %s: closing adapter %r failed",
+                    runtime.campaign.id,
+                    runtime.adapter_name,
+                )
+        self._pool.shutdown()
+
+    def close_sync(self) -> None:
+        """`close` for callers without an event loop."""
+        if self._loop_thread.loop is not None:
+            self._loop_thread.run(self.close())
+        else:
+            asyncio.run(self.close())
+        self._loop_thread.stop()
+
+    async def __aenter__(self) -> Resolver:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+        self._loop_thread.stop()
+
+    def __enter__(self) -> Resolver:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close_sync()
+
+
+def _forget(
+    inflight: dict[CacheKey, asyncio.Task[Outcome]], key: CacheKey, done: asyncio.Task[Outcome]
+) -> None:
+    if inflight.get(key) is done:
+        del inflight[key]
