@@ -12,7 +12,7 @@ import inspect
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._threads import DaemonThreadPool
@@ -50,6 +50,7 @@ class CampaignRuntime:
         pool: DaemonThreadPool,
         stats: StatsRecorder,
         error: ConfigurationError | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.campaign = campaign
         self.adapter = adapter
@@ -59,7 +60,7 @@ class CampaignRuntime:
         self.label_preference = tuple(label.lower() for label in label_preference)
         self.deadline = deadline
         self.retry = retry
-        self.breaker = CircuitBreaker(breaker)
+        self.breaker = CircuitBreaker(breaker, timer=clock)
         self.error = error
         self._pool = pool
         self._stats = stats

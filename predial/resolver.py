@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from time import perf_counter
 from types import TracebackType
 from typing import Any
@@ -85,7 +85,7 @@ class Resolver:
         registry: PluginRegistry | None = None,
         strict: bool = True,
         max_adapter_threads: int = 32,
-        clock: Any = time.monotonic,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if deadline <= 0:
             raise ValueError("deadline must be > 0 seconds")
@@ -129,6 +129,7 @@ class Resolver:
                 pool=self._pool,
                 stats=self._stats,
                 error=error,
+                clock=clock,
             )
 
     def _build_adapter(self, campaign: Campaign) -> tuple[Any, str, ConfigurationError | None]:
