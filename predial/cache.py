@@ -6,9 +6,11 @@ Positives are fresh for `positive_ttl` and then kept `stale_grace` longer, to be
 served only while the CRM is unavailable (stale-if-error); negatives are fresh
 for `negative_ttl` and never served stale. Transient failures are never cached.
 
-The memory tier is a `cachetools.TLRUCache` (per-entry expiry, LRU eviction at
-`maxsize`) behind a lock, since `resolve_sync` callers and an event loop may
-share one resolver from different threads.
+The memory tier is a `cachetools.LRUCache` bounded by `maxsize`, behind a lock
+since `resolve_sync` callers and an event loop may share one resolver from
+different threads. Entries carry their own expiry and an expired one is dropped
+when read: `TLRUCache` does the same bookkeeping with a heap and measured ~3x
+slower per get and set, and the resolver compares freshness itself anyway.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from cachetools import TLRUCache
+from cachetools import LRUCache
 
 __all__ = ["CacheEntry", "CacheKey", "CacheSettings", "CacheTier", "MemoryCache"]
 
@@ -68,22 +70,22 @@ class CacheTier(Protocol):
     def clear(self) -> None: ...
 
 
-def _keep_until(_key: CacheKey, entry: CacheEntry, _now: float) -> float:
-    return entry.keep_until
-
-
 class MemoryCache:
     """A bounded in-process cache; entries carry their own expiry."""
 
     def __init__(self, maxsize: int = 100_000, timer: Callable[[], float] = time.monotonic):
-        self._entries: TLRUCache[CacheKey, CacheEntry] = TLRUCache(
-            maxsize=maxsize, ttu=_keep_until, timer=timer
-        )
+        self._entries: LRUCache[CacheKey, CacheEntry] = LRUCache(maxsize=maxsize)
+        self._timer = timer
         self._lock = threading.Lock()
 
     def get(self, key: CacheKey) -> CacheEntry | None:
+        """The entry for `key`, fresh or within its stale grace; None once past both."""
         with self._lock:
-            return self._entries.get(key)
+            entry = self._entries.get(key)
+            if entry is not None and self._timer() >= entry.keep_until:
+                del self._entries[key]
+                return None
+            return entry
 
     def set(self, key: CacheKey, entry: CacheEntry) -> None:
         with self._lock:

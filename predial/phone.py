@@ -208,14 +208,18 @@ class PhonePolicy:
             # IS_POSSIBLE_LOCAL_ONLY is dialable only inside its own area: never a
             # complete number for a campaign to dial.
             raise _refuse(_POSSIBILITY_REASONS.get(possibility, "too_short"), value)
-        if self.strictness == "valid" and not phonenumbers.is_valid_number(number):
+        # One number_type() serves both the validity and the type checks:
+        # is_valid_number(n) is exactly number_type(n) != UNKNOWN, and each of the
+        # two calls costs a region look-up (the bulk of a parse for +1 numbers).
+        kind = phonenumbers.number_type(number)
+        if self.strictness == "valid" and kind == PhoneNumberType.UNKNOWN:
             raise _refuse("not_assigned", value, "phonenumbers.is_valid_number")
         if self.allowed_regions is not None:
             region = phonenumbers.region_code_for_number(number)
             if region not in self.allowed_regions:
                 allowed = ", ".join(sorted(self.allowed_regions))
                 raise _refuse("region_not_allowed", value, f"region {region}; allowed: {allowed}")
-        self._check_type(number, value)
+        self._check_type(kind, value)
         return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
     def _parse(self, text: str, value: str) -> phonenumbers.PhoneNumber:
@@ -247,10 +251,10 @@ class PhonePolicy:
             raise _refuse("too_long", value)
         raise _refuse("not_a_number", value)
 
-    def _check_type(self, number: phonenumbers.PhoneNumber, value: str) -> None:
+    def _check_type(self, number_type: int, value: str) -> None:
         if not self.refused_types and self.allowed_types is None:
             return
-        kind = _TYPE_NAMES.get(phonenumbers.number_type(number), "unknown")
+        kind = _TYPE_NAMES.get(number_type, "unknown")
         kinds = {kind}
         if kind == "fixed_line_or_mobile":
             kinds |= {"fixed_line", "mobile"}

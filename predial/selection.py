@@ -101,18 +101,20 @@ def interpret(raw: object, policy: PhonePolicy, preference: Sequence[str]) -> Ou
     of the documented shapes (a bug in the adapter)."""
     if raw is None:
         return Outcome.permanent("no_number")
-    if isinstance(raw, str):
-        phones: Sequence[CrmPhone] = (CrmPhone(raw),)
-    elif isinstance(raw, CrmContact):
-        if raw.do_not_call:
-            return Outcome.permanent("do_not_call")
-        if raw.state in ("deleted", "archived"):
-            return Outcome.permanent(f"record_{raw.state}")
-        phones = raw.phones
-    else:
+    if isinstance(raw, str):  # the common case: one number, nothing to order
+        try:
+            return Outcome.number(policy.normalize(raw))
+        except InvalidPhoneNumber as refusal:
+            return Outcome.permanent("invalid_number", str(refusal))
+    if not isinstance(raw, CrmContact):
         raise TypeError(
             f"fetch_phone must return None, a str or a CrmContact, not {type(raw).__name__}"
         )
+    if raw.do_not_call:
+        return Outcome.permanent("do_not_call")
+    if raw.state in ("deleted", "archived"):
+        return Outcome.permanent(f"record_{raw.state}")
+    phones = raw.phones
     if not phones:
         return Outcome.permanent("no_number")
     refusals: list[str] = []

@@ -1,0 +1,293 @@
+"""Plugin discovery, registration and the adapter registry."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import ScriptedAdapter
+
+import predial
+from predial import (
+    Campaign,
+    ConfigurationError,
+    DuplicateAdapter,
+    Lead,
+    PluginLoadError,
+    Resolver,
+    UnknownAdapter,
+)
+from predial.plugins import ENTRY_POINT_GROUP, load_plugins, make_plugin_manager
+
+
+class HubSpotLike:
+    name = "hubspot"
+
+    def __init__(self, token: str = "") -> None:
+        self.token = token
+
+    async def fetch_phone(self, external_id: str) -> str:
+        return "+12024561111"
+
+
+class OtherHubSpot:
+    name = "hubspot"
+
+    def fetch_phone(self, external_id: str) -> None:
+        return None
+
+
+class Plugin:
+    def __init__(self, *classes: type) -> None:
+        self.classes = classes
+
+    @predial.hookimpl
+    def register_adapters(self, register):
+        for cls in self.classes:
+            register(cls)
+
+
+def install_distribution(
+    site: Path, dist: str, module: str, source: str, version: str = "1.0"
+) -> None:
+    """Write an installed distribution (module + dist-info with an entry point) into `site`."""
+    (site / f"{module}.py").write_text(textwrap.dedent(source))
+    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(
+        f"[{ENTRY_POINT_GROUP}]\n{dist.removeprefix('predial-')} = {module}\n"
+    )
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A site-packages directory on sys.path holding test plugin distributions."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    for name in list(sys.modules):
+        if name.startswith("predial_test_"):
+            del sys.modules[name]
+    importlib.invalidate_caches()
+
+
+GOOD_PLUGIN = """
+import predial
+
+class EchoAdapter:
+    name = "echo"
+
+    def __init__(self, number="+12024561111"):
+        self.number = number
+
+    def fetch_phone(self, external_id):
+        return self.number
+
+@predial.hookimpl
+def register_adapters(register):
+    register(EchoAdapter)
+"""
+
+BROKEN_PLUGIN = """
+import predial
+raise ImportError("predial_test_broken needs a module that is not installed")
+"""
+
+MISSPELT_HOOK = """
+import predial
+
+@predial.hookimpl
+def register_adapter(register):
+    pass
+"""
+
+
+def test_installed_distribution_is_discovered_through_its_entry_point(site: Path) -> None:
+    """An installed predial-echo distribution registers its adapter, with its version."""
+    install_distribution(site, "predial-echo", "predial_test_echo", GOOD_PLUGIN, "2.3")
+    registry = load_plugins(environ={})
+    info = next(p for p in registry.plugins if p.name == "echo")
+    assert (info.status, info.distribution, info.version) == ("active", "predial-echo", "2.3")
+    assert info.adapters == ["echo"]
+    assert "echo" in registry.adapter_names()
+
+
+def test_broken_plugin_is_recorded_and_the_others_still_load(site: Path) -> None:
+    """A plugin that raises on import is 'failed' with its error; the good one works."""
+    install_distribution(site, "predial-echo", "predial_test_echo", GOOD_PLUGIN)
+    install_distribution(site, "predial-broken", "predial_test_broken", BROKEN_PLUGIN)
+    registry = load_plugins(environ={})
+    broken = next(p for p in registry.plugins if p.name == "broken")
+    assert broken.status == "failed"
+    assert "needs a module that is not installed" in (broken.error or "")
+    assert registry.failures() == [broken]
+
+
+def test_resolver_works_beside_a_broken_plugin(site: Path) -> None:
+    """Campaigns that do not need the broken plugin resolve normally."""
+    install_distribution(site, "predial-echo", "predial_test_echo", GOOD_PLUGIN)
+    install_distribution(site, "predial-broken", "predial_test_broken", BROKEN_PLUGIN)
+    with Resolver([Campaign("c", "echo")]) as resolver:
+        resolution = resolver.resolve_sync(Lead(campaign_id="c", external_id="x"))
+    assert resolution.phone_number == "+12024561111"
+
+
+def test_misspelt_hook_fails_loudly(site: Path) -> None:
+    """`register_adapter` (no s) matches no hook spec: the plugin is failed, not ignored."""
+    install_distribution(site, "predial-typo", "predial_test_typo", MISSPELT_HOOK)
+    registry = load_plugins(environ={})
+    typo = next(p for p in registry.plugins if p.name == "typo")
+    assert typo.status == "failed"
+    assert "register_adapter" in (typo.error or "")
+
+
+def test_disable_plugins_by_environment(site: Path) -> None:
+    """PREDIAL_DISABLE_PLUGINS skips a plugin by entry-point or distribution name."""
+    install_distribution(site, "predial-echo", "predial_test_echo", GOOD_PLUGIN)
+    for name in ("echo", "predial-echo"):
+        registry = load_plugins(environ={"PREDIAL_DISABLE_PLUGINS": f"other, {name}"})
+        info = next(p for p in registry.plugins if p.name == "echo")
+        assert info.status == "disabled"
+        assert "echo" not in registry.adapter_names()
+
+
+def test_load_plugins_allow_list(site: Path) -> None:
+    """PREDIAL_LOAD_PLUGINS loads only the named plugins; empty loads none."""
+    install_distribution(site, "predial-echo", "predial_test_echo", GOOD_PLUGIN)
+    install_distribution(site, "predial-broken", "predial_test_broken", BROKEN_PLUGIN)
+    registry = load_plugins(environ={"PREDIAL_LOAD_PLUGINS": "echo"})
+    statuses = {p.name: p.status for p in registry.plugins if p.origin == "entry point"}
+    assert statuses == {"echo": "active", "broken": "disabled"}
+    registry = load_plugins(environ={"PREDIAL_LOAD_PLUGINS": ""})
+    assert all(p.status == "disabled" for p in registry.plugins if p.origin == "entry point")
+
+
+def test_unknown_adapter_suggests_and_lists() -> None:
+    """A typo gets 'did you mean' and the installed list."""
+    with pytest.raises(UnknownAdapter) as caught:
+        Resolver([Campaign("c", "hubspt")], plugins=[Plugin(HubSpotLike)], load_entrypoints=False)
+    message = str(caught.value)
+    assert "did you mean 'hubspot'?" in message
+    assert "Installed adapters: hubspot" in message
+
+
+def test_duplicate_adapter_names_name_both_sources(site: Path) -> None:
+    """Two plugins registering 'hubspot' is an error naming both."""
+    install_distribution(
+        site,
+        "predial-hubspot",
+        "predial_test_hubspot",
+        GOOD_PLUGIN.replace('name = "echo"', 'name = "hubspot"'),
+    )
+    with pytest.raises(DuplicateAdapter) as caught:
+        load_plugins([Plugin(OtherHubSpot)], environ={})
+    message = str(caught.value)
+    assert "predial-hubspot 1.0" in message
+    assert "Plugin (explicit)" in message
+
+
+def test_duplicate_among_entry_points_fails_only_the_lookup(site: Path) -> None:
+    """Two installed plugins with one name: both recorded, the name refuses to resolve."""
+    source = GOOD_PLUGIN.replace('name = "echo"', 'name = "hubspot"')
+    install_distribution(site, "predial-hubspot", "predial_test_hubspot", source)
+    install_distribution(site, "predial-hubspot-fork", "predial_test_hubspot_fork", source)
+    registry = load_plugins(environ={})
+    with pytest.raises(DuplicateAdapter, match="predial-hubspot 1.0.*predial-hubspot-fork 1.0"):
+        registry.adapter_class("hubspot")
+    assert len(registry.failures()) == 1
+
+
+def test_registering_the_same_class_twice_is_not_a_conflict() -> None:
+    """The same plugin passed twice registers once."""
+    plugin = Plugin(HubSpotLike)
+    registry = load_plugins([plugin, plugin], entrypoints=False)
+    assert registry.adapter_class("hubspot") is HubSpotLike
+
+
+@pytest.mark.parametrize(
+    ("cls_source", "message"),
+    [
+        ("class A:\n    def fetch_phone(self, external_id): ...", "name must be a lowercase slug"),
+        ("class A:\n    name = 'Bad Name'\n    def fetch_phone(self, x): ...", "lowercase slug"),
+        ("class A:\n    name = 'a'", "no fetch_phone"),
+        ("class A:\n    name = 'a'\n    def fetch_phone(self): ...", "one argument"),
+    ],
+)
+def test_invalid_adapter_classes_are_refused(cls_source: str, message: str) -> None:
+    """A class that is not an adapter is named with what is wrong."""
+    namespace: dict[str, object] = {}
+    exec(cls_source, namespace)
+    with pytest.raises(PluginLoadError, match=message):
+        load_plugins([Plugin(namespace["A"])], entrypoints=False)
+
+
+def test_hook_that_raises_is_a_load_error() -> None:
+    """An exception inside register_adapters is recorded with the plugin's name."""
+
+    class Exploding:
+        @predial.hookimpl
+        def register_adapters(self, register):
+            raise RuntimeError("no config")
+
+    with pytest.raises(PluginLoadError, match="Exploding.*no config"):
+        load_plugins([Exploding()], entrypoints=False)
+
+
+def test_plugin_manager_factory_is_fresh_each_time() -> None:
+    """No module-level manager: each call is independent."""
+    assert make_plugin_manager() is not make_plugin_manager()
+    assert make_plugin_manager().get_plugins() == set()
+
+
+def test_module_plugins_are_accepted() -> None:
+    """`plugins=` takes modules too, as scripts pass them."""
+    module = type(sys)("predial_test_module_plugin")
+    exec(
+        "import predial\n"
+        "from conftest import ScriptedAdapter\n"
+        "@predial.hookimpl\n"
+        "def register_adapters(register):\n"
+        "    register(ScriptedAdapter)\n",
+        module.__dict__,
+    )
+    registry = load_plugins([module], entrypoints=False)
+    assert registry.adapter_class("scripted") is ScriptedAdapter
+
+
+def test_adapter_settings_errors_are_configuration_errors() -> None:
+    """Settings the adapter does not take: a clear error naming campaign and adapter."""
+    with pytest.raises(ConfigurationError, match="campaign 'c'.*'hubspot'.*tokn") as caught:
+        Resolver(
+            [Campaign("c", "hubspot", {"tokn": "secret-value"})],
+            plugins=[Plugin(HubSpotLike)],
+            load_entrypoints=False,
+        )
+    assert "secret-value" not in str(caught.value)
+
+
+def test_non_strict_resolver_keeps_good_campaigns_working() -> None:
+    """strict=False: a broken campaign refuses retryably, the others resolve."""
+    resolver = Resolver(
+        [Campaign("good", "hubspot"), Campaign("bad", "salesforce")],
+        plugins=[Plugin(HubSpotLike)],
+        load_entrypoints=False,
+        strict=False,
+    )
+    with resolver:
+        assert resolver.resolve_sync(Lead(campaign_id="good", external_id="x")).source == "crm"
+        with pytest.raises(predial.Unresolvable) as caught:
+            resolver.resolve_sync(Lead(campaign_id="bad", external_id="x"))
+        stored = resolver.resolve_sync(
+            Lead(campaign_id="bad", external_id="x", phone_number="+12024561414")
+        )
+    assert (caught.value.reason, caught.value.retryable) == ("campaign_misconfigured", True)
+    assert (stored.source, stored.fallback_reason) == ("stored", "campaign_misconfigured")
+
+
+def test_campaign_repr_hides_settings() -> None:
+    """Settings hold secrets; the campaign's repr leaves them out."""
+    assert "s3cr3t" not in repr(Campaign("c", "hubspot", {"token": "s3cr3t"}))
