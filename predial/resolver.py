@@ -22,12 +22,14 @@ import logging
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from time import perf_counter
 from types import TracebackType
 from typing import Any
 
 from pydantic import ValidationError
 
+from ._flight import Flight
 from ._threads import DaemonThreadPool, LoopThread
 from .adapters import close_adapter
 from .breaker import BreakerSettings
@@ -99,7 +101,7 @@ class Resolver:
         # One table of in-flight fetches per event loop: resolve_sync callers run on
         # the resolver's own loop, async callers on theirs, and futures are loop-bound.
         self._inflight: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, dict[CacheKey, _Flight]
+            asyncio.AbstractEventLoop, dict[CacheKey, Flight[Outcome]]
         ] = weakref.WeakKeyDictionary()
         self._closed = False
         if registry is None:
@@ -242,44 +244,27 @@ class Resolver:
     ) -> Outcome:
         """One adapter call per key at a time, shared by every caller that asks meanwhile.
 
-        Each caller awaits a future of its own, so cancelling one caller cancels
-        only that future, never the shared fetch. The fetch holds the deadline of
-        the caller that started it: callers of one campaign share one deadline
-        length and later callers started later, so no caller's deadline comes
-        before the fetch's and callers need no timer of their own.
+        The first caller drives the fetch in its own task (see `predial._flight`);
+        later callers await a future of their own, so cancelling any caller never
+        cancels the fetch for the others. The fetch holds the first caller's
+        deadline; later callers of the same campaign have later deadlines.
         """
         loop = asyncio.get_running_loop()
         flights = self._inflight.get(loop)
         if flights is None:
             flights = self._inflight[loop] = {}
-        waiter: asyncio.Future[Outcome] = loop.create_future()
         flight = flights.get(key)
-        if flight is None:
-            flight = flights[key] = _Flight(waiter)
-            deadline_at = time.monotonic() + runtime.deadline - (perf_counter() - started)
-            flight.task = loop.create_task(self._fly(runtime, key, deadline_at, flights))
-        else:
-            flight.waiters.append(waiter)
-        return await waiter
-
-    async def _fly(
-        self,
-        runtime: CampaignRuntime,
-        key: CacheKey,
-        deadline_at: float,
-        flights: dict[CacheKey, _Flight],
-    ) -> None:
-        # Setting the waiters' results here, rather than from a done-callback of
-        # the task, saves one event-loop iteration per miss (~25 µs measured).
-        try:
-            outcome = await self._fetch_and_cache(runtime, key, deadline_at)
-        except BaseException:  # the loop is shutting down: release the waiters, then go
-            for waiter in flights.pop(key).waiters:
-                waiter.cancel()
-            raise
-        for waiter in flights.pop(key).waiters:
-            if not waiter.done():  # a cancelled caller's future is already done
-                waiter.set_result(outcome)
+        if flight is not None:
+            return await flight.follow()
+        remaining = runtime.deadline - (perf_counter() - started)
+        flight = flights[key] = Flight(
+            self._fetch_and_cache(runtime, key, time.monotonic() + remaining),
+            loop,
+            loop.time() + remaining,
+            runtime.timed_out,
+            partial(flights.pop, key, None),
+        )
+        return await flight
 
     async def _fetch_and_cache(
         self, runtime: CampaignRuntime, key: CacheKey, deadline_at: float
@@ -507,14 +492,3 @@ class Resolver:
         traceback: TracebackType | None,
     ) -> None:
         self.close_sync()
-
-
-class _Flight:
-    """A fetch in flight: its task (held here so it cannot be garbage-collected
-    mid-flight) and the futures of the callers waiting for it."""
-
-    __slots__ = ("task", "waiters")
-
-    def __init__(self, first: asyncio.Future[Outcome]) -> None:
-        self.waiters = [first]
-        self.task: asyncio.Task[None] | None = None
