@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .cache import CacheSettings
 from .phone import PhonePolicy
 
 __all__ = ["Campaign", "RetrySettings"]
@@ -17,7 +18,9 @@ class Campaign:
 
     `settings` are passed to the adapter's constructor as keyword arguments; they
     often hold secrets, so they are left out of the repr. `default_region` reads
-    national-format numbers; `policy` overrides the whole phone policy.
+    national-format numbers; `policy` overrides the whole phone policy;
+    `label_preference`, `deadline` and `cache` (TTLs; the size is the resolver's)
+    override the resolver's defaults for this campaign.
     """
 
     id: str
@@ -27,6 +30,7 @@ class Campaign:
     policy: PhonePolicy | None = None
     label_preference: Sequence[str] | None = None
     deadline: float | None = None
+    cache: CacheSettings | None = None
 
     def __post_init__(self) -> None:
         if not self.id:

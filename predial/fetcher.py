@@ -17,6 +17,7 @@ from typing import Any
 
 from ._threads import DaemonThreadPool
 from .breaker import BreakerSettings, CircuitBreaker
+from .cache import CacheSettings
 from .campaign import Campaign, RetrySettings
 from .errors import (
     AdapterAuthError,
@@ -27,6 +28,7 @@ from .errors import (
 from .phone import PhonePolicy
 from .selection import Outcome, interpret
 from .stats import StatsRecorder
+from .trace import Attempt, Trace
 
 __all__ = ["CampaignRuntime"]
 
@@ -51,6 +53,7 @@ class CampaignRuntime:
         stats: StatsRecorder,
         error: ConfigurationError | None = None,
         clock: Callable[[], float] = time.monotonic,
+        cache: CacheSettings | None = None,
     ) -> None:
         self.campaign = campaign
         self.adapter = adapter
@@ -62,6 +65,7 @@ class CampaignRuntime:
         self.retry = retry
         self.breaker = CircuitBreaker(breaker, timer=clock)
         self.error = error
+        self.cache_settings = cache or CacheSettings()
         self._pool = pool
         self._stats = stats
         fetch = getattr(adapter, "fetch_phone", None)
@@ -88,74 +92,59 @@ class CampaignRuntime:
         ceiling = min(self.retry.maximum, self.retry.initial * 2 ** (attempt - 1))
         return random.uniform(0, ceiling)  # full jitter: spreads many dialers' retries
 
-    async def fetch(self, external_id: str, deadline_at: float) -> Outcome:
-        """Ask the adapter, within `deadline_at` (a `time.monotonic()` instant)."""
+    async def fetch(
+        self, external_id: str, deadline_at: float, trace: Trace | None = None
+    ) -> Outcome:
+        """Ask the adapter, within `deadline_at` (a `time.monotonic()` instant).
+
+        With a `trace`, every attempt and verdict is recorded in it (`predial check`).
+        """
         if self.error is not None or self.adapter is None:
+            if trace is not None:
+                trace.notes.append(f"campaign misconfigured: {self.error}")
             return Outcome.failed("campaign_misconfigured", detail=str(self.error))
         stats = self._stats
         attempt = 0
         while True:
             if not self.breaker.allow():
+                if trace is not None:
+                    trace.notes.append("circuit open: the adapter was not called")
                 return Outcome.failed("circuit_open", retry_after=self.breaker.retry_after())
             remaining = deadline_at - time.monotonic()
             if remaining <= 0:
                 return Outcome.failed("timeout")
             started = time.monotonic()
             stats.adapter_calls += 1
+            record = None
+            if trace is not None:
+                record = Attempt(len(trace.attempts) + 1, started - trace.started, 0.0)
+                trace.attempts.append(record)
             try:
                 raw = await self._call(external_id)
-            except RecordNotFound:
-                self.breaker.record_success(time.monotonic() - started)
-                return Outcome.permanent("not_found")
-            except AdapterAuthError as error:
-                self.breaker.record_failure()
-                stats.adapter_errors["auth_error"] += 1
-                log.error(
-                    "campaign %s: adapter %r (plugin %s) was refused by the CRM: %s",
-                    self.campaign.id,
-                    self.adapter_name,
-                    self.plugin,
-                    error,
-                )
-                return Outcome.failed("auth_error", detail=str(error))
-            except AdapterUnavailable as error:
-                self.breaker.record_failure()
-                stats.adapter_errors["unavailable"] += 1
+            except Exception as error:
+                if record is not None:
+                    record.duration = time.monotonic() - started
+                    record.error = f"{type(error).__name__}: {error}"
+                    record.retry_after = getattr(error, "retry_after", None)
+                outcome, wait = self._failure(error, started, deadline_at, attempt + 1)
+                if outcome is not None:
+                    return outcome
                 attempt += 1
-                wait = self._backoff(attempt)
-                if error.retry_after is not None:
-                    wait = max(wait, error.retry_after)
-                left = deadline_at - time.monotonic()
-                if attempt >= self.retry.attempts or wait >= left:
-                    # Out of attempts, or the wait would not fit in the deadline: the
-                    # CRM's own retry_after becomes the dialer's verdict.
-                    return Outcome.failed("unavailable", error.retry_after, detail=str(error))
-                log.debug(
-                    "campaign %s: adapter %r unavailable (attempt %d), retrying in %.3fs",
-                    self.campaign.id,
-                    self.adapter_name,
-                    attempt,
-                    wait,
-                )
+                if record is not None:
+                    record.wait = wait
                 await asyncio.sleep(wait)
                 continue
-            except TimeoutError:  # the adapter's own timeout (a socket's, say)
-                return self.timed_out()
-            except Exception as error:
-                self.breaker.record_failure()
-                stats.adapter_errors["unexpected"] += 1
-                log.error(
-                    "campaign %s: adapter %r (plugin %s) raised %s; treated as unavailable",
-                    self.campaign.id,
-                    self.adapter_name,
-                    self.plugin,
-                    type(error).__name__,
-                    exc_info=True,
-                )
-                return Outcome.failed("adapter_error", detail=type(error).__name__)
+            if record is not None:
+                record.duration = time.monotonic() - started
+                record.raw = raw
             self.breaker.record_success(time.monotonic() - started)
             try:
-                return interpret(raw, self.policy, self.label_preference)
+                return interpret(
+                    raw,
+                    self.policy,
+                    self.label_preference,
+                    trace.verdicts if trace is not None else None,
+                )
             except TypeError as error:
                 stats.adapter_errors["bad_return"] += 1
                 log.error(
@@ -166,3 +155,52 @@ class CampaignRuntime:
                     error,
                 )
                 return Outcome.failed("adapter_error", detail=str(error))
+
+    def _failure(
+        self, error: Exception, started: float, deadline_at: float, attempt: int
+    ) -> tuple[Outcome | None, float]:
+        """What an adapter's exception comes to: an outcome, or (None, wait) to retry."""
+        stats = self._stats
+        if isinstance(error, RecordNotFound):
+            self.breaker.record_success(time.monotonic() - started)
+            return Outcome.permanent("not_found"), 0.0
+        if isinstance(error, TimeoutError):  # the adapter's own timeout (a socket's, say)
+            return self.timed_out(), 0.0
+        self.breaker.record_failure()
+        if isinstance(error, AdapterAuthError):
+            stats.adapter_errors["auth_error"] += 1
+            log.error(
+                "campaign %s: adapter %r (plugin %s) was refused by the CRM: %s",
+                self.campaign.id,
+                self.adapter_name,
+                self.plugin,
+                error,
+            )
+            return Outcome.failed("auth_error", detail=str(error)), 0.0
+        if isinstance(error, AdapterUnavailable):
+            stats.adapter_errors["unavailable"] += 1
+            wait = self._backoff(attempt)
+            if error.retry_after is not None:
+                wait = max(wait, error.retry_after)
+            if attempt >= self.retry.attempts or wait >= deadline_at - time.monotonic():
+                # Out of attempts, or the wait would not fit in the deadline: the
+                # CRM's own retry_after becomes the dialer's verdict.
+                return Outcome.failed("unavailable", error.retry_after, detail=str(error)), 0.0
+            log.debug(
+                "campaign %s: adapter %r unavailable (attempt %d), retrying in %.3fs",
+                self.campaign.id,
+                self.adapter_name,
+                attempt,
+                wait,
+            )
+            return None, wait
+        stats.adapter_errors["unexpected"] += 1
+        log.error(
+            "campaign %s: adapter %r (plugin %s) raised %s; treated as unavailable",
+            self.campaign.id,
+            self.adapter_name,
+            self.plugin,
+            type(error).__name__,
+            exc_info=error,
+        )
+        return Outcome.failed("adapter_error", detail=type(error).__name__), 0.0

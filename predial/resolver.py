@@ -42,6 +42,7 @@ from .phone import mask_phone
 from .plugins import PluginRegistry, load_plugins
 from .selection import DEFAULT_LABEL_PREFERENCE, Outcome
 from .stats import ResolverStats, StatsRecorder
+from .trace import Trace
 
 __all__ = ["Resolver"]
 
@@ -134,6 +135,7 @@ class Resolver:
                 stats=self._stats,
                 error=error,
                 clock=clock,
+                cache=campaign.cache or self.cache_settings,
             )
 
     def _build_adapter(self, campaign: Campaign) -> tuple[Any, str, ConfigurationError | None]:
@@ -181,13 +183,60 @@ class Resolver:
 
         self._stats.misses += 1
         outcome = await self._shared_fetch(runtime, key, started)
+        return self._after_fetch(lead, runtime, key, outcome, started)
+
+    async def explain(self, lead: Lead | Mapping[str, Any]) -> Trace:
+        """Resolve `lead` once, bypassing the cache, and record every step.
+
+        For operators and adapter authors (`predial check`): each adapter attempt
+        with its timing and raw answer, the policy's verdict on each phone, and the
+        resolution or refusal. The cache is read only for a stale fallback and is
+        not written.
+        """
+        if not isinstance(lead, Lead):
+            lead = Lead.model_validate(lead)
+        trace = Trace(lead)
+        started = perf_counter()
+        runtime = self.campaigns.get(lead.campaign_id)
+        try:
+            if runtime is None:
+                trace.notes.append(f"no campaign {lead.campaign_id!r} is configured")
+                raise self._refuse(lead, None, "unknown_campaign", True, None, started)
+            trace.adapter, trace.plugin = runtime.adapter_name, runtime.plugin
+            trace.breaker = runtime.breaker.state
+            if lead.external_id is None:
+                trace.notes.append("standard-mode lead: the CRM is not asked")
+                trace.resolution = self._standard(lead, runtime, started)
+            else:
+                deadline_at = time.monotonic() + runtime.deadline
+                try:
+                    async with asyncio.timeout(runtime.deadline):
+                        outcome = await runtime.fetch(lead.external_id, deadline_at, trace)
+                except TimeoutError:
+                    outcome = runtime.timed_out()
+                trace.outcome_reason = outcome.reason
+                key = (lead.campaign_id, lead.external_id)
+                trace.resolution = self._after_fetch(lead, runtime, key, outcome, started)
+        except Unresolvable as refusal:
+            trace.refusal = refusal
+        trace.elapsed = perf_counter() - started
+        return trace
+
+    def _after_fetch(
+        self,
+        lead: Lead,
+        runtime: CampaignRuntime,
+        key: CacheKey,
+        outcome: Outcome,
+        started: float,
+    ) -> Resolution:
         if outcome.phone_number is not None:
             return self._done(
                 Resolution(
                     outcome.phone_number,
                     "crm",
                     lead.campaign_id,
-                    external_id,
+                    lead.external_id,
                     runtime.adapter_name,
                     None,
                     perf_counter() - started,
@@ -274,7 +323,7 @@ class Resolver:
         except Exception:  # fetch maps every adapter failure; this is a bug of ours
             log.exception("campaign %s: the CRM fetch failed unexpectedly", runtime.campaign.id)
             return Outcome.failed("adapter_error", detail="internal error")
-        settings = self.cache_settings
+        settings = runtime.cache_settings
         now = self._clock()
         if outcome.phone_number is not None:
             fresh_until = now + settings.positive_ttl

@@ -15,6 +15,7 @@ from typing import Final
 from .errors import InvalidPhoneNumber
 from .models import CrmContact, CrmPhone
 from .phone import PhonePolicy
+from .trace import PhoneVerdict
 
 __all__ = [
     "DEFAULT_LABEL_PREFERENCE",
@@ -96,16 +97,24 @@ def order_phones(phones: Sequence[CrmPhone], preference: Sequence[str]) -> list[
     return [phone for _, phone in ranked]
 
 
-def interpret(raw: object, policy: PhonePolicy, preference: Sequence[str]) -> Outcome:
+def interpret(
+    raw: object,
+    policy: PhonePolicy,
+    preference: Sequence[str],
+    verdicts: list[PhoneVerdict] | None = None,
+) -> Outcome:
     """Turn an adapter's return value into an outcome; `TypeError` if it is not one
-    of the documented shapes (a bug in the adapter)."""
+    of the documented shapes (a bug in the adapter). With `verdicts`, the policy's
+    verdict on each phone tried is appended to it."""
     if raw is None:
         return Outcome.permanent("no_number")
-    if isinstance(raw, str):  # the common case: one number, nothing to order
+    if isinstance(raw, str) and verdicts is None:  # the hot path: one number
         try:
             return Outcome.number(policy.normalize(raw))
         except InvalidPhoneNumber as refusal:
             return Outcome.permanent("invalid_number", str(refusal))
+    if isinstance(raw, str):
+        raw = CrmContact(phones=(CrmPhone(raw),))
     if not isinstance(raw, CrmContact):
         raise TypeError(
             f"fetch_phone must return None, a str or a CrmContact, not {type(raw).__name__}"
@@ -120,7 +129,17 @@ def interpret(raw: object, policy: PhonePolicy, preference: Sequence[str]) -> Ou
     refusals: list[str] = []
     for phone in order_phones(phones, preference):
         try:
-            return Outcome.number(policy.normalize(phone.value))
+            number = policy.normalize(phone.value)
         except InvalidPhoneNumber as refusal:
             refusals.append(str(refusal))
+            if verdicts is not None:
+                verdicts.append(
+                    PhoneVerdict(
+                        phone.value, phone.label, phone.primary, None, refusal.reason, str(refusal)
+                    )
+                )
+            continue
+        if verdicts is not None:
+            verdicts.append(PhoneVerdict(phone.value, phone.label, phone.primary, number))
+        return Outcome.number(number)
     return Outcome.permanent("invalid_number", "; ".join(refusals))

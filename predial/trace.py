@@ -1,0 +1,60 @@
+"""A traced resolution, for operators and adapter authors (`predial check`).
+
+`Resolver.explain(lead)` runs one lead through the pipeline without the cache and
+records what happened: each adapter attempt with its timing and raw answer or error,
+the policy's verdict on each phone the CRM returned, and the final resolution or
+refusal. Raw values are kept as the adapter returned them: mask them before showing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from .errors import Unresolvable
+from .models import Lead, Resolution
+
+__all__ = ["Attempt", "PhoneVerdict", "Trace"]
+
+
+@dataclass
+class Attempt:
+    """One call to the adapter."""
+
+    number: int
+    started: float  # seconds since the trace began
+    duration: float
+    raw: object = None
+    error: str | None = None
+    retry_after: float | None = None
+    wait: float | None = None  # the backoff slept before the next attempt
+
+
+@dataclass
+class PhoneVerdict:
+    """The phone policy's verdict on one phone of the CRM's answer, in pick order."""
+
+    value: object
+    label: str | None
+    primary: bool
+    e164: str | None = None
+    reason: str | None = None
+    message: str | None = None
+
+
+@dataclass
+class Trace:
+    """Everything `explain` saw while resolving one lead."""
+
+    lead: Lead
+    adapter: str | None = None
+    plugin: str | None = None
+    breaker: str | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    verdicts: list[PhoneVerdict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    outcome_reason: str | None = None
+    resolution: Resolution | None = None
+    refusal: Unresolvable | None = None
+    elapsed: float = 0.0
+    started: float = field(default_factory=time.monotonic, repr=False)
