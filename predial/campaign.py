@@ -31,6 +31,12 @@ class Campaign:
     label_preference: Sequence[str] | None = None
     deadline: float | None = None
     cache: CacheSettings | None = None
+    #: Where the campaign was configured (`predial.toml: campaigns[2]`), for errors.
+    origin: str | None = field(default=None, compare=False)
+
+    @property
+    def where(self) -> str:
+        return self.origin or f"campaign {self.id!r}"
 
     def __post_init__(self) -> None:
         if not self.id:

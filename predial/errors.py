@@ -49,13 +49,22 @@ class ConfigurationError(PredialError):
 class UnknownAdapter(ConfigurationError):
     """A campaign names an adapter that no loaded plugin registered."""
 
-    def __init__(self, name: str, installed: list[str], suggestion: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        installed: list[str],
+        suggestion: str | None = None,
+        context: str | None = None,
+        note: str | None = None,
+    ) -> None:
         self.name = name
         self.installed = installed
         self.suggestion = suggestion
-        hint = f"; did you mean {suggestion!r}?" if suggestion else ""
+        hint = f"; did you mean {suggestion!r}?" if suggestion else ";"
         listed = ", ".join(installed) if installed else "none"
-        super().__init__(f"unknown adapter {name!r}{hint} Installed adapters: {listed}")
+        where = f"{context}: " if context else ""
+        text = f"{where}unknown adapter {name!r}{hint} Installed adapters: {listed}"
+        super().__init__(f"{text} ({note})" if note else text)
 
 
 class DuplicateAdapter(ConfigurationError):

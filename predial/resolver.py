@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from functools import partial
 from time import perf_counter
 from types import TracebackType
@@ -35,7 +37,7 @@ from .adapters import close_adapter
 from .breaker import BreakerSettings
 from .cache import CacheEntry, CacheKey, CacheSettings, CacheTier, MemoryCache
 from .campaign import Campaign, RetrySettings
-from .errors import ConfigurationError, InvalidPhoneNumber, Unresolvable
+from .errors import ConfigurationError, InvalidPhoneNumber, UnknownAdapter, Unresolvable
 from .fetcher import CampaignRuntime
 from .models import Lead, Resolution
 from .phone import mask_phone
@@ -59,7 +61,8 @@ def _settings_error(campaign: Campaign, error: Exception) -> ConfigurationError:
     else:
         problems = f"{type(error).__name__}: {error}"
     return ConfigurationError(
-        f"campaign {campaign.id!r}: adapter {campaign.adapter!r} rejected its settings: {problems}"
+        f"{campaign.where}.settings: adapter {campaign.adapter!r} of campaign {campaign.id!r} "
+        f"rejected its settings: {problems}"
     )
 
 
@@ -138,9 +141,44 @@ class Resolver:
                 cache=campaign.cache or self.cache_settings,
             )
 
+    @classmethod
+    def from_config(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        plugins: Iterable[object] = (),
+        strict: bool = True,
+        environ: Mapping[str, str] | None = None,
+        **options: Any,
+    ) -> Resolver:
+        """A resolver built from a `predial.toml` (default: `$PREDIAL_CONFIG`, then
+        `./predial.toml`). `options` override the file's resolver settings."""
+        from .config import find_config, load_config
+
+        config = load_config(find_config(path), environ)
+        where = str(config.path)
+        campaigns = [
+            replace(item.campaign(), origin=f"{where}: campaigns[{index}]")
+            for index, item in enumerate(config.campaigns)
+        ]
+        return cls(
+            campaigns,
+            plugins=[*config.plugin_modules(), *plugins],
+            strict=strict,
+            **{**config.resolver_options(), **options},
+        )
+
     def _build_adapter(self, campaign: Campaign) -> tuple[Any, str, ConfigurationError | None]:
         try:
             spec = self.registry.adapter_spec(campaign.adapter)
+        except UnknownAdapter as error:
+            # The adapter may be in a plugin that failed to load: say which.
+            failed = [p.source for p in self.registry.failures() if not p.adapters]
+            note = f"plugins that failed to load: {', '.join(failed)}" if failed else None
+            located = UnknownAdapter(
+                error.name, error.installed, error.suggestion, f"{campaign.where}.adapter", note
+            )
+            return None, "?", located
         except ConfigurationError as error:
             return None, "?", error
         try:

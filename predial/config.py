@@ -1,0 +1,319 @@
+"""`predial.toml`: campaigns, their adapters and policies, and resolver defaults.
+
+```toml
+[resolver]
+deadline = 3.0
+label_preference = ["mobile", "main", "work", "home"]
+plugins = ["my_adapters.py"]          # extra plugin modules or files, no packaging needed
+
+[resolver.cache]
+positive_ttl = 300
+negative_ttl = 30
+stale_grace = 3600
+
+[[campaigns]]
+id = "cmp_solar"
+adapter = "hubspot"
+default_region = "US"
+
+[campaigns.settings]
+token = "${HUBSPOT_TOKEN}"            # secrets come from the environment, never the file
+
+[campaigns.policy]
+allowed_regions = ["US", "CA"]
+```
+
+`${VAR}` (or `${VAR:-default}`) anywhere in a string is read from the environment; a
+missing variable is an error naming it. Settings that look like secrets (`token`,
+`client_secret`, `password`, ...) must be written that way. Relative paths in settings
+named `path` or `*_path` are read from the config file's directory. Every error names
+the file, the key path (`campaigns[2].settings.token`) and what is wrong.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import re
+import sys
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .breaker import BreakerSettings
+from .cache import CacheSettings
+from .campaign import Campaign, RetrySettings
+from .errors import ConfigurationError
+from .phone import DEFAULT_REFUSED_TYPES, PhonePolicy
+
+__all__ = [
+    "CONFIG_ENV",
+    "DEFAULT_CONFIG",
+    "CampaignConfig",
+    "PredialConfig",
+    "ResolverConfig",
+    "find_config",
+    "load_config",
+]
+
+DEFAULT_CONFIG = "predial.toml"
+CONFIG_ENV = "PREDIAL_CONFIG"
+
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_SECRET_KEY = re.compile(
+    r"(^|_)(token|secret|password|passwd|api_?key|apikey|credentials?)($|_)", re.IGNORECASE
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PolicyConfig(_Strict):
+    strictness: Literal["valid", "possible"] = "valid"
+    allowed_regions: list[str] | None = None
+    allowed_types: list[str] | None = None
+    refused_types: list[str] = Field(default_factory=lambda: sorted(DEFAULT_REFUSED_TYPES))
+
+
+class CacheConfig(_Strict):
+    positive_ttl: float = Field(default=300.0, ge=0)
+    negative_ttl: float = Field(default=30.0, ge=0)
+    stale_grace: float = Field(default=3600.0, ge=0)
+    maxsize: int = Field(default=100_000, ge=1)
+
+    def settings(self) -> CacheSettings:
+        return CacheSettings(**self.model_dump())
+
+
+class RetryConfig(_Strict):
+    attempts: int = Field(default=3, ge=1)
+    initial: float = Field(default=0.05, ge=0)
+    maximum: float = Field(default=1.0, ge=0)
+
+
+class BreakerConfig(_Strict):
+    failure_threshold: int = Field(default=5, ge=1)
+    open_for: float = Field(default=5.0, gt=0)
+    slow_call: float | None = Field(default=None, gt=0)
+
+
+class ResolverConfig(_Strict):
+    deadline: float = Field(default=3.0, gt=0, le=60)
+    label_preference: list[str] | None = None
+    max_adapter_threads: int = Field(default=32, ge=1)
+    plugins: list[str] = Field(default_factory=list)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    breaker: BreakerConfig | None = None
+
+
+class CampaignConfig(_Strict):
+    id: str = Field(min_length=1)
+    adapter: str = Field(min_length=1)
+    settings: dict[str, Any] = Field(default_factory=dict)
+    default_region: str | None = None
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    label_preference: list[str] | None = None
+    deadline: float | None = Field(default=None, gt=0, le=60)
+    cache: CacheConfig | None = None
+
+    @field_validator("default_region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        if value is not None:
+            PhonePolicy(default_region=value)  # raises with a clear message if unknown
+            return value.upper()
+        return value
+
+    def phone_policy(self) -> PhonePolicy:
+        policy = self.policy
+        return PhonePolicy(
+            default_region=self.default_region,
+            strictness=policy.strictness,
+            allowed_regions=frozenset(policy.allowed_regions) if policy.allowed_regions else None,
+            allowed_types=frozenset(policy.allowed_types) if policy.allowed_types else None,
+            refused_types=frozenset(policy.refused_types),
+        )
+
+    def campaign(self) -> Campaign:
+        return Campaign(
+            id=self.id,
+            adapter=self.adapter,
+            settings=self.settings,
+            default_region=self.default_region,
+            policy=self.phone_policy(),
+            label_preference=tuple(self.label_preference) if self.label_preference else None,
+            deadline=self.deadline,
+            cache=self.cache.settings() if self.cache else None,
+        )
+
+
+class PredialConfig(_Strict):
+    """A validated `predial.toml`."""
+
+    resolver: ResolverConfig = Field(default_factory=ResolverConfig)
+    campaigns: list[CampaignConfig] = Field(default_factory=list)
+    path: Path | None = None
+
+    @field_validator("campaigns")
+    @classmethod
+    def _unique_ids(cls, campaigns: list[CampaignConfig]) -> list[CampaignConfig]:
+        seen: set[str] = set()
+        for campaign in campaigns:
+            if campaign.id in seen:
+                raise ValueError(f"campaign id {campaign.id!r} appears twice")
+            seen.add(campaign.id)
+        return campaigns
+
+    def resolver_options(self) -> dict[str, Any]:
+        """Keyword arguments for `Resolver` (besides campaigns and plugins)."""
+        resolver = self.resolver
+        options: dict[str, Any] = {
+            "deadline": resolver.deadline,
+            "cache": resolver.cache.settings(),
+            "retry": RetrySettings(**resolver.retry.model_dump()),
+            "max_adapter_threads": resolver.max_adapter_threads,
+        }
+        if resolver.breaker is not None:
+            options["breaker"] = BreakerSettings(**resolver.breaker.model_dump())
+        if resolver.label_preference:
+            options["label_preference"] = tuple(resolver.label_preference)
+        return options
+
+    def plugin_modules(self) -> list[ModuleType]:
+        """Import the `resolver.plugins` modules (dotted names or `.py` files)."""
+        base = self.path.parent if self.path else Path.cwd()
+        return [_import_plugin(spec, base, self.path) for spec in self.resolver.plugins]
+
+
+def _import_plugin(spec: str, base: Path, config: Path | None) -> ModuleType:
+    where = f"{config or DEFAULT_CONFIG}: resolver.plugins"
+    if spec.endswith(".py"):
+        file = Path(spec) if Path(spec).is_absolute() else base / spec
+        if not file.is_file():
+            raise ConfigurationError(f"{where}: plugin file {str(file)!r} does not exist")
+        name = f"predial_config_plugin_{file.stem}"
+        module_spec = importlib.util.spec_from_file_location(name, file)
+        if module_spec is None or module_spec.loader is None:
+            raise ConfigurationError(f"{where}: cannot import {str(file)!r}")
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[name] = module
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as error:
+            del sys.modules[name]
+            raise ConfigurationError(
+                f"{where}: importing {str(file)!r} failed: {type(error).__name__}: {error}"
+            ) from error
+        return module
+    try:
+        return importlib.import_module(spec)
+    except Exception as error:
+        raise ConfigurationError(
+            f"{where}: importing {spec!r} failed: {type(error).__name__}: {error}"
+        ) from error
+
+
+def _key_path(location: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in location:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text or "(top level)"
+
+
+def _substitute(
+    value: Any, location: tuple[int | str, ...], env: Mapping[str, str], file: str
+) -> Any:
+    if isinstance(value, dict):
+        return {key: _substitute(item, (*location, key), env, file) for key, item in value.items()}
+    if isinstance(value, list):
+        return [
+            _substitute(item, (*location, index), env, file) for index, item in enumerate(value)
+        ]
+    if not isinstance(value, str):
+        return value
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigurationError(
+            f"{file}: {_key_path(location)}: environment variable {name} is not set"
+        )
+
+    return _VARIABLE.sub(replace, value)
+
+
+def _check_secrets(raw: Mapping[str, Any], file: str) -> None:
+    """Refuse secrets written literally in the file: they belong in the environment."""
+    for index, campaign in enumerate(raw.get("campaigns") or []):
+        if not isinstance(campaign, dict):
+            continue
+        settings = campaign.get("settings") or {}
+        if not isinstance(settings, dict):
+            continue
+        for key, value in settings.items():
+            if _SECRET_KEY.search(str(key)) and isinstance(value, str) and value:
+                if not _VARIABLE.search(value):
+                    raise ConfigurationError(
+                        f"{file}: campaigns[{index}].settings.{key}: secrets are not written "
+                        f'in the file; set an environment variable and write "${{VARIABLE}}"'
+                    )
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
+    for campaign in raw.get("campaigns") or []:
+        settings = campaign.get("settings") if isinstance(campaign, dict) else None
+        if not isinstance(settings, dict):
+            continue
+        for key, value in settings.items():
+            is_path = key == "path" or str(key).endswith("_path")
+            if is_path and isinstance(value, str) and value and not Path(value).is_absolute():
+                settings[key] = str(base / value)
+
+
+def load_config(
+    path: str | os.PathLike[str], environ: Mapping[str, str] | None = None
+) -> PredialConfig:
+    """Read and validate a `predial.toml`; `ConfigurationError` says where and what."""
+    file = Path(path)
+    env = os.environ if environ is None else environ
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigurationError(f"{file}: no such configuration file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigurationError(f"{file}: cannot be read: {error}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigurationError(f"{file}: invalid TOML: {error}") from None
+    _check_secrets(raw, str(file))
+    raw = _substitute(raw, (), env, str(file))
+    _resolve_paths(raw, file.parent)
+    try:
+        config = PredialConfig.model_validate(raw)
+    except ValidationError as error:
+        first = error.errors(include_url=False, include_input=False)
+        problems = "; ".join(f"{_key_path(item['loc'])}: {item['msg']}" for item in first)
+        raise ConfigurationError(f"{file}: {problems}") from None
+    return config.model_copy(update={"path": file})
+
+
+def find_config(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The config to use: `explicit`, else `$PREDIAL_CONFIG`, else `./predial.toml`."""
+    if explicit is not None:
+        return Path(explicit)
+    from_env = os.environ.get(CONFIG_ENV)
+    return Path(from_env) if from_env else Path(DEFAULT_CONFIG)
