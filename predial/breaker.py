@@ -64,7 +64,9 @@ class CircuitBreaker:
         with self._lock:
             if self._state == "closed":
                 return 0.0
-            return max(0.0, self._opened_at + self.settings.open_for - self._timer())
+            left = self._opened_at + self.settings.open_for - self._timer()
+            # Half-open with a probe in flight: not "now", or callers retry in a hot loop.
+            return max(left, min(1.0, self.settings.open_for))
 
     def allow(self) -> bool:
         """May a call go to the adapter now? In half-open, True for the one probe only."""

@@ -11,6 +11,7 @@ PredialError
 │   ├── AdapterUnavailable    the CRM cannot answer now (retryable, retry_after)
 │   └── AdapterAuthError      credentials rejected (retryable once fixed)
 ├── InvalidPhoneNumber        also a ValueError: the policy refused a number
+├── InputFileError            a leads file or CRM export cannot be read as a whole
 ├── Unresolvable              the resolver's verdict: no number to dial
 └── LupitorError              the Lupitor Leads API refused a request
 ```
@@ -28,6 +29,7 @@ __all__ = [
     "AdapterUnavailable",
     "ConfigurationError",
     "DuplicateAdapter",
+    "InputFileError",
     "InvalidPhoneNumber",
     "LupitorError",
     "PluginLoadError",
@@ -125,6 +127,11 @@ class InvalidPhoneNumber(PredialError, ValueError):
 
     def __reduce__(self) -> tuple[type[InvalidPhoneNumber], tuple[str, object, str]]:
         return (type(self), (self.reason, self.input, str(self)))
+
+
+class InputFileError(PredialError):
+    """A leads file or CRM export cannot be read as a whole (missing, binary, no
+    header). Problems with single rows are reported per row instead."""
 
 
 class Unresolvable(PredialError):

@@ -13,6 +13,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ._threads import DaemonThreadPool
@@ -30,9 +31,16 @@ from .selection import Outcome, interpret
 from .stats import StatsRecorder
 from .trace import Attempt, Trace
 
-__all__ = ["CampaignRuntime"]
+__all__ = ["Answer", "CampaignRuntime"]
 
 log = logging.getLogger("predial.resolver")
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What the adapter returned, before interpretation."""
+
+    raw: object
 
 
 class CampaignRuntime:
@@ -95,9 +103,39 @@ class CampaignRuntime:
     async def fetch(
         self, external_id: str, deadline_at: float, trace: Trace | None = None
     ) -> Outcome:
-        """Ask the adapter, within `deadline_at` (a `time.monotonic()` instant).
+        """Ask the adapter and interpret its answer (`fetch_raw`, then `finish`)."""
+        return self.finish(await self.fetch_raw(external_id, deadline_at, trace), trace)
 
-        With a `trace`, every attempt and verdict is recorded in it (`predial check`).
+    def finish(self, answer: Answer | Outcome, trace: Trace | None = None) -> Outcome:
+        """Pick a number from the adapter's answer and apply the phone policy."""
+        if isinstance(answer, Outcome):
+            return answer
+        try:
+            return interpret(
+                answer.raw,
+                self.policy,
+                self.label_preference,
+                trace.verdicts if trace is not None else None,
+            )
+        except TypeError as error:
+            self._stats.adapter_errors["bad_return"] += 1
+            log.error(
+                "campaign %s: adapter %r (plugin %s) returned an unusable value: %s",
+                self.campaign.id,
+                self.adapter_name,
+                self.plugin,
+                error,
+            )
+            return Outcome.failed("adapter_error", detail=str(error))
+
+    async def fetch_raw(
+        self, external_id: str, deadline_at: float, trace: Trace | None = None
+    ) -> Answer | Outcome:
+        """Ask the adapter, retrying within `deadline_at` (a `time.monotonic()` instant).
+
+        Returns the adapter's raw `Answer`, or the `Outcome` of its failure. The caller
+        bounds the whole call by the deadline. With a `trace`, every attempt is
+        recorded in it (`predial check`).
         """
         if self.error is not None or self.adapter is None:
             if trace is not None:
@@ -138,23 +176,7 @@ class CampaignRuntime:
                 record.duration = time.monotonic() - started
                 record.raw = raw
             self.breaker.record_success(time.monotonic() - started)
-            try:
-                return interpret(
-                    raw,
-                    self.policy,
-                    self.label_preference,
-                    trace.verdicts if trace is not None else None,
-                )
-            except TypeError as error:
-                stats.adapter_errors["bad_return"] += 1
-                log.error(
-                    "campaign %s: adapter %r (plugin %s) returned an unusable value: %s",
-                    self.campaign.id,
-                    self.adapter_name,
-                    self.plugin,
-                    error,
-                )
-                return Outcome.failed("adapter_error", detail=str(error))
+            return Answer(raw)
 
     def _failure(
         self, error: Exception, started: float, deadline_at: float, attempt: int
@@ -196,11 +218,14 @@ class CampaignRuntime:
             return None, wait
         stats.adapter_errors["unexpected"] += 1
         log.error(
-            "campaign %s: adapter %r (plugin %s) raised %s; treated as unavailable",
+            "campaign %s: adapter %r (plugin %s) raised %s; treated as unavailable "
+            "(traceback at DEBUG level)",
             self.campaign.id,
             self.adapter_name,
             self.plugin,
             type(error).__name__,
-            exc_info=error,
         )
+        # The traceback helps the adapter's author, but exception texts of HTTP
+        # libraries can hold URLs with credentials: only when asked for.
+        log.debug("adapter %r traceback", self.adapter_name, exc_info=error)
         return Outcome.failed("adapter_error", detail=type(error).__name__), 0.0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -18,6 +18,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+
+from .phone import mask_phone
 
 __all__ = [
     "ContactState",
@@ -53,6 +55,8 @@ class Lead(BaseModel):
         frozen=True,
         extra="forbid",
         str_strip_whitespace=True,
+        # Validation errors would otherwise quote the phone number they refused.
+        hide_input_in_errors=True,
     )
 
     campaign_id: str = Field(min_length=1, max_length=256)
@@ -100,6 +104,11 @@ class Lead(BaseModel):
         if self.phone_number is None and self.external_id is None:
             raise ValueError("At least one of phoneNumber or externalId is required")
         return self
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # Leads end up in logs through their repr: never with the full number.
+        for name, value in super().__repr_args__():
+            yield name, mask_phone(value) if name == "phone_number" and value else value
 
     @property
     def mode(self) -> LeadMode:

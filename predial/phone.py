@@ -91,17 +91,20 @@ _DIGIT = re.compile(r"\d")
 def mask_phone(value: object) -> str:
     """Mask a phone number for logs: `+12025550123` -> `+1202***0123`.
 
-    Keeps the first four digits (country and area) and the last four; anything
-    shorter than nine digits keeps only its last two. Never raises.
+    Shows at most half the digits: the first four (country and area) and the last
+    four of numbers of 11 digits or more, the first three and last two of 9-10
+    digits, the last two of anything shorter. Never raises.
     """
     text = str(value)
-    digits = _DIGIT.findall(text)
+    digits = "".join(_DIGIT.findall(text))
     if not digits:
         return "***" if text else ""
     plus = "+" if text.lstrip().startswith("+") else ""
+    if len(digits) >= 11:
+        return f"{plus}{digits[:4]}***{digits[-4:]}"
     if len(digits) >= 9:
-        return f"{plus}{''.join(digits[:4])}***{''.join(digits[-4:])}"
-    return f"{plus}***{''.join(digits[-2:])}"
+        return f"{plus}{digits[:3]}***{digits[-2:]}"
+    return f"{plus}***{digits[-2:]}"
 
 
 def _refuse(reason: str, value: object, policy_hint: str = "") -> InvalidPhoneNumber:
@@ -132,11 +135,16 @@ class PhonePolicy:
     allowed_types: frozenset[str] | None = None
     refused_types: frozenset[str] = DEFAULT_REFUSED_TYPES
     memo_size: int = 65_536
-    _memo: OrderedDict[object, str | InvalidPhoneNumber] = field(
-        default_factory=OrderedDict, compare=False, hash=False, repr=False
+    # init=False: `dataclasses.replace` must give the new policy an empty memo, not
+    # share verdicts made under another region. A refusal is memoised as its
+    # (reason, message) and raised anew each time: re-raising one exception object
+    # would grow its traceback on every raise.
+    _memo: OrderedDict[object, str | tuple[str, str]] = field(
+        init=False, compare=False, hash=False, repr=False
     )
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "_memo", OrderedDict())
         if self.strictness not in ("valid", "possible"):
             raise ValueError(f"strictness must be 'valid' or 'possible', not {self.strictness!r}")
         if self.default_region is not None:
@@ -173,7 +181,7 @@ class PhonePolicy:
             raise _refuse("not_a_string", value) from None
         if isinstance(verdict, str):
             return verdict
-        raise verdict
+        raise InvalidPhoneNumber(verdict[0], value, verdict[1])
 
     def accepts(self, value: object) -> bool:
         """True when `normalize(value)` would succeed."""
@@ -183,11 +191,11 @@ class PhonePolicy:
             return False
         return True
 
-    def _memo_miss(self, value: object) -> str | InvalidPhoneNumber:
+    def _memo_miss(self, value: object) -> str | tuple[str, str]:
         try:
-            verdict: str | InvalidPhoneNumber = self._check(value)
+            verdict: str | tuple[str, str] = self._check(value)
         except InvalidPhoneNumber as refusal:
-            verdict = refusal
+            verdict = (refusal.reason, str(refusal))
         memo = self._memo
         memo[value] = verdict
         if len(memo) > self.memo_size:

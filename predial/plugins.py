@@ -42,7 +42,7 @@ log = logging.getLogger("predial.plugins")
 ENTRY_POINT_GROUP = "predial"
 
 #: Modules registered like any third-party plugin, before the entry points.
-BUILTIN_PLUGINS: tuple[str, ...] = ()
+BUILTIN_PLUGINS: tuple[str, ...] = ("predial.adapters.builtin",)
 
 PluginStatus = Literal["active", "disabled", "failed"]
 

@@ -18,27 +18,27 @@ Nothing leaves the resolver that the campaign's phone policy did not accept.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
-from functools import partial
 from time import perf_counter
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
 
-from ._flight import Flight
+from ._flight import Flight, start_task
 from ._threads import DaemonThreadPool, LoopThread
 from .adapters import close_adapter
 from .breaker import BreakerSettings
 from .cache import CacheEntry, CacheKey, CacheSettings, CacheTier, MemoryCache
 from .campaign import Campaign, RetrySettings
 from .errors import ConfigurationError, InvalidPhoneNumber, UnknownAdapter, Unresolvable
-from .fetcher import CampaignRuntime
+from .fetcher import Answer, CampaignRuntime
 from .models import Lead, Resolution
 from .phone import mask_phone
 from .plugins import PluginRegistry, load_plugins
@@ -58,8 +58,10 @@ def _settings_error(campaign: Campaign, error: Exception) -> ConfigurationError:
             f"{'.'.join(str(part) for part in item['loc']) or 'settings'}: {item['msg']}"
             for item in error.errors(include_input=False, include_url=False)
         )
-    else:
+    elif isinstance(error, (TypeError, ValueError)):
         problems = f"{type(error).__name__}: {error}"
+    else:  # an arbitrary exception's text may quote a setting: name the type only
+        problems = f"{type(error).__name__} (see the adapter's documentation for its settings)"
     return ConfigurationError(
         f"{campaign.where}.settings: adapter {campaign.adapter!r} of campaign {campaign.id!r} "
         f"rejected its settings: {problems}"
@@ -105,7 +107,7 @@ class Resolver:
         # One table of in-flight fetches per event loop: resolve_sync callers run on
         # the resolver's own loop, async callers on theirs, and futures are loop-bound.
         self._inflight: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, dict[CacheKey, Flight[Outcome]]
+            asyncio.AbstractEventLoop, dict[CacheKey, Flight[Answer | Outcome, Outcome]]
         ] = weakref.WeakKeyDictionary()
         self._closed = False
         if registry is None:
@@ -115,7 +117,6 @@ class Resolver:
             for plugin in plugins:
                 registry.add_explicit(plugin)
         retry = retry or RetrySettings()
-        breaker = breaker or BreakerSettings(slow_call=deadline / 2)
         self.campaigns: dict[str, CampaignRuntime] = {}
         for campaign in campaigns:
             if campaign.id in self.campaigns:
@@ -133,7 +134,8 @@ class Resolver:
                 label_preference=campaign.label_preference or label_preference,
                 deadline=campaign.deadline or deadline,
                 retry=retry,
-                breaker=breaker,
+                # Slow calls are judged against the campaign's own deadline.
+                breaker=breaker or BreakerSettings(slow_call=(campaign.deadline or deadline) / 2),
                 pool=self._pool,
                 stats=self._stats,
                 error=error,
@@ -183,7 +185,7 @@ class Resolver:
             return None, "?", error
         try:
             adapter = spec.cls(**dict(campaign.settings))
-        except (TypeError, ValueError) as error:
+        except Exception as error:
             return None, spec.plugin.source, _settings_error(campaign, error)
         return adapter, spec.plugin.source, None
 
@@ -194,6 +196,8 @@ class Resolver:
         started = perf_counter()
         if not isinstance(lead, Lead):
             lead = Lead.model_validate(lead)
+        if self._closed:
+            raise RuntimeError("the resolver is closed")
         runtime = self.campaigns.get(lead.campaign_id)
         if runtime is None:
             raise self._refuse(lead, None, "unknown_campaign", True, None, started)
@@ -296,7 +300,18 @@ class Resolver:
         if self._closed:
             raise RuntimeError("the resolver is closed")
         # The resolve holds its own deadline; the margin only guards against a wedged loop.
-        return self._loop_thread.run(self.resolve(lead), timeout=self._max_deadline() + 5.0)
+        try:
+            return self._loop_thread.run(self.resolve(lead), timeout=self._max_deadline() + 5.0)
+        except concurrent.futures.TimeoutError:
+            if not isinstance(lead, Lead):
+                lead = Lead.model_validate(lead)
+            raise Unresolvable(
+                "timeout",
+                retryable=True,
+                campaign_id=lead.campaign_id,
+                external_id=lead.external_id,
+                detail="the resolver's event loop did not answer in time",
+            ) from None
 
     async def resolve_many(
         self, leads: Iterable[Lead | Mapping[str, Any]], concurrency: int = 100
@@ -322,7 +337,8 @@ class Resolver:
         async with asyncio.TaskGroup() as group:
             for _ in range(min(concurrency, len(items))):
                 group.create_task(worker())
-        return [result for result in results if result is not None]
+        # Every slot is filled: a worker that failed would have failed the group.
+        return cast(list[Resolution | Unresolvable], results)
 
     # -- the pieces of the pipeline ----------------------------------------------
 
@@ -331,57 +347,90 @@ class Resolver:
     ) -> Outcome:
         """One adapter call per key at a time, shared by every caller that asks meanwhile.
 
-        The first caller drives the fetch in its own task (see `predial._flight`);
-        later callers await a future of their own, so cancelling any caller never
-        cancels the fetch for the others. The fetch holds the first caller's
-        deadline; later callers of the same campaign have later deadlines.
+        The call runs in a task of its own (see `predial._flight`); callers wait on
+        futures of their own, so cancelling a caller never cancels the call. The
+        call holds the deadline of the caller that started it: callers of one
+        campaign share a deadline length, so later callers' deadlines are later.
         """
         loop = asyncio.get_running_loop()
         flights = self._inflight.get(loop)
         if flights is None:
             flights = self._inflight[loop] = {}
         flight = flights.get(key)
-        if flight is not None:
-            return await flight.follow()
-        remaining = runtime.deadline - (perf_counter() - started)
-        flight = flights[key] = Flight(
-            self._fetch_and_cache(runtime, key, time.monotonic() + remaining),
-            loop,
-            loop.time() + remaining,
-            runtime.timed_out,
-            partial(flights.pop, key, None),
-        )
-        return await flight
+        if flight is None:
+            flight = flights[key] = Flight()
+            remaining = runtime.deadline - (perf_counter() - started)
+            flight.task = start_task(loop, self._fly(runtime, key, remaining, flight, flights))
+        if not flight.done:  # an eager start may have finished it already
+            await flight.follow(loop)
+        return self._outcome(runtime, key, flight)
 
-    async def _fetch_and_cache(
-        self, runtime: CampaignRuntime, key: CacheKey, deadline_at: float
-    ) -> Outcome:
+    async def _fly(
+        self,
+        runtime: CampaignRuntime,
+        key: CacheKey,
+        remaining: float,
+        flight: Flight[Answer | Outcome, Outcome],
+        flights: dict[CacheKey, Flight[Answer | Outcome, Outcome]],
+    ) -> None:
+        answer: Answer | Outcome
         try:
-            outcome = await runtime.fetch(key[1], deadline_at)
-        except Exception:  # fetch maps every adapter failure; this is a bug of ours
+            async with asyncio.timeout(remaining):
+                answer = await runtime.fetch_raw(key[1], time.monotonic() + remaining)
+        except TimeoutError:
+            answer = runtime.timed_out()
+        except asyncio.CancelledError:
+            del flights[key]
+            flight.crash()
+            raise
+        except Exception:  # fetch_raw maps every adapter failure; this is a bug of ours
             log.exception("campaign %s: the CRM fetch failed unexpectedly", runtime.campaign.id)
-            return Outcome.failed("adapter_error", detail="internal error")
+            answer = Outcome.failed("adapter_error", detail="internal error")
+        del flights[key]
+        if not flight.land(answer):
+            # Every caller gave up: interpret and cache the answer anyway, so the
+            # call was not wasted.
+            self._outcome(runtime, key, flight)
+
+    def _outcome(
+        self,
+        runtime: CampaignRuntime,
+        key: CacheKey,
+        flight: Flight[Answer | Outcome, Outcome],
+    ) -> Outcome:
+        """The flight's outcome, interpreted (and cached) by the first caller to ask."""
+        outcome = flight.outcome
+        if outcome is None:
+            assert flight.answer is not None  # the flight has landed
+            outcome = flight.outcome = runtime.finish(flight.answer)
+            self._store(runtime, key, outcome)
+        return outcome
+
+    def _store(self, runtime: CampaignRuntime, key: CacheKey, outcome: Outcome) -> None:
         settings = runtime.cache_settings
         now = self._clock()
         if outcome.phone_number is not None:
             fresh_until = now + settings.positive_ttl
-            self._cache.set(
-                key,
-                CacheEntry(
-                    outcome.phone_number,
-                    None,
-                    fresh_until,
-                    fresh_until + settings.stale_grace,
-                    runtime.adapter_name,
-                ),
+            keep_until = fresh_until + settings.stale_grace
+            entry = CacheEntry(
+                outcome.phone_number, None, fresh_until, keep_until, runtime.adapter_name
             )
-        elif not outcome.transient and settings.negative_ttl > 0:
+        elif not outcome.transient:
+            # Always written, even with a zero TTL: it replaces any older positive
+            # entry, which must not be served stale once the CRM has said no.
             fresh_until = now + settings.negative_ttl
-            self._cache.set(
-                key,
-                CacheEntry(None, outcome.reason, fresh_until, fresh_until, runtime.adapter_name),
-            )
-        return outcome
+            keep_until = fresh_until
+            if outcome.reason == "do_not_call":
+                # Remembered through the grace period: if the CRM then goes down,
+                # the stored number must not be dialled either.
+                keep_until += settings.stale_grace
+            entry = CacheEntry(None, outcome.reason, fresh_until, keep_until, runtime.adapter_name)
+        else:
+            return
+        try:
+            self._cache.set(key, entry)
+        except Exception:
+            log.exception("campaign %s: the cache refused an entry", runtime.campaign.id)
 
     def _stored_number(self, lead: Lead, runtime: CampaignRuntime) -> str | None:
         if lead.phone_number is None:
@@ -434,11 +483,14 @@ class Resolver:
     ) -> Resolution:
         reason = outcome.reason or "unavailable"
         entry = self._cache.get(key)
-        # Only positives are kept past their freshness, and only until keep_until.
-        if entry is not None and entry.phone_number is not None:
-            if self._clock() < entry.keep_until:
+        if entry is not None and self._clock() < entry.keep_until:
+            if entry.phone_number is not None:
                 self._stats.stale += 1
                 return self._fallback(lead, runtime, entry.phone_number, "stale", reason, started)
+            if entry.reason == "do_not_call":
+                # The CRM's last word was do-not-call: the CRM being down now does
+                # not make the stored number dialable.
+                raise self._refuse(lead, runtime, "do_not_call", False, None, started)
         number = self._stored_number(lead, runtime)
         if number is not None:
             return self._fallback(lead, runtime, number, "stored", reason, started)
@@ -567,7 +619,8 @@ class Resolver:
         traceback: TracebackType | None,
     ) -> None:
         await self.close()
-        self._loop_thread.stop()
+        # Joining the resolve_sync thread blocks; keep it off this event loop.
+        await asyncio.to_thread(self._loop_thread.stop)
 
     def __enter__(self) -> Resolver:
         return self

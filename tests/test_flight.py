@@ -1,4 +1,4 @@
-"""The single-flight fetch driven by its first caller: cancellation and deadlines."""
+"""The single-flight fetch: cancellation of any caller, deadlines, odd adapters."""
 
 from __future__ import annotations
 
@@ -117,13 +117,3 @@ async def test_adapter_that_swallows_the_deadline_cancellation_keeps_its_answer(
         resolver.campaigns["cmp"].adapter.fetch_phone = stubborn
         resolution = await resolver.resolve(LEAD)
     assert resolution.phone_number == VALID_US
-
-
-async def test_no_timer_is_left_behind_by_instant_adapters() -> None:
-    """A fetch that never waits arms no deadline timer."""
-    async with make_resolver(Script()) as resolver:
-        loop = asyncio.get_running_loop()
-        before = len(loop._scheduled)
-        for index in range(20):
-            await resolver.resolve(Lead(campaign_id="cmp", external_id=str(index)))
-        assert len(loop._scheduled) == before

@@ -113,3 +113,17 @@ def test_resolution_to_dict() -> None:
     """A resolution serialises for logs and the HTTP service."""
     resolution = Resolution("+12024561111", "crm", "c", "x", "hubspot", None, 0.01)
     assert resolution.to_dict()["source"] == "crm"
+
+
+def test_lead_repr_masks_the_phone_number() -> None:
+    """Leads reach logs through their repr: the number is masked."""
+    text = repr(Lead(campaign_id="c", phone_number="+12024561111"))
+    assert "+1202***1111" in text
+    assert "2024561111" not in text
+
+
+def test_validation_errors_do_not_quote_the_number() -> None:
+    """A refused lead's error names the field, not the number."""
+    with pytest.raises(ValidationError) as caught:
+        Lead(campaign_id="c", phone_number="12024561111")
+    assert "12024561111" not in str(caught.value)

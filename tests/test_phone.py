@@ -139,9 +139,32 @@ def test_verdicts_are_memoised() -> None:
         policy.normalize("+15555551234")
     assert len(policy._memo) == 2
     first = policy._memo["+15555551234"]
-    with pytest.raises(InvalidPhoneNumber):
+    with pytest.raises(InvalidPhoneNumber) as again:
         policy.normalize("+15555551234")
     assert policy._memo["+15555551234"] is first
+    assert again.value.reason == "not_assigned"
+
+
+def test_memoised_refusals_are_raised_fresh() -> None:
+    """Each refusal is a new exception: its traceback does not grow with every raise."""
+    policy = PhonePolicy()
+    caught = []
+    for _ in range(3):
+        try:
+            policy.normalize("+15555551234")
+        except InvalidPhoneNumber as refusal:
+            caught.append(refusal)
+    assert len({id(refusal) for refusal in caught}) == 3
+
+
+def test_replaced_policy_does_not_share_verdicts() -> None:
+    """A policy copied for another region reads national numbers in that region."""
+    from dataclasses import replace
+
+    us = PhonePolicy(default_region="US")
+    assert us.normalize("2079460018") == "+12079460018"
+    gb = replace(us, default_region="GB")
+    assert gb.normalize("2079460018") == "+442079460018"
 
 
 def test_memo_is_bounded() -> None:
@@ -164,7 +187,8 @@ def test_warm_regions_rejects_unknown_codes() -> None:
     [
         ("+12025550123", "+1202***0123"),
         ("+442079460958", "+4420***0958"),
-        ("(202) 555-0123", "2025***0123"),
+        ("(202) 555-0123", "202***23"),
+        ("+3541234567", "+354***67"),
         ("12345", "***45"),
         ("", ""),
         ("abc", "***"),

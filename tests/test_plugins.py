@@ -172,7 +172,8 @@ def test_unknown_adapter_suggests_and_lists() -> None:
         Resolver([Campaign("c", "hubspt")], plugins=[Plugin(HubSpotLike)], load_entrypoints=False)
     message = str(caught.value)
     assert "did you mean 'hubspot'?" in message
-    assert "Installed adapters: hubspot" in message
+    assert "Installed adapters: " in message
+    assert "hubspot" in message.split("Installed adapters: ")[1]
 
 
 def test_duplicate_adapter_names_name_both_sources(site: Path) -> None:
@@ -291,3 +292,33 @@ def test_non_strict_resolver_keeps_good_campaigns_working() -> None:
 def test_campaign_repr_hides_settings() -> None:
     """Settings hold secrets; the campaign's repr leaves them out."""
     assert "s3cr3t" not in repr(Campaign("c", "hubspot", {"token": "s3cr3t"}))
+
+
+def test_adapter_constructor_crash_is_a_configuration_error() -> None:
+    """Any exception from an adapter's constructor is named, and strict=False survives it."""
+
+    class Crashing:
+        name = "crashing"
+
+        def __init__(self, token: str = "") -> None:
+            raise RuntimeError(f"cannot connect with {token}")
+
+        def fetch_phone(self, external_id: str) -> None:
+            return None
+
+    with pytest.raises(ConfigurationError, match="RuntimeError") as caught:
+        Resolver(
+            [Campaign("c", "crashing", {"token": "s3cr3t"})],
+            plugins=[Plugin(Crashing)],
+            load_entrypoints=False,
+        )
+    assert "s3cr3t" not in str(caught.value)
+    resolver = Resolver(
+        [Campaign("c", "crashing", {"token": "s3cr3t"})],
+        plugins=[Plugin(Crashing)],
+        load_entrypoints=False,
+        strict=False,
+    )
+    with resolver, pytest.raises(predial.Unresolvable) as refused:
+        resolver.resolve_sync(Lead(campaign_id="c", external_id="x"))
+    assert refused.value.reason == "campaign_misconfigured"

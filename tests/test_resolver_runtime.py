@@ -13,6 +13,8 @@ from predial import (
     AdapterUnavailable,
     BreakerSettings,
     CacheSettings,
+    CrmContact,
+    CrmPhone,
     Lead,
     RecordNotFound,
     RetrySettings,
@@ -350,3 +352,61 @@ async def test_stats_count_what_happened(clock: FakeClock) -> None:
     assert stats.adapter_errors == {"unavailable": 3}
     assert stats.resolved == 4
     assert stats.latency_ms["p99"] >= stats.latency_ms["p50"] > 0
+
+
+async def test_do_not_call_replaces_the_cached_number_even_without_negative_ttl(
+    clock: FakeClock,
+) -> None:
+    """With negative_ttl=0, a do-not-call answer still evicts the old number from stale use."""
+    script = Script()
+    cache = CacheSettings(negative_ttl=0)
+    async with make_resolver(script, clock=clock, cache=cache) as resolver:
+        await resolver.resolve(LEAD)
+        clock.advance(301)
+        script.answer = CrmContact(phones=[CrmPhone(VALID_US)], do_not_call=True)
+        with pytest.raises(Unresolvable):
+            await resolver.resolve(LEAD)
+        clock.advance(1)
+        script.answer = AdapterUnavailable("down")
+        with pytest.raises(Unresolvable) as caught:
+            await resolver.resolve(LEAD)
+    assert caught.value.reason != "stale"
+    assert caught.value.reason in ("unavailable", "do_not_call")
+
+
+async def test_do_not_call_is_remembered_while_the_crm_is_down(clock: FakeClock) -> None:
+    """After the negative TTL, a CRM outage does not turn a do-not-call lead dialable."""
+    script = Script(answer=CrmContact(phones=[CrmPhone(VALID_US)], do_not_call=True))
+    lead = Lead(campaign_id="cmp", external_id="ext-1", phone_number=VALID_US_2)
+    async with make_resolver(script, clock=clock) as resolver:
+        with pytest.raises(Unresolvable):
+            await resolver.resolve(lead)
+        clock.advance(60)  # past the 30 s negative TTL, within the grace
+        script.answer = AdapterUnavailable("down")
+        with pytest.raises(Unresolvable) as caught:
+            await resolver.resolve(lead)
+    assert (caught.value.reason, caught.value.retryable) == ("do_not_call", False)
+
+
+async def test_slow_calls_are_judged_by_the_campaign_deadline() -> None:
+    """A 3 s campaign under a 0.2 s resolver default: 120 ms calls are not slow."""
+    from conftest import ScriptPlugin
+
+    from predial import Campaign, Resolver
+
+    script = Script(delay=0.12)
+    campaign = Campaign("cmp", "scripted", {"script": script}, deadline=3)
+    async with Resolver(
+        [campaign], plugins=[ScriptPlugin()], load_entrypoints=False, deadline=0.2
+    ) as resolver:
+        for index in range(6):
+            await resolver.resolve(Lead(campaign_id="cmp", external_id=str(index)))
+        assert resolver.stats().breakers["cmp"] == "closed"
+
+
+async def test_closed_resolver_refuses_to_resolve() -> None:
+    """Resolving after close() is a programming error, said plainly."""
+    resolver = make_resolver()
+    await resolver.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        await resolver.resolve(LEAD)
