@@ -109,6 +109,8 @@ class Resolver:
         self._inflight: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, dict[CacheKey, Flight[Answer | Outcome, Outcome]]
         ] = weakref.WeakKeyDictionary()
+        self._last_loop: asyncio.AbstractEventLoop | None = None
+        self._last_flights: dict[CacheKey, Flight[Answer | Outcome, Outcome]] = {}
         self._closed = False
         if registry is None:
             self.registry = load_plugins(plugins, entrypoints=load_entrypoints)
@@ -353,9 +355,11 @@ class Resolver:
         campaign share a deadline length, so later callers' deadlines are later.
         """
         loop = asyncio.get_running_loop()
-        flights = self._inflight.get(loop)
-        if flights is None:
-            flights = self._inflight[loop] = {}
+        if loop is self._last_loop:  # skips a WeakKeyDictionary look-up per miss
+            flights = self._last_flights
+        else:
+            flights = self._inflight.setdefault(loop, {})
+            self._last_loop, self._last_flights = loop, flights
         flight = flights.get(key)
         if flight is None:
             flight = flights[key] = Flight()
@@ -373,19 +377,35 @@ class Resolver:
         flight: Flight[Answer | Outcome, Outcome],
         flights: dict[CacheKey, Flight[Answer | Outcome, Outcome]],
     ) -> None:
+        # The deadline, as asyncio.timeout() does it but with a bare timer: this runs
+        # once per cache miss and the context manager measured 14 µs against 5 µs.
+        # The task is this fetch's own, so the only other cancellation it can meet
+        # is the event loop shutting down.
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None  # _fly always runs as its own task
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            task.cancel()
+
+        timer = loop.call_at(loop.time() + remaining, expire)
         answer: Answer | Outcome
         try:
-            async with asyncio.timeout(remaining):
-                answer = await runtime.fetch_raw(key[1], time.monotonic() + remaining)
-        except TimeoutError:
-            answer = runtime.timed_out()
+            answer = await runtime.fetch_raw(key[1], time.monotonic() + remaining)
         except asyncio.CancelledError:
-            del flights[key]
-            flight.crash()
-            raise
+            if not expired or task.uncancel() > 0:
+                del flights[key]
+                flight.crash()
+                raise
+            answer = runtime.timed_out()
         except Exception:  # fetch_raw maps every adapter failure; this is a bug of ours
             log.exception("campaign %s: the CRM fetch failed unexpectedly", runtime.campaign.id)
             answer = Outcome.failed("adapter_error", detail="internal error")
+        finally:
+            timer.cancel()
         del flights[key]
         if not flight.land(answer):
             # Every caller gave up: interpret and cache the answer anyway, so the
