@@ -316,11 +316,15 @@ class Resolver:
             ) from None
 
     async def resolve_many(
-        self, leads: Iterable[Lead | Mapping[str, Any]], concurrency: int = 100
+        self,
+        leads: Iterable[Lead | Mapping[str, Any]],
+        concurrency: int = 100,
+        on_result: Callable[[int, Resolution | Unresolvable], None] | None = None,
     ) -> list[Resolution | Unresolvable]:
         """Resolve `leads` with at most `concurrency` in flight; results keep input order.
 
         Each result is a `Resolution` or the `Unresolvable` refusal for that lead.
+        `on_result(index, result)` is called as each one arrives (a progress bar).
         """
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -331,10 +335,14 @@ class Resolver:
 
         async def worker() -> None:
             for index, lead in pending:
+                result: Resolution | Unresolvable
                 try:
-                    results[index] = await self.resolve(lead)
+                    result = await self.resolve(lead)
                 except Unresolvable as refusal:
-                    results[index] = refusal
+                    result = refusal
+                results[index] = result
+                if on_result is not None:
+                    on_result(index, result)
 
         async with asyncio.TaskGroup() as group:
             for _ in range(min(concurrency, len(items))):

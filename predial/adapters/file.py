@@ -82,6 +82,7 @@ class FileAdapter:
             raise ValueError(f"path: {str(self.path)!r} does not exist or is not a file")
         self.sqlite = self.path.suffix.lower() in _SQLITE_SUFFIXES
         self.table = table
+        self._local = threading.local()  # one SQLite connection per worker thread
         columns = self._sqlite_columns() if self.sqlite else read_header(self.path)
         if not columns:
             raise ValueError(f"path: {str(self.path)!r} has no header line naming its columns")
@@ -108,14 +109,18 @@ class FileAdapter:
             )
         self.dnc_column = dnc_column or _find(columns, _DNC_COLUMNS)
         if self.dnc_column is not None and self.dnc_column not in columns:
-            raise ValueError(f"dnc_column: {self.dnc_column!r} is not a column of {self.path.name}")
+            raise ValueError(
+                f"dnc_column: {self.dnc_column!r} is not among the columns of "
+                f"{self.path.name} ({', '.join(columns)})"
+            )
         self.primary = primary
         self.reload_interval = reload_interval
         self._records: dict[str, Record] | None = None
         self._loaded_mtime: float | None = None
         self._checked_at = 0.0
-        self._reload_lock = asyncio.Lock()
-        self._local = threading.local()
+        # A thread lock, not an asyncio one: the adapter may serve several event
+        # loops (resolve_sync runs its own), and the reload runs in a thread anyway.
+        self._reload_lock = threading.Lock()
 
     # -- lookups -----------------------------------------------------------------
 
@@ -144,18 +149,21 @@ class FileAdapter:
     # -- CSV / JSONL -------------------------------------------------------------
 
     async def _current_records(self) -> dict[str, Record]:
-        now = time.monotonic()
-        if self._records is not None and now - self._checked_at < self.reload_interval:
-            return self._records
-        async with self._reload_lock:  # one reload at a time, however many callers
-            if self._records is None or time.monotonic() - self._checked_at >= self.reload_interval:
+        records = self._records
+        if records is not None and time.monotonic() - self._checked_at < self.reload_interval:
+            return records
+        return await asyncio.to_thread(self._reload_if_changed)
+
+    def _reload_if_changed(self) -> dict[str, Record]:
+        with self._reload_lock:  # one reload at a time, however many callers
+            records = self._records
+            if records is None or time.monotonic() - self._checked_at >= self.reload_interval:
                 mtime = self.path.stat().st_mtime
-                if self._records is None or mtime != self._loaded_mtime:
-                    self._records = await asyncio.to_thread(self._load)
+                if records is None or mtime != self._loaded_mtime:
+                    records = self._records = self._load()
                     self._loaded_mtime = mtime
                 self._checked_at = time.monotonic()
-        assert self._records is not None
-        return self._records
+            return records
 
     def _load(self) -> dict[str, Record]:
         records: dict[str, Record] = {}

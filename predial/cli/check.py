@@ -1,0 +1,160 @@
+"""`predial check`: one traced resolution, for operators and adapter authors."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from ..models import Lead
+from ..resolver import Resolver
+from ..trace import Trace
+from .app import EXIT_OK, EXIT_REFUSED
+from .output import Masker, json_line, out_console
+from .resolve import config_option, show_numbers_option
+
+__all__ = ["check"]
+
+
+@click.command()
+@click.argument("campaign")
+@click.argument("external_id")
+@click.option("--phone", "stored_phone", help="The lead's stored number, if it has one.")
+@config_option
+@show_numbers_option
+@click.option("--json", "as_json", is_flag=True, help="The trace as one JSON object.")
+@click.pass_context
+def check(
+    ctx: click.Context,
+    campaign: str,
+    external_id: str,
+    stored_phone: str | None,
+    config_path: Path | None,
+    show_numbers: bool,
+    as_json: bool,
+) -> None:
+    """Resolve EXTERNAL_ID of CAMPAIGN once, without the cache, and show every step:
+    the adapter, each attempt with its timing, the raw CRM answer, the policy's
+    verdict on each phone, and the result."""
+    lead = Lead(campaign_id=campaign, external_id=external_id, phone_number=stored_phone)
+    resolver = Resolver.from_config(config_path, strict=False)
+
+    async def run() -> Trace:
+        async with resolver:
+            return await resolver.explain(lead)
+
+    trace = asyncio.run(run())
+    masker = Masker(show_numbers)
+    if as_json:
+        json_line(_as_json(trace, masker))
+    else:
+        _print(trace, masker)
+    ctx.exit(EXIT_OK if trace.resolution is not None else EXIT_REFUSED)
+
+
+def _as_json(trace: Trace, masker: Masker) -> dict[str, object]:
+    resolution, refusal = trace.resolution, trace.refusal
+    return {
+        "campaignId": trace.lead.campaign_id,
+        "externalId": trace.lead.external_id,
+        "adapter": trace.adapter,
+        "plugin": trace.plugin,
+        "breaker": trace.breaker,
+        "attempts": [
+            {
+                "attempt": attempt.number,
+                "startedMs": round(attempt.started * 1000, 3),
+                "ms": round(attempt.duration * 1000, 3),
+                "raw": masker.raw(attempt.raw) if attempt.error is None else None,
+                "error": masker.text(attempt.error) if attempt.error else None,
+                "retryAfter": attempt.retry_after,
+                "waitMs": round(attempt.wait * 1000, 3) if attempt.wait else None,
+            }
+            for attempt in trace.attempts
+        ],
+        "verdicts": [
+            {
+                "label": verdict.label,
+                "primary": verdict.primary,
+                "value": masker.number(verdict.value),
+                "e164": masker.number(verdict.e164) if verdict.e164 else None,
+                "reason": verdict.reason,
+            }
+            for verdict in trace.verdicts
+        ],
+        "notes": [masker.text(note) for note in trace.notes],
+        "resolved": resolution is not None,
+        "phoneNumber": masker.number(resolution.phone_number) if resolution else None,
+        "source": resolution.source if resolution else None,
+        "fallbackReason": resolution.fallback_reason if resolution else None,
+        "reason": refusal.reason if refusal else None,
+        "retryable": refusal.retryable if refusal else None,
+        "retryAfter": refusal.retry_after if refusal else None,
+        "ms": round(trace.elapsed * 1000, 3),
+    }
+
+
+def _print(trace: Trace, masker: Masker) -> None:
+    console = out_console()
+    lead = trace.lead
+    console.print(f"[bold]campaign[/] {lead.campaign_id}   [bold]external id[/] {lead.external_id}")
+    if trace.adapter:
+        console.print(
+            f"[bold]adapter[/] {trace.adapter}  from {trace.plugin}   "
+            f"[bold]circuit[/] {trace.breaker}"
+        )
+    for note in trace.notes:
+        console.print(f"note: {masker.text(note)}")
+    if trace.attempts:
+        attempts = Table(title="adapter calls", show_edge=False, header_style="bold")
+        for column in ("#", "at ms", "took ms", "answer"):
+            attempts.add_column(column)
+        for attempt in trace.attempts:
+            if attempt.error:
+                answer = f"[red]{masker.text(attempt.error)}[/]"
+                if attempt.wait:
+                    answer += f"  (retry in {attempt.wait * 1000:.0f} ms)"
+            else:
+                answer = masker.raw(attempt.raw)
+            attempts.add_row(
+                str(attempt.number),
+                f"{attempt.started * 1000:.1f}",
+                f"{attempt.duration * 1000:.1f}",
+                answer,
+            )
+        console.print(attempts)
+    if trace.verdicts:
+        verdicts = Table(title="phone policy, in pick order", show_edge=False, header_style="bold")
+        for column in ("label", "primary", "value", "verdict"):
+            verdicts.add_column(column)
+        for verdict in trace.verdicts:
+            outcome = (
+                f"[green]accepted[/] {masker.number(verdict.e164)}"
+                if verdict.e164
+                else f"[red]refused[/] {verdict.reason}"
+            )
+            verdicts.add_row(
+                str(verdict.label or ""),
+                "yes" if verdict.primary else "",
+                masker.number(verdict.value),
+                outcome,
+            )
+        console.print(verdicts)
+    if trace.resolution is not None:
+        resolution = trace.resolution
+        why = f" (fallback: {resolution.fallback_reason})" if resolution.fallback_reason else ""
+        console.print(
+            f"[bold green]resolved[/] {masker.number(resolution.phone_number)} "
+            f"from {resolution.source}{why} in {trace.elapsed * 1000:.1f} ms"
+        )
+    elif trace.refusal is not None:
+        refusal = trace.refusal
+        action = "retry later" if refusal.retryable else "skip"
+        after = f" after {refusal.retry_after:g} s" if refusal.retry_after is not None else ""
+        detail = f": {masker.text(refusal.detail)}" if refusal.detail else ""
+        console.print(
+            f"[bold red]refused[/] {refusal.reason} ({action}{after}){detail} "
+            f"in {trace.elapsed * 1000:.1f} ms"
+        )

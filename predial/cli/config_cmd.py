@@ -1,0 +1,31 @@
+"""`predial config validate`: check a predial.toml before a dialer relies on it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..config import find_config, load_config
+from ..resolver import Resolver
+from .output import out_console
+
+__all__ = ["config"]
+
+
+@click.group()
+def config() -> None:
+    """Work with predial.toml."""
+
+
+@config.command()
+@click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
+def validate(path: Path | None) -> None:
+    """Validate PATH (default: $PREDIAL_CONFIG, then ./predial.toml) and build every
+    campaign's adapter, so a typo or a missing variable shows now, not at dial time."""
+    file = find_config(path)
+    loaded = load_config(file)
+    resolver = Resolver.from_config(file, strict=True)
+    resolver.close_sync()
+    campaigns = ", ".join(f"{c.id} ({c.adapter})" for c in loaded.campaigns) or "none"
+    out_console().print(f"ok: {file}: {len(loaded.campaigns)} campaign(s): {campaigns}")

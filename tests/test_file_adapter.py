@@ -1,0 +1,141 @@
+"""The built-in `file` adapter: CSV, JSONL and SQLite CRM exports."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from predial import CrmContact, RecordNotFound
+from predial.adapters.file import FileAdapter
+
+
+def fetch(adapter: FileAdapter, external_id: str) -> CrmContact:
+    return asyncio.run(adapter.fetch_phone(external_id))
+
+
+@pytest.fixture
+def export(tmp_path: Path) -> Path:
+    path = tmp_path / "crm.csv"
+    path.write_text(
+        "\ufeffid,name,mobile_phone,home_phone,do_not_call\n"
+        'C-1,"Ada, Countess",(202) 456-1111,,no\n'
+        'C-2,"Alan\nTuring",+44 7400 123456,+44 121 234 5678,\n'
+        "C-3,Edsger,+31 6 12345678,,yes\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_reads_an_excel_style_csv(export: Path) -> None:
+    """BOM, quoted commas and newlines; columns found by name; labels from column names."""
+    adapter = FileAdapter(export)
+    contact = fetch(adapter, "C-2")
+    assert [(p.label, p.value) for p in contact.phones] == [
+        ("mobile", "+44 7400 123456"),
+        ("home", "+44 121 234 5678"),
+    ]
+    assert not contact.do_not_call
+
+
+def test_do_not_call_column(export: Path) -> None:
+    """yes/true/1/x in the do-not-call column flags the record."""
+    assert fetch(FileAdapter(export), "C-3").do_not_call
+
+
+def test_unknown_id_is_not_found(export: Path) -> None:
+    """An id that is not in the export raises RecordNotFound."""
+    with pytest.raises(RecordNotFound):
+        fetch(FileAdapter(export), "C-404")
+
+
+def test_semicolon_export(tmp_path: Path) -> None:
+    """European Excel exports use semicolons: the delimiter is sniffed."""
+    path = tmp_path / "crm.csv"
+    path.write_text("CRM ID;Phone;DNC\nX1;+33 6 12 34 56 78;0\nX2;+33 1 23 45 67 89;1\n")
+    adapter = FileAdapter(path)
+    assert adapter.id_column == "CRM ID"
+    assert fetch(adapter, "X1").phones[0].value == "+33 6 12 34 56 78"
+    assert fetch(adapter, "X2").do_not_call
+
+
+def test_explicit_columns_and_primary(export: Path) -> None:
+    """phone_columns maps labels to columns; primary names the primary label."""
+    adapter = FileAdapter(
+        export, phone_columns={"main": "home_phone", "cell": "mobile_phone"}, primary="main"
+    )
+    phones = fetch(adapter, "C-2").phones
+    assert [(p.label, p.primary) for p in phones] == [("main", True), ("cell", False)]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"id_column": "crm"}, "id_column"),
+        ({"phone_columns": ["fax"]}, "phone_columns: fax"),
+        ({"dnc_column": "blocked"}, "dnc_column"),
+    ],
+)
+def test_wrong_columns_are_named(export: Path, kwargs: dict[str, object], message: str) -> None:
+    """A column that is not in the file is named, with the columns that are."""
+    with pytest.raises(ValueError, match=message) as caught:
+        FileAdapter(export, **kwargs)
+    assert "mobile_phone" in str(caught.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    """A path that does not exist is a settings error."""
+    with pytest.raises(ValueError, match="does not exist"):
+        FileAdapter(tmp_path / "nope.csv")
+
+
+def test_reloads_when_the_export_changes(export: Path) -> None:
+    """A new nightly export is picked up without a restart."""
+    adapter = FileAdapter(export, reload_interval=0)
+    before = fetch(adapter, "C-1").phones[0].value
+    export.write_text("id,mobile_phone\nC-1,+1 202 456 1414\n")
+    stat = export.stat()
+    os.utime(export, (stat.st_atime, stat.st_mtime + 5))
+    after = fetch(adapter, "C-1").phones[0].value
+    assert (before, after) == ("(202) 456-1111", "+1 202 456 1414")
+
+
+def test_jsonl_export(tmp_path: Path) -> None:
+    """One JSON object per line works too."""
+    path = tmp_path / "crm.jsonl"
+    path.write_text(json.dumps({"id": "J1", "phone": "+12024561111", "dnc": False}) + "\n")
+    assert fetch(FileAdapter(path), "J1").phones[0].value == "+12024561111"
+
+
+def test_sqlite_export(tmp_path: Path) -> None:
+    """A SQLite export is queried per lookup, read-only, with the id as a parameter."""
+    path = tmp_path / "crm.sqlite"
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE contacts (id TEXT, mobile TEXT, home_phone TEXT, dnc INT)")
+        connection.execute("INSERT INTO contacts VALUES ('S1', '+12024561111', NULL, 0)")
+        connection.execute("INSERT INTO contacts VALUES ('S2', '+12024561414', NULL, 1)")
+    connection.close()
+    adapter = FileAdapter(path)
+    assert fetch(adapter, "S1").phones[0].value == "+12024561111"
+    assert fetch(adapter, "S2").do_not_call
+    for hostile in ("' OR '1'='1", "S1' --", "S1; DROP TABLE contacts"):
+        with pytest.raises(RecordNotFound):
+            fetch(adapter, hostile)
+    assert fetch(adapter, "S1").phones  # the table is still there
+    adapter.close()
+
+
+def test_sqlite_with_several_tables_needs_a_table_name(tmp_path: Path) -> None:
+    """Which table is ambiguous: say so."""
+    path = tmp_path / "crm.db"
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE a (id TEXT, phone TEXT)")
+        connection.execute("CREATE TABLE b (id TEXT, phone TEXT)")
+    connection.close()
+    with pytest.raises(ValueError, match="table"):
+        FileAdapter(path)
+    assert FileAdapter(path, table="b").table == "b"
