@@ -1,0 +1,287 @@
+"""The `predial` command, through click's runner: every command, exit code and error path."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from predial.cli.app import cli
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+CONFIG = str(EXAMPLES / "predial.toml")
+LEADS = str(EXAMPLES / "leads.csv")
+FULL_NUMBER = re.compile(r"\+\d{9,}")
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working directory with a small CRM export and a predial.toml."""
+    (tmp_path / "crm.csv").write_text("id,mobile\nC-1,(202) 456-1111\nC-2,+15555551234\n")
+    (tmp_path / "predial.toml").write_text(
+        '[[campaigns]]\nid = "c"\nadapter = "file"\ndefault_region = "US"\n'
+        '[campaigns.settings]\npath = "crm.csv"\n'
+    )
+    (tmp_path / "leads.csv").write_text("campaignId,externalId\nc,C-1\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PREDIAL_CONFIG", raising=False)
+    return tmp_path
+
+
+def test_resolve_prints_every_lead_and_a_summary() -> None:
+    """The bundled example: a row per lead, masked numbers, a summary; some refused -> 1."""
+    result = run("resolve", LEADS, "--config", CONFIG)
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert sum(1 for line in lines if re.match(r"\s*\d+\s+│", line)) == 20
+    assert "+1202***1111" in result.stdout
+    assert not FULL_NUMBER.search(result.stdout)
+    assert re.search(r"resolved \d+ \(crm \d+, stored \d+\)", result.stdout)
+    assert "latency p50" in result.stdout
+
+
+def test_resolve_all_resolved_exits_0(project: Path) -> None:
+    """Every lead resolved: exit code 0."""
+    result = run("resolve", "leads.csv")
+    assert result.exit_code == 0, result.output
+    assert "+1202***1111" in result.stdout
+
+
+def test_show_numbers_prints_them_in_full(project: Path) -> None:
+    """--show-numbers is the only way to see a full number."""
+    result = run("resolve", "leads.csv", "--show-numbers")
+    assert "+12024561111" in result.stdout
+
+
+def test_resolve_json_is_one_object_per_lead() -> None:
+    """--json: one JSON object per lead on stdout, the summary on stderr."""
+    result = run("resolve", LEADS, "--config", CONFIG, "--json")
+    objects = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(objects) == 20
+    by_row = {item["row"]: item for item in objects}
+    assert by_row[2]["source"] == "crm"
+    assert by_row[2]["phoneNumber"] == "+1202***1111"
+    assert by_row[10]["reason"] == "do_not_call"
+    assert by_row[10]["retryable"] is False
+    assert by_row[20]["reason"] == "unavailable"
+    assert by_row[20]["retryable"] is True
+    assert "resolved" in result.stderr
+
+
+def test_resolve_one_lead(project: Path) -> None:
+    """--external-id with --campaign resolves a single lead."""
+    result = run("resolve", "--campaign", "c", "--external-id", "C-1", "--json")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["source"] == "crm"
+
+
+def test_resolve_one_refused_lead_exits_1(project: Path) -> None:
+    """A refused lead: exit 1, reason shown."""
+    result = run("resolve", "--campaign", "c", "--external-id", "C-2")
+    assert result.exit_code == 1
+    assert "invalid_number" in result.stdout
+
+
+def test_resolve_needs_a_file_or_an_id(project: Path) -> None:
+    """Neither a file nor an id is a usage error (exit 2)."""
+    result = run("resolve")
+    assert result.exit_code == 2
+    assert "LEADS_FILE" in result.stderr
+
+
+def test_missing_leads_file(project: Path) -> None:
+    """One clear line, exit 2, no traceback."""
+    result = run("resolve", "nope.csv")
+    assert result.exit_code == 2
+    assert "nope.csv: no such file" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_unreadable_csv(project: Path) -> None:
+    """A binary file is refused as a whole."""
+    (project / "leads.csv").write_bytes(b"\x00\x01PK\x03\x04garbage")
+    result = run("resolve", "leads.csv")
+    assert result.exit_code == 2
+    assert "binary" in result.stderr
+
+
+def test_missing_column(project: Path) -> None:
+    """A leads file without campaignId (and no --campaign) names the column."""
+    (project / "leads.csv").write_text("externalId\nC-1\n")
+    result = run("resolve", "leads.csv")
+    assert result.exit_code == 2
+    assert "missing column campaignId" in result.stderr
+    assert run("resolve", "leads.csv", "--campaign", "c").exit_code == 0
+
+
+def test_invalid_rows_are_refused_not_fatal(project: Path) -> None:
+    """A bad row is shown with its problem; the others resolve."""
+    (project / "leads.csv").write_text("campaignId,externalId,priority\nc,C-1,1\nc,C-1,999\n")
+    result = run("resolve", "leads.csv", "--json")
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert rows[0]["resolved"] is True
+    assert (rows[1]["reason"], rows[1]["column"]) == ("invalid_lead", "priority")
+    assert result.exit_code == 1
+
+
+def test_unknown_adapter_hint(project: Path) -> None:
+    """A misspelt adapter: did you mean, with the installed list."""
+    config = project / "predial.toml"
+    config.write_text(config.read_text().replace('adapter = "file"', 'adapter = "fille"'))
+    result = run("config", "validate")
+    assert result.exit_code == 2
+    assert "did you mean 'file'?" in result.stderr
+    assert "campaigns[0].adapter" in result.stderr
+
+
+def test_missing_environment_variable(project: Path) -> None:
+    """A ${VAR} that is not set is named with its key."""
+    config = project / "predial.toml"
+    config.write_text(config.read_text() + 'id_column = "${CRM_ID_COLUMN}"\n')
+    result = run("resolve", "leads.csv")
+    assert result.exit_code == 2
+    assert "CRM_ID_COLUMN is not set" in result.stderr
+    assert "campaigns[0].settings.id_column" in result.stderr
+
+
+def test_invalid_toml_shows_its_line(project: Path) -> None:
+    """A TOML syntax error names the line."""
+    (project / "predial.toml").write_text('[[campaigns]]\nid = "c"\nadapter = file\n')
+    result = run("config", "validate")
+    assert result.exit_code == 2
+    assert "line 3" in result.stderr
+
+
+def test_missing_config(project: Path) -> None:
+    """No predial.toml where one is expected."""
+    (project / "predial.toml").unlink()
+    result = run("resolve", "leads.csv")
+    assert result.exit_code == 2
+    assert "no such configuration file" in result.stderr
+
+
+def test_debug_shows_the_traceback(project: Path) -> None:
+    """--debug lets the exception through, for a bug report."""
+    (project / "predial.toml").unlink()
+    result = CliRunner().invoke(cli, ["--debug", "resolve", "leads.csv"])
+    assert result.exit_code != 0
+    assert result.exception is not None
+
+
+def test_config_validate_ok(project: Path) -> None:
+    """A good config: one line saying what it holds."""
+    result = run("config", "validate", "predial.toml")
+    assert result.exit_code == 0
+    assert "1 campaign(s): c (file)" in result.stdout
+
+
+def test_plugins_lists_the_builtin_adapter() -> None:
+    """The file adapter is a plugin like any other."""
+    result = run("plugins", "--json")
+    assert result.exit_code == 0
+    plugins = [json.loads(line) for line in result.stdout.splitlines()]
+    builtin = next(p for p in plugins if p["origin"] == "builtin")
+    assert (builtin["adapters"], builtin["status"]) == (["file"], "active")
+    assert "file" in run("plugins").stdout
+
+
+def test_check_traces_one_resolution() -> None:
+    """check: adapter, attempts with timings, raw answer and verdicts, all masked."""
+    result = run("check", "cmp_crm_export", "C-1002", "--config", CONFIG)
+    assert result.exit_code == 0
+    out = result.stdout
+    assert "adapter file" in out
+    assert "CrmContact: mobile: +4474***3456, home: +4412***5678" in out
+    assert "accepted +4474***3456" in out
+    assert "resolved +4474***3456 from crm" in out
+    assert not FULL_NUMBER.search(out)
+
+
+def test_check_shows_retries_and_the_refusal() -> None:
+    """An unreachable CRM: each attempt's error, then the retryable refusal, exit 1."""
+    result = run("check", "cmp_legacy", "L-1", "--config", CONFIG, "--json")
+    assert result.exit_code == 1
+    trace = json.loads(result.stdout)
+    assert len(trace["attempts"]) == 2
+    assert "AdapterUnavailable" in trace["attempts"][0]["error"]
+    assert (trace["reason"], trace["retryable"]) == ("unavailable", True)
+
+
+def test_check_shows_policy_refusals() -> None:
+    """Every phone tried is listed with the policy's verdict."""
+    result = run("check", "cmp_crm_export", "C-1009", "--config", CONFIG, "--json")
+    trace = json.loads(result.stdout)
+    assert [v["reason"] for v in trace["verdicts"]] == ["not_assigned"]
+    assert trace["reason"] == "invalid_number"
+
+
+def test_no_secret_and_no_full_number_in_any_output(
+    project: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Secrets from the environment and full numbers never reach output or logs."""
+    secret = "s3cr3t-token-value"
+    (project / "adapter.py").write_text(
+        "import predial\n"
+        "class Secretive:\n"
+        "    name = 'secretive'\n"
+        "    def __init__(self, token):\n"
+        "        self.token = token\n"
+        "    def fetch_phone(self, external_id):\n"
+        "        raise predial.AdapterUnavailable('503 from https://crm.example/contacts')\n"
+        "@predial.hookimpl\n"
+        "def register_adapters(register):\n"
+        "    register(Secretive)\n"
+    )
+    (project / "predial.toml").write_text(
+        '[resolver]\nplugins = ["adapter.py"]\n'
+        '[[campaigns]]\nid = "s"\nadapter = "secretive"\n'
+        '[campaigns.settings]\ntoken = "${CRM_TOKEN}"\n'
+        '[[campaigns]]\nid = "c"\nadapter = "file"\ndefault_region = "US"\n'
+        '[campaigns.settings]\npath = "crm.csv"\n'
+    )
+    (project / "leads.csv").write_text(
+        "campaignId,externalId,phoneNumber\ns,X,+12024561414\nc,C-1,\nc,C-2,+12024561414\nc,,+19005550199\n"
+    )
+    env = {"CRM_TOKEN": secret}
+    outputs = [
+        run("-vv", "resolve", "leads.csv", env=env),
+        run("-vv", "resolve", "leads.csv", "--json", env=env),
+        run("-vv", "check", "s", "X", "--phone", "+12024561414", env=env),
+        run("-vv", "check", "c", "C-2", env=env),
+        run("config", "validate", env=env),
+        run("plugins", env=env),
+    ]
+    for result in outputs:
+        text = result.stdout + result.stderr
+        assert secret not in text
+        assert not FULL_NUMBER.search(text), text
+    assert secret not in caplog.text
+    assert not FULL_NUMBER.search(caplog.text)
+
+
+def test_broken_plugin_is_shown_and_does_not_stop_resolve(
+    project: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plugin that fails to import: 'failed' in plugins, resolve still works."""
+    site = tmp_path_factory.mktemp("site")
+    (site / "predial_test_clibroken.py").write_text("raise ImportError('needs libfoo')\n")
+    info = site / "predial_clibroken-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: predial-clibroken\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[predial]\nclibroken = predial_test_clibroken\n")
+    monkeypatch.syspath_prepend(str(site))
+    listed = run("plugins", "--json")
+    broken = next(json.loads(line) for line in listed.stdout.splitlines() if "clibroken" in line)
+    assert broken["status"] == "failed"
+    assert "needs libfoo" in broken["error"]
+    assert "failed" in run("plugins").stdout
+    resolved = run("resolve", "leads.csv")
+    assert resolved.exit_code == 0
+    assert "+1202***1111" in resolved.stdout
