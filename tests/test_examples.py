@@ -44,19 +44,16 @@ EXPECTED = {
 }
 
 
+def resolve_example(*options: str) -> list[dict[str, object]]:
+    """`predial resolve examples/leads.csv --json`, one dict per lead."""
+    leads, config = str(EXAMPLES / "leads.csv"), str(EXAMPLES / "predial.toml")
+    result = CliRunner().invoke(cli, ["resolve", leads, "--config", config, "--json", *options])
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
 def test_bundled_leads_show_each_outcome() -> None:
     """Each row of leads.csv gives the outcome it was written for."""
-    result = CliRunner().invoke(
-        cli,
-        [
-            "resolve",
-            str(EXAMPLES / "leads.csv"),
-            "--config",
-            str(EXAMPLES / "predial.toml"),
-            "--json",
-        ],
-    )
-    rows = {item["row"]: item for item in map(json.loads, result.stdout.splitlines())}
+    rows = {item["row"]: item for item in resolve_example()}
     seen = {
         row: (item["source"], item["fallbackReason"])
         if item["resolved"]
@@ -68,20 +65,9 @@ def test_bundled_leads_show_each_outcome() -> None:
 
 def test_crm_export_numbers_are_what_the_notes_say() -> None:
     """The messy formats of crm.csv normalise to the numbers intended."""
-    result = CliRunner().invoke(
-        cli,
-        [
-            "resolve",
-            str(EXAMPLES / "leads.csv"),
-            "--config",
-            str(EXAMPLES / "predial.toml"),
-            "--json",
-            "--show-numbers",
-        ],
-    )
     numbers = {
         item["externalId"]: item.get("phoneNumber")
-        for item in map(json.loads, result.stdout.splitlines())
+        for item in resolve_example("--show-numbers")
         if item["resolved"] and item["source"] == "crm"
     }
     assert numbers == {
