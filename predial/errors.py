@@ -13,7 +13,14 @@ PredialError
 ├── InvalidPhoneNumber        also a ValueError: the policy refused a number
 ├── InputFileError            a leads file or CRM export cannot be read as a whole
 ├── Unresolvable              the resolver's verdict: no number to dial
-└── LupitorError              the Lupitor Leads API refused a request
+└── LupitorError              the Lupitor Leads API refused a request (status, message)
+    ├── LupitorAuthError      401: missing, invalid or inactive API key
+    ├── LupitorForbidden      403: the key lacks the write scope
+    ├── LupitorNotFound       404: campaign not found or access denied; lead not found
+    ├── LupitorValidationError 400: a documented validation message
+    │   └── LeadAlreadyExists   400: "Lead already exists"
+    ├── LupitorRateLimited    429 after the client's own waits (retry_after)
+    └── LupitorUnavailable    5xx, timeouts, dropped connections after retries
 ```
 
 A dialer catches `Unresolvable` and reads `retryable` / `retry_after`; an adapter
@@ -31,7 +38,14 @@ __all__ = [
     "DuplicateAdapter",
     "InputFileError",
     "InvalidPhoneNumber",
+    "LeadAlreadyExists",
+    "LupitorAuthError",
     "LupitorError",
+    "LupitorForbidden",
+    "LupitorNotFound",
+    "LupitorRateLimited",
+    "LupitorUnavailable",
+    "LupitorValidationError",
     "PluginLoadError",
     "PredialError",
     "RecordNotFound",
@@ -176,3 +190,37 @@ class LupitorError(PredialError):
         self.status = status
         self.message = message
         super().__init__(f"{status} {message}" if status is not None else message)
+
+
+class LupitorAuthError(LupitorError):
+    """401: "Missing API key" or "Invalid or inactive API key"."""
+
+
+class LupitorForbidden(LupitorError):
+    """403: the API key lacks the scope (write) this call needs."""
+
+
+class LupitorNotFound(LupitorError):
+    """404: "Campaign not found or access denied", or "Lead not found"."""
+
+
+class LupitorValidationError(LupitorError):
+    """400: the request broke a documented rule ("campaignId is required", ...)."""
+
+
+class LeadAlreadyExists(LupitorValidationError):
+    """400 "Lead already exists": the campaign has a lead with this externalId or phone."""
+
+
+class LupitorRateLimited(LupitorError):
+    """429 that outlasted the client's own waiting; `retry_after` in seconds."""
+
+    def __init__(
+        self, message: str, *, status: int | None = 429, retry_after: float | None = None
+    ) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, status=status)
+
+
+class LupitorUnavailable(LupitorError):
+    """5xx, a timeout or a dropped connection, after the client's retries."""

@@ -1,0 +1,34 @@
+"""The Lupitor Leads API: a client (sync and async) and the lead importer."""
+
+from __future__ import annotations
+
+from .client import (
+    API_KEY_ENV,
+    API_URL_ENV,
+    DEFAULT_API_URL,
+    MAX_BULK,
+    AsyncLupitorClient,
+    LupitorClient,
+    RetryPolicy,
+)
+from .importer import ImportReport, import_leads, import_leads_async
+from .limiter import SlidingWindowLimiter
+from .models import BulkCreateResult, BulkDeleteResult, CreatedLead, StoredLead
+
+__all__ = [
+    "API_KEY_ENV",
+    "API_URL_ENV",
+    "DEFAULT_API_URL",
+    "MAX_BULK",
+    "AsyncLupitorClient",
+    "BulkCreateResult",
+    "BulkDeleteResult",
+    "CreatedLead",
+    "ImportReport",
+    "LupitorClient",
+    "RetryPolicy",
+    "SlidingWindowLimiter",
+    "StoredLead",
+    "import_leads",
+    "import_leads_async",
+]

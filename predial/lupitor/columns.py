@@ -1,0 +1,188 @@
+"""From an operator's spreadsheet row to a Lupitor lead, or a rejection saying why.
+
+Columns are matched to lead fields by their common names, ignoring case, spaces,
+dashes and underscores (`Phone Number`, `phone_number` and `PhoneNumber` are one
+name), or explicitly with `--map field=column`. Every other non-empty column goes
+into the lead's `metadata`. Phone numbers are normalised to E.164 with the phone
+policy (and `--region` for national formats).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..errors import InvalidPhoneNumber
+from ..models import Lead
+from ..phone import PhonePolicy
+
+__all__ = ["FIELD_ALIASES", "ColumnMap", "Rejection", "RowLead", "normalise_name"]
+
+#: Lead fields and the column names recognised for each (normalised spelling).
+FIELD_ALIASES: dict[str, tuple[str, ...]] = {
+    "external_id": (
+        "externalid",
+        "id",
+        "crmid",
+        "recordid",
+        "contactid",
+        "leadid",
+        "customerid",
+        "externalref",
+    ),
+    "phone_number": (
+        "phonenumber",
+        "phone",
+        "mobile",
+        "mobilephone",
+        "mobilenumber",
+        "cell",
+        "cellphone",
+        "telephone",
+        "tel",
+        "number",
+    ),
+    "priority": ("priority",),
+    "scheduled_for": ("scheduledfor", "scheduled", "scheduledat", "calltime", "callat"),
+    "metadata": ("metadata",),
+    "campaign_id": ("campaignid", "campaign"),
+}
+_FIELD_NAMES = {
+    "externalId": "external_id",
+    "external_id": "external_id",
+    "phoneNumber": "phone_number",
+    "phone_number": "phone_number",
+    "phone": "phone_number",
+    "priority": "priority",
+    "scheduledFor": "scheduled_for",
+    "scheduled_for": "scheduled_for",
+    "metadata": "metadata",
+    "campaignId": "campaign_id",
+    "campaign_id": "campaign_id",
+}
+
+
+def normalise_name(name: str) -> str:
+    return re.sub(r"[\s_\-.]+", "", name).lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a row is not imported: the column at fault (if one) and the reason."""
+
+    column: str | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RowLead:
+    lead: Lead
+
+    @property
+    def identifier(self) -> str:
+        """How the server names the lead in `skippedIdentifiers`: externalId, else phone."""
+        return self.lead.external_id or self.lead.phone_number or ""
+
+
+class ColumnMap:
+    """Which column holds which lead field, decided once from the header."""
+
+    def __init__(self, header: Sequence[str], explicit: Mapping[str, str] | None = None):
+        self.header = list(header)
+        self.columns: dict[str, str] = {}
+        for field, column in (explicit or {}).items():
+            target = _FIELD_NAMES.get(field)
+            if target is None:
+                known = ", ".join(sorted(k for k in _FIELD_NAMES if "_" not in k))
+                raise ValueError(f"--map {field}=...: unknown field; fields are {known}")
+            if column not in self.header:
+                raise ValueError(
+                    f"--map {field}={column}: no column {column!r} (columns: {', '.join(header)})"
+                )
+            self.columns[target] = column
+        by_name = {normalise_name(column): column for column in self.header}
+        for field, aliases in FIELD_ALIASES.items():
+            if field in self.columns:
+                continue
+            for alias in aliases:
+                if alias in by_name and by_name[alias] not in self.columns.values():
+                    self.columns[field] = by_name[alias]
+                    break
+        if "external_id" not in self.columns and "phone_number" not in self.columns:
+            raise ValueError(
+                "no column for the external id or the phone number "
+                f"(columns: {', '.join(self.header) or 'none'}); "
+                "name one with --map externalId=COLUMN or --map phoneNumber=COLUMN"
+            )
+        mapped = set(self.columns.values())
+        self.metadata_columns = [c for c in self.header if c not in mapped and c]
+
+    def describe(self) -> str:
+        parts = [f"{field} <- {column!r}" for field, column in self.columns.items()]
+        if self.metadata_columns:
+            parts.append(f"metadata <- {', '.join(map(repr, self.metadata_columns))}")
+        return "; ".join(parts)
+
+    def lead(
+        self, fields: Mapping[str, Any], campaign_id: str, policy: PhonePolicy
+    ) -> RowLead | Rejection:
+        """The row as a lead, or why it cannot be one."""
+        if "__error__" in fields:
+            return Rejection(None, str(fields["__error__"]))
+        if "__extra__" in fields:
+            return Rejection(None, "more values than the header has columns (a stray delimiter?)")
+        values: dict[str, Any] = {"campaign_id": campaign_id}
+        columns = self.columns
+
+        def cell(field: str) -> Any:
+            column = columns.get(field)
+            value = fields.get(column) if column is not None else None
+            if isinstance(value, str):
+                value = value.strip()
+                return value or None
+            return value
+
+        row_campaign = cell("campaign_id")
+        if row_campaign is not None and str(row_campaign) != campaign_id:
+            return Rejection(
+                columns["campaign_id"], f"belongs to campaign {row_campaign!r}, not {campaign_id!r}"
+            )
+        phone = cell("phone_number")
+        if phone is not None:
+            try:
+                values["phone_number"] = policy.normalize(str(phone))
+            except InvalidPhoneNumber as refusal:
+                return Rejection(columns["phone_number"], str(refusal))
+        for field in ("external_id", "priority", "scheduled_for"):
+            value = cell(field)
+            if value is not None:
+                values[field] = value if field != "external_id" else str(value)
+        metadata: dict[str, Any] = {}
+        raw_metadata = cell("metadata")
+        if raw_metadata is not None:
+            if isinstance(raw_metadata, str):
+                try:
+                    raw_metadata = json.loads(raw_metadata)
+                except json.JSONDecodeError as error:
+                    return Rejection(columns["metadata"], f"not a JSON object: {error.msg}")
+            if not isinstance(raw_metadata, dict):
+                return Rejection(columns["metadata"], "must be a JSON object")
+            metadata.update(raw_metadata)
+        for column in self.metadata_columns:
+            value = fields.get(column)
+            if value is not None and value != "":
+                metadata[column] = value
+        if metadata:
+            values["metadata"] = metadata
+        try:
+            return RowLead(Lead.model_validate(values))
+        except ValidationError as error:
+            first = error.errors(include_url=False, include_input=False)[0]
+            field = str(first["loc"][0]) if first["loc"] else ""
+            message = first["msg"].removeprefix("Value error, ")
+            return Rejection(columns.get(field), message)

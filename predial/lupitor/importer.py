@@ -1,0 +1,385 @@
+"""The lead importer: every valid lead into a campaign exactly once, and the truth
+about every row.
+
+    report = predial.lupitor.import_leads("leads.csv", campaign_id="cmp_1", region="US")
+
+Rows are read as a stream (memory stays flat for millions of rows), validated with
+the `Lead` model and the phone policy, deduplicated the way the server does
+(externalId, then phone), and sent in batches through the rate-limited client.
+Each row's outcome is written to a SQLite journal as answers arrive, so a killed
+import resumes where it stopped: confirmed rows are never sent again, and rows
+that were in flight are sent again for the server's dedup to absorb.
+
+Prefetch-only leads (externalId, no phone) go in bulk; the older API version
+refuses them in bulk ("leads[N]: phoneNumber is required"), and then they are sent
+one by one with bounded concurrency. `api_version="auto"` finds out from the
+server's answer.
+
+One ambiguity is reported as it is: when a request's answer is lost and the resend
+says "already present", the lead is counted as created by this import (the lost
+attempt created it), which is wrong only for a lead that was in the campaign
+before the import *and* in that very batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ..errors import (
+    LupitorRateLimited,
+    LupitorUnavailable,
+    LupitorValidationError,
+    Unresolvable,
+)
+from ..models import Lead
+from ..phone import PhonePolicy
+from ..resolver import Resolver
+from ..tabular import read_header, read_rows, table_format
+from .client import MAX_BULK, AsyncLupitorClient
+from .columns import ColumnMap, Rejection
+from .journal import Journal
+
+__all__ = ["ImportReport", "import_leads", "import_leads_async"]
+
+ApiVersion = Literal["auto", "v1", "v2"]
+Progress = Callable[[int], None]  # called with the number of rows just settled
+
+
+@dataclass
+class ImportReport:
+    """Counts over the whole file (earlier, resumed runs included)."""
+
+    rows: int = 0
+    created: int = 0
+    already_present: int = 0
+    duplicates_in_file: int = 0
+    rejected: int = 0
+    failed: int = 0
+    in_flight: int = 0
+    would_not_resolve: int = 0
+    bulk_requests: int = 0
+    single_requests: int = 0
+    elapsed: float = 0.0
+    resumed: bool = False
+    dry_run: bool = False
+    journal: str | None = None
+    rejects: str | None = None
+    columns: str = ""
+    not_resolving: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def accounted(self) -> bool:
+        """Every row has a final outcome: nothing failed and nothing is in flight."""
+        return self.failed == 0 and self.in_flight == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["accounted"] = self.accounted
+        data["not_resolving"] = [list(item) for item in self.not_resolving[:100]]
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    line: int
+    lead: Lead
+
+
+class _Importer:
+    def __init__(
+        self,
+        client: AsyncLupitorClient | None,
+        campaign_id: str,
+        journal: Journal,
+        report: ImportReport,
+        api_version: ApiVersion,
+        concurrency: int,
+        progress: Progress | None,
+    ) -> None:
+        self.client = client
+        self.campaign_id = campaign_id
+        self.journal = journal
+        self.report = report
+        self.singles_for_prefetch = api_version == "v1"
+        self.auto = api_version == "auto"
+        self.concurrency = concurrency
+        self.progress = progress
+
+    def settled(self, count: int) -> None:
+        if self.progress is not None and count:
+            self.progress(count)
+
+    async def send(self, batch: list[_Pending]) -> None:
+        """Send one batch and journal each row's outcome."""
+        journal = self.journal
+        for item in batch:
+            journal.record(item.line, "sending", identifier=_identifier(item.lead))
+        journal.flush()
+        bulk = batch
+        singles: list[_Pending] = []
+        if self.singles_for_prefetch:
+            bulk = [item for item in batch if item.lead.phone_number is not None]
+            singles = [item for item in batch if item.lead.phone_number is None]
+        if bulk:
+            await self._send_bulk(bulk)
+        if singles:
+            await self._send_singles(singles)
+        journal.flush()
+        self.settled(len(batch))
+
+    async def _send_bulk(self, batch: list[_Pending]) -> None:
+        assert self.client is not None
+        self.report.bulk_requests += 1
+        try:
+            result = await self.client.create_leads_bulk(
+                self.campaign_id, [item.lead for item in batch]
+            )
+        except LupitorValidationError as error:
+            if "phoneNumber is required" in error.message and not self.singles_for_prefetch:
+                # The older API version: prefetch-only leads must go one by one.
+                self.singles_for_prefetch = True
+                with_phone = [item for item in batch if item.lead.phone_number is not None]
+                without = [item for item in batch if item.lead.phone_number is None]
+                if with_phone:
+                    await self._send_bulk(with_phone)
+                await self._send_singles(without)
+                return
+            self._fail(batch, f"the API refused the batch: {error.message}")
+            return
+        except (LupitorUnavailable, LupitorRateLimited) as error:
+            self._fail(batch, f"not sent after retries: {error}")
+            return
+        skipped = set(result.skipped_identifiers)
+        created_ids = iter(result.created_ids)
+        created_count = len(batch) - sum(1 for item in batch if _skipped(item.lead, skipped))
+        ids_match = len(result.created_ids) == created_count
+        for item in batch:
+            identifier = _identifier(item.lead)
+            if not _skipped(item.lead, skipped):
+                lead_id = next(created_ids, None) if ids_match else None
+                self.journal.record(item.line, "created", identifier=identifier, lead_id=lead_id)
+            elif result.retried:
+                self.journal.record(
+                    item.line,
+                    "created",
+                    identifier=identifier,
+                    reason="confirmed on resend: the first answer was lost",
+                )
+            else:
+                self.journal.record(item.line, "already_present", identifier=identifier)
+
+    async def _send_singles(self, items: list[_Pending]) -> None:
+        assert self.client is not None
+        client = self.client
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def one(item: _Pending) -> None:
+            async with gate:
+                self.report.single_requests += 1
+                identifier = _identifier(item.lead)
+                try:
+                    created = await client.create_lead(item.lead, exist_ok=True)
+                except (LupitorUnavailable, LupitorRateLimited) as error:
+                    self._fail([item], f"not sent after retries: {error}")
+                    return
+                except LupitorValidationError as error:
+                    self._fail([item], f"the API refused the lead: {error.message}")
+                    return
+                if created.already_present and not created.retried:
+                    self.journal.record(item.line, "already_present", identifier=identifier)
+                else:
+                    self.journal.record(
+                        item.line, "created", identifier=identifier, lead_id=created.lead_id
+                    )
+
+        async with asyncio.TaskGroup() as group:
+            for item in items:
+                group.create_task(one(item))
+
+    def _fail(self, batch: list[_Pending], reason: str) -> None:
+        for item in batch:
+            self.journal.record(
+                item.line, "failed", identifier=_identifier(item.lead), reason=reason
+            )
+
+
+def _identifier(lead: Lead) -> str:
+    return lead.external_id or lead.phone_number or ""
+
+
+def _skipped(lead: Lead, skipped: set[str]) -> bool:
+    # v2 names a skipped lead by externalId (else phone); v1 by phone.
+    return (lead.external_id is not None and lead.external_id in skipped) or (
+        lead.phone_number is not None and lead.phone_number in skipped
+    )
+
+
+def _header(path: Path) -> list[str]:
+    if table_format(path) == "csv":
+        return read_header(path)
+    names: dict[str, None] = {}
+    for index, row in enumerate(read_rows(path)):
+        names.update(dict.fromkeys(k for k in row.fields if not k.startswith("__")))
+        if index >= 100:  # JSON Lines objects may differ: look at the first hundred
+            break
+    return list(names)
+
+
+async def _verify(
+    resolver: Resolver, campaign_id: str, lead: Lead, report: ImportReport, line: int
+) -> None:
+    if lead.external_id is None:
+        return
+    try:
+        await resolver.resolve(Lead(campaign_id=campaign_id, external_id=lead.external_id))
+    except Unresolvable as refusal:
+        report.would_not_resolve += 1
+        if len(report.not_resolving) < 1000:
+            report.not_resolving.append((line, refusal.reason))
+
+
+async def import_leads_async(
+    path: str | Path,
+    campaign_id: str,
+    *,
+    client: AsyncLupitorClient | None = None,
+    api_key: str | None = None,
+    base_url: str | None = None,
+    batch_size: int = 500,
+    region: str | None = None,
+    policy: PhonePolicy | None = None,
+    mapping: Mapping[str, str] | None = None,
+    journal_path: str | Path | None = None,
+    rejects_path: str | Path | None = None,
+    dry_run: bool = False,
+    api_version: ApiVersion = "auto",
+    concurrency: int = 8,
+    verify: Resolver | None = None,
+    progress: Progress | None = None,
+    on_columns: Callable[[str], None] | None = None,
+) -> ImportReport:
+    """Import `path` into `campaign_id`; see the module docstring. `client` (or
+    `api_key`/`base_url`, else the environment) talks to the API; `verify` resolves
+    each prefetch lead through its predial adapter first and reports those that
+    would not resolve."""
+    if not 1 <= batch_size <= MAX_BULK:
+        raise ValueError(f"batch_size must be between 1 and {MAX_BULK}")
+    source = Path(path)
+    started = time.monotonic()
+    header = _header(source)
+    columns = ColumnMap(header, mapping)
+    if on_columns is not None:
+        on_columns(columns.describe())
+    policy = policy or PhonePolicy(default_region=region)
+    journal_file = Path(journal_path) if journal_path else Journal.default_path(source)
+    journal = Journal(journal_file, source=source, campaign_id=campaign_id, memory=dry_run)
+    report = ImportReport(
+        resumed=journal.resumed,
+        dry_run=dry_run,
+        journal=None if dry_run else str(journal_file),
+        columns=columns.describe(),
+    )
+    own_client = client is None and not dry_run
+    if own_client:
+        client = AsyncLupitorClient(api_key, base_url=base_url)
+    importer = _Importer(client, campaign_id, journal, report, api_version, concurrency, progress)
+    statuses = journal.statuses()
+    seen_external: set[str] = set()
+    seen_phone: set[str] = set()
+    batch: list[_Pending] = []
+    try:
+        for row in read_rows(source):
+            report.rows += 1
+            code = statuses[row.line] if row.line < len(statuses) else 0
+            final = Journal.is_final(code)
+            outcome = columns.lead(row.fields, campaign_id, policy)
+            if isinstance(outcome, Rejection):
+                if not final:
+                    journal.record(
+                        row.line, "rejected", column=outcome.column, reason=outcome.reason
+                    )
+                    importer.settled(1)
+                continue
+            lead = outcome.lead
+            external, phone = lead.external_id, lead.phone_number
+            if (external is not None and external in seen_external) or (
+                phone is not None and phone in seen_phone
+            ):
+                if not final:
+                    journal.record(
+                        row.line,
+                        "duplicate_in_file",
+                        identifier=_identifier(lead),
+                        reason="same externalId or phone number as an earlier row",
+                    )
+                    importer.settled(1)
+                continue
+            if external is not None:
+                seen_external.add(external)
+            if phone is not None:
+                seen_phone.add(phone)
+            if final:
+                continue
+            if verify is not None:
+                await _verify(verify, campaign_id, lead, report, row.line)
+            if dry_run:
+                importer.settled(1)
+                continue
+            batch.append(_Pending(row.line, lead))
+            if len(batch) >= batch_size:
+                await importer.send(batch)
+                batch = []
+        if batch:
+            await importer.send(batch)
+    finally:
+        journal.flush()
+        if own_client and client is not None:
+            await client.aclose()
+
+    counts = journal.counts()
+    report.created = counts.get("created", 0)
+    report.already_present = counts.get("already_present", 0)
+    report.duplicates_in_file = counts.get("duplicate_in_file", 0)
+    report.rejected = counts.get("rejected", 0)
+    report.failed = counts.get("failed", 0)
+    report.in_flight = counts.get("sending", 0)
+    if rejects_path is not None:
+        report.rejects = str(rejects_path)
+        _write_rejects(source, journal, Path(rejects_path))
+    journal.close()  # a dry run's journal lived in memory: nothing is left on disk
+    report.elapsed = time.monotonic() - started
+    return report
+
+
+def _write_rejects(source: Path, journal: Journal, target: Path) -> None:
+    """A CSV of every rejected or failed row: line, status, column, reason, then the
+    row's own values, so it can be fixed and imported again."""
+    problems = iter(journal.problems())
+    upcoming = next(problems, None)
+    header = _header(source)
+    with target.open("w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(["line", "status", "column", "reason", *header])
+        if upcoming is None:
+            return
+        for row in read_rows(source):
+            while upcoming is not None and upcoming[0] < row.line:
+                upcoming = next(problems, None)
+            if upcoming is None:
+                break
+            if upcoming[0] == row.line:
+                line, status, column, reason = upcoming
+                values = [row.fields.get(name, "") for name in header]
+                writer.writerow([line, status, column or "", reason or "", *values])
+                upcoming = next(problems, None)
+
+
+def import_leads(path: str | Path, campaign_id: str, **options: Any) -> ImportReport:
+    """`import_leads_async` for scripts without an event loop."""
+    return asyncio.run(import_leads_async(path, campaign_id, **options))

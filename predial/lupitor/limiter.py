@@ -1,0 +1,93 @@
+"""A client-side rate limit that never sends more than the API allows.
+
+Lupitor documents 10 bulk requests per minute and 100 other requests per minute, per
+API key, enforced by a sliding window. A token bucket such as aiolimiter's
+`AsyncLimiter(10, 60)` starts full and refills as it drains, so it admits 11 requests
+in the first minute; against a sliding window the 11th is a 429. This limiter keeps
+the send times of the last `limit` requests and admits a request only when the
+oldest of them left the window: never more than `limit` in any window.
+
+The server's `X-RateLimit-*` headers can only lower it: a smaller `Limit` replaces
+ours, and `Remaining: 0` holds every request until `Reset`. It holds no asyncio
+objects (callers sleep themselves), so one limiter serves threads and event loops.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+
+__all__ = ["SlidingWindowLimiter"]
+
+
+class SlidingWindowLimiter:
+    """At most `limit` acquisitions in any `window` seconds."""
+
+    def __init__(
+        self,
+        limit: int,
+        window: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        if window <= 0:
+            raise ValueError("window must be > 0 seconds")
+        self.limit = limit
+        self.window = window
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._sent: deque[float] = deque()
+        self._blocked_until = 0.0
+        self._lock = threading.Lock()
+
+    def reserve(self) -> float:
+        """Take a slot if one is free now (returns 0.0), else return the seconds to
+        wait before asking again. Taking a slot records the send time."""
+        with self._lock:
+            now = self._clock()
+            if now < self._blocked_until:
+                return self._blocked_until - now
+            while self._sent and self._sent[0] <= now - self.window:
+                self._sent.popleft()
+            if len(self._sent) >= self.limit:
+                return self._sent[0] + self.window - now
+            self._sent.append(now)
+            return 0.0
+
+    def release(self) -> None:
+        """Give back the last slot: the request was never sent (it failed to connect)."""
+        with self._lock:
+            if self._sent:
+                self._sent.pop()
+
+    def hold(self, seconds: float) -> None:
+        """Admit nothing for `seconds` (the server said 429 with Retry-After)."""
+        with self._lock:
+            self._blocked_until = max(self._blocked_until, self._clock() + seconds)
+
+    def observe(self, headers: Mapping[str, str]) -> None:
+        """Adopt the server's view where it is stricter than ours."""
+        limit = _number(headers.get("x-ratelimit-limit"))
+        remaining = _number(headers.get("x-ratelimit-remaining"))
+        reset = _number(headers.get("x-ratelimit-reset"))
+        with self._lock:
+            if limit is not None and 1 <= limit < self.limit:
+                self.limit = int(limit)
+            if remaining is not None and remaining <= 0 and reset is not None:
+                # Reset is a unix time; convert to our (monotonic) clock.
+                wait = reset - self._wall_clock()
+                if 0 < wait <= 3600:
+                    self._blocked_until = max(self._blocked_until, self._clock() + wait)
+
+
+def _number(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
