@@ -45,7 +45,7 @@ from .client import MAX_BULK, AsyncLupitorClient
 from .columns import ColumnMap, Rejection
 from .journal import Journal
 
-__all__ = ["ImportReport", "import_leads", "import_leads_async"]
+__all__ = ["ApiVersion", "ImportReport", "import_leads", "import_leads_async"]
 
 ApiVersion = Literal["auto", "v1", "v2"]
 Progress = Callable[[int], None]  # called with the number of rows just settled
