@@ -21,6 +21,7 @@ PredialError
     │   └── LeadAlreadyExists   400: "Lead already exists"
     ├── LupitorRateLimited    429 after the client's own waits (retry_after)
     └── LupitorUnavailable    5xx, timeouts, dropped connections after retries
+        └── LupitorAnswerLost   a create that may have been committed; not resent
 ```
 
 A dialer catches `Unresolvable` and reads `retryable` / `retry_after`; an adapter
@@ -39,6 +40,7 @@ __all__ = [
     "InputFileError",
     "InvalidPhoneNumber",
     "LeadAlreadyExists",
+    "LupitorAnswerLost",
     "LupitorAuthError",
     "LupitorError",
     "LupitorForbidden",
@@ -224,3 +226,8 @@ class LupitorRateLimited(LupitorError):
 
 class LupitorUnavailable(LupitorError):
     """5xx, a timeout or a dropped connection, after the client's retries."""
+
+
+class LupitorAnswerLost(LupitorUnavailable):
+    """A create request may have been committed but its answer was lost, and the
+    caller asked not to resend blindly (the server would not deduplicate it)."""

@@ -99,6 +99,27 @@ def _count_rows(path: Path) -> int | None:
     help="v1: the older API, which refuses prefetch leads in bulk.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option(
+    "--bulk-per-minute",
+    default=10,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Bulk requests per rate window (the documented limit is 10).",
+)
+@click.option(
+    "--calls-per-minute",
+    default=100,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Other requests per rate window (the documented limit is 100).",
+)
+@click.option(
+    "--rate-window",
+    default=60.0,
+    hidden=True,
+    type=click.FloatRange(min=0.001),
+    help="Seconds per rate window: only for a time-scaled test server.",
+)
 @click.pass_context
 def import_(
     ctx: click.Context,
@@ -116,6 +137,9 @@ def import_(
     config_path: Path | None,
     api_version: str,
     as_json: bool,
+    bulk_per_minute: int,
+    calls_per_minute: int,
+    rate_window: float,
 ) -> None:
     """Import FILE (CSV or JSONL) into a campaign: prefetch leads by externalId,
     standard leads with their numbers. The API key is read from $LUPITOR_API_KEY.
@@ -133,7 +157,11 @@ def import_(
         None
         if dry_run
         else AsyncLupitorClient(
-            base_url=api_url, resource="records" if resource == "records" else "leads"
+            base_url=api_url,
+            resource="records" if resource == "records" else "leads",
+            bulk_per_minute=bulk_per_minute,
+            calls_per_minute=calls_per_minute,
+            window=rate_window,
         )
     )
     total = _count_rows(file)

@@ -34,6 +34,7 @@ import httpx
 from ..errors import (
     ConfigurationError,
     LeadAlreadyExists,
+    LupitorAnswerLost,
     LupitorAuthError,
     LupitorError,
     LupitorForbidden,
@@ -196,11 +197,14 @@ class _Core:
         bulk: bool = False,
         single_create: bool = False,
         notes: dict[str, bool] | None = None,
+        resend_uncertain: bool = True,
     ) -> _Plan[Any]:
         """Send `request` until it has an answer; return the envelope's `data`.
 
         `notes["may_have_landed"]` is set when an earlier attempt may have reached
         the server (its answer was lost), so the caller can read "skipped" right.
+        With `resend_uncertain=False`, a request that may have landed is not sent
+        again: `LupitorAnswerLost` says so (for creates the server cannot dedup).
         """
         limiter = self.bulk_limiter if bulk else self.call_limiter
         retry = self.retry
@@ -218,6 +222,11 @@ class _Core:
                     limiter.release()  # never reached the server
                 else:
                     may_have_landed = True
+                    if not resend_uncertain:
+                        raise LupitorAnswerLost(
+                            f"{request.method} {request.url.path}: {type(answer).__name__}; "
+                            "the request may have been committed"
+                        ) from answer
                 failures += 1
                 if failures >= retry.attempts:
                     raise LupitorUnavailable(
@@ -238,6 +247,8 @@ class _Core:
                 continue
             if status >= 500:
                 may_have_landed = True
+                if not resend_uncertain:
+                    raise LupitorAnswerLost(_error_text(answer), status=status)
                 failures += 1
                 if failures >= retry.attempts:
                     raise LupitorUnavailable(_error_text(answer), status=status)
@@ -261,10 +272,15 @@ class _Core:
 
     # -- the calls, as plans -------------------------------------------------------
 
-    def create_lead(self, lead: Lead | Mapping[str, Any], exist_ok: bool) -> _Plan[CreatedLead]:
+    def create_lead(
+        self, lead: Lead | Mapping[str, Any], exist_ok: bool, resend_uncertain: bool = True
+    ) -> _Plan[CreatedLead]:
         body = _lead(lead).to_api()
+        request = self.request("POST", "", body=body)
         try:
-            data = yield from self.plan(self.request("POST", "", body=body), single_create=True)
+            data = yield from self.plan(
+                request, single_create=True, resend_uncertain=resend_uncertain
+            )
         except LeadAlreadyExists:
             if exist_ok:
                 return CreatedLead(None, already_present=True)
@@ -410,9 +426,17 @@ class LupitorClient:
             result: T = stop.value
             return result
 
-    def create_lead(self, lead: Lead | Mapping[str, Any], *, exist_ok: bool = False) -> CreatedLead:
-        """Create one lead. A duplicate raises `LeadAlreadyExists` (unless `exist_ok`)."""
-        return self._run(self._core.create_lead(lead, exist_ok))
+    def create_lead(
+        self,
+        lead: Lead | Mapping[str, Any],
+        *,
+        exist_ok: bool = False,
+        resend_uncertain: bool = True,
+    ) -> CreatedLead:
+        """Create one lead. A duplicate raises `LeadAlreadyExists` (unless `exist_ok`).
+        With `resend_uncertain=False` a lost answer raises `LupitorAnswerLost`
+        instead of a resend (the older API does not dedup externalId-only leads)."""
+        return self._run(self._core.create_lead(lead, exist_ok, resend_uncertain))
 
     def create_leads_bulk(
         self, campaign_id: str, leads: Sequence[Lead | Mapping[str, Any]]
@@ -521,10 +545,16 @@ class AsyncLupitorClient:
             return result
 
     async def create_lead(
-        self, lead: Lead | Mapping[str, Any], *, exist_ok: bool = False
+        self,
+        lead: Lead | Mapping[str, Any],
+        *,
+        exist_ok: bool = False,
+        resend_uncertain: bool = True,
     ) -> CreatedLead:
-        """Create one lead. A duplicate raises `LeadAlreadyExists` (unless `exist_ok`)."""
-        return await self._run(self._core.create_lead(lead, exist_ok))
+        """Create one lead. A duplicate raises `LeadAlreadyExists` (unless `exist_ok`).
+        With `resend_uncertain=False` a lost answer raises `LupitorAnswerLost`
+        instead of a resend (the older API does not dedup externalId-only leads)."""
+        return await self._run(self._core.create_lead(lead, exist_ok, resend_uncertain))
 
     async def create_leads_bulk(
         self, campaign_id: str, leads: Sequence[Lead | Mapping[str, Any]]

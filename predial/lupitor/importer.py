@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import (
+    LupitorAnswerLost,
     LupitorRateLimited,
     LupitorUnavailable,
     LupitorValidationError,
@@ -110,6 +111,7 @@ class _Importer:
         self.auto = api_version == "auto"
         self.concurrency = concurrency
         self.progress = progress
+        self.uncertain: list[_Pending] = []
 
     def settled(self, count: int) -> None:
         if self.progress is not None and count:
@@ -184,7 +186,15 @@ class _Importer:
                 self.report.single_requests += 1
                 identifier = _identifier(item.lead)
                 try:
-                    created = await client.create_lead(item.lead, exist_ok=True)
+                    # The older API does not dedup externalId-only leads: a resend
+                    # after a lost answer could create the lead twice. Such leads
+                    # are settled by listing the campaign instead (settle_uncertain).
+                    created = await client.create_lead(
+                        item.lead, exist_ok=True, resend_uncertain=False
+                    )
+                except LupitorAnswerLost:
+                    self.uncertain.append(item)
+                    return
                 except (LupitorUnavailable, LupitorRateLimited) as error:
                     self._fail([item], f"not sent after retries: {error}")
                     return
@@ -201,6 +211,36 @@ class _Importer:
         async with asyncio.TaskGroup() as group:
             for item in items:
                 group.create_task(one(item))
+
+    async def settle_uncertain(self, rounds: int = 6) -> None:
+        """Creates whose answer was lost: list the campaign once per round, count the
+        leads found as created, and send the others again."""
+        if self.client is None or not self.uncertain:
+            return
+        for _ in range(rounds):
+            if not self.uncertain:
+                return
+            present: set[str] = set()
+            async for stored in self.client.list_leads(self.campaign_id, page_size=8000):
+                if stored.external_id:
+                    present.add(stored.external_id)
+            pending, self.uncertain = self.uncertain, []
+            missing = []
+            for item in pending:
+                if item.lead.external_id in present:
+                    self.journal.record(
+                        item.line,
+                        "created",
+                        identifier=_identifier(item.lead),
+                        reason="answer lost; found in the campaign",
+                    )
+                else:
+                    missing.append(item)
+            if missing:
+                await self._send_singles(missing)
+            self.journal.flush()
+        self._fail(self.uncertain, "answer lost; could not confirm the lead after several tries")
+        self.uncertain = []
 
     def _fail(self, batch: list[_Pending], reason: str) -> None:
         for item in batch:
@@ -337,6 +377,7 @@ async def import_leads_async(
                 batch = []
         if batch:
             await importer.send(batch)
+        await importer.settle_uncertain()
     finally:
         journal.flush()
         if own_client and client is not None:

@@ -1,0 +1,5 @@
+"""`python -m predial` runs the `predial` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,5 @@
+"""`python -m predial.cli` runs the `predial` command."""
+
+from . import main
+
+main()
