@@ -117,13 +117,15 @@ class Faults:
 
 @dataclass(frozen=True, slots=True)
 class RequestRecord:
-    """One request the fake answered: `leads` is how many leads its body carried."""
+    """One request the fake answered: `leads` is how many leads its body carried;
+    `at` is when it arrived, on the fake's clock (pacing measurements)."""
 
     method: str
     path: str
     status: int
     key: str | None
     leads: int
+    at: float = 0.0
 
 
 DEFAULT_KEYS: Mapping[str, ApiKey] = {
@@ -361,6 +363,7 @@ class FakeLupitor:
     async def _handle(self, request: Request, endpoint: _Endpoint) -> Response:
         body = await _read_json(request) if endpoint.method == "POST" else None
         key_text = request.headers.get("x-api-key")
+        arrived = self._clock()
         response = await self._respond(request, endpoint, key_text, body)
         record = RequestRecord(
             method=request.method,
@@ -368,6 +371,7 @@ class FakeLupitor:
             status=response.status_code,
             key=key_text,
             leads=_lead_count(endpoint, body),
+            at=arrived,
         )
         with self._lock:
             self._requests.append(record)
