@@ -136,10 +136,14 @@ def pacing(rows: int, batch: int, windows: list[float]) -> None:
                     times, too_many = bulk_times(fake, since)
                     landed = fake.count(CAMPAIGN)
                 fraction = pacing_fraction(times, window, 10)
+                # In real minutes: the limit's maximum is 10 x batch per 60 s.
+                per_second = landed / elapsed * (window / 60)
+                maximum = 10 * batch / 60
                 print(
                     f"   window {window:>4} s (60 s scaled {60 / window:>4.0f}x)  {who:<12} "
-                    f"{landed:>6} leads in {elapsed:6.2f} s  pacing {fraction:4.2f} of the limit  "
-                    f"429s: {too_many}"
+                    f"{landed:>6} leads in {elapsed:6.2f} s = {per_second:5.1f} leads/s in real "
+                    f"time (limit's maximum {maximum:.1f}); requests {fraction:4.2f} of the "
+                    f"limit; 429s: {too_many}"
                 )
 
 
