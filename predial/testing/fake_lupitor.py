@@ -56,7 +56,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, NoReturn
 
@@ -125,7 +125,7 @@ class RequestRecord:
     status: int
     key: str | None
     leads: int
-    at: float = 0.0
+    at: float = field(default=0.0, compare=False)
 
 
 DEFAULT_KEYS: Mapping[str, ApiKey] = {
