@@ -1,0 +1,254 @@
+"""The HTTP adapter base: safe paths, error mapping, auth and OAuth, caps and budgets."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any
+
+import httpx
+import pytest
+import respx
+
+from predial import AdapterAuthError, AdapterUnavailable, CrmContact, CrmPhone, RecordNotFound
+from predial.adapters.http import HttpAdapter, retry_after_seconds, safe_path
+
+BASE = "http://127.0.0.1:8765"
+HOSTILE = [
+    "../admin",
+    "a/b?c=d#e",
+    "%2e%2e%2f",
+    "' OR Name != '",
+    "\r\nX-Injected: 1",
+    "ünï©ødé",
+    "x" * 10_000,
+]
+
+
+class Acme(HttpAdapter):
+    name = "acme"
+    default_base_url = BASE
+
+    async def fetch_phone(self, external_id: str) -> CrmContact:
+        data = await self.get_json("/v1/contacts/{}", external_id, params={"fields": "phone"})
+        return CrmContact(phones=[CrmPhone(data["phone"], "main", True)])
+
+
+def contact(phone: str = "+12024561111") -> httpx.Response:
+    return httpx.Response(200, json={"phone": phone})
+
+
+@pytest.mark.parametrize("external_id", HOSTILE)
+def test_safe_path_keeps_ids_in_one_segment(external_id: str) -> None:
+    """Whatever the id, it is one segment: no '/', '?', '#', '%2e' or CR/LF survives raw."""
+    path = safe_path("/v1/contacts/{}", external_id)
+    segment = path.removeprefix("/v1/contacts/")
+    for character in ("/", "?", "#", "\r", "\n"):
+        assert character not in segment
+    assert httpx.URL(BASE + path).path.startswith("/v1/contacts/")
+
+
+@pytest.mark.parametrize("external_id", ["", ".", ".."])
+def test_dot_segments_are_not_ids(external_id: str) -> None:
+    """'.' and '..' would walk the path: they are never sent."""
+    with pytest.raises(RecordNotFound):
+        safe_path("/v1/contacts/{}", external_id)
+
+
+@respx.mock
+@pytest.mark.parametrize("external_id", HOSTILE)
+async def test_hostile_ids_reach_only_the_contact_path(external_id: str) -> None:
+    """No request goes to another path, query or header."""
+    route = respx.get(url__startswith=f"{BASE}/v1/contacts/").mock(return_value=contact())
+    adapter = Acme(token="t0k3n")
+    await adapter.fetch_phone(external_id)
+    request = route.calls.last.request
+    raw_path = request.url.raw_path.decode().split("?")[0]
+    assert raw_path.count("/") == 3
+    assert raw_path.startswith("/v1/contacts/")
+    assert dict(request.url.params) == {"fields": "phone"}
+    assert "x-injected" not in {name.lower() for name in request.headers}
+    await adapter.aclose()
+
+
+@respx.mock
+@pytest.mark.parametrize(
+    ("status", "headers", "error", "retry_after"),
+    [
+        (404, {}, RecordNotFound, None),
+        (410, {}, RecordNotFound, None),
+        (401, {}, AdapterAuthError, None),
+        (403, {}, AdapterAuthError, None),
+        (429, {"Retry-After": "12"}, AdapterUnavailable, 12.0),
+        (503, {"Retry-After": "3"}, AdapterUnavailable, 3.0),
+        (500, {}, AdapterUnavailable, None),
+    ],
+)
+async def test_statuses_map_to_adapter_errors(
+    status: int, headers: dict[str, str], error: type[Exception], retry_after: float | None
+) -> None:
+    """404/410 not found, 401/403 auth, 429/5xx unavailable with retry_after."""
+    respx.get(f"{BASE}/v1/contacts/1").mock(return_value=httpx.Response(status, headers=headers))
+    adapter = Acme(token="t0k3n")
+    with pytest.raises(error) as caught:
+        await adapter.fetch_phone("1")
+    assert getattr(caught.value, "retry_after", None) == retry_after
+    assert "t0k3n" not in str(caught.value)
+    await adapter.aclose()
+
+
+@respx.mock
+async def test_transport_errors_are_unavailable() -> None:
+    """Timeouts and refused connections: AdapterUnavailable, no secret in the text."""
+    respx.get(f"{BASE}/v1/contacts/1").mock(side_effect=httpx.ConnectTimeout("slow"))
+    respx.get(f"{BASE}/v1/contacts/2").mock(side_effect=httpx.ConnectError("refused"))
+    adapter = Acme(token="t0k3n")
+    for external_id in ("1", "2"):
+        with pytest.raises(AdapterUnavailable):
+            await adapter.fetch_phone(external_id)
+    await adapter.aclose()
+
+
+def test_retry_after_reads_seconds_and_http_dates() -> None:
+    """Both forms of Retry-After."""
+    assert retry_after_seconds("7") == 7
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", now=lambda: 1445412470.0) == 10
+    assert retry_after_seconds("soon") is None
+
+
+@respx.mock
+async def test_static_token_and_basic_auth_headers() -> None:
+    """`token` is a bearer header; `username`/`password` is Basic."""
+    route = respx.get(f"{BASE}/v1/contacts/1").mock(return_value=contact())
+    bearer, basic = Acme(token="abc"), Acme(username="u", password="p")
+    await bearer.fetch_phone("1")
+    assert route.calls.last.request.headers["authorization"] == "Bearer abc"
+    await basic.fetch_phone("1")
+    assert (
+        route.calls.last.request.headers["authorization"]
+        == "Basic " + base64.b64encode(b"u:p").decode()
+    )
+    assert "abc" not in repr(bearer)
+    await bearer.aclose()
+    await basic.aclose()
+
+
+@respx.mock
+async def test_response_size_is_capped() -> None:
+    """A huge answer is refused, not buffered."""
+
+    class Small(Acme):
+        max_response_bytes = 1000
+
+    respx.get(f"{BASE}/v1/contacts/1").mock(return_value=httpx.Response(200, content=b"x" * 5000))
+    adapter = Small(token="t")
+    with pytest.raises(AdapterUnavailable, match="exceeds"):
+        await adapter.fetch_phone("1")
+    await adapter.aclose()
+
+
+@respx.mock
+async def test_rate_budget_fails_fast_with_retry_after() -> None:
+    """Over the tenant's documented limit: no request, a retry_after instead of a 429."""
+
+    class Limited(Acme):
+        rate_limit = (2, 10.0)
+
+    route = respx.get(f"{BASE}/v1/contacts/1").mock(return_value=contact())
+    adapter = Limited(token="t")
+    await adapter.fetch_phone("1")
+    await adapter.fetch_phone("1")
+    with pytest.raises(AdapterUnavailable) as caught:
+        await adapter.fetch_phone("1")
+    assert route.call_count == 2
+    assert 0 < (caught.value.retry_after or 0) <= 10
+    await adapter.aclose()
+
+
+class OAuthAcme(Acme):
+    token_url = f"{BASE}/oauth/token"
+
+
+def token_answer(access: str, refresh: str | None = None, expires_in: int = 3600) -> httpx.Response:
+    body: dict[str, Any] = {
+        "access_token": access,
+        "expires_in": expires_in,
+        "token_type": "Bearer",
+    }
+    if refresh:
+        body["refresh_token"] = refresh
+    return httpx.Response(200, json=body)
+
+
+@respx.mock
+async def test_expired_token_is_refreshed_once_for_50_concurrent_lookups() -> None:
+    """50 lookups at once with no valid token: one refresh, every lookup answered."""
+    issued = iter(range(1000))
+
+    async def slow_token(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.05)
+        return token_answer(f"access-{next(issued)}", "refresh-1")
+
+    token_route = respx.post(f"{BASE}/oauth/token").mock(side_effect=slow_token)
+    respx.get(url__startswith=f"{BASE}/v1/contacts/").mock(return_value=contact())
+    adapter = OAuthAcme(client_id="id", client_secret="secret", refresh_token="refresh-1")
+    results = await asyncio.gather(*(adapter.fetch_phone(str(i)) for i in range(50)))
+    assert len(results) == 50
+    assert token_route.call_count == 1
+    await adapter.aclose()
+
+
+@respx.mock
+async def test_rotated_refresh_token_is_persisted() -> None:
+    """GoHighLevel rotates refresh tokens on every refresh: the hook gets the new one."""
+    saved: list[str] = []
+
+    async def persist(token: str) -> None:
+        saved.append(token)
+
+    respx.post(f"{BASE}/oauth/token").mock(return_value=token_answer("access", "refresh-2"))
+    respx.get(f"{BASE}/v1/contacts/1").mock(return_value=contact())
+    adapter = OAuthAcme(
+        client_id="id", client_secret="secret", refresh_token="refresh-1", on_refresh_token=persist
+    )
+    await adapter.fetch_phone("1")
+    assert saved == ["refresh-2"]
+    form = respx.calls[0].request.content.decode()
+    assert "grant_type=refresh_token" in form
+    assert "refresh_token=refresh-1" in form
+    await adapter.aclose()
+
+
+@respx.mock
+async def test_revoked_refresh_token_is_an_auth_error_not_a_loop() -> None:
+    """invalid_grant: AdapterAuthError, and later lookups do not hammer the token endpoint."""
+    token_route = respx.post(f"{BASE}/oauth/token").mock(
+        return_value=httpx.Response(400, json={"error": "invalid_grant"})
+    )
+    adapter = OAuthAcme(client_id="id", client_secret="secret", refresh_token="revoked")
+    for _ in range(3):
+        with pytest.raises(AdapterAuthError):
+            await adapter.fetch_phone("1")
+    assert token_route.call_count == 1
+    await adapter.aclose()
+
+
+@respx.mock
+async def test_401_refreshes_once_and_retries_once() -> None:
+    """A token revoked early: one refresh, one retry, then the answer."""
+    respx.post(f"{BASE}/oauth/token").mock(side_effect=[token_answer("old"), token_answer("new")])
+    contacts = respx.get(f"{BASE}/v1/contacts/1").mock(side_effect=[httpx.Response(401), contact()])
+    adapter = OAuthAcme(client_id="id", client_secret="secret")
+    result = await adapter.fetch_phone("1")
+    assert result.phones[0].value == "+12024561111"
+    assert contacts.calls[1].request.headers["authorization"] == "Bearer new"
+    form = respx.calls[0].request.content.decode()
+    assert "grant_type=client_credentials" in form
+    await adapter.aclose()
+
+
+async def test_requests_spread_over_small_clients() -> None:
+    """100 in flight use several clients of at most 10 connections each."""
+    adapter = Acme(token="t", max_in_flight=100)
+    assert len(adapter._clients) == 10
+    await adapter.aclose()
