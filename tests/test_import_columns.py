@@ -124,3 +124,35 @@ def test_journal_statuses_survive_reopening(tmp_path: Path) -> None:
     assert Journal.is_final(codes[2])
     assert not Journal.is_final(codes[3])
     reopened.close()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"id": "A", "phone": "", "metadata": {"score": float("nan")}},
+        {"id": "A", "phone": "", "scheduledFor": "0001-01-01T00:00:00+01:00"},
+    ],
+)
+def test_rows_that_cannot_be_sent_are_rejected(fields: dict[str, object]) -> None:
+    """NaN in metadata or a date that overflows: a row rejection, not a failed batch."""
+    header = ["id", "phone", "metadata", "scheduledFor"]
+    outcome = ColumnMap(header).lead({**dict.fromkeys(header, ""), **fields}, "c", POLICY)
+    assert isinstance(outcome, Rejection)
+    assert "cannot be sent" in outcome.reason
+
+
+def test_headerless_file_error_masks_numbers() -> None:
+    """A first row taken as the header is echoed with numbers masked."""
+    with pytest.raises(ValueError, match=r"\+1202\*\*\*0143") as caught:
+        ColumnMap(["CRM-1", "+12025550143", "Acme"])
+    assert "2025550143" not in str(caught.value)
+
+
+def test_journal_notices_an_edit_of_the_same_size(tmp_path: Path) -> None:
+    """A row fixed in place (same size) is a different file for the journal."""
+    source = tmp_path / "leads.csv"
+    source.write_text("id,phone\nA,+15555551234\n" + "B,\n" * 5000)
+    Journal(tmp_path / "j.sqlite", source=source, campaign_id="c").close()
+    source.write_text("id,phone\nA,+12024561111\n" + "B,\n" * 5000)
+    with pytest.raises(ConfigurationError, match="different version"):
+        Journal(tmp_path / "j.sqlite", source=source, campaign_id="c")

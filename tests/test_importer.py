@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+import respx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -290,12 +291,17 @@ class BodyRecorder:
         await self.app(scope, replay, send)
 
 
-def test_sigkill_mid_import_then_rerun(tmp_path: Path) -> None:
-    """Killed mid-import, then rerun with the same command: same end state, and no row
-    confirmed before the kill is sent again."""
-    fake = FakeLupitor(window=0.05, faults=Faults(latency=0.05, seed=3))
+@pytest.mark.parametrize(("version", "count", "kill_after"), [("v2", 3000, 500), ("v1", 400, 60)])
+def test_sigkill_mid_import_then_rerun(
+    tmp_path: Path, version: str, count: int, kill_after: int
+) -> None:
+    """Killed mid-import, then rerun with the same command: same end state, no row
+    confirmed before the kill sent again, and a report that counts what landed as
+    created. On v1 the prefetch leads go one by one and the server would not dedup a
+    resend, so nothing may be stored twice."""
+    fake = FakeLupitor(version=version, window=0.05, faults=Faults(latency=0.02, seed=3))
     recorder = BodyRecorder(fake)
-    rows = [{"id": f"K{i}", "phone": ""} for i in range(3000)]
+    rows = [{"id": f"K{i}", "phone": ""} for i in range(count)]
     source = write_csv(tmp_path / "leads.csv", rows)
     journal = tmp_path / "leads.csv.journal.sqlite"
     with serve(recorder) as url:
@@ -314,26 +320,29 @@ def test_sigkill_mid_import_then_rerun(tmp_path: Path) -> None:
             "100",
             "--rate-window",
             "0.05",
+            "--json",
         ]
         process = subprocess.Popen(
             command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if journal.exists() and len(_journal_lines(journal, ("created",))) >= 500:
+            if len(_journal_lines(journal, ("created",))) >= kill_after:
                 break
-            time.sleep(0.05)
+            time.sleep(0.02)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
         confirmed = set(_journal_lines(journal, ("created", "already_present")).values())
-        assert 0 < len(confirmed) < 3000, "the kill should land mid-import"
+        assert 0 < len(confirmed) < count, "the kill should land mid-import"
         sent_before = len(recorder.sent)
         rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
         assert rerun.returncode == 0, rerun.stderr
     resent = set(recorder.sent[sent_before:])
     assert not resent & confirmed, "a row confirmed before the kill was sent again"
     stored = identifiers(fake)
-    assert sorted(stored) == sorted(f"K{i}" for i in range(3000))
+    assert sorted(stored) == sorted(f"K{i}" for i in range(count)), "lost or doubled leads"
+    report = json.loads(rerun.stdout)
+    assert (report["created"], report["already_present"]) == (count, 0)
 
 
 @settings(
@@ -407,3 +416,32 @@ async def test_any_csv_is_rows_or_one_clear_error(
     assert report.rows == report.rejected + report.duplicates_in_file + (
         report.rows - report.rejected - report.duplicates_in_file
     )
+
+
+@respx.mock
+async def test_a_lead_refused_in_bulk_is_rejected_and_the_rest_resent(tmp_path: Path) -> None:
+    """The API refusing lead N of a batch rejects that row only; the others are sent again."""
+    bodies: list[list[str]] = []
+
+    def bulk(request: httpx.Request) -> httpx.Response:
+        leads = json.loads(request.content)["leads"]
+        bodies.append([lead["externalId"] for lead in leads])
+        if len(bodies) == 1:
+            body = {"success": False, "data": None, "error": "leads[1]: externalId is too long"}
+            return httpx.Response(400, json=body)
+        ids = [f"id{i}" for i in range(len(leads))]
+        return httpx.Response(
+            200,
+            json={
+                "success": True,
+                "data": {"createdIds": ids, "skippedIdentifiers": []},
+                "error": None,
+            },
+        )
+
+    respx.post("http://127.0.0.1:9/api/v1/leads/bulk").mock(side_effect=bulk)
+    source = write_csv(tmp_path / "leads.csv", [{"id": f"E{i}", "phone": ""} for i in range(3)])
+    async with AsyncLupitorClient(KEY, base_url="http://127.0.0.1:9", retry=FAST) as client:
+        report = await import_leads_async(source, CAMPAIGN, client=client)
+    assert bodies == [["E0", "E1", "E2"], ["E0", "E2"]]
+    assert (report.created, report.rejected) == (2, 1)

@@ -342,3 +342,43 @@ async def test_async_client_does_the_same() -> None:
         result = await client.create_leads_bulk("c", [{"externalId": "E"}])
     assert result.created == 1
     assert len(slept) == 1
+
+
+def test_key_with_a_stray_character_is_a_configuration_error() -> None:
+    """A key with an inner control character fails at once, without quoting the key."""
+    with pytest.raises(ConfigurationError) as caught:
+        LupitorClient("sk_live_SECRET\r123", base_url=BASE)
+    assert "SECRET" not in str(caught.value)
+    assert LupitorClient("sk_live_SECRET123\n", base_url=BASE).base_url.endswith("/api/v1")
+
+
+@respx.mock
+def test_garbage_and_millisecond_reset_headers_do_not_break_waits(
+    client: LupitorClient, fake_time: FakeTime
+) -> None:
+    """An unreadable Retry-After falls back; a millisecond X-RateLimit-Reset is read as such."""
+    reset_ms = str(int((fake_time.wall() + 5) * 1000))
+    respx.post(LEADS).mock(
+        side_effect=[
+            fail(429, "Rate limit exceeded.", {"Retry-After": "whenever"}),
+            fail(429, "Rate limit exceeded.", {"X-RateLimit-Reset": reset_ms}),
+            ok({"leadId": "a"}),
+        ]
+    )
+    assert client.create_lead({"campaignId": "c", "externalId": "E"}).lead_id == "a"
+    assert sum(fake_time.slept) < 10
+
+
+def test_release_gives_back_only_its_own_slot() -> None:
+    """A failed connect returns its slot, not another caller's newer one."""
+    now = [0.0]
+    limiter = SlidingWindowLimiter(2, 1.0, clock=lambda: now[0])
+    _, first = limiter.acquire()
+    now[0] = 0.5
+    _, second = limiter.acquire()
+    assert first is not None
+    limiter.release(first)
+    now[0] = 0.6
+    assert limiter.acquire()[1] is not None  # the freed slot
+    assert limiter.reserve() > 0  # still two in the window: second and the new one
+    assert second is not None

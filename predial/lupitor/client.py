@@ -105,23 +105,33 @@ _ERRORS: dict[int, type[LupitorError]] = {
 }
 
 
+# A server that asks for longer than an hour is misconfigured; do not hang on it.
+_MAX_WAIT = 3600.0
+
+
 def _retry_after(response: httpx.Response, wall_clock: Callable[[], float]) -> float:
     """Seconds to wait after a 429: Retry-After (seconds or HTTP date), else the
     X-RateLimit-Reset unix time, else one second."""
     header = response.headers.get("retry-after")
     if header:
         try:
-            return max(0.0, float(header))
+            return min(_MAX_WAIT, max(0.0, float(header)))
         except ValueError:
+            pass  # not seconds: an HTTP date, or garbage
+        try:
             when = email.utils.parsedate_to_datetime(header)
-            if when is not None:
-                return max(0.0, when.timestamp() - wall_clock())
+            return min(_MAX_WAIT, max(0.0, when.timestamp() - wall_clock()))
+        except (TypeError, ValueError):
+            pass  # unreadable: try the reset header
     reset = response.headers.get("x-ratelimit-reset")
     if reset:
         try:
-            return max(0.0, float(reset) - wall_clock())
+            value = float(reset)
         except ValueError:
-            pass  # an unreadable header: fall through to the default wait
+            return 1.0
+        if value > 1e11:  # milliseconds, as Convex-style timestamps are
+            value /= 1000
+        return min(_MAX_WAIT, max(0.0, value - wall_clock()))
     return 1.0
 
 
@@ -161,6 +171,12 @@ class _Core:
         key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
         if not key:
             raise ConfigurationError(f"no Lupitor API key: pass api_key or set {API_KEY_ENV}")
+        key = key.strip()  # a key pasted from a file often ends with a newline
+        if not key.isascii() or not key.isprintable() or " " in key:
+            raise ConfigurationError(
+                f"the Lupitor API key ({API_KEY_ENV}) has characters an HTTP header cannot "
+                "carry; paste it again"
+            )
         self._headers = {"x-api-key": key, "accept": "application/json"}
         url = (base_url or os.environ.get(API_URL_ENV) or DEFAULT_API_URL).rstrip("/")
         if not url.endswith("/api/v1"):
@@ -212,14 +228,22 @@ class _Core:
         rate_limited = 0
         may_have_landed = False
         while True:
-            wait = limiter.reserve()
-            if wait > 0:
+            wait, stamp = limiter.acquire()
+            if stamp is None:
                 yield _Sleep(wait)
                 continue
             answer = yield _Send(request)
+            if isinstance(answer, (httpx.LocalProtocolError, httpx.UnsupportedProtocol)):
+                # Refused before sending (a malformed header or URL): retrying cannot
+                # help, and the original error would quote the header's value.
+                limiter.release(stamp)
+                raise LupitorError(
+                    f"the request could not be sent ({type(answer).__name__}); "
+                    "check the API URL and the key's characters"
+                ) from None
             if isinstance(answer, httpx.TransportError):
                 if isinstance(answer, httpx.ConnectError):
-                    limiter.release()  # never reached the server
+                    limiter.release(stamp)  # never reached the server
                 else:
                     may_have_landed = True
                     if not resend_uncertain:

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError
 
 from ..errors import InvalidPhoneNumber
 from ..models import Lead
-from ..phone import PhonePolicy
+from ..phone import PhonePolicy, mask_phone
 
 __all__ = ["FIELD_ALIASES", "ColumnMap", "Rejection", "RowLead", "normalise_name"]
 
@@ -65,6 +66,9 @@ _FIELD_NAMES = {
     "campaignId": "campaign_id",
     "campaign_id": "campaign_id",
 }
+
+
+_DIGITS = re.compile(r"\d{5}")
 
 
 def normalise_name(name: str) -> str:
@@ -114,9 +118,11 @@ class ColumnMap:
                     self.columns[field] = by_name[alias]
                     break
         if "external_id" not in self.columns and "phone_number" not in self.columns:
+            # A file without a header makes its first row the header: mask numbers.
+            shown = ", ".join(mask_phone(c) if _DIGITS.search(c) else c for c in self.header)
             raise ValueError(
                 "no column for the external id or the phone number "
-                f"(columns: {', '.join(self.header) or 'none'}); "
+                f"(columns: {shown or 'none'}); "
                 "name one with --map externalId=COLUMN or --map phoneNumber=COLUMN"
             )
         mapped = set(self.columns.values())
@@ -180,9 +186,15 @@ class ColumnMap:
         if metadata:
             values["metadata"] = metadata
         try:
-            return RowLead(Lead.model_validate(values))
+            lead = Lead.model_validate(values)
+            # What the request will carry must serialise: NaN in metadata or a date
+            # out of range would otherwise fail the whole batch at send time.
+            json.dumps(lead.to_api(), allow_nan=False)
+            return RowLead(lead)
         except ValidationError as error:
             first = error.errors(include_url=False, include_input=False)[0]
             field = str(first["loc"][0]) if first["loc"] else ""
             message = first["msg"].removeprefix("Value error, ")
             return Rejection(columns.get(field), message)
+        except (ValueError, OverflowError, PydanticSerializationError) as error:
+            return Rejection(None, f"cannot be sent as JSON: {type(error).__name__}")

@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import hashlib
+import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -57,6 +59,8 @@ class ImportReport:
     """Counts over the whole file (earlier, resumed runs included)."""
 
     rows: int = 0
+    #: Rows valid, unique and not yet settled: what this run sent (or would send).
+    sendable: int = 0
     created: int = 0
     already_present: int = 0
     duplicates_in_file: int = 0
@@ -90,6 +94,9 @@ class ImportReport:
 class _Pending:
     line: int
     lead: Lead
+    #: An earlier run sent this row without recording the answer (killed, or failed
+    #: after a request that may have landed): a "skipped" now means it landed then.
+    attempted: bool = False
 
 
 class _Importer:
@@ -143,6 +150,21 @@ class _Importer:
                 self.campaign_id, [item.lead for item in batch]
             )
         except LupitorValidationError as error:
+            row = _BULK_ROW.match(error.message)
+            if row is not None and int(row.group(1)) < len(batch):
+                # One lead refused: reject it and send the others again.
+                bad = batch[int(row.group(1))]
+                if "phoneNumber is required" not in row.group(2) or self.singles_for_prefetch:
+                    self.journal.record(
+                        bad.line,
+                        "rejected",
+                        identifier=_identifier(bad.lead),
+                        reason=f"refused by the API: {row.group(2)}",
+                    )
+                    rest = [item for item in batch if item is not bad]
+                    if rest:
+                        await self._send_bulk(rest)
+                    return
             if "phoneNumber is required" in error.message and not self.singles_for_prefetch:
                 # The older API version: prefetch-only leads must go one by one.
                 self.singles_for_prefetch = True
@@ -166,7 +188,7 @@ class _Importer:
             if not _skipped(item.lead, skipped):
                 lead_id = next(created_ids, None) if ids_match else None
                 self.journal.record(item.line, "created", identifier=identifier, lead_id=lead_id)
-            elif result.retried:
+            elif result.retried or item.attempted:
                 self.journal.record(
                     item.line,
                     "created",
@@ -182,6 +204,11 @@ class _Importer:
         gate = asyncio.Semaphore(self.concurrency)
 
         async def one(item: _Pending) -> None:
+            if item.attempted:
+                # Sent by a run that was killed before the answer: the older API would
+                # not dedup a resend, so look for it in the campaign first.
+                self.uncertain.append(item)
+                return
             async with gate:
                 self.report.single_requests += 1
                 identifier = _identifier(item.lead)
@@ -207,10 +234,20 @@ class _Importer:
                     self.journal.record(
                         item.line, "created", identifier=identifier, lead_id=created.lead_id
                     )
+                # One at a time, a batch takes minutes: journal each answer at once, so
+                # a kill loses none of them.
+                self.journal.flush()
 
-        async with asyncio.TaskGroup() as group:
-            for item in items:
-                group.create_task(one(item))
+        try:
+            async with asyncio.TaskGroup() as group:
+                for item in items:
+                    group.create_task(one(item))
+        except BaseExceptionGroup as group_error:
+            # A fatal API error (bad key, unknown campaign) is one clear error, not a group.
+            first = group_error.exceptions[0]
+            if isinstance(first, Exception):
+                raise first from None
+            raise
 
     async def settle_uncertain(self, rounds: int = 6) -> None:
         """Creates whose answer was lost: list the campaign once per round, count the
@@ -235,7 +272,8 @@ class _Importer:
                         reason="answer lost; found in the campaign",
                     )
                 else:
-                    missing.append(item)
+                    # Not in the campaign: its earlier attempt did not land. Send it.
+                    missing.append(replace(item, attempted=False))
             if missing:
                 await self._send_singles(missing)
             self.journal.flush()
@@ -249,6 +287,9 @@ class _Importer:
             )
 
 
+_BULK_ROW = re.compile(r"leads\[(\d+)\]: (.*)")
+
+
 def _identifier(lead: Lead) -> str:
     return lead.external_id or lead.phone_number or ""
 
@@ -258,6 +299,12 @@ def _skipped(lead: Lead, skipped: set[str]) -> bool:
     return (lead.external_id is not None and lead.external_id in skipped) or (
         lead.phone_number is not None and lead.phone_number in skipped
     )
+
+
+def _digest(value: str | None) -> int | None:
+    if value is None:
+        return None
+    return int.from_bytes(hashlib.blake2b(value.encode(), digest_size=12).digest())
 
 
 def _header(path: Path) -> list[str]:
@@ -317,6 +364,10 @@ async def import_leads_async(
     if on_columns is not None:
         on_columns(columns.describe())
     policy = policy or PhonePolicy(default_region=region)
+    # The client first: a missing key must not leave a journal behind.
+    own_client = client is None and not dry_run
+    if own_client:
+        client = AsyncLupitorClient(api_key, base_url=base_url)
     journal_file = Path(journal_path) if journal_path else Journal.default_path(source)
     journal = Journal(journal_file, source=source, campaign_id=campaign_id, memory=dry_run)
     report = ImportReport(
@@ -325,13 +376,10 @@ async def import_leads_async(
         journal=None if dry_run else str(journal_file),
         columns=columns.describe(),
     )
-    own_client = client is None and not dry_run
-    if own_client:
-        client = AsyncLupitorClient(api_key, base_url=base_url)
     importer = _Importer(client, campaign_id, journal, report, api_version, concurrency, progress)
     statuses = journal.statuses()
-    seen_external: set[str] = set()
-    seen_phone: set[str] = set()
+    seen_external: set[int] = set()
+    seen_phone: set[int] = set()
     batch: list[_Pending] = []
     try:
         for row in read_rows(source):
@@ -347,7 +395,10 @@ async def import_leads_async(
                     importer.settled(1)
                 continue
             lead = outcome.lead
-            external, phone = lead.external_id, lead.phone_number
+            # 12-byte digests instead of the strings: a million UUID ids and phones
+            # cost ~100 MB less, and a collision is a 1-in-10^29 event.
+            external = _digest(lead.external_id)
+            phone = _digest(lead.phone_number)
             if (external is not None and external in seen_external) or (
                 phone is not None and phone in seen_phone
             ):
@@ -369,17 +420,22 @@ async def import_leads_async(
             if verify is not None:
                 await _verify(verify, campaign_id, lead, report, row.line)
             if dry_run:
+                report.sendable += 1
                 importer.settled(1)
                 continue
-            batch.append(_Pending(row.line, lead))
+            report.sendable += 1
+            attempted = code != 0 and not final  # "sending" or "failed" in an earlier run
+            batch.append(_Pending(row.line, lead, attempted))
             if len(batch) >= batch_size:
                 await importer.send(batch)
                 batch = []
         if batch:
             await importer.send(batch)
         await importer.settle_uncertain()
+    except BaseException:
+        journal.close()
+        raise
     finally:
-        journal.flush()
         if own_client and client is not None:
             await client.aclose()
 

@@ -47,15 +47,13 @@ CREATE TABLE IF NOT EXISTS rows (
 
 
 def fingerprint(path: Path) -> str:
-    """Size and a hash of the first and last 64 KiB: a changed input is noticed."""
-    size = path.stat().st_size
+    """A hash of the whole file: a row fixed in place is a changed input (~0.1 s for
+    a million rows), and resuming with the old journal would lose that row."""
     digest = hashlib.blake2b(digest_size=16)
     with path.open("rb") as file:
-        digest.update(file.read(65536))
-        if size > 65536:
-            file.seek(max(65536, size - 65536))
-            digest.update(file.read(65536))
-    return f"{size}:{digest.hexdigest()}"
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return f"{path.stat().st_size}:{digest.hexdigest()}"
 
 
 class Journal:

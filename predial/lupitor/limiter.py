@@ -14,6 +14,7 @@ objects (callers sleep themselves), so one limiter serves threads and event loop
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
@@ -47,22 +48,27 @@ class SlidingWindowLimiter:
     def reserve(self) -> float:
         """Take a slot if one is free now (returns 0.0), else return the seconds to
         wait before asking again. Taking a slot records the send time."""
+        return self.acquire()[0]
+
+    def acquire(self) -> tuple[float, float | None]:
+        """`reserve`, also returning the slot's time stamp (for `release`)."""
         with self._lock:
             now = self._clock()
             if now < self._blocked_until:
-                return self._blocked_until - now
+                return self._blocked_until - now, None
             while self._sent and self._sent[0] <= now - self.window:
                 self._sent.popleft()
             if len(self._sent) >= self.limit:
-                return self._sent[0] + self.window - now
+                return self._sent[0] + self.window - now, None
             self._sent.append(now)
-            return 0.0
+            return 0.0, now
 
-    def release(self) -> None:
-        """Give back the last slot: the request was never sent (it failed to connect)."""
-        with self._lock:
-            if self._sent:
-                self._sent.pop()
+    def release(self, stamp: float) -> None:
+        """Give back the slot taken at `stamp`: its request never left (it failed to
+        connect). Another caller's newer slot is not touched."""
+        # Already out of the window (ValueError): nothing to give back.
+        with self._lock, contextlib.suppress(ValueError):
+            self._sent.remove(stamp)
 
     def hold(self, seconds: float) -> None:
         """Admit nothing for `seconds` (the server said 429 with Retry-After)."""
@@ -78,7 +84,10 @@ class SlidingWindowLimiter:
             if limit is not None and 1 <= limit < self.limit:
                 self.limit = int(limit)
             if remaining is not None and remaining <= 0 and reset is not None:
-                # Reset is a unix time; convert to our (monotonic) clock.
+                # Reset is a unix time (seconds; some servers send milliseconds);
+                # convert it to our (monotonic) clock.
+                if reset > 1e11:
+                    reset /= 1000
                 wait = reset - self._wall_clock()
                 if 0 < wait <= 3600:
                     self._blocked_until = max(self._blocked_until, self._clock() + wait)
