@@ -188,8 +188,12 @@ class ColumnMap:
         try:
             lead = Lead.model_validate(values)
             # What the request will carry must serialise: NaN in metadata or a date
-            # out of range would otherwise fail the whole batch at send time.
-            json.dumps(lead.to_api(), allow_nan=False)
+            # out of range would otherwise fail the whole batch at send time. Only the
+            # fields that can fail are checked (a full dump costs ~15 µs a row).
+            if lead.metadata:
+                json.dumps(lead.metadata, allow_nan=False)
+            if lead.scheduled_for is not None:
+                lead.to_api()
             return RowLead(lead)
         except ValidationError as error:
             first = error.errors(include_url=False, include_input=False)[0]
