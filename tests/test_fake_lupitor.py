@@ -182,7 +182,7 @@ CREATE_ERRORS = [
 @pytest.mark.parametrize(("version", "body", "message"), CREATE_ERRORS)
 async def test_create_validation_messages(version: str, body: dict[str, Any], message: str) -> None:
     """Each invalid single create gets 400 with the documented message, and stores nothing."""
-    fake = FakeLupitor(version=version)  # type: ignore[arg-type]
+    fake = FakeLupitor(version=version)
     async with client_for(fake) as client:
         response = await client.post(LEADS, headers=WRITE, json=body)
     assert_error(response, 400, message)
@@ -226,7 +226,7 @@ BULK_ERRORS = [
 @pytest.mark.parametrize(("version", "body", "message"), BULK_ERRORS)
 async def test_bulk_validation_messages(version: str, body: dict[str, Any], message: str) -> None:
     """Each invalid bulk create gets 400 with the documented message, and stores nothing."""
-    fake = FakeLupitor(version=version)  # type: ignore[arg-type]
+    fake = FakeLupitor(version=version)
     async with client_for(fake) as client:
         response = await client.post(BULK, headers=WRITE, json=body)
     assert_error(response, 400, message)
@@ -853,7 +853,7 @@ def test_inspecting_an_unknown_campaign_raises(fake: FakeLupitor) -> None:
 def test_constructor_rejects_nonsense() -> None:
     """An unknown version, a zero limit or window is refused at construction."""
     with pytest.raises(ValueError, match="version"):
-        FakeLupitor(version="v3")  # type: ignore[arg-type]
+        FakeLupitor(version="v3")
     with pytest.raises(ValueError, match="at least 1"):
         FakeLupitor(bulk_limit=0)
     with pytest.raises(ValueError, match="window"):

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import email.utils
 import itertools
 import json
 import ssl
@@ -48,6 +47,7 @@ from urllib.parse import quote
 import certifi
 import httpx
 
+from .._http import retry_after_seconds
 from ..errors import AdapterAuthError, AdapterUnavailable, RecordNotFound
 from ..lupitor.limiter import SlidingWindowLimiter
 
@@ -69,22 +69,6 @@ def safe_path(template: str, *segments: object) -> str:
             raise RecordNotFound(f"{text!r} is not a record id")
         encoded.append(quote(text, safe=""))
     return template.format(*encoded)
-
-
-def retry_after_seconds(value: str | None, now: Callable[[], float] = time.time) -> float | None:
-    """A `Retry-After` header as seconds: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass  # not a number: try the HTTP-date form
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - now())
 
 
 class OAuth2:

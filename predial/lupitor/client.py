@@ -20,7 +20,6 @@ and driven by a sync and an async loop.
 
 from __future__ import annotations
 
-import email.utils
 import os
 import random
 import time
@@ -31,6 +30,7 @@ from typing import Any, Literal, TypeVar
 
 import httpx
 
+from .._http import retry_after_seconds
 from ..errors import (
     ConfigurationError,
     LeadAlreadyExists,
@@ -112,17 +112,9 @@ _MAX_WAIT = 3600.0
 def _retry_after(response: httpx.Response, wall_clock: Callable[[], float]) -> float:
     """Seconds to wait after a 429: Retry-After (seconds or HTTP date), else the
     X-RateLimit-Reset unix time, else one second."""
-    header = response.headers.get("retry-after")
-    if header:
-        try:
-            return min(_MAX_WAIT, max(0.0, float(header)))
-        except ValueError:
-            pass  # not seconds: an HTTP date, or garbage
-        try:
-            when = email.utils.parsedate_to_datetime(header)
-            return min(_MAX_WAIT, max(0.0, when.timestamp() - wall_clock()))
-        except (TypeError, ValueError):
-            pass  # unreadable: try the reset header
+    seconds = retry_after_seconds(response.headers.get("retry-after"), wall_clock)
+    if seconds is not None:
+        return min(_MAX_WAIT, seconds)
     reset = response.headers.get("x-ratelimit-reset")
     if reset:
         try:
