@@ -251,10 +251,12 @@ class _Importer:
 
     async def settle_uncertain(self, rounds: int = 6) -> None:
         """Creates whose answer was lost: list the campaign once per round, count the
-        leads found as created, and send the others again."""
-        if self.client is None or not self.uncertain:
+        leads found as created, and send the others again. The last round only
+        lists: what is still missing then is failed (a rerun sends it again), never
+        resent without a look."""
+        if self.client is None:
             return
-        for _ in range(rounds):
+        for round_number in range(1, rounds + 1):
             if not self.uncertain:
                 return
             present: set[str] = set()
@@ -272,13 +274,13 @@ class _Importer:
                         reason="answer lost; found in the campaign",
                     )
                 else:
-                    # Not in the campaign: its earlier attempt did not land. Send it.
+                    # Not in the campaign: its earlier attempt did not land.
                     missing.append(replace(item, attempted=False))
-            if missing:
+            if round_number == rounds:
+                self._fail(missing, "answer lost; not in the campaign after several tries")
+            elif missing:
                 await self._send_singles(missing)
             self.journal.flush()
-        self._fail(self.uncertain, "answer lost; could not confirm the lead after several tries")
-        self.uncertain = []
 
     def _fail(self, batch: list[_Pending], reason: str) -> None:
         for item in batch:
