@@ -23,6 +23,7 @@ from .campaign import Campaign, RetrySettings
 from .errors import (
     AdapterAuthError,
     AdapterError,
+    AdapterRateLimited,
     AdapterUnavailable,
     ConfigurationError,
     DuplicateAdapter,
@@ -49,6 +50,7 @@ from .phone import PhonePolicy, mask_phone, normalize
 from .plugins import load_plugins
 from .resolver import Resolver
 from .stats import ResolverStats
+from .warm import WarmReport
 
 try:
     __version__ = version("predial")
@@ -58,6 +60,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 __all__ = [
     "AdapterAuthError",
     "AdapterError",
+    "AdapterRateLimited",
     "AdapterUnavailable",
     "BreakerSettings",
     "CacheSettings",
@@ -88,6 +91,7 @@ __all__ = [
     "RetrySettings",
     "UnknownAdapter",
     "Unresolvable",
+    "WarmReport",
     "__version__",
     "hookimpl",
     "load_plugins",

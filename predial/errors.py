@@ -34,6 +34,7 @@ from __future__ import annotations
 __all__ = [
     "AdapterAuthError",
     "AdapterError",
+    "AdapterRateLimited",
     "AdapterUnavailable",
     "ConfigurationError",
     "DuplicateAdapter",
@@ -123,6 +124,25 @@ class AdapterUnavailable(AdapterError):
     def __init__(self, message: str = "CRM unavailable", *, retry_after: float | None = None):
         self.retry_after = retry_after
         super().__init__(message)
+
+
+class AdapterRateLimited(AdapterUnavailable):
+    """The CRM's rate limit was hit (a 429 or a provider's own limit signal).
+
+    `scope` is `"burst"` (a short window: seconds) or `"daily"` (a daily or rolling
+    quota is spent: retrying within a dial is pointless, so the adapter stops calling
+    the CRM until `retry_after` has passed).
+    """
+
+    def __init__(
+        self,
+        message: str = "CRM rate limit",
+        *,
+        retry_after: float | None = None,
+        scope: str = "burst",
+    ) -> None:
+        self.scope = scope
+        super().__init__(message, retry_after=retry_after)
 
 
 class AdapterAuthError(AdapterError):

@@ -12,7 +12,7 @@ import inspect
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +78,10 @@ class CampaignRuntime:
         self._stats = stats
         fetch = getattr(adapter, "fetch_phone", None)
         self.is_async = fetch is not None and inspect.iscoroutinefunction(fetch)
+        batch = getattr(adapter, "fetch_phones", None)
+        self.fetch_batch = batch if callable(batch) else None
+        #: How many ids one `fetch_phones` call may take (the CRM's batch limit).
+        self.batch_size = max(1, int(getattr(adapter, "batch_size", 100)))
 
     async def _call(self, external_id: str) -> object:
         if self.is_async:
@@ -89,6 +93,33 @@ class CampaignRuntime:
                 result.close()
             raise TypeError("a sync fetch_phone returned an awaitable; declare it async def")
         return result
+
+    async def fetch_many(self, external_ids: Sequence[str]) -> Mapping[str, object]:
+        """One `fetch_phones` call: the adapter's answers by id (a missing id was not
+        found). Raises what the adapter raises; the breaker hears of it."""
+        assert self.fetch_batch is not None
+        if not self.breaker.allow():
+            raise AdapterUnavailable("circuit open", retry_after=self.breaker.retry_after())
+        started = time.monotonic()
+        self._stats.adapter_calls += 1
+        try:
+            if inspect.iscoroutinefunction(self.fetch_batch):
+                answers = await self.fetch_batch(list(external_ids))
+            else:
+                future = self._pool.submit(self.fetch_batch, list(external_ids))
+                answers = await asyncio.wrap_future(future)
+        except RecordNotFound:
+            self.breaker.record_success(time.monotonic() - started)
+            return {}
+        except Exception:
+            self.breaker.record_failure()
+            raise
+        if not isinstance(answers, Mapping):
+            raise TypeError(
+                f"fetch_phones must return a mapping of id to answer, not {type(answers).__name__}"
+            )
+        self.breaker.record_success(time.monotonic() - started)
+        return answers
 
     def timed_out(self) -> Outcome:
         """The outcome of a fetch cut off at its deadline (or timed out by the adapter)."""

@@ -45,6 +45,8 @@ from .plugins import PluginRegistry, load_plugins
 from .selection import DEFAULT_LABEL_PREFERENCE, Outcome
 from .stats import ResolverStats, StatsRecorder
 from .trace import Trace
+from .warm import WarmReport
+from .warm import warm as warm_leads
 
 __all__ = ["Resolver"]
 
@@ -350,6 +352,35 @@ class Resolver:
         # Every slot is filled: a worker that failed would have failed the group.
         return cast(list[Resolution | Unresolvable], results)
 
+    async def warm(
+        self,
+        leads: Iterable[Lead | Mapping[str, Any]],
+        *,
+        concurrency: int = 20,
+        batch_timeout: float = 30.0,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> WarmReport:
+        """Fill the cache for `leads` ahead of a dial window; return what was done.
+
+        Adapters with `fetch_phones` get one call per `batch_size` ids (each bounded
+        by `batch_timeout` seconds); others get single fetches, at most
+        `concurrency` in flight (batches count against the same limit). Leads
+        already fresh in the cache are not fetched. `on_progress(done, total)` is
+        called as leads are settled.
+        """
+        return await warm_leads(
+            self,
+            leads,
+            concurrency=concurrency,
+            batch_timeout=batch_timeout,
+            on_progress=on_progress,
+        )
+
+    def is_fresh(self, campaign_id: str, external_id: str) -> bool:
+        """Whether the cache holds a fresh answer (a number or a refusal) for the lead."""
+        entry = self._cache.get((campaign_id, external_id))
+        return entry is not None and self._clock() < entry.fresh_until
+
     # -- the pieces of the pipeline ----------------------------------------------
 
     async def _shared_fetch(
@@ -431,10 +462,11 @@ class Resolver:
         if outcome is None:
             assert flight.answer is not None  # the flight has landed
             outcome = flight.outcome = runtime.finish(flight.answer)
-            self._store(runtime, key, outcome)
+            self.store(runtime, key, outcome)
         return outcome
 
-    def _store(self, runtime: CampaignRuntime, key: CacheKey, outcome: Outcome) -> None:
+    def store(self, runtime: CampaignRuntime, key: CacheKey, outcome: Outcome) -> None:
+        """Cache an interpreted CRM answer, as a just-in-time fetch does."""
         settings = runtime.cache_settings
         now = self._clock()
         if outcome.phone_number is not None:

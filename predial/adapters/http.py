@@ -21,10 +21,11 @@ What the base does:
   (`client_id`/`client_secret` with `refresh_token` or client credentials) with expiry
   tracking, one refresh at a time, a hook to persist rotated refresh tokens, and one
   refresh-and-retry on 401. A revoked refresh token is `AdapterAuthError`, not a loop.
-- **Errors mapped.** 404/410 → `RecordNotFound`; 401/403 → `AdapterAuthError`; 429,
-  provider limit signals and 5xx → `AdapterUnavailable` with `retry_after` from
-  `Retry-After` (seconds or an HTTP date); timeouts and connection errors →
-  `AdapterUnavailable`.
+- **Errors mapped.** 404/410 → `RecordNotFound`; 401/403 → `AdapterAuthError`; 429
+  and provider limit signals (`rate_limit_scope`) → `AdapterRateLimited`; 5xx,
+  timeouts and connection errors → `AdapterUnavailable`; `retry_after` comes from
+  `Retry-After` (seconds or an HTTP date). A spent daily quota stops calls to the
+  CRM until it is expected back, instead of spending the rest of the day on 429s.
 - **Safe requests.** An external id is always one percent-encoded path segment or a
   query value (`../x`, `a/b`, `?`, `#`, `%2e%2e`, CR/LF cannot change the target);
   responses are capped in size; no secret in exceptions, reprs or logs.
@@ -38,22 +39,46 @@ import asyncio
 import base64
 import itertools
 import json
+import logging
+import os
 import ssl
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 from urllib.parse import quote
 
 import certifi
 import httpx
 
 from .._http import retry_after_seconds
-from ..errors import AdapterAuthError, AdapterUnavailable, RecordNotFound
+from ..errors import AdapterAuthError, AdapterRateLimited, AdapterUnavailable, RecordNotFound
 from ..lupitor.limiter import SlidingWindowLimiter
 
-__all__ = ["HttpAdapter", "OAuth2", "retry_after_seconds", "safe_path"]
+__all__ = [
+    "HttpAdapter",
+    "OAuth2",
+    "Params",
+    "RateLimitScope",
+    "RefreshTokenFile",
+    "retry_after_seconds",
+    "safe_path",
+]
+
+log = logging.getLogger("predial.adapters.http")
 
 RefreshHook = Callable[[str], Awaitable[None] | None]
+RateLimitScope = Literal["burst", "daily"]
+#: Query parameters: a mapping, or pairs when a name repeats (`properties=a&properties=b`).
+Params = Mapping[str, Any] | list[tuple[str, Any]]
+
+#: Headers in which CRMs report how much of a daily quota is left.
+DAILY_REMAINING_HEADERS = (
+    "x-ratelimit-daily-remaining",  # GoHighLevel
+    "x-hubspot-ratelimit-daily-remaining",  # HubSpot (private apps)
+    "x-daily-requests-left",  # Pipedrive, legacy accounts
+)
 
 
 def safe_path(template: str, *segments: object) -> str:
@@ -69,6 +94,42 @@ def safe_path(template: str, *segments: object) -> str:
             raise RecordNotFound(f"{text!r} is not a record id")
         encoded.append(quote(text, safe=""))
     return template.format(*encoded)
+
+
+class RefreshTokenFile:
+    """Keeps a rotated OAuth refresh token in a file, so a restart uses the newest one.
+
+    GoHighLevel issues a new refresh token on every refresh and retires the old one;
+    Salesforce can be set up to. Written atomically (a temporary file, then a rename)
+    with mode 0600, so a crash never leaves half a token behind.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RefreshTokenFile({str(self.path)!r})"
+
+    def read(self) -> str | None:
+        try:
+            token = self.path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        return token or None
+
+    def write(self, token: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".refresh-")
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as file:
+                file.write(token)
+                file.flush()
+                os.fsync(file.fileno())
+            os.chmod(temporary, 0o600)
+            os.replace(temporary, self.path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
 
 
 class OAuth2:
@@ -171,20 +232,37 @@ class OAuth2:
 
 class HttpAdapter:
     """Subclass it: set `name` and `default_base_url`, write `fetch_phone` with
-    `get_json`, and optionally override `auth_headers`, `oauth` or `is_rate_limited`.
+    `get_json`, and optionally override `auth_headers`, `token_url` or
+    `rate_limit_scope`.
 
     Settings (the same names in every HTTP adapter): `base_url`, `token`,
-    `client_id`, `client_secret`, `refresh_token`, `timeout`, plus `username` and
-    `password` for Basic auth.
+    `client_id`, `client_secret`, `refresh_token`, `timeout`; also `username` and
+    `password` for Basic auth, `token_url` to move the OAuth token endpoint,
+    `refresh_token_file` to keep rotated refresh tokens across restarts, and
+    `rate_limit = [requests, seconds]` for the tenant's own limit (the class's
+    `rate_limit` is the CRM's documented default).
     """
 
     name: ClassVar[str]
     default_base_url: ClassVar[str] = ""
+    #: The OAuth token endpoint: absolute, or a path on `base_url`.
     token_url: ClassVar[str | None] = None
     #: The CRM's documented limit per tenant: (requests, seconds), or None.
     rate_limit: ClassVar[tuple[int, float] | None] = None
+    #: How long to stop calling a CRM whose daily quota is spent and which did not
+    #: say when it comes back.
+    quota_cooldown: ClassVar[float] = 900.0
     max_response_bytes: ClassVar[int] = 2_000_000
     connections_per_client: ClassVar[int] = 10
+
+    _init_kwargs: dict[str, Any]
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> HttpAdapter:
+        self = super().__new__(cls)
+        # The settings as given, so `with_transport` can build a twin (the contract
+        # kit points one at a misbehaving transport). Never shown: they hold secrets.
+        self._init_kwargs = dict(kwargs)
+        return self
 
     def __init__(
         self,
@@ -196,7 +274,10 @@ class HttpAdapter:
         client_id: str | None = None,
         client_secret: str | None = None,
         refresh_token: str | None = None,
+        token_url: str | None = None,
+        refresh_token_file: str | os.PathLike[str] | None = None,
         timeout: float = 5.0,
+        rate_limit: tuple[int, float] | list[float] | None = None,
         max_in_flight: int = 100,
         on_refresh_token: RefreshHook | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -204,14 +285,31 @@ class HttpAdapter:
         url = (base_url or self.default_base_url).rstrip("/")
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must be an http(s) URL, not {url!r}")
+        if timeout <= 0:
+            raise ValueError("timeout must be > 0 seconds")
         self.base_url = url
         self._token = token
         self._basic = (username, password) if username is not None else None
         self.oauth: OAuth2 | None = None
-        if client_id and client_secret:
-            token_url = self.token_url or f"{url}/oauth/token"
+        if client_id or client_secret or refresh_token:
+            if not (client_id and client_secret):
+                raise ValueError(
+                    "OAuth needs both client_id and client_secret (and refresh_token for "
+                    "the refresh-token grant); for a static token set only `token`"
+                )
+            endpoint = token_url or self.token_url or "/oauth/token"
+            if endpoint.startswith("/"):
+                endpoint = url + endpoint
+            store = RefreshTokenFile(refresh_token_file) if refresh_token_file else None
+            if store is not None:
+                # The file holds the newest token once one has rotated.
+                refresh_token = store.read() or refresh_token
             self.oauth = OAuth2(
-                token_url, client_id, client_secret, refresh_token, on_refresh_token
+                endpoint,
+                client_id,
+                client_secret,
+                refresh_token,
+                _persisting(store, on_refresh_token),
             )
         count = max(1, -(-max_in_flight // self.connections_per_client))
         limits = httpx.Limits(
@@ -234,14 +332,16 @@ class HttpAdapter:
         ]
         self._in_flight = [0] * count
         self._next = itertools.cycle(range(count))
-        self._budget = (
-            SlidingWindowLimiter(self.rate_limit[0], self.rate_limit[1])
-            if self.rate_limit
-            else None
-        )
+        budget = _rate_limit(rate_limit) if rate_limit is not None else type(self).rate_limit
+        self._budget = SlidingWindowLimiter(int(budget[0]), budget[1]) if budget else None
+        self._quota_until = 0.0
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    def with_transport(self, transport: httpx.AsyncBaseTransport) -> HttpAdapter:
+        """A new adapter with the same settings that sends through `transport`."""
+        return type(self)(**{**self._init_kwargs, "transport": transport})
 
     # -- for subclasses -----------------------------------------------------------
 
@@ -255,24 +355,46 @@ class HttpAdapter:
             return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
         return {}
 
-    def is_rate_limited(self, response: httpx.Response) -> bool:
-        """Provider-specific limit signals beyond 429 (override per CRM)."""
-        return False
+    def rate_limit_scope(self, response: httpx.Response) -> RateLimitScope | None:
+        """Whether `response` says a rate limit was hit, and which one.
+
+        The base reads a 429 as a burst limit, or as the daily quota when a
+        daily-remaining header says 0. Override it for a CRM's own signals (and
+        call this one), e.g. Salesforce's 403 `REQUEST_LIMIT_EXCEEDED`.
+        """
+        if response.status_code != 429:
+            return None
+        for header in DAILY_REMAINING_HEADERS:
+            if response.headers.get(header, "").strip() == "0":
+                return "daily"
+        return "burst"
 
     def path(self, template: str, *segments: object) -> str:
         return safe_path(template, *segments)
 
-    async def get_json(
-        self, template: str, *segments: object, params: Mapping[str, Any] | None = None
-    ) -> Any:
+    async def get_json(self, template: str, *segments: object, params: Params | None = None) -> Any:
         """GET `template` (ids as safe segments) and return the JSON body."""
         response = await self.request("GET", self.path(template, *segments), params=params)
+        return self.json(response)
+
+    async def post_json(
+        self,
+        template: str,
+        *segments: object,
+        body: Any,
+        params: Params | None = None,
+    ) -> Any:
+        """POST `body` as JSON to `template` and return the JSON answer (batch reads)."""
+        response = await self.request(
+            "POST", self.path(template, *segments), params=params, json_body=body
+        )
         return self.json(response)
 
     def json(self, response: httpx.Response) -> Any:
         try:
             return json.loads(response.content)
         except ValueError:
+            # Some CRMs' edges answer with HTML pages: transient, not a crash.
             raise AdapterUnavailable(
                 f"the CRM answered {response.status_code} with a body that is not JSON"
             ) from None
@@ -291,15 +413,22 @@ class HttpAdapter:
         method: str,
         path: str,
         *,
-        params: Mapping[str, Any] | None = None,
+        params: Params | None = None,
         json_body: Any = None,
     ) -> httpx.Response:
         """Send one request with auth, the rate budget, the size cap and error mapping;
         return a 2xx response or raise the mapped adapter error."""
+        if self._quota_until:
+            left = self._quota_until - time.monotonic()
+            if left > 0:
+                raise AdapterRateLimited(
+                    "the CRM's daily quota is spent", retry_after=left, scope="daily"
+                )
+            self._quota_until = 0.0
         if self._budget is not None:
             wait = self._budget.reserve()
             if wait > 0:
-                raise AdapterUnavailable("client-side rate budget spent", retry_after=wait)
+                raise AdapterRateLimited("client-side rate budget spent", retry_after=wait)
         index, client = self._client()
         self._in_flight[index] += 1
         try:
@@ -310,7 +439,7 @@ class HttpAdapter:
                 response = await self._send(client, method, path, params, json_body, refused)
         finally:
             self._in_flight[index] -= 1
-        self._raise_for_status(response)
+        self.raise_for_status(response)
         return response
 
     async def _send(
@@ -318,7 +447,7 @@ class HttpAdapter:
         client: httpx.AsyncClient,
         method: str,
         path: str,
-        params: Mapping[str, Any] | None,
+        params: Params | None,
         json_body: Any,
         stale_token: str | None = None,
     ) -> httpx.Response:
@@ -358,13 +487,30 @@ class HttpAdapter:
             response.status_code, headers=kept, content=bytes(body), request=response.request
         )
 
-    def _raise_for_status(self, response: httpx.Response) -> None:
+    def raise_for_status(self, response: httpx.Response) -> None:
+        """Raise the adapter error `response` stands for (none for a 2xx).
+
+        Override to read a CRM's own error bodies, and call this one for the rest.
+        """
         status = response.status_code
         if 200 <= status < 300:
             return
         retry = retry_after_seconds(response.headers.get("retry-after"))
-        if status == 429 or self.is_rate_limited(response):
-            raise AdapterUnavailable(f"the CRM's rate limit ({status})", retry_after=retry)
+        scope = self.rate_limit_scope(response)
+        if scope == "daily":
+            pause = retry if retry is not None else self.quota_cooldown
+            self._quota_until = time.monotonic() + pause
+            log.warning(
+                "%s: the CRM's daily quota is spent (%d); no calls for %.0f s",
+                self.name,
+                status,
+                pause,
+            )
+            raise AdapterRateLimited(
+                f"the CRM's daily quota is spent ({status})", retry_after=pause, scope="daily"
+            )
+        if scope is not None:
+            raise AdapterRateLimited(f"the CRM's rate limit ({status})", retry_after=retry)
         if status in (404, 410):
             raise RecordNotFound(f"the CRM has no such record ({status})")
         if status in (401, 403):
@@ -376,3 +522,31 @@ class HttpAdapter:
     async def aclose(self) -> None:
         for client in self._clients:
             await client.aclose()
+
+
+def _rate_limit(value: tuple[int, float] | list[float]) -> tuple[int, float]:
+    """`rate_limit` as a setting: `[requests, seconds]`, both positive."""
+    try:
+        requests, seconds = value
+        if int(requests) != requests or requests < 1 or seconds <= 0:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"rate_limit must be [requests, seconds], e.g. [100, 10], not {value!r}"
+        ) from None
+    return int(requests), float(seconds)
+
+
+def _persisting(store: RefreshTokenFile | None, hook: RefreshHook | None) -> RefreshHook | None:
+    """The refresh hook that writes `store` first, then calls the user's `hook`."""
+    if store is None:
+        return hook
+
+    async def persist(token: str) -> None:
+        store.write(token)
+        if hook is not None:
+            result = hook(token)
+            if result is not None:
+                await result
+
+    return persist

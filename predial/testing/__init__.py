@@ -1,6 +1,4 @@
-"""Test doubles for code that talks to Lupitor: a fake Leads API and a server for it.
-
-Needs the `server` extra (starlette, uvicorn).
+"""Test doubles and kits: a fake Lupitor Leads API, fake CRMs, the adapter contract.
 
 ```python
 from predial.testing import FakeLupitor, serve
@@ -11,11 +9,61 @@ async with httpx.AsyncClient(transport=httpx.ASGITransport(app=fake), base_url="
 with serve(fake) as base_url:             # or a real uvicorn on 127.0.0.1
     ...
 ```
+
+- `AdapterContract` (needs pytest): the checks every CRM adapter must pass.
+- `FakeCrm`, `FakeOAuth`: the base of the fake CRMs the first-party plugins ship.
+- `OpenApiSpec` (needs openapi-core): checks requests against a CRM's OpenAPI spec.
+- `FakeLupitor`, `serve`: need the `server` extra (starlette, uvicorn).
+
+Names are imported on first use, so `AdapterContract` does not pull in uvicorn and
+`FakeLupitor` does not pull in pytest.
 """
 
 from __future__ import annotations
 
-from .fake_lupitor import ApiKey, FakeLupitor, Faults, RequestRecord
-from .serve import serve
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["ApiKey", "FakeLupitor", "Faults", "RequestRecord", "serve"]
+if TYPE_CHECKING:
+    from .contract import HOSTILE_IDS, AdapterContract
+    from .fake_crm import FakeCrm, FakeOAuth, json_response
+    from .fake_lupitor import ApiKey, FakeLupitor, Faults, RequestRecord
+    from .openapi import OpenApiSpec
+    from .serve import serve
+
+__all__ = [
+    "HOSTILE_IDS",
+    "AdapterContract",
+    "ApiKey",
+    "FakeCrm",
+    "FakeLupitor",
+    "FakeOAuth",
+    "Faults",
+    "OpenApiSpec",
+    "RequestRecord",
+    "json_response",
+    "serve",
+]
+
+_HOMES = {
+    "HOSTILE_IDS": "contract",
+    "AdapterContract": "contract",
+    "ApiKey": "fake_lupitor",
+    "FakeCrm": "fake_crm",
+    "FakeLupitor": "fake_lupitor",
+    "FakeOAuth": "fake_crm",
+    "Faults": "fake_lupitor",
+    "OpenApiSpec": "openapi",
+    "RequestRecord": "fake_lupitor",
+    "json_response": "fake_crm",
+    "serve": "serve",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'predial.testing' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{home}", __name__), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,166 @@
+"""Filling the cache ahead of a dial window (`Resolver.warm`).
+
+Leads whose number is already fresh in the cache are skipped. For the rest, an
+adapter with a batch read (`fetch_phones(external_ids)`, e.g. HubSpot's batch
+read of 100 contacts) is called once per `batch_size` ids; other adapters get
+bounded concurrent single fetches through the normal resolve path. Every answer
+is interpreted and cached exactly as a just-in-time fetch would be, so a dial
+that follows is a cache hit. One failed batch never stops the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .errors import AdapterError, Unresolvable
+from .fetcher import Answer, CampaignRuntime
+from .models import Lead
+from .selection import Outcome
+
+if TYPE_CHECKING:
+    from .resolver import Resolver
+
+__all__ = ["WarmReport", "warm"]
+
+log = logging.getLogger("predial.resolver")
+
+Progress = Callable[[int, int], None]
+
+#: Outcome reasons that say the CRM could not answer (as opposed to answering no).
+TRANSIENT_REASONS = frozenset(
+    {
+        "unavailable",
+        "timeout",
+        "circuit_open",
+        "adapter_error",
+        "auth_error",
+        "campaign_misconfigured",
+    }
+)
+
+
+@dataclass
+class WarmReport:
+    """What `Resolver.warm` did.
+
+    `requested`: distinct prefetch leads asked for. `fresh`: already fresh in the
+    cache, not fetched. `warmed`: now cached with a dialable number. `refused`:
+    cached as not dialable (not found, no valid number, do-not-call). `failed`: the
+    CRM could not answer; nothing cached, the dial will fetch just in time.
+    `skipped`: standard-mode leads and leads of unknown campaigns (nothing to warm).
+    `batches`: `fetch_phones` calls made.
+    """
+
+    requested: int = 0
+    fresh: int = 0
+    warmed: int = 0
+    refused: int = 0
+    failed: int = 0
+    skipped: int = 0
+    batches: int = 0
+
+
+async def warm(
+    resolver: Resolver,
+    leads: Iterable[Lead | Mapping[str, Any]],
+    *,
+    concurrency: int,
+    batch_timeout: float,
+    on_progress: Progress | None,
+) -> WarmReport:
+    if concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
+    report = WarmReport()
+    wanted: dict[str, dict[str, Lead]] = {}
+    for item in leads:
+        lead = item if isinstance(item, Lead) else Lead.model_validate(item)
+        if lead.external_id is None or lead.campaign_id not in resolver.campaigns:
+            report.skipped += 1
+            continue
+        per_campaign = wanted.setdefault(lead.campaign_id, {})
+        if lead.external_id in per_campaign:
+            continue
+        per_campaign[lead.external_id] = lead
+        report.requested += 1
+        if resolver.is_fresh(lead.campaign_id, lead.external_id):
+            report.fresh += 1
+            del per_campaign[lead.external_id]
+
+    total = report.requested - report.fresh
+    done = 0
+
+    def advance(count: int) -> None:
+        nonlocal done
+        done += count
+        if on_progress is not None:
+            on_progress(done, total)
+
+    gate = asyncio.Semaphore(concurrency)
+
+    async def batch(runtime: CampaignRuntime, ids: list[str]) -> None:
+        async with gate:
+            report.batches += 1
+            try:
+                async with asyncio.timeout(batch_timeout):
+                    answers = await runtime.fetch_many(ids)
+            except (AdapterError, TimeoutError, TypeError) as error:
+                log.warning(
+                    "campaign %s: a batch of %d could not be warmed: %s",
+                    runtime.campaign.id,
+                    len(ids),
+                    error if not isinstance(error, TimeoutError) else "timed out",
+                )
+                report.failed += len(ids)
+                advance(len(ids))
+                return
+            for external_id in ids:
+                if external_id in answers:
+                    outcome = runtime.finish(Answer(answers[external_id]))
+                else:
+                    outcome = Outcome.permanent("not_found")
+                resolver.store(runtime, (runtime.campaign.id, external_id), outcome)
+                _count(report, outcome)
+            advance(len(ids))
+
+    async def single(lead: Lead) -> None:
+        async with gate:
+            try:
+                result = await resolver.resolve(lead)
+            except Unresolvable as refusal:
+                if refusal.retryable:
+                    report.failed += 1
+                else:
+                    report.refused += 1
+            else:
+                if result.source in ("crm", "cache"):
+                    report.warmed += 1
+                elif result.source == "stale" or result.fallback_reason in TRANSIENT_REASONS:
+                    report.failed += 1  # the stored number stood in for a CRM that failed
+                else:
+                    report.refused += 1
+            advance(1)
+
+    async with asyncio.TaskGroup() as group:
+        for campaign_id, by_id in wanted.items():
+            runtime = resolver.campaigns[campaign_id]
+            if runtime.fetch_batch is not None and runtime.error is None:
+                ids = list(by_id)
+                for start in range(0, len(ids), runtime.batch_size):
+                    group.create_task(batch(runtime, ids[start : start + runtime.batch_size]))
+            else:
+                for lead in by_id.values():
+                    group.create_task(single(lead))
+    return report
+
+
+def _count(report: WarmReport, outcome: Outcome) -> None:
+    if outcome.phone_number is not None:
+        report.warmed += 1
+    elif outcome.transient:
+        report.failed += 1
+    else:
+        report.refused += 1
