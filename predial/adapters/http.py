@@ -147,6 +147,7 @@ class OAuth2:
         refresh_token: str | None = None,
         on_refresh_token: RefreshHook | None = None,
         scope: str | None = None,
+        extra_params: Mapping[str, str] | None = None,
         leeway: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -156,6 +157,7 @@ class OAuth2:
         self._refresh_token = refresh_token
         self._on_refresh_token = on_refresh_token
         self._scope = scope
+        self._extra_params = dict(extra_params or {})
         self._leeway = leeway
         self._clock = clock
         self._access_token: str | None = None
@@ -197,6 +199,7 @@ class OAuth2:
             form["grant_type"] = "client_credentials"
         if self._scope:
             form["scope"] = self._scope
+        form.update(self._extra_params)
         self.refreshes += 1
         try:
             response = await client.post(self.token_url, data=form)
@@ -247,6 +250,8 @@ class HttpAdapter:
     default_base_url: ClassVar[str] = ""
     #: The OAuth token endpoint: absolute, or a path on `base_url`.
     token_url: ClassVar[str | None] = None
+    #: Extra form fields the CRM's token endpoint wants (GoHighLevel: `user_type`).
+    token_params: ClassVar[Mapping[str, str]] = {}
     #: The CRM's documented limit per tenant: (requests, seconds), or None.
     rate_limit: ClassVar[tuple[int, float] | None] = None
     #: How long to stop calling a CRM whose daily quota is spent and which did not
@@ -310,6 +315,7 @@ class HttpAdapter:
                 client_secret,
                 refresh_token,
                 _persisting(store, on_refresh_token),
+                extra_params=self.token_params,
             )
         count = max(1, -(-max_in_flight // self.connections_per_client))
         limits = httpx.Limits(
@@ -368,6 +374,11 @@ class HttpAdapter:
             if response.headers.get(header, "").strip() == "0":
                 return "daily"
         return "burst"
+
+    def retry_after(self, response: httpx.Response) -> float | None:
+        """When to come back after `response`, in seconds: `Retry-After` (seconds or an
+        HTTP date). Override to read a CRM's own reset headers as a fallback."""
+        return retry_after_seconds(response.headers.get("retry-after"))
 
     def path(self, template: str, *segments: object) -> str:
         return safe_path(template, *segments)
@@ -495,7 +506,7 @@ class HttpAdapter:
         status = response.status_code
         if 200 <= status < 300:
             return
-        retry = retry_after_seconds(response.headers.get("retry-after"))
+        retry = self.retry_after(response)
         scope = self.rate_limit_scope(response)
         if scope == "daily":
             pause = retry if retry is not None else self.quota_cooldown

@@ -105,6 +105,9 @@ class AdapterContract:
 
     #: The ids the injection check tries; extend it with your CRM's own traps.
     hostile_ids: ClassVar[tuple[str, ...]] = HOSTILE_IDS
+    #: A well-formed id the injection check sends first, to see where ids go. Set
+    #: it to one your adapter accepts if it refuses malformed ids without a request.
+    probe_id: ClassVar[str] = PROBE_ID
 
     @pytest.fixture
     def adapter(self) -> Any:
@@ -255,7 +258,7 @@ class AdapterContract:
         the same query keys, the same headers; nothing else changes."""
         probe = _Recorder(_not_found)
         twin = self._twin(adapter, probe.handle)
-        self._fetch_quietly(twin, PROBE_ID)
+        self._fetch_quietly(twin, self.probe_id)
         baseline = _data_requests(twin, probe.requests)
         assert baseline, "the adapter sent no request for a plain id"
         for hostile in self.hostile_ids:
@@ -265,7 +268,7 @@ class AdapterContract:
             sent = _data_requests(twin, recorder.requests)
             assert len(sent) <= len(baseline), f"{hostile[:40]!r} caused extra requests"
             for request, reference in zip(sent, baseline, strict=False):
-                _assert_same_target(request, reference, hostile)
+                _assert_same_target(request, reference, hostile, self.probe_id)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -297,7 +300,9 @@ def _data_requests(adapter: HttpAdapter, requests: list[httpx.Request]) -> list[
     return [r for r in requests if token_url is None or str(r.url) != token_url]
 
 
-def _assert_same_target(request: httpx.Request, reference: httpx.Request, hostile: str) -> None:
+def _assert_same_target(
+    request: httpx.Request, reference: httpx.Request, hostile: str, probe: str
+) -> None:
     short = repr(hostile[:40])
     assert request.method == reference.method
     assert request.url.host == reference.url.host, f"{short} changed the host"
@@ -306,9 +311,9 @@ def _assert_same_target(request: httpx.Request, reference: httpx.Request, hostil
     want = reference.url.raw_path.decode("ascii").split("?")[0].split("/")
     assert len(got) == len(want), f"{short} changed the path's shape: {got[:6]}"
     for segment, expected in zip(got, want, strict=True):
-        if PROBE_ID in unquote(expected):
+        if probe in unquote(expected):
             decoded = unquote(segment)
-            assert decoded == unquote(expected).replace(PROBE_ID, hostile), (
+            assert decoded == unquote(expected).replace(probe, hostile), (
                 f"{short} was not kept as one segment"
             )
         else:
@@ -316,7 +321,7 @@ def _assert_same_target(request: httpx.Request, reference: httpx.Request, hostil
     got_keys = sorted(request.url.params.keys())
     assert got_keys == sorted(reference.url.params.keys()), f"{short} changed the query keys"
     for key in got_keys:
-        if PROBE_ID not in reference.url.params[key]:
+        if probe not in reference.url.params[key]:
             assert request.url.params[key] == reference.url.params[key], (
                 f"{short} changed the query value of {key!r}"
             )
