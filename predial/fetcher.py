@@ -31,7 +31,7 @@ from .selection import Outcome, interpret
 from .stats import StatsRecorder
 from .trace import Attempt, Trace
 
-__all__ = ["Answer", "CampaignRuntime"]
+__all__ = ["Answer", "CampaignRuntime", "CircuitOpen"]
 
 log = logging.getLogger("predial.resolver")
 
@@ -41,6 +41,10 @@ class Answer:
     """What the adapter returned, before interpretation."""
 
     raw: object
+
+
+class CircuitOpen(AdapterUnavailable):
+    """The campaign's circuit is open: the adapter was not called."""
 
 
 class CampaignRuntime:
@@ -99,7 +103,7 @@ class CampaignRuntime:
         found). Raises what the adapter raises; the breaker hears of it."""
         assert self.fetch_batch is not None
         if not self.breaker.allow():
-            raise AdapterUnavailable("circuit open", retry_after=self.breaker.retry_after())
+            raise CircuitOpen("circuit open", retry_after=self.breaker.retry_after())
         started = time.monotonic()
         self._stats.adapter_calls += 1
         try:

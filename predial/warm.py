@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import AdapterError, Unresolvable
-from .fetcher import Answer, CampaignRuntime
+from .fetcher import Answer, CampaignRuntime, CircuitOpen
 from .models import Lead
 from .selection import Outcome
 
@@ -76,19 +76,21 @@ async def warm(
         raise ValueError("concurrency must be at least 1")
     report = WarmReport()
     wanted: dict[str, dict[str, Lead]] = {}
+    seen: set[tuple[str, str]] = set()
     for item in leads:
         lead = item if isinstance(item, Lead) else Lead.model_validate(item)
         if lead.external_id is None or lead.campaign_id not in resolver.campaigns:
             report.skipped += 1
             continue
-        per_campaign = wanted.setdefault(lead.campaign_id, {})
-        if lead.external_id in per_campaign:
+        key = (lead.campaign_id, lead.external_id)
+        if key in seen:
             continue
-        per_campaign[lead.external_id] = lead
+        seen.add(key)
         report.requested += 1
-        if resolver.is_fresh(lead.campaign_id, lead.external_id):
+        if resolver.is_fresh(*key):
             report.fresh += 1
-            del per_campaign[lead.external_id]
+            continue
+        wanted.setdefault(lead.campaign_id, {})[lead.external_id] = lead
 
     total = report.requested - report.fresh
     done = 0
@@ -103,11 +105,12 @@ async def warm(
 
     async def batch(runtime: CampaignRuntime, ids: list[str]) -> None:
         async with gate:
-            report.batches += 1
             try:
                 async with asyncio.timeout(batch_timeout):
                     answers = await runtime.fetch_many(ids)
             except (AdapterError, TimeoutError, TypeError) as error:
+                if not isinstance(error, CircuitOpen):
+                    report.batches += 1
                 log.warning(
                     "campaign %s: a batch of %d could not be warmed: %s",
                     runtime.campaign.id,
@@ -117,6 +120,7 @@ async def warm(
                 report.failed += len(ids)
                 advance(len(ids))
                 return
+            report.batches += 1
             for external_id in ids:
                 if external_id in answers:
                     outcome = runtime.finish(Answer(answers[external_id]))

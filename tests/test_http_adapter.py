@@ -10,8 +10,15 @@ import httpx
 import pytest
 import respx
 
-from predial import AdapterAuthError, AdapterUnavailable, CrmContact, CrmPhone, RecordNotFound
-from predial.adapters.http import HttpAdapter, retry_after_seconds, safe_path
+from predial import (
+    AdapterAuthError,
+    AdapterRateLimited,
+    AdapterUnavailable,
+    CrmContact,
+    CrmPhone,
+    RecordNotFound,
+)
+from predial.adapters.http import HttpAdapter, RefreshTokenFile, retry_after_seconds, safe_path
 
 BASE = "http://127.0.0.1:8765"
 HOSTILE = [
@@ -252,3 +259,119 @@ async def test_requests_spread_over_small_clients() -> None:
     adapter = Acme(token="t", max_in_flight=100)
     assert len(adapter._clients) == 10
     await adapter.aclose()
+
+
+# -- limit scopes, settings, hooks ---------------------------------------------------------
+
+
+@respx.mock
+async def test_daily_remaining_zero_pauses_calls_until_retry_after() -> None:
+    route = respx.get(url__startswith=f"{BASE}/v1/contacts/")
+    route.side_effect = [
+        httpx.Response(429, headers={"X-RateLimit-Daily-Remaining": "0", "Retry-After": "0.2"}),
+        contact(),
+    ]
+    adapter = Acme(token="t0k3n")
+    with pytest.raises(AdapterRateLimited) as raised:
+        await adapter.fetch_phone("1")
+    assert (raised.value.scope, raised.value.retry_after) == ("daily", 0.2)
+    with pytest.raises(AdapterRateLimited) as paused:
+        await adapter.fetch_phone("1")
+    assert paused.value.scope == "daily"
+    assert 0 < (paused.value.retry_after or 0) <= 0.2
+    assert route.call_count == 1  # paused: the CRM was not asked
+    await asyncio.sleep(0.25)
+    assert (await adapter.fetch_phone("1")).phones
+    await adapter.aclose()
+
+
+@respx.mock
+async def test_a_burst_429_does_not_pause() -> None:
+    route = respx.get(url__startswith=f"{BASE}/v1/contacts/")
+    route.side_effect = [
+        httpx.Response(429, headers={"X-RateLimit-Daily-Remaining": "17"}),
+        contact(),
+    ]
+    adapter = Acme(token="t0k3n")
+    with pytest.raises(AdapterRateLimited) as raised:
+        await adapter.fetch_phone("1")
+    assert raised.value.scope == "burst"
+    assert (await adapter.fetch_phone("1")).phones
+    await adapter.aclose()
+
+
+@respx.mock
+async def test_provider_signal_and_reset_header_hooks() -> None:
+    class Strict(Acme):
+        def rate_limit_scope(self, response: httpx.Response) -> Any:
+            if response.status_code == 403 and b"LIMIT" in response.content:
+                return "daily"
+            return super().rate_limit_scope(response)
+
+        def retry_after(self, response: httpx.Response) -> float | None:
+            return (
+                super().retry_after(response) or float(response.headers.get("x-reset", 0)) or None
+            )
+
+    respx.get(url__startswith=f"{BASE}/v1/contacts/").side_effect = [
+        httpx.Response(429, headers={"x-reset": "4"}),
+        httpx.Response(403, json=[{"errorCode": "REQUEST_LIMIT_EXCEEDED"}]),
+        httpx.Response(403, json=[{"errorCode": "INSUFFICIENT_ACCESS"}]),
+    ]
+    adapter = Strict(token="t0k3n")
+    with pytest.raises(AdapterRateLimited) as burst:
+        await adapter.fetch_phone("1")
+    assert (burst.value.scope, burst.value.retry_after) == ("burst", 4.0)
+    with pytest.raises(AdapterRateLimited) as daily:
+        await adapter.fetch_phone("1")
+    assert (daily.value.scope, daily.value.retry_after) == ("daily", Strict.quota_cooldown)
+    adapter._quota_until = 0.0  # as if the cooldown had passed
+    with pytest.raises(AdapterAuthError):
+        await adapter.fetch_phone("1")
+    await adapter.aclose()
+
+
+@pytest.mark.parametrize("value", [[0, 10], [10, 0], [1.5, 10], "100/10", [1, 2, 3]])
+def test_rate_limit_setting_is_checked(value: Any) -> None:
+    with pytest.raises(ValueError, match=r"rate_limit must be \[requests, seconds\]"):
+        Acme(token="t", rate_limit=value)
+
+
+def test_oauth_needs_both_client_credentials() -> None:
+    with pytest.raises(ValueError, match="client_id and client_secret"):
+        Acme(client_id="only-the-id", refresh_token="r")
+
+
+@respx.mock
+async def test_token_params_are_sent_with_the_refresh() -> None:
+    class Extra(Acme):
+        token_params = {"user_type": "Location"}
+
+    token = respx.post(f"{BASE}/oauth/token").mock(
+        return_value=httpx.Response(200, json={"access_token": "a1", "expires_in": 60})
+    )
+    respx.get(url__startswith=f"{BASE}/v1/contacts/").mock(return_value=contact())
+    adapter = Extra(client_id="cid", client_secret="cs", refresh_token="r0")
+    await adapter.fetch_phone("1")
+    form = token.calls.last.request.content.decode()
+    assert "user_type=Location" in form
+    assert "grant_type=refresh_token" in form
+    await adapter.aclose()
+
+
+def test_refresh_token_file_is_written_atomically(tmp_path: Any) -> None:
+    store = RefreshTokenFile(tmp_path / "nested" / "token")
+    assert store.read() is None
+    store.write("r-1")
+    store.write("r-2")
+    assert store.read() == "r-2"
+    assert (store.path.stat().st_mode & 0o777) == 0o600
+    assert [p.name for p in store.path.parent.iterdir()] == ["token"]  # no temporary left
+    assert "r-2" not in repr(store)
+
+
+def test_with_transport_keeps_the_settings() -> None:
+    adapter = Acme(token="t0k3n", timeout=2.0)
+    twin = adapter.with_transport(httpx.MockTransport(lambda request: contact()))
+    assert twin.auth_headers() == adapter.auth_headers()
+    assert "t0k3n" not in repr(twin)

@@ -1,0 +1,52 @@
+"""Acme adapter tests: the predial contract, plus what is particular to Acme."""
+
+from __future__ import annotations
+
+import pytest
+import respx
+from predial_acme import AcmeAdapter
+from predial_acme.fake import FakeAcme
+
+from predial import CrmPhone, RecordNotFound
+from predial.testing import AdapterContract
+
+BASE = "http://127.0.0.1:7201"  # tests only ever talk to 127.0.0.1
+KEY = "acme-test-key"
+
+
+@pytest.fixture
+def fake() -> FakeAcme:
+    fake = FakeAcme(tokens=[KEY])
+    fake.add("c-1", ("(202) 456-1111", "work", False), ("+12025550123", "mobile", True))
+    fake.add("c-dnc", ("+12025550123", "mobile", True), do_not_call=True)
+    return fake
+
+
+class TestAcmeContract(AdapterContract):
+    """Shape, known and unknown ids, error mapping, injection, entry point."""
+
+    @pytest.fixture
+    def adapter(self, fake: FakeAcme) -> AcmeAdapter:
+        return AcmeAdapter(base_url=BASE, token=KEY, transport=fake.transport())
+
+    @pytest.fixture
+    def known_id(self) -> str:
+        return "c-1"
+
+
+@pytest.fixture
+def crm(fake: FakeAcme) -> respx.MockRouter:
+    with respx.mock(base_url=BASE) as router:
+        router.route().mock(side_effect=fake.handler)
+        yield router
+
+
+async def test_reads_phones_and_flags(crm: respx.MockRouter) -> None:
+    adapter = AcmeAdapter(base_url=BASE, token=KEY)
+    contact = await adapter.fetch_phone("c-1")
+    assert contact.phones[1] == CrmPhone("+12025550123", "mobile", True)
+    assert crm.calls.last.request.headers["x-api-key"] == KEY
+    assert (await adapter.fetch_phone("c-dnc")).do_not_call
+    with pytest.raises(RecordNotFound):
+        await adapter.fetch_phone("nobody")
+    await adapter.aclose()

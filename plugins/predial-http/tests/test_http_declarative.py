@@ -1,0 +1,302 @@
+"""predial-http: an in-house CRM described in settings, against FakeJsonCrm."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from click.testing import CliRunner
+from predial_http import JsonHttpAdapter
+from predial_http.fake import FakeJsonCrm
+from pydantic import ValidationError
+
+from predial import AdapterAuthError, CrmPhone, Lead, RecordNotFound, Resolver, Unresolvable
+from predial.campaign import Campaign
+from predial.cli.app import cli
+from predial.testing import HOSTILE_IDS, AdapterContract, FakeOAuth, serve
+
+BASE = "http://127.0.0.1:7101"
+TOKEN = "inhouse-t0k3n"
+PHONES: list[dict[str, Any]] = [
+    {"path": "person.phones", "value": "number", "label": "kind", "primary": "preferred"},
+    {"path": "person.mobile", "label": "mobile"},
+]
+SETTINGS: dict[str, Any] = {
+    "base_url": BASE,
+    "path": "/api/v1/people/{id}",
+    "token": TOKEN,
+    "phones": PHONES,
+    "do_not_call": "person.flags.dnc",
+    "deleted": "person.deleted_at",
+}
+
+
+def person(**fields: Any) -> dict[str, Any]:
+    return {
+        "person": {
+            "phones": [],
+            "mobile": None,
+            "flags": {"dnc": False},
+            "deleted_at": None,
+            **fields,
+        }
+    }
+
+
+@pytest.fixture
+def fake() -> FakeJsonCrm:
+    fake = FakeJsonCrm("/api/v1/people/", tokens=[TOKEN])
+    fake.records["P-1"] = person(
+        phones=[
+            {"number": "(202) 456-1111", "kind": "work", "preferred": False},
+            {"number": "+1 202 555 0123", "kind": "mobile", "preferred": True},
+        ],
+        mobile="+12025550188",
+    )
+    fake.records["P-dnc"] = person(mobile="+12025550188", flags={"dnc": "yes"})
+    fake.records["P-gone"] = person(mobile="+12025550188", deleted_at="2026-01-01")
+    return fake
+
+
+@pytest.fixture
+def crm(fake: FakeJsonCrm) -> respx.MockRouter:
+    with respx.mock(base_url=BASE, assert_all_called=False) as router:
+        router.route().mock(side_effect=fake.handler)
+        yield router
+
+
+def adapter(**changes: Any) -> JsonHttpAdapter:
+    return JsonHttpAdapter(**{**SETTINGS, **changes})
+
+
+class TestContract(AdapterContract):
+    @pytest.fixture
+    def adapter(self, fake: FakeJsonCrm) -> JsonHttpAdapter:
+        return JsonHttpAdapter(**SETTINGS, transport=fake.transport())
+
+    @pytest.fixture
+    def known_id(self) -> str:
+        return "P-1"
+
+
+class TestContractWithIdInQuery(TestContract):
+    @pytest.fixture
+    def adapter(self, fake: FakeJsonCrm) -> JsonHttpAdapter:
+        query_fake = FakeJsonCrm("/api/v1/people", query_key="ref", tokens=[TOKEN])
+        query_fake.records = fake.records
+        settings = {**SETTINGS, "path": "/api/v1/people", "query": {"ref": "{id}", "view": "dial"}}
+        return JsonHttpAdapter(**settings, transport=query_fake.transport())
+
+
+# -- reading the answer ---------------------------------------------------------------
+
+
+async def test_phones_labels_and_primary_from_the_paths(crm: respx.MockRouter) -> None:
+    crm_adapter = adapter()
+    contact = await crm_adapter.fetch_phone("P-1")
+    assert contact.phones == [
+        CrmPhone("(202) 456-1111", "work", False),
+        CrmPhone("+1 202 555 0123", "mobile", True),
+        CrmPhone("+12025550188", "mobile", False),
+    ]
+    assert (contact.do_not_call, contact.state) == (False, "active")
+    assert crm.calls.last.request.headers["authorization"] == f"Bearer {TOKEN}"
+    await crm_adapter.aclose()
+
+
+async def test_flags_from_the_paths(crm: respx.MockRouter) -> None:
+    campaign = Campaign("c", "http", SETTINGS, default_region="US")
+    async with Resolver([campaign]) as resolver:
+        assert (
+            await resolver.resolve(Lead(campaign_id="c", external_id="P-1"))
+        ).phone_number == "+12025550123"
+        with pytest.raises(Unresolvable) as dnc:
+            await resolver.resolve(Lead(campaign_id="c", external_id="P-dnc"))
+        assert dnc.value.reason == "do_not_call"
+        with pytest.raises(Unresolvable) as gone:
+            await resolver.resolve(Lead(campaign_id="c", external_id="P-gone"))
+        assert gone.value.reason == "record_deleted"
+        with pytest.raises(Unresolvable) as missing:
+            await resolver.resolve(Lead(campaign_id="c", external_id="P-404"))
+        assert missing.value.reason == "not_found"
+
+
+async def test_list_of_strings_and_filters(crm: respx.MockRouter, fake: FakeJsonCrm) -> None:
+    fake.records["P-2"] = {
+        "data": {
+            "numbers": ["+12025550101", "+12025550102"],
+            "contacts": [
+                {"type": "cell", "n": "+12025550103"},
+                {"type": "fax", "n": "+12025550104"},
+            ],
+        }
+    }
+    crm_adapter = adapter(
+        phones=[
+            {"path": "data.numbers", "label": "main", "primary": True},
+            {"path": "data.contacts[?type=='cell'].n", "label": "mobile"},
+        ]
+    )
+    contact = await crm_adapter.fetch_phone("P-2")
+    assert [(p.value, p.label, p.primary) for p in contact.phones] == [
+        ("+12025550101", "main", True),
+        ("+12025550102", "main", True),
+        ("+12025550103", "mobile", False),
+    ]
+    await crm_adapter.aclose()
+
+
+async def test_header_token_and_fixed_headers(crm: respx.MockRouter, fake: FakeJsonCrm) -> None:
+    fake.auth_header, fake.auth_prefix = "x-api-key", ""
+    crm_adapter = adapter(
+        auth_header="X-Api-Key", auth_scheme="", headers={"Accept": "application/json"}
+    )
+    await crm_adapter.fetch_phone("P-1")
+    request = crm.calls.last.request
+    assert request.headers["x-api-key"] == TOKEN
+    assert "authorization" not in request.headers
+    assert request.headers["accept"] == "application/json"
+    await crm_adapter.aclose()
+
+
+async def test_basic_auth(crm: respx.MockRouter) -> None:
+    crm_adapter = adapter(token=None, username="dialer", password="s3cret")
+    with pytest.raises(AdapterAuthError):  # the fake accepts bearer tokens only
+        await crm_adapter.fetch_phone("P-1")
+    sent = crm.calls.last.request.headers["authorization"]
+    assert sent == "Basic " + base64.b64encode(b"dialer:s3cret").decode()
+    await crm_adapter.aclose()
+
+
+async def test_custom_not_found_status(crm: respx.MockRouter, fake: FakeJsonCrm) -> None:
+    fake.faults.append(httpx.Response(422, json={"error": "unknown person"}))
+    crm_adapter = adapter(not_found=[404, 422])
+    with pytest.raises(RecordNotFound):
+        await crm_adapter.fetch_phone("P-1")
+    await crm_adapter.aclose()
+
+
+# -- settings are checked at start-up ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "words"),
+    [
+        ({"path": "/people"}, None, "{id} must appear exactly once"),
+        ({"path": "/people/{id}/{id}"}, None, "found 2"),
+        ({"path": "people/{id}"}, "path", "start with '/'"),
+        ({"path": "/people/{id}?x=1"}, "path", "query"),
+        ({"phones": []}, "phones", "at least 1"),
+        ({"phones": [{"path": "person..mobile"}]}, "phones", "not a JMESPath expression"),
+        ({"do_not_call": "flags[?"}, "do_not_call", "not a JMESPath expression"),
+        ({"headers": {"Authorization": "Bearer x"}}, "headers", "credentials go in `token`"),
+        ({"auth_header": "X-Key\r\nX-Injected"}, "auth_header", "not an HTTP header name"),
+        ({"not_found": [200]}, None, "not a 4xx status"),
+        ({"phones": [{"path": "a", "colour": "red"}]}, "phones", "Extra inputs"),
+    ],
+)
+def test_bad_settings_name_the_setting(
+    changes: dict[str, Any], field: str | None, words: str
+) -> None:
+    with pytest.raises(ValidationError) as raised:
+        adapter(**changes)
+    text = str(raised.value)
+    assert words in text
+    if field is not None:
+        assert field in {str(error["loc"][0]) for error in raised.value.errors()}
+
+
+def test_bad_settings_through_the_resolver_name_the_campaign() -> None:
+    campaign = Campaign("c", "http", {**SETTINGS, "path": "/people"})
+    with pytest.raises(Exception, match="campaign 'c'.*{id} must appear exactly once"):
+        Resolver([campaign])
+
+
+def test_base_url_is_required() -> None:
+    settings = {key: value for key, value in SETTINGS.items() if key != "base_url"}
+    with pytest.raises(ValueError, match="base_url"):
+        JsonHttpAdapter(**settings)
+
+
+# -- OAuth ---------------------------------------------------------------------------------
+
+
+async def test_oauth_client_credentials_refresh_once_for_50(
+    crm: respx.MockRouter, fake: FakeJsonCrm
+) -> None:
+    fake.oauth = FakeOAuth("cid", "csecret", expires_in=60)
+    crm_adapter = adapter(
+        token=None, client_id="cid", client_secret="csecret", token_url=f"{BASE}/oauth/token"
+    )
+    contacts = await asyncio.gather(*(crm_adapter.fetch_phone("P-1") for _ in range(50)))
+    assert all(c.phones for c in contacts)
+    assert fake.oauth.refreshes == 1
+    await crm_adapter.aclose()
+
+
+async def test_oauth_revoked_is_an_auth_error(crm: respx.MockRouter, fake: FakeJsonCrm) -> None:
+    fake.oauth = FakeOAuth("cid", "csecret", "refresh-0")
+    fake.oauth.revoke()
+    crm_adapter = adapter(
+        token=None, client_id="cid", client_secret="csecret", refresh_token="refresh-0"
+    )
+    for _ in range(3):
+        with pytest.raises(AdapterAuthError):
+            await crm_adapter.fetch_phone("P-1")
+    assert len(fake.requests_to("/oauth/token")) == 1
+    await crm_adapter.aclose()
+
+
+# -- injection -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("external_id", HOSTILE_IDS, ids=lambda v: repr(v[:12]))
+async def test_hostile_ids_in_path_and_query(crm: respx.MockRouter, external_id: str) -> None:
+    for changes in ({}, {"path": "/api/v1/people", "query": {"ref": "{id}"}}):
+        crm_adapter = adapter(**changes)
+        with pytest.raises(RecordNotFound):
+            await crm_adapter.fetch_phone(external_id)
+        request = crm.calls.last.request
+        raw = request.url.raw_path.decode("ascii").split("?")[0]
+        if changes:
+            assert raw == "/api/v1/people"
+            assert dict(request.url.params) == {"ref": external_id}
+        else:
+            assert raw.startswith("/api/v1/people/")
+            assert raw.count("/") == 4
+            assert not request.url.params
+        assert "x-injected" not in request.headers
+        await crm_adapter.aclose()
+
+
+# -- predial check against the served fake ----------------------------------------------------
+
+
+def test_predial_check_against_the_served_fake(fake: FakeJsonCrm, tmp_path: Path) -> None:
+    with serve(fake) as base_url:
+        config = tmp_path / "predial.toml"
+        config.write_text(
+            '[[campaigns]]\nid = "inhouse"\nadapter = "http"\ndefault_region = "US"\n'
+            "[campaigns.settings]\n"
+            f'base_url = "{base_url}"\npath = "/api/v1/people/{{id}}"\n'
+            'token = "${INHOUSE_TOKEN}"\ndo_not_call = "person.flags.dnc"\n'
+            "[[campaigns.settings.phones]]\n"
+            'path = "person.phones"\nvalue = "number"\nlabel = "kind"\nprimary = "preferred"\n'
+        )
+        env = {"INHOUSE_TOKEN": TOKEN}
+        result = CliRunner().invoke(
+            cli, ["check", "inhouse", "P-1", "--config", str(config)], env=env
+        )
+        assert result.exit_code == 0, result.output
+        assert "crm" in result.output
+        assert TOKEN not in result.output
+        dnc = CliRunner().invoke(
+            cli, ["check", "inhouse", "P-dnc", "--config", str(config)], env=env
+        )
+        assert dnc.exit_code == 1
+        assert "do_not_call" in dnc.output
