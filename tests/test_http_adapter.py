@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -345,7 +345,7 @@ def test_oauth_needs_both_client_credentials() -> None:
 @respx.mock
 async def test_token_params_are_sent_with_the_refresh() -> None:
     class Extra(Acme):
-        token_params = {"user_type": "Location"}
+        token_params: ClassVar[dict[str, str]] = {"user_type": "Location"}
 
     token = respx.post(f"{BASE}/oauth/token").mock(
         return_value=httpx.Response(200, json={"access_token": "a1", "expires_in": 60})
