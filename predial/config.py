@@ -70,6 +70,14 @@ _SECRET_KEY = re.compile(
 )
 
 
+def _is_secret_key(key: str) -> bool:
+    """Whether a setting named `key` holds a secret; `refresh_token_file` and the like
+    name where one is kept, which is not itself secret."""
+    if key.lower().endswith(("_file", "_path", "_url")):
+        return False
+    return _SECRET_KEY.search(key) is not None
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -264,7 +272,7 @@ def _check_secrets(raw: Mapping[str, Any], file: str) -> None:
         if not isinstance(settings, dict):
             continue
         for key, value in settings.items():
-            if _SECRET_KEY.search(str(key)) and isinstance(value, str) and value:
+            if _is_secret_key(str(key)) and isinstance(value, str) and value:
                 if not _VARIABLE.search(value):
                     raise ConfigurationError(
                         f"{file}: campaigns[{index}].settings.{key}: secrets are not written "
@@ -278,7 +286,7 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
         if not isinstance(settings, dict):
             continue
         for key, value in settings.items():
-            is_path = key == "path" or str(key).endswith("_path")
+            is_path = key == "path" or str(key).endswith(("_path", "_file"))
             if is_path and isinstance(value, str) and value and not Path(value).is_absolute():
                 settings[key] = str(base / value)
 

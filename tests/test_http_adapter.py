@@ -375,3 +375,29 @@ def test_with_transport_keeps_the_settings() -> None:
     twin = adapter.with_transport(httpx.MockTransport(lambda request: contact()))
     assert twin.auth_headers() == adapter.auth_headers()
     assert "t0k3n" not in repr(twin)
+
+
+@respx.mock
+async def test_token_client_auth_basic_sends_credentials_in_a_header() -> None:
+    from predial.testing import FakeOAuth
+
+    class BasicClient(Acme):
+        token_client_auth = "basic"
+
+    oauth = FakeOAuth("c id", "s:cret", "r0", client_auth="basic")
+    respx.post(f"{BASE}/oauth/token").mock(side_effect=oauth.handle)
+    respx.get(url__startswith=f"{BASE}/v1/contacts/").mock(return_value=contact())
+    adapter = BasicClient(client_id="c id", client_secret="s:cret", refresh_token="r0")
+    assert (await adapter.fetch_phone("1")).phones
+    token_request = next(
+        call.request for call in respx.calls if call.request.url.path == "/oauth/token"
+    )
+    assert "client_secret" not in token_request.content.decode()
+    assert token_request.headers["authorization"].startswith("Basic ")
+    assert oauth.refreshes == 1
+    await adapter.aclose()
+    # The same fake refuses form credentials when it wants Basic.
+    body_adapter = Acme(client_id="c id", client_secret="s:cret", refresh_token="r0")
+    with pytest.raises(AdapterAuthError):
+        await body_adapter.fetch_phone("1")
+    await body_adapter.aclose()

@@ -148,6 +148,7 @@ class OAuth2:
         on_refresh_token: RefreshHook | None = None,
         scope: str | None = None,
         extra_params: Mapping[str, str] | None = None,
+        client_auth: Literal["body", "basic"] = "body",
         leeway: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -158,6 +159,7 @@ class OAuth2:
         self._on_refresh_token = on_refresh_token
         self._scope = scope
         self._extra_params = dict(extra_params or {})
+        self._client_auth = client_auth
         self._leeway = leeway
         self._clock = clock
         self._access_token: str | None = None
@@ -192,7 +194,14 @@ class OAuth2:
             return self._access_token
 
     async def _refresh(self, client: httpx.AsyncClient) -> None:
-        form = {"client_id": self._client_id, "client_secret": self._client_secret}
+        form: dict[str, str] = {}
+        headers: dict[str, str] = {}
+        if self._client_auth == "basic":
+            # RFC 6749 §2.3.1: the client's credentials in a Basic header.
+            pair = f"{quote(self._client_id, safe='')}:{quote(self._client_secret, safe='')}"
+            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+        else:
+            form.update(client_id=self._client_id, client_secret=self._client_secret)
         if self._refresh_token is not None:
             form.update(grant_type="refresh_token", refresh_token=self._refresh_token)
         else:
@@ -202,7 +211,7 @@ class OAuth2:
         form.update(self._extra_params)
         self.refreshes += 1
         try:
-            response = await client.post(self.token_url, data=form)
+            response = await client.post(self.token_url, data=form, headers=headers)
         except httpx.TransportError as error:
             raise AdapterUnavailable(
                 f"token endpoint unreachable ({type(error).__name__})"
@@ -252,6 +261,9 @@ class HttpAdapter:
     token_url: ClassVar[str | None] = None
     #: Extra form fields the CRM's token endpoint wants (GoHighLevel: `user_type`).
     token_params: ClassVar[Mapping[str, str]] = {}
+    #: How the client authenticates to the token endpoint: form fields, or a Basic
+    #: header (Pipedrive).
+    token_client_auth: ClassVar[Literal["body", "basic"]] = "body"
     #: The CRM's documented limit per tenant: (requests, seconds), or None.
     rate_limit: ClassVar[tuple[int, float] | None] = None
     #: How long to stop calling a CRM whose daily quota is spent and which did not
@@ -316,6 +328,7 @@ class HttpAdapter:
                 refresh_token,
                 _persisting(store, on_refresh_token),
                 extra_params=self.token_params,
+                client_auth=self.token_client_auth,
             )
         count = max(1, -(-max_in_flight // self.connections_per_client))
         limits = httpx.Limits(

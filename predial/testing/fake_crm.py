@@ -22,14 +22,15 @@ injected faults, latency (served), and a log of every request.
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any
-from urllib.parse import parse_qs
+from typing import Any, Literal
+from urllib.parse import parse_qs, unquote
 
 import httpx
 
@@ -48,7 +49,9 @@ class FakeOAuth:
 
     `rotate=True` answers every refresh with a new refresh token and retires the
     old one (GoHighLevel's behaviour); `revoke()` makes every refresh fail with
-    `invalid_grant`, as a user removing the app would.
+    `invalid_grant`, as a user removing the app would. `client_auth` requires the
+    client's credentials in the form (`"body"`) or a Basic header (`"basic"`);
+    None accepts either.
     """
 
     def __init__(
@@ -60,9 +63,11 @@ class FakeOAuth:
         path: str = "/oauth/token",
         expires_in: int | None = 1800,
         rotate: bool = False,
+        client_auth: Literal["body", "basic"] | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
         self.client_id = client_id
+        self.client_auth = client_auth
         self.client_secret = client_secret
         self.refresh_token = refresh_token
         self.path = path
@@ -74,6 +79,20 @@ class FakeOAuth:
         self._issued: dict[str, float] = {}
         self._serial = itertools.count(1)
         self._lock = threading.Lock()
+
+    def _client(self, request: httpx.Request, form: dict[str, str]) -> tuple[str, str] | None:
+        """The client's credentials, from the Basic header or the form (RFC 6749 §2.3.1),
+        as `client_auth` allows."""
+        header = request.headers.get("authorization", "")
+        if header.startswith("Basic ") and self.client_auth != "body":
+            try:
+                user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                return None
+            return unquote(user), unquote(password)
+        if "client_id" in form and self.client_auth != "basic":
+            return form["client_id"], form.get("client_secret", "")
+        return None
 
     def revoke(self) -> None:
         self.revoked = True
@@ -92,9 +111,7 @@ class FakeOAuth:
         if request.method != "POST":
             return json_response(405, {"error": "invalid_request"})
         form = {key: values[-1] for key, values in parse_qs(request.content.decode()).items()}
-        if form.get("client_id") != self.client_id or form.get("client_secret") != (
-            self.client_secret
-        ):
+        if self._client(request, form) != (self.client_id, self.client_secret):
             return json_response(401, {"error": "invalid_client"})
         grant = form.get("grant_type")
         with self._lock:

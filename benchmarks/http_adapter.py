@@ -1,0 +1,193 @@
+"""Resolves per second through the HTTP adapter base, beside a plain httpx client.
+
+    python benchmarks/http_adapter.py            # full run (~1 min)
+    python benchmarks/http_adapter.py --quick    # smaller counts, a smoke check
+
+A fake CRM that answers every contact after 50 ms runs under uvicorn on 127.0.0.1,
+in a process of its own (so it does not share the client's GIL). In the same run,
+at 10 and at 100 lookups in flight:
+
+- **HTTP base**: `Resolver.resolve_many` over distinct ids (every resolve a cache
+  miss) with an `HttpAdapter` subclass: a GET, JSON, phone policy, cache write;
+- **plain client**: one `httpx.AsyncClient` (default limits) doing the same GETs
+  with a semaphore, and nothing else.
+
+The ideal is `in_flight / 0.05 s` (200/s at 10, 2,000/s at 100). Targets: the HTTP
+base at >= 0.9 of the ideal at 10; at 100, >= 0.7 of the ideal (1,400/s) and >= 8x
+the plain client. Each figure is the best of `--repeats` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+import predial
+from predial import Campaign, CrmContact, CrmPhone, Lead, Resolver
+from predial.adapters.http import HttpAdapter
+
+LATENCY = 0.05
+TOKEN = "bench-token"
+
+
+async def fifty_ms_crm(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Every contact exists with one valid number; the answer comes after 50 ms.
+
+    A bare ASGI app rather than a `FakeCrm`: the server must not be what limits
+    the rate (it has one core; the client has the other).
+    """
+    if scope["type"] != "http":
+        return
+    contact_id = scope["path"].rsplit("/", 1)[-1]
+    authorised = (b"authorization", f"Bearer {TOKEN}".encode()) in scope["headers"]
+    number = f"+1202456{int(contact_id) % 10_000:04d}" if contact_id.isdigit() else "+12024561111"
+    body = json.dumps({"id": contact_id, "phone": number}).encode()
+    await asyncio.sleep(LATENCY)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send(
+        {"type": "http.response.start", "status": 200 if authorised else 401, "headers": headers}
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class BenchAdapter(HttpAdapter):
+    name = "bench"
+
+    async def fetch_phone(self, external_id: str) -> CrmContact:
+        data = await self.get_json("/contacts/{}", external_id)
+        return CrmContact(phones=[CrmPhone(data["phone"], "main", True)])
+
+
+class Plugin:
+    @predial.hookimpl
+    def register_adapters(self, register: Callable[[type], None]) -> None:
+        register(BenchAdapter)
+
+
+def serve_forever(port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        fifty_ms_crm,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        backlog=4096,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"the fake CRM did not start on port {port}")
+
+
+async def through_the_base(base_url: str, in_flight: int, count: int, offset: int) -> float:
+    campaign = Campaign(
+        "bench",
+        "bench",
+        {"base_url": base_url, "token": TOKEN, "max_in_flight": in_flight, "timeout": 10.0},
+        default_region="US",
+        deadline=10.0,
+    )
+    resolver = Resolver([campaign], plugins=[Plugin()], load_entrypoints=False, deadline=10.0)
+    leads = [Lead(campaign_id="bench", external_id=str(offset + i)) for i in range(count)]
+    async with resolver:
+        # Warm the connections first, as a dialer that has been running would have.
+        await resolver.resolve_many(leads[:in_flight], concurrency=in_flight)
+        started = time.perf_counter()
+        results = await resolver.resolve_many(leads[in_flight:], concurrency=in_flight)
+        elapsed = time.perf_counter() - started
+    failed = [r for r in results if not isinstance(r, predial.Resolution)]
+    if failed:
+        raise SystemExit(f"{len(failed)} resolves failed, e.g. {failed[0]!r}")
+    return (count - in_flight) / elapsed
+
+
+async def plain_client(base_url: str, in_flight: int, count: int, offset: int) -> float:
+    gate = asyncio.Semaphore(in_flight)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(base_url=base_url, timeout=30.0, headers=headers) as client:
+
+        async def get(index: int) -> None:
+            async with gate:
+                response = await client.get(f"/contacts/{offset + index}")
+                response.raise_for_status()
+                response.json()
+
+        await asyncio.gather(*(get(i) for i in range(in_flight)))
+        started = time.perf_counter()
+        await asyncio.gather(*(get(i) for i in range(in_flight, count)))
+        return (count - in_flight) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller counts")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve_forever(args.serve)
+        return
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, __file__, "--serve", str(port)])
+    try:
+        wait_for(port)
+        base_url = f"http://127.0.0.1:{port}"
+        repeats = 1 if args.quick else args.repeats
+        print(
+            f"fake CRM: {LATENCY * 1000:.0f} ms per answer, uvicorn on {base_url} "
+            f"(own process); Python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
+        )
+        print(
+            f"{'in flight':>9} {'ideal/s':>8} {'HTTP base/s':>12} {'of ideal':>9} "
+            f"{'plain/s':>8} {'of ideal':>9} {'base/plain':>11}"
+        )
+        offset = 0
+        for in_flight in (10, 100):
+            ideal = in_flight / LATENCY
+            count = int(ideal * (1.5 if args.quick else 4)) + in_flight
+            base_runs, plain_runs = [], []
+            for _ in range(repeats):
+                base_runs.append(asyncio.run(through_the_base(base_url, in_flight, count, offset)))
+                offset += count
+                plain_runs.append(asyncio.run(plain_client(base_url, in_flight, count, offset)))
+                offset += count
+            base, plain = max(base_runs), max(plain_runs)
+            print(
+                f"{in_flight:>9} {ideal:>8.0f} {base:>12.0f} {base / ideal:>9.2f} "
+                f"{plain:>8.0f} {plain / ideal:>9.2f} {base / plain:>10.1f}x"
+            )
+        print("targets: >= 0.90 of ideal at 10; >= 0.70 of ideal and >= 8x plain at 100")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()

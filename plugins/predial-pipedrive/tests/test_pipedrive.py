@@ -1,0 +1,609 @@
+"""predial-pipedrive against FakePipedrive (Pipedrive's persons API v2 as documented)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import respx
+from click.testing import CliRunner
+from predial_pipedrive import PipedriveAdapter
+from predial_pipedrive.fake import PERSONS_PATH, FakePipedrive
+
+from predial import (
+    AdapterAuthError,
+    AdapterRateLimited,
+    AdapterUnavailable,
+    CrmPhone,
+    Lead,
+    RecordNotFound,
+    Resolver,
+    Unresolvable,
+)
+from predial.campaign import Campaign
+from predial.cli.app import cli
+from predial.testing import HOSTILE_IDS, AdapterContract, FakeOAuth, serve
+
+BASE = "http://127.0.0.1:7002"
+TOKEN = "pd-api-token-0123456789abcdef"
+TOKEN_URL = f"{BASE}/oauth/token"
+FIELD = "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678"
+
+
+class Clock:
+    """A clock the test moves, so the fake's 2-second window is deterministic."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def fake(clock: Clock) -> FakePipedrive:
+    fake = FakePipedrive(tokens=[TOKEN], clock=clock)
+    fake.add_person(
+        101,
+        phones=[
+            {"value": "(202) 456-1111", "label": "home", "primary": False},
+            {"value": "+1 202 555 0123", "label": "work", "primary": True},
+            {"value": "202-555-0188", "label": "mobile", "primary": False},
+        ],
+    )
+    fake.add_person(
+        102,
+        phones=[
+            {"value": "", "label": "work", "primary": True},
+            {"value": "(202) 555-0142", "label": "home", "primary": False},
+            {"value": "202 555 0199", "label": "mobile", "primary": False},
+        ],
+    )
+    fake.add_person(103, phones=[{"value": "+12025550177", "label": "work", "primary": True}])
+    fake.add_person(104, phones=[], custom_fields={FIELD: "+12025550166", "other": "x"})
+    return fake
+
+
+@pytest.fixture
+def crm(fake: FakePipedrive) -> respx.MockRouter:
+    """Pipedrive on 127.0.0.1 through respx."""
+    with respx.mock(base_url=BASE, assert_all_called=False) as router:
+        router.route().mock(side_effect=fake.handler)
+        yield router
+
+
+def adapter(**settings: object) -> PipedriveAdapter:
+    return PipedriveAdapter(**{"base_url": BASE, "token": TOKEN, **settings})  # type: ignore[arg-type]
+
+
+def oauth_adapter(**settings: object) -> PipedriveAdapter:
+    return adapter(
+        token=None,
+        client_id="cid",
+        client_secret="csecret",
+        refresh_token="refresh-0",
+        token_url=TOKEN_URL,
+        **settings,
+    )
+
+
+def oauth_fake(**options: object) -> FakeOAuth:
+    # Pipedrive wants the client's credentials as HTTP Basic, not in the form.
+    return FakeOAuth("cid", "csecret", "refresh-0", expires_in=3599, client_auth="basic", **options)  # type: ignore[arg-type]
+
+
+class TestContract(AdapterContract):
+    # Malformed ids are refused before any request: the injection check needs a
+    # well-formed probe to see where ids go.
+    probe_id = "4242"
+
+    @pytest.fixture
+    def adapter(self, fake: FakePipedrive) -> PipedriveAdapter:
+        return PipedriveAdapter(base_url=BASE, token=TOKEN, transport=fake.transport())
+
+    @pytest.fixture
+    def known_id(self) -> str:
+        return "101"
+
+    @pytest.fixture
+    def unknown_id(self) -> str:
+        # Well-formed, so the fake's 404 is what is checked, not the local refusal.
+        return "999999"
+
+
+# -- requests and answers ---------------------------------------------------------------
+
+
+async def test_reads_the_person_with_the_token_header(crm: respx.MockRouter) -> None:
+    pipedrive = adapter()
+    contact = await pipedrive.fetch_phone("101")
+    request = crm.calls.last.request
+    assert request.url.raw_path == b"/api/v2/persons/101"
+    assert request.headers["x-api-token"] == TOKEN
+    assert "authorization" not in request.headers
+    assert contact.phones == [
+        CrmPhone("(202) 456-1111", "home", primary=False),
+        CrmPhone("+1 202 555 0123", "work", primary=True),
+        CrmPhone("202-555-0188", "mobile", primary=False),
+    ]
+    assert contact.state == "active"
+    await pipedrive.aclose()
+
+
+async def test_the_token_never_goes_in_a_url(crm: respx.MockRouter, fake: FakePipedrive) -> None:
+    pipedrive = adapter(custom_phone_fields=[FIELD])
+    await pipedrive.fetch_phone("101")
+    with pytest.raises(RecordNotFound):
+        await pipedrive.fetch_phone("999")
+    assert len(fake.requests) == 2
+    for request in fake.requests:
+        assert "api_token" not in request.url.params
+        assert TOKEN not in str(request.url)
+        assert request.headers["x-api-token"] == TOKEN
+    await pipedrive.aclose()
+
+
+async def test_empty_values_are_skipped(crm: respx.MockRouter) -> None:
+    pipedrive = adapter()
+    contact = await pipedrive.fetch_phone("102")
+    assert [phone.value for phone in contact.phones] == ["(202) 555-0142", "202 555 0199"]
+    assert not any(phone.primary for phone in contact.phones)
+    await pipedrive.aclose()
+
+
+async def test_primary_then_labels_through_the_resolver(crm: respx.MockRouter) -> None:
+    campaign = Campaign("c", "pipedrive", {"base_url": BASE, "token": TOKEN}, default_region="US")
+    async with Resolver([campaign]) as resolver:
+        # The primary (work) phone wins over the mobile one the labels prefer.
+        primary = await resolver.resolve(Lead(campaign_id="c", external_id="101"))
+        assert primary.phone_number == "+12025550123"
+        # The primary entry is empty: by label, mobile before home.
+        by_label = await resolver.resolve(Lead(campaign_id="c", external_id="102"))
+        assert by_label.phone_number == "+12025550199"
+
+
+async def test_label_preference_of_the_campaign_applies(crm: respx.MockRouter) -> None:
+    campaign = Campaign(
+        "c",
+        "pipedrive",
+        {"base_url": BASE, "token": TOKEN},
+        default_region="US",
+        label_preference=["home", "mobile"],
+    )
+    async with Resolver([campaign]) as resolver:
+        result = await resolver.resolve(Lead(campaign_id="c", external_id="102"))
+        assert result.phone_number == "+12025550142"
+
+
+async def test_deleted_person_is_not_dialled(crm: respx.MockRouter, fake: FakePipedrive) -> None:
+    fake.delete(103)
+    pipedrive = adapter()
+    contact = await pipedrive.fetch_phone("103")
+    assert contact.state == "deleted"
+    assert contact.phones  # Pipedrive still shows the number; the state forbids it
+    await pipedrive.aclose()
+    campaign = Campaign("c", "pipedrive", {"base_url": BASE, "token": TOKEN}, default_region="US")
+    async with Resolver([campaign]) as resolver:
+        with pytest.raises(Unresolvable) as refused:
+            await resolver.resolve(Lead(campaign_id="c", external_id="103"))
+        assert refused.value.reason == "record_deleted"
+        assert refused.value.retryable is False
+
+
+async def test_unknown_and_purged_persons_are_not_found(
+    crm: respx.MockRouter, fake: FakePipedrive
+) -> None:
+    pipedrive = adapter()
+    with pytest.raises(RecordNotFound):
+        await pipedrive.fetch_phone("999")
+    assert crm.calls.last.response.status_code == 404
+    assert crm.calls.last.response.json()["success"] is False
+    fake.purge(103)
+    with pytest.raises(RecordNotFound):
+        await pipedrive.fetch_phone("103")
+    await pipedrive.aclose()
+
+
+async def test_a_person_answer_without_data_is_not_found(crm: respx.MockRouter) -> None:
+    crm.routes.clear()
+    crm.get("/api/v2/persons/5").respond(200, json={"success": True, "data": None})
+    pipedrive = adapter()
+    with pytest.raises(RecordNotFound):
+        await pipedrive.fetch_phone("5")
+    await pipedrive.aclose()
+
+
+async def test_bad_token_is_an_auth_error(crm: respx.MockRouter) -> None:
+    pipedrive = adapter(token="not-the-token")
+    with pytest.raises(AdapterAuthError):
+        await pipedrive.fetch_phone("101")
+    answer = crm.calls.last.response
+    assert answer.status_code == 401
+    assert answer.json()["error"] == "unauthorized access"
+    await pipedrive.aclose()
+
+
+async def test_the_api_token_is_never_a_bearer_token(crm: respx.MockRouter) -> None:
+    """The fake refuses an API token sent as Bearer, as Pipedrive does: this
+    adapter's requests get through only because they use x-api-token."""
+    async with httpx.AsyncClient(base_url=BASE) as client:
+        answer = await client.get(
+            "/api/v2/persons/101", headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+    assert answer.status_code == 401
+
+
+async def test_the_fake_refuses_what_pipedrive_refuses(crm: respx.MockRouter) -> None:
+    """The fake's own contract: what the adapter never sends still gets Pipedrive's
+    answers, so a regression in the adapter shows up as the real API would show it."""
+    async with httpx.AsyncClient(base_url=BASE, headers={"x-api-token": TOKEN}) as client:
+        malformed = await client.get("/api/v2/persons/abc")
+        assert malformed.status_code == 400
+        assert malformed.json()["success"] is False
+        too_many = ",".join(f"k{index}" for index in range(16))
+        fields = await client.get("/api/v2/persons/101", params={"custom_fields": too_many})
+        assert fields.status_code == 400
+        other = await client.get("/api/v2/persons/101/deals")
+        assert other.status_code == 404
+        assert {"x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"} <= set(
+            other.headers
+        )
+    # The legacy query parameter still works on Pipedrive (which is why the adapter's
+    # requests are checked for it, not merely refused).
+    async with httpx.AsyncClient(base_url=BASE) as client:
+        legacy = await client.get("/api/v2/persons/101", params={"api_token": TOKEN})
+        assert legacy.status_code == 200
+        assert legacy.json()["data"]["id"] == 101
+
+
+# -- custom phone fields -----------------------------------------------------------------
+
+
+async def test_custom_phone_fields_are_asked_for_and_read(crm: respx.MockRouter) -> None:
+    pipedrive = adapter(custom_phone_fields=[FIELD, "missing_key"])
+    contact = await pipedrive.fetch_phone("104")
+    request = crm.calls.last.request
+    assert request.url.params["custom_fields"] == f"{FIELD},missing_key"
+    assert contact.phones == [CrmPhone("+12025550166", FIELD)]
+    # A custom field's value may come wrapped; and it ranks after the own phones.
+    assert pipedrive._contact(
+        {
+            "data": {
+                "phones": [{"value": "+12025550101", "label": "work", "primary": True}],
+                "custom_fields": {FIELD: {"value": "+12025550102"}},
+            }
+        }
+    ).phones == [CrmPhone("+12025550101", "work", True), CrmPhone("+12025550102", FIELD)]
+    await pipedrive.aclose()
+
+
+async def test_custom_fields_not_configured_are_ignored(crm: respx.MockRouter) -> None:
+    pipedrive = adapter()
+    contact = await pipedrive.fetch_phone("104")
+    assert "custom_fields" not in crm.calls.last.request.url.params
+    assert contact.phones == []
+    await pipedrive.aclose()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        "a1b2c3",  # a string, not a list
+        [f"k{index}" for index in range(16)],  # over Pipedrive's 15
+        ["a,b"],  # would split into two keys
+        ["a&api_token=x"],
+        [""],
+        [7],
+    ],
+    ids=["string", "sixteen", "comma", "ampersand", "empty", "int"],
+)
+def test_custom_phone_fields_are_checked(fields: object) -> None:
+    with pytest.raises(ValueError, match="custom_phone_fields"):
+        PipedriveAdapter(token=TOKEN, custom_phone_fields=fields)  # type: ignore[arg-type]
+
+
+# -- ids and injection ---------------------------------------------------------------------
+
+MALFORMED_IDS = (
+    "",
+    "0",
+    "-1",
+    "+42",
+    "042",
+    "1.5",
+    "1e3",
+    "0x2a",
+    " 42",
+    "42 ",
+    "42\n",
+    "４２",  # fullwidth digits
+    "9" * 20,
+    str(2**63),
+    "abc",
+    "42?x=1",
+    "42/../1",
+    "42#frag",
+    "42%2F1",
+)
+
+
+@pytest.mark.parametrize("external_id", HOSTILE_IDS + MALFORMED_IDS, ids=lambda v: repr(v[:12]))
+async def test_hostile_and_malformed_ids_are_never_sent(
+    crm: respx.MockRouter, fake: FakePipedrive, external_id: str
+) -> None:
+    pipedrive = adapter()
+    with pytest.raises(RecordNotFound) as refused:
+        await pipedrive.fetch_phone(external_id)
+    assert fake.requests == []
+    assert crm.calls.call_count == 0
+    if len(external_id) > 3:
+        assert external_id not in str(refused.value)
+    await pipedrive.aclose()
+
+
+async def test_the_largest_id_is_one_path_segment(crm: respx.MockRouter) -> None:
+    pipedrive = adapter(custom_phone_fields=[FIELD])
+    largest = str(2**63 - 1)
+    with pytest.raises(RecordNotFound):
+        await pipedrive.fetch_phone(largest)
+    request = crm.calls.last.request
+    assert request.url.raw_path.split(b"?")[0] == PERSONS_PATH.encode() + largest.encode()
+    assert set(request.url.params) == {"custom_fields"}
+    with httpx.Client() as plain:
+        defaults = {"host", *plain.headers}
+    assert set(request.headers) - defaults == {"x-api-token"}
+    await pipedrive.aclose()
+
+
+# -- limits -----------------------------------------------------------------------------------
+
+
+async def test_burst_limit_gives_retry_after_from_the_reset_header(
+    crm: respx.MockRouter, fake: FakePipedrive, clock: Clock
+) -> None:
+    fake.burst_limit = 2
+    pipedrive = adapter()
+    await pipedrive.fetch_phone("101")
+    await pipedrive.fetch_phone("101")
+    assert crm.calls.last.response.headers["x-ratelimit-remaining"] == "0"
+    with pytest.raises(AdapterRateLimited) as raised:
+        await pipedrive.fetch_phone("101")
+    answer = crm.calls.last.response
+    assert answer.status_code == 429
+    assert "retry-after" not in answer.headers
+    assert answer.headers["x-ratelimit-reset"] == "2"
+    assert raised.value.scope == "burst"
+    assert raised.value.retry_after == 2.0
+    clock.now += raised.value.retry_after
+    assert (await pipedrive.fetch_phone("101")).phones  # the window has passed
+    await pipedrive.aclose()
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"x-ratelimit-reset": "5"}, 5.0),
+        ({"x-ratelimit-reset": "5", "Retry-After": "7"}, 7.0),
+        ({"x-ratelimit-reset": "soon"}, None),
+        ({"x-ratelimit-reset": "-3"}, 0.0),
+        ({}, None),
+    ],
+    ids=["reset", "retry-after-first", "unreadable", "negative", "none"],
+)
+async def test_burst_429_retry_after(
+    crm: respx.MockRouter, fake: FakePipedrive, headers: dict[str, str], expected: float | None
+) -> None:
+    fake.faults.append(httpx.Response(429, json={"success": False}, headers=headers))
+    pipedrive = adapter()
+    with pytest.raises(AdapterRateLimited) as raised:
+        await pipedrive.fetch_phone("101")
+    assert raised.value.scope == "burst"
+    assert raised.value.retry_after == expected
+    await pipedrive.aclose()
+
+
+async def test_a_reset_given_as_unix_time_is_read_as_one(
+    crm: respx.MockRouter, fake: FakePipedrive
+) -> None:
+    reset = str(int(time.time()) + 30)
+    fake.faults.append(httpx.Response(429, headers={"x-ratelimit-reset": reset}))
+    pipedrive = adapter()
+    with pytest.raises(AdapterRateLimited) as raised:
+        await pipedrive.fetch_phone("101")
+    assert 28 <= (raised.value.retry_after or 0) <= 30
+    await pipedrive.aclose()
+
+
+async def test_reset_header_is_not_a_retry_after_for_5xx(
+    crm: respx.MockRouter, fake: FakePipedrive
+) -> None:
+    fake.faults.append(httpx.Response(503, headers={"x-ratelimit-reset": "2"}))
+    pipedrive = adapter()
+    with pytest.raises(AdapterUnavailable) as raised:
+        await pipedrive.fetch_phone("101")
+    assert not isinstance(raised.value, AdapterRateLimited)
+    assert raised.value.retry_after is None
+    await pipedrive.aclose()
+
+
+async def test_spent_daily_budget_stops_calls(crm: respx.MockRouter, fake: FakePipedrive) -> None:
+    fake.daily_budget = 2
+    pipedrive = adapter()
+    await pipedrive.fetch_phone("101")
+    await pipedrive.fetch_phone("102")
+    assert crm.calls.last.response.headers["x-daily-ratelimit-token-remaining"] == "0"
+    with pytest.raises(AdapterRateLimited) as raised:
+        await pipedrive.fetch_phone("103")
+    assert crm.calls.last.response.status_code == 429
+    assert raised.value.scope == "daily"
+    assert raised.value.retry_after == PipedriveAdapter.quota_cooldown
+    sent = len(fake.requests)
+    for external_id in ("101", "102", "103"):
+        with pytest.raises(AdapterRateLimited) as again:
+            await pipedrive.fetch_phone(external_id)
+        assert again.value.scope == "daily"
+    assert len(fake.requests) == sent  # Pipedrive was not asked again
+    await pipedrive.aclose()
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"x-daily-ratelimit-token-remaining": "0", "Retry-After": "2"}, 900.0),
+        ({"x-daily-ratelimit-token-remaining": "0", "Retry-After": "7200"}, 7200.0),
+        ({"x-daily-requests-left": "0"}, 900.0),
+        ({"x-daily-ratelimit-token-remaining": "0", "x-ratelimit-reset": "2"}, 900.0),
+    ],
+    ids=["short-retry-after", "long-retry-after", "legacy-header", "burst-reset-ignored"],
+)
+async def test_daily_budget_signals(
+    crm: respx.MockRouter, fake: FakePipedrive, headers: dict[str, str], expected: float
+) -> None:
+    fake.faults.append(httpx.Response(429, headers=headers))
+    pipedrive = adapter()
+    with pytest.raises(AdapterRateLimited) as raised:
+        await pipedrive.fetch_phone("101")
+    assert raised.value.scope == "daily"
+    assert raised.value.retry_after == expected
+    await pipedrive.aclose()
+
+
+async def test_budget_left_is_still_a_burst(crm: respx.MockRouter, fake: FakePipedrive) -> None:
+    fake.faults.append(httpx.Response(429, headers={"x-daily-ratelimit-token-remaining": "12"}))
+    pipedrive = adapter()
+    with pytest.raises(AdapterRateLimited) as raised:
+        await pipedrive.fetch_phone("101")
+    assert raised.value.scope == "burst"
+    assert (await pipedrive.fetch_phone("101")).phones
+    await pipedrive.aclose()
+
+
+async def test_client_side_budget_fails_fast(crm: respx.MockRouter, fake: FakePipedrive) -> None:
+    pipedrive = adapter(rate_limit=[2, 2])
+    await pipedrive.fetch_phone("101")
+    await pipedrive.fetch_phone("101")
+    with pytest.raises(AdapterRateLimited) as raised:
+        await pipedrive.fetch_phone("101")
+    assert 0 < (raised.value.retry_after or 0) <= 2
+    assert len(fake.requests) == 2
+    await pipedrive.aclose()
+
+
+# -- OAuth -----------------------------------------------------------------------------------
+
+
+def test_oauth_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="api_domain"):
+        PipedriveAdapter(client_id="cid", client_secret="csecret", refresh_token="r")
+    with pytest.raises(ValueError, match="not both"):
+        adapter(client_id="cid", client_secret="csecret", refresh_token="r")
+    assert PipedriveAdapter(token=TOKEN).base_url == "https://api.pipedrive.com"
+    oauth = PipedriveAdapter(
+        base_url="https://acme.pipedrive.com",
+        client_id="cid",
+        client_secret="csecret",
+        refresh_token="r",
+    )
+    assert oauth.oauth is not None
+    assert oauth.oauth.token_url == "https://oauth.pipedrive.com/oauth/token"
+    assert "csecret" not in repr(oauth)
+    assert "csecret" not in repr(oauth.oauth)
+
+
+async def test_oauth_one_refresh_for_50_concurrent_lookups(
+    crm: respx.MockRouter, fake: FakePipedrive
+) -> None:
+    fake.oauth = oauth_fake()
+    fake.burst_limit = 1000
+    pipedrive = oauth_adapter(rate_limit=[1000, 2])
+    contacts = await asyncio.gather(*(pipedrive.fetch_phone("101") for _ in range(50)))
+    assert all(contact.phones for contact in contacts)
+    assert fake.oauth.refreshes == 1
+    person_requests = fake.requests_to(PERSONS_PATH)
+    assert {r.headers["authorization"] for r in person_requests} == {"Bearer access-1"}
+    assert not any("x-api-token" in r.headers for r in person_requests)
+    # The access token expires early (Pipedrive's last an hour): 50 lookups that all
+    # meet a 401 share one refresh.
+    fake.oauth.expire_all()
+    contacts = await asyncio.gather(*(pipedrive.fetch_phone("101") for _ in range(50)))
+    assert all(contact.phones for contact in contacts)
+    assert fake.oauth.refreshes == 2
+    assert len(fake.requests_to("/oauth/token")) == 2
+    await pipedrive.aclose()
+
+
+async def test_rotated_refresh_token_is_persisted(
+    crm: respx.MockRouter, fake: FakePipedrive, tmp_path: Path
+) -> None:
+    fake.oauth = oauth_fake(rotate=True)
+    store = tmp_path / "pipedrive-refresh"
+    pipedrive = oauth_adapter(refresh_token_file=str(store))
+    await pipedrive.fetch_phone("101")
+    assert store.read_text() == fake.oauth.refresh_token == "refresh-1"
+    assert store.stat().st_mode & 0o777 == 0o600
+    await pipedrive.aclose()
+    # A restart reads the rotated token, not the retired one from the settings.
+    fake.oauth.expire_all()
+    restarted = oauth_adapter(refresh_token_file=str(store))
+    assert (await restarted.fetch_phone("101")).phones
+    assert store.read_text() == "refresh-2"
+    await restarted.aclose()
+
+
+async def test_revoked_refresh_token_is_an_auth_error_not_a_loop(
+    crm: respx.MockRouter, fake: FakePipedrive
+) -> None:
+    fake.oauth = oauth_fake()
+    fake.oauth.revoke()
+    pipedrive = oauth_adapter()
+    results = await asyncio.gather(
+        *(pipedrive.fetch_phone("101") for _ in range(20)), return_exceptions=True
+    )
+    assert all(isinstance(result, AdapterAuthError) for result in results)
+    assert len(fake.requests_to("/oauth/token")) == 1
+    assert fake.requests_to(PERSONS_PATH) == []
+    assert all("refresh-0" not in str(result) for result in results)
+    await pipedrive.aclose()
+
+
+# -- predial check, against the fake served by uvicorn -----------------------------------------
+
+
+def test_predial_check_against_the_served_fake(fake: FakePipedrive, tmp_path: Path) -> None:
+    fake.delete(103)
+    with serve(fake) as base_url:
+        config = tmp_path / "predial.toml"
+        config.write_text(
+            '[[campaigns]]\nid = "pd"\nadapter = "pipedrive"\ndefault_region = "US"\n'
+            f'[campaigns.settings]\nbase_url = "{base_url}"\ntoken = "${{PIPEDRIVE_TOKEN}}"\n'
+        )
+        env = {"PIPEDRIVE_TOKEN": TOKEN}
+        result = CliRunner().invoke(
+            cli, ["check", "pd", "101", "--config", str(config), "--json"], env=env
+        )
+        assert result.exit_code == 0, result.output
+        assert '"adapter": "pipedrive"' in result.output
+        assert '"source": "crm"' in result.output
+        # The primary phone (masked in the output), not the mobile one the labels prefer.
+        assert '0123", "source"' in result.output
+        assert TOKEN not in result.output
+        deleted = CliRunner().invoke(cli, ["check", "pd", "103", "--config", str(config)], env=env)
+        assert deleted.exit_code == 1
+        assert "record_deleted" in deleted.output
+        assert TOKEN not in deleted.output
+        sent = len(fake.requests)
+        malformed = CliRunner().invoke(
+            cli, ["check", "pd", "../101", "--config", str(config)], env=env
+        )
+        assert malformed.exit_code == 1
+        assert "not_found" in malformed.output
+        assert len(fake.requests) == sent
+    assert all(r.headers.get("x-api-token") == TOKEN for r in fake.requests)
