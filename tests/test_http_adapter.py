@@ -254,10 +254,39 @@ async def test_401_refreshes_once_and_retries_once() -> None:
     await adapter.aclose()
 
 
-async def test_requests_spread_over_small_clients() -> None:
-    """100 in flight use several clients of at most 10 connections each."""
+@respx.mock
+async def test_requests_spread_over_small_pools() -> None:
+    """100 in flight are spread over pools of `connections_per_client`, none overfull."""
     adapter = Acme(token="t", max_in_flight=100)
-    assert len(adapter._clients) == 10
+    assert len(adapter._transports) == 100 // Acme.connections_per_client
+    fullest = 0
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        nonlocal fullest
+        fullest = max(fullest, *adapter._in_flight)
+        await asyncio.sleep(0.02)
+        return contact()
+
+    respx.get(url__startswith=f"{BASE}/v1/contacts/").mock(side_effect=slow)
+    await asyncio.gather(*(adapter.fetch_phone(str(i)) for i in range(100)))
+    assert fullest == Acme.connections_per_client
+    assert all(count == 0 for count in adapter._in_flight)
+    await adapter.aclose()
+
+
+async def test_requests_carry_predial_headers_and_the_timeout() -> None:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return contact()
+
+    adapter = Acme(token="t", timeout=1.5, transport=httpx.MockTransport(answer))
+    await adapter.fetch_phone("1")
+    request = seen[0]
+    assert request.headers["user-agent"].startswith("predial/")
+    assert request.headers["accept"] == "application/json"
+    assert request.extensions["timeout"] == httpx.Timeout(1.5).as_dict()
     await adapter.aclose()
 
 
