@@ -3,24 +3,34 @@
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 from collections.abc import Callable
 
-__all__ = ["retry_after_seconds"]
+__all__ = ["MAX_RETRY_AFTER", "retry_after_seconds"]
+
+#: The longest wait a server may ask for (a day: daily quotas reset within one).
+#: Longer, infinite or NaN values are clamped, so one bad header cannot stop a
+#: client for good.
+MAX_RETRY_AFTER = 86_400.0
 
 
 def retry_after_seconds(value: str | None, now: Callable[[], float] = time.time) -> float | None:
     """A `Retry-After` header as seconds: delta-seconds or an HTTP date; None when
-    absent or unreadable."""
+    absent or unreadable; at most `MAX_RETRY_AFTER`."""
     if not value:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass  # not a number: try the HTTP-date form
+    else:
+        if math.isnan(seconds):
+            return None
+        return min(max(0.0, seconds), MAX_RETRY_AFTER)
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(0.0, when.timestamp() - now())
+    return min(max(0.0, when.timestamp() - now()), MAX_RETRY_AFTER)

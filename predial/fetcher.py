@@ -31,7 +31,7 @@ from .selection import Outcome, interpret
 from .stats import StatsRecorder
 from .trace import Attempt, Trace
 
-__all__ = ["Answer", "CampaignRuntime", "CircuitOpen"]
+__all__ = ["Answer", "BadBatchAnswer", "CampaignRuntime", "CircuitOpen"]
 
 log = logging.getLogger("predial.resolver")
 
@@ -41,6 +41,10 @@ class Answer:
     """What the adapter returned, before interpretation."""
 
     raw: object
+
+
+class BadBatchAnswer(TypeError):
+    """`fetch_phones` returned something other than a mapping (a bug in the adapter)."""
 
 
 class CircuitOpen(AdapterUnavailable):
@@ -112,14 +116,11 @@ class CampaignRuntime:
             else:
                 future = self._pool.submit(self.fetch_batch, list(external_ids))
                 answers = await asyncio.wrap_future(future)
-        except RecordNotFound:
-            self.breaker.record_success(time.monotonic() - started)
-            return {}
         except Exception:
             self.breaker.record_failure()
             raise
         if not isinstance(answers, Mapping):
-            raise TypeError(
+            raise BadBatchAnswer(
                 f"fetch_phones must return a mapping of id to answer, not {type(answers).__name__}"
             )
         self.breaker.record_success(time.monotonic() - started)

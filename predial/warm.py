@@ -6,6 +6,11 @@ read of 100 contacts) is called once per `batch_size` ids; other adapters get
 bounded concurrent single fetches through the normal resolve path. Every answer
 is interpreted and cached exactly as a just-in-time fetch would be, so a dial
 that follows is a cache hit. One failed batch never stops the others.
+
+A batch answer maps ids to what `fetch_phone` would return; a `RecordNotFound`
+instance as a value says the record does not exist. An id left out of the answer
+is fetched alone: absence from a batch is not proof (HubSpot answers a merged
+record under its survivor's id).
 """
 
 from __future__ import annotations
@@ -16,8 +21,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import AdapterError, Unresolvable
-from .fetcher import Answer, CampaignRuntime, CircuitOpen
+from .errors import AdapterError, RecordNotFound, Unresolvable
+from .fetcher import Answer, BadBatchAnswer, CampaignRuntime, CircuitOpen
 from .models import Lead
 from .selection import Outcome
 
@@ -103,32 +108,46 @@ async def warm(
 
     gate = asyncio.Semaphore(concurrency)
 
-    async def batch(runtime: CampaignRuntime, ids: list[str]) -> None:
+    async def batch(runtime: CampaignRuntime, leads: dict[str, Lead]) -> None:
+        ids = list(leads)
         async with gate:
             try:
                 async with asyncio.timeout(batch_timeout):
                     answers = await runtime.fetch_many(ids)
-            except (AdapterError, TimeoutError, TypeError) as error:
+            except Exception as error:
+                # Whatever one batch raises (an outage, a timeout, an adapter bug)
+                # costs only its own leads: they are fetched just in time later.
+                if isinstance(error, TimeoutError):
+                    runtime.breaker.record_failure()  # the cancelled call could not
                 if not isinstance(error, CircuitOpen):
                     report.batches += 1
                 log.warning(
                     "campaign %s: a batch of %d could not be warmed: %s",
                     runtime.campaign.id,
                     len(ids),
-                    error if not isinstance(error, TimeoutError) else "timed out",
+                    "timed out" if isinstance(error, TimeoutError) else _describe(error),
                 )
                 report.failed += len(ids)
                 advance(len(ids))
                 return
             report.batches += 1
+            missing = []
             for external_id in ids:
-                if external_id in answers:
-                    outcome = runtime.finish(Answer(answers[external_id]))
-                else:
+                if external_id not in answers:
+                    # Not in the answer is not proof of absence (a merged record comes
+                    # back under its survivor's id): asked alone, below.
+                    missing.append(leads[external_id])
+                    continue
+                answer = answers[external_id]
+                if isinstance(answer, RecordNotFound):
                     outcome = Outcome.permanent("not_found")
+                else:
+                    outcome = runtime.finish(Answer(answer))
                 resolver.store(runtime, (runtime.campaign.id, external_id), outcome)
                 _count(report, outcome)
-            advance(len(ids))
+            advance(len(ids) - len(missing))
+        # Outside the gate: the single fetches take it themselves.
+        await asyncio.gather(*(single(lead) for lead in missing))
 
     async def single(lead: Lead) -> None:
         async with gate:
@@ -154,11 +173,20 @@ async def warm(
             if runtime.fetch_batch is not None and runtime.error is None:
                 ids = list(by_id)
                 for start in range(0, len(ids), runtime.batch_size):
-                    group.create_task(batch(runtime, ids[start : start + runtime.batch_size]))
+                    chunk = ids[start : start + runtime.batch_size]
+                    group.create_task(batch(runtime, {i: by_id[i] for i in chunk}))
             else:
                 for lead in by_id.values():
                     group.create_task(single(lead))
     return report
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, (AdapterError, BadBatchAnswer)):
+        return str(error)
+    # Not one of ours: the type only, as exception texts of HTTP libraries can hold
+    # URLs with credentials.
+    return f"{type(error).__name__} (a bug in the adapter's fetch_phones?)"
 
 
 def _count(report: WarmReport, outcome: Outcome) -> None:

@@ -354,7 +354,7 @@ async def test_provider_signal_and_reset_header_hooks() -> None:
     with pytest.raises(AdapterRateLimited) as daily:
         await adapter.fetch_phone("1")
     assert (daily.value.scope, daily.value.retry_after) == ("daily", Strict.quota_cooldown)
-    adapter._quota_until = 0.0  # as if the cooldown had passed
+    adapter._tenant.quota_until = 0.0  # as if the cooldown had passed
     with pytest.raises(AdapterAuthError):
         await adapter.fetch_phone("1")
     await adapter.aclose()

@@ -52,11 +52,14 @@ class BatchAdapter:
             raise AdapterUnavailable("batch endpoint down", retry_after=5)
         if self.answer is not None:
             return self.answer
-        return {
+        answers: dict[str, Any] = {
             i: CrmContact(phones=[CrmPhone(NUMBERS[i], "main", True)])
             for i in external_ids
             if i in NUMBERS
         }
+        # "gone-" ids are ones the CRM says it does not have; others it just leaves out.
+        answers.update({i: RecordNotFound(i) for i in external_ids if i.startswith("gone-")})
+        return answers
 
 
 class SyncBatchAdapter(BatchAdapter):
@@ -112,7 +115,42 @@ async def test_batches_by_the_adapters_size_and_caches_everything() -> None:
         with pytest.raises(predial.Unresolvable) as refused:
             await r.resolve(Lead(campaign_id="c", external_id="missing-1"))
         assert refused.value.reason == "not_found"
-        assert adapter.singles == []  # nothing fetched one by one
+        # Ids a batch leaves out are asked alone (absence is not proof), then cached.
+        assert adapter.singles == ["missing-1", "missing-2"]
+
+
+async def test_a_not_found_value_is_cached_without_a_single_fetch() -> None:
+    async with resolver("batchy", log=[]) as r:
+        report = await r.warm(leads(2, "gone-1"))
+        assert (report.warmed, report.refused) == (2, 1)
+        assert r.campaigns["c"].adapter.singles == []
+        with pytest.raises(predial.Unresolvable) as refused:
+            await r.resolve(Lead(campaign_id="c", external_id="gone-1"))
+        assert refused.value.reason == "not_found"
+
+
+async def test_a_batch_that_crashes_loses_only_its_own_leads(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Crashing(BatchAdapter):
+        name = "crashing"
+
+        async def fetch_phones(self, external_ids: Sequence[str]) -> Any:
+            raise KeyError("phones")  # an adapter bug, not an AdapterError
+
+    r = Resolver(
+        [
+            Campaign("bad", "crashing", {"log": []}),
+            Campaign("c", "batchy", {"log": []}, default_region="US"),
+        ],
+        plugins=[Plugin(Crashing, BatchAdapter)],
+        load_entrypoints=False,
+    )
+    async with r:
+        batch = [Lead(campaign_id="bad", external_id=f"id-{i}") for i in range(5)] + leads(5)
+        report = await r.warm(batch)
+        assert (report.failed, report.warmed) == (5, 5)
+    assert "KeyError (a bug in the adapter's fetch_phones?)" in caplog.text
 
 
 async def test_sync_batch_runs_off_the_event_loop() -> None:

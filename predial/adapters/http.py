@@ -41,10 +41,12 @@ import base64
 import itertools
 import json
 import logging
+import math
 import os
 import ssl
 import tempfile
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -138,6 +140,9 @@ class OAuth2:
 
     `refresh_token` set: the refresh-token grant (rotated tokens are kept and handed
     to `on_refresh_token` to persist); else the client-credentials grant.
+    `load_refresh_token` reads the newest stored refresh token before each refresh,
+    so another adapter or process that rotated it does not leave this one holding a
+    retired token.
     """
 
     def __init__(
@@ -152,12 +157,15 @@ class OAuth2:
         client_auth: Literal["body", "basic"] = "body",
         leeway: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        load_refresh_token: Callable[[], str | None] | None = None,
     ) -> None:
         self.token_url = token_url
         self._client_id = client_id
         self._client_secret = client_secret
+        self._configured_refresh_token = refresh_token
         self._refresh_token = refresh_token
         self._on_refresh_token = on_refresh_token
+        self._load_refresh_token = load_refresh_token
         self._scope = scope
         self._extra_params = dict(extra_params or {})
         self._client_auth = client_auth
@@ -165,7 +173,7 @@ class OAuth2:
         self._clock = clock
         self._access_token: str | None = None
         self._expires_at = 0.0
-        self._lock: asyncio.Lock | None = None
+        self._refreshing: asyncio.Task[str] | None = None
         self._revoked: str | None = None
         self.refreshes = 0
 
@@ -173,28 +181,60 @@ class OAuth2:
         return f"OAuth2(token_url={self.token_url!r}, client_id=<hidden>)"
 
     def _valid(self) -> bool:
-        return self._access_token is not None and self._clock() < self._expires_at - self._leeway
+        return self._access_token is not None and self._clock() < self._expires_at
 
     async def token(self, client: httpx.AsyncClient, stale: str | None = None) -> str:
         """A valid access token; refreshed (once, however many callers wait) when
         missing, expiring, or equal to `stale` (the one a 401 just refused)."""
         if self._revoked is not None:
             raise AdapterAuthError(self._revoked)
-        if self._valid() and self._access_token != stale:
-            assert self._access_token is not None
-            return self._access_token
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
-            # Another caller may have refreshed while this one waited.
-            if self._valid() and self._access_token != stale:
-                assert self._access_token is not None
-                return self._access_token
+        current = self._access_token
+        if current is not None and current != stale and self._valid():
+            return current
+        task = self._refreshing
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._refresh_once(client))
+            # Read the outcome even when every waiter was cancelled: no "exception
+            # never retrieved" noise.
+            task.add_done_callback(lambda done: done.cancelled() or done.exception())
+            self._refreshing = task
+        # Shielded: a caller cancelled at its deadline leaves the refresh running, so
+        # a refresh token the CRM has already rotated is still kept and persisted.
+        return await asyncio.shield(task)
+
+    async def _refresh_once(self, client: httpx.AsyncClient) -> str:
+        try:
             await self._refresh(client)
             assert self._access_token is not None
             return self._access_token
+        finally:
+            self._refreshing = None
+
+    def _candidates(self) -> list[str | None]:
+        """Refresh tokens to try, newest first: the stored one (another process may
+        have rotated it), the one in memory, the configured one (after the app was
+        authorised again, the stored one is stale)."""
+        if self._refresh_token is None and self._configured_refresh_token is None:
+            return [None]  # the client-credentials grant
+        stored = self._load_refresh_token() if self._load_refresh_token else None
+        ordered = [stored, self._refresh_token, self._configured_refresh_token]
+        return list(dict.fromkeys(token for token in ordered if token))
 
     async def _refresh(self, client: httpx.AsyncClient) -> None:
+        refused = 0
+        for refresh_token in self._candidates():
+            response = await self._ask(client, refresh_token)
+            if response.status_code in (400, 401, 403):
+                refused = response.status_code
+                continue  # invalid_grant: a retired token; try the next candidate
+            await self._accept(response, refresh_token)
+            return
+        # Every grant was refused: the credentials are revoked or wrong. Remembered,
+        # so lookups fail at once instead of hammering the token endpoint.
+        self._revoked = f"OAuth token refresh refused ({refused})"
+        raise AdapterAuthError(self._revoked)
+
+    async def _ask(self, client: httpx.AsyncClient, refresh_token: str | None) -> httpx.Response:
         form: dict[str, str] = {}
         headers: dict[str, str] = {}
         if self._client_auth == "basic":
@@ -203,8 +243,8 @@ class OAuth2:
             headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
         else:
             form.update(client_id=self._client_id, client_secret=self._client_secret)
-        if self._refresh_token is not None:
-            form.update(grant_type="refresh_token", refresh_token=self._refresh_token)
+        if refresh_token is not None:
+            form.update(grant_type="refresh_token", refresh_token=refresh_token)
         else:
             form["grant_type"] = "client_credentials"
         if self._scope:
@@ -213,29 +253,33 @@ class OAuth2:
         self.refreshes += 1
         try:
             response = await client.post(self.token_url, data=form, headers=headers)
-        except httpx.TransportError as error:
+        except httpx.HTTPError as error:
             raise AdapterUnavailable(
                 f"token endpoint unreachable ({type(error).__name__})"
             ) from None
-        if response.status_code in (400, 401, 403):
-            # invalid_grant and friends: the credentials are revoked or wrong. Retrying
-            # would only hammer the token endpoint.
-            self._revoked = f"OAuth token refresh refused ({response.status_code})"
-            raise AdapterAuthError(self._revoked)
-        if response.status_code >= 300:
+        if response.status_code >= 300 and response.status_code not in (400, 401, 403):
             retry = retry_after_seconds(response.headers.get("retry-after"))
             raise AdapterUnavailable(
                 f"token endpoint answered {response.status_code}", retry_after=retry
             )
+        return response
+
+    async def _accept(self, response: httpx.Response, used: str | None) -> None:
         try:
             body = response.json()
             access = str(body["access_token"])
-        except (ValueError, KeyError, TypeError):
-            raise AdapterUnavailable("token endpoint answered without an access_token") from None
+            lifetime = float(body.get("expires_in", 3600))
+            if not math.isfinite(lifetime) or lifetime < 0:
+                raise ValueError
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise AdapterUnavailable("token endpoint answered without a usable token") from None
         self._access_token = access
-        self._expires_at = self._clock() + float(body.get("expires_in") or 3600)
+        # Refreshed ahead of expiry by the leeway, or by half the lifetime for
+        # short-lived tokens (else a token would never count as valid).
+        self._expires_at = self._clock() + lifetime - min(self._leeway, lifetime / 2)
+        self._refresh_token = used
         rotated = body.get("refresh_token")
-        if rotated and rotated != self._refresh_token:
+        if rotated and rotated != used:
             self._refresh_token = str(rotated)
             if self._on_refresh_token is not None:
                 result = self._on_refresh_token(self._refresh_token)
@@ -251,9 +295,11 @@ class HttpAdapter:
     Settings (the same names in every HTTP adapter): `base_url`, `token`,
     `client_id`, `client_secret`, `refresh_token`, `timeout`; also `username` and
     `password` for Basic auth, `token_url` to move the OAuth token endpoint,
-    `refresh_token_file` to keep rotated refresh tokens across restarts, and
+    `refresh_token_file` to keep rotated refresh tokens across restarts,
     `rate_limit = [requests, seconds]` for the tenant's own limit (the class's
-    `rate_limit` is the CRM's documented default).
+    `rate_limit` is the CRM's documented default), and `tenant`: campaigns naming
+    the same tenant (one CRM account) share one rate budget and one daily-quota
+    pause in the process.
     """
 
     name: ClassVar[str]
@@ -297,6 +343,7 @@ class HttpAdapter:
         refresh_token_file: str | os.PathLike[str] | None = None,
         timeout: float = 5.0,
         rate_limit: tuple[int, float] | list[float] | None = None,
+        tenant: str | None = None,
         max_in_flight: int = 100,
         on_refresh_token: RefreshHook | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -319,10 +366,9 @@ class HttpAdapter:
             endpoint = token_url or self.token_url or "/oauth/token"
             if endpoint.startswith("/"):
                 endpoint = url + endpoint
+            # The file holds the newest token once one has rotated; OAuth2 reads it
+            # before every refresh.
             store = RefreshTokenFile(refresh_token_file) if refresh_token_file else None
-            if store is not None:
-                # The file holds the newest token once one has rotated.
-                refresh_token = store.read() or refresh_token
             self.oauth = OAuth2(
                 endpoint,
                 client_id,
@@ -331,6 +377,7 @@ class HttpAdapter:
                 _persisting(store, on_refresh_token),
                 extra_params=self.token_params,
                 client_auth=self.token_client_auth,
+                load_refresh_token=store.read if store is not None else None,
             )
         # Requests go straight to httpx transports, one connection pool each: the
         # client layer (cookies, redirects, auth flows, event hooks) is not needed
@@ -362,11 +409,17 @@ class HttpAdapter:
         self._headers = {
             "User-Agent": f"predial/{_version()} ({self.name})",
             "Accept": "application/json",
-            "Accept-Encoding": "gzip, deflate",
+            # Answers are a few KB: compression saves little, and a compressed answer
+            # is where a decompression bomb would hide.
+            "Accept-Encoding": "identity",
         }
         budget = _rate_limit(rate_limit) if rate_limit is not None else type(self).rate_limit
-        self._budget = SlidingWindowLimiter(int(budget[0]), budget[1]) if budget else None
-        self._quota_until = 0.0
+        if tenant is not None:
+            # Campaigns on one CRM account share its limits: one budget, one pause.
+            key = (f"{type(self).__module__}.{type(self).__qualname__}", tenant)
+            self._tenant = _TENANTS.get(key) or _TENANTS.setdefault(key, _Tenant(budget))
+        else:
+            self._tenant = _Tenant(budget)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
@@ -430,7 +483,7 @@ class HttpAdapter:
     def json(self, response: httpx.Response) -> Any:
         try:
             return json.loads(response.content)
-        except ValueError:
+        except (ValueError, RecursionError):
             # Some CRMs' edges answer with HTML pages: transient, not a crash.
             raise AdapterUnavailable(
                 f"the CRM answered {response.status_code} with a body that is not JSON"
@@ -460,15 +513,16 @@ class HttpAdapter:
     ) -> httpx.Response:
         """Send one request with auth, the rate budget, the size cap and error mapping;
         return a 2xx response or raise the mapped adapter error."""
-        if self._quota_until:
-            left = self._quota_until - time.monotonic()
+        tenant = self._tenant
+        if tenant.quota_until:
+            left = tenant.quota_until - time.monotonic()
             if left > 0:
                 raise AdapterRateLimited(
                     "the CRM's daily quota is spent", retry_after=left, scope="daily"
                 )
-            self._quota_until = 0.0
-        if self._budget is not None:
-            wait = self._budget.reserve()
+            tenant.quota_until = 0.0
+        if tenant.budget is not None:
+            wait = tenant.budget.reserve()
             if wait > 0:
                 raise AdapterRateLimited("client-side rate budget spent", retry_after=wait)
         index = self._pool()
@@ -512,43 +566,69 @@ class HttpAdapter:
             response.request = request
         except httpx.TimeoutException:
             raise AdapterUnavailable("the CRM did not answer in time") from None
-        except httpx.TransportError as error:
+        except httpx.HTTPError as error:
             raise AdapterUnavailable(f"cannot reach the CRM ({type(error).__name__})") from None
         try:
-            if self._fits(response):
-                await response.aread()
-                return response
-            # Decoded bytes are counted, so a small compressed bomb is capped too.
-            body = bytearray()
-            async for chunk in response.aiter_bytes():
-                body += chunk
-                if len(body) > self.max_response_bytes:
+            if response.is_stream_consumed:
+                # Built in-process (a mock transport): httpx has read and decoded it.
+                if len(response.content) > self.max_response_bytes:
                     raise AdapterUnavailable(
                         f"the CRM's answer exceeds {self.max_response_bytes} bytes"
                     )
-        except httpx.TransportError as error:
+                return response
+            if self._fits(response):
+                await response.aread()
+                return response
+            raw = bytearray()
+            async for chunk in response.aiter_raw():
+                raw += chunk
+                if len(raw) > self.max_response_bytes:
+                    raise AdapterUnavailable(
+                        f"the CRM's answer exceeds {self.max_response_bytes} bytes"
+                    )
+        except httpx.HTTPError as error:
             reason = f"the CRM's answer was cut ({type(error).__name__})"
             raise AdapterUnavailable(reason) from None
         finally:
             await response.aclose()
+        body = self._decoded(bytes(raw), response.headers.get("content-encoding", "identity"))
         kept = [
             (key, value)
             for key, value in response.headers.multi_items()
             if key.lower() not in ("content-encoding", "content-length", "transfer-encoding")
         ]
-        return httpx.Response(
-            response.status_code, headers=kept, content=bytes(body), request=response.request
-        )
+        return httpx.Response(response.status_code, headers=kept, content=body, request=request)
 
     def _fits(self, response: httpx.Response) -> bool:
         """Whether the answer is known to be within the cap before it is read: an
-        uncompressed body of a declared length (HTTP framing holds the server to
-        it). Such a body is read in one go; any other is counted as it streams."""
+        uncompressed body of a declared length and no other framing (HTTP holds the
+        server to it). Such a body is read in one go; any other is counted."""
         headers = response.headers
-        if headers.get("content-encoding", "identity").lower() != "identity":
+        if "transfer-encoding" in headers:
             return False
-        length = headers.get("content-length")
-        return length is not None and length.isdigit() and int(length) <= self.max_response_bytes
+        if headers.get("content-encoding", "identity").strip().lower() != "identity":
+            return False
+        length = headers.get("content-length", "")
+        return length.isdigit() and int(length) <= self.max_response_bytes
+
+    def _decoded(self, raw: bytes, encoding: str) -> bytes:
+        """The body, decompressed under the same cap. Compression is not asked for
+        (answers are small), but a server may use it anyway: gzip and deflate are
+        decoded a bounded amount at a time, so a small bomb cannot balloon."""
+        encoding = encoding.strip().lower()
+        if encoding in ("", "identity"):
+            return raw
+        if encoding not in ("gzip", "x-gzip", "deflate"):
+            raise AdapterUnavailable(f"the CRM's answer uses an unsupported encoding {encoding!r}")
+        # wbits 47 reads both the gzip and the zlib container; raw deflate needs -15.
+        decoder = zlib.decompressobj(47 if encoding != "deflate" or raw[:1] == b"x" else -15)
+        try:
+            body = decoder.decompress(raw, self.max_response_bytes + 1)
+        except zlib.error:
+            raise AdapterUnavailable(f"the CRM's answer is not valid {encoding}") from None
+        if len(body) > self.max_response_bytes:
+            raise AdapterUnavailable(f"the CRM's answer exceeds {self.max_response_bytes} bytes")
+        return body
 
     def raise_for_status(self, response: httpx.Response) -> None:
         """Raise the adapter error `response` stands for (none for a 2xx).
@@ -562,7 +642,7 @@ class HttpAdapter:
         scope = self.rate_limit_scope(response)
         if scope == "daily":
             pause = retry if retry is not None else self.quota_cooldown
-            self._quota_until = time.monotonic() + pause
+            self._tenant.quota_until = time.monotonic() + pause
             log.warning(
                 "%s: the CRM's daily quota is spent (%d); no calls for %.0f s",
                 self.name,
@@ -586,6 +666,18 @@ class HttpAdapter:
         await self._token_client.aclose()
         for transport in self._transports:
             await transport.aclose()
+
+
+class _Tenant:
+    """One CRM account's client-side limits: the rate budget and the daily-quota pause."""
+
+    def __init__(self, budget: tuple[int, float] | None) -> None:
+        self.budget = SlidingWindowLimiter(int(budget[0]), budget[1]) if budget else None
+        self.quota_until = 0.0
+
+
+#: Tenants shared by name (the `tenant` setting) across the adapters of a process.
+_TENANTS: dict[tuple[str, str], _Tenant] = {}
 
 
 def _version() -> str:

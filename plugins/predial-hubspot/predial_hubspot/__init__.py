@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import httpx
 
-from predial import CrmContact, CrmPhone, hookimpl
+from predial import CrmContact, CrmPhone, RecordNotFound, hookimpl
 from predial.adapters.http import HttpAdapter, RateLimitScope
 
 __all__ = ["PHONE_PROPERTIES", "HubSpotAdapter", "register_adapters"]
@@ -63,9 +63,11 @@ class HubSpotAdapter(HttpAdapter):
         data = await self.get_json("/crm/v3/objects/contacts/{}", external_id, params=params)
         return self._contact(data, external_id)
 
-    async def fetch_phones(self, external_ids: Sequence[str]) -> dict[str, CrmContact]:
-        """Up to `batch_size` contacts in one call; ids HubSpot does not have are left
-        out of the answer."""
+    async def fetch_phones(
+        self, external_ids: Sequence[str]
+    ) -> dict[str, CrmContact | RecordNotFound]:
+        """Up to `batch_size` contacts in one call; ids HubSpot says it does not have
+        are `RecordNotFound`, others it leaves out are for single reads."""
         properties = list(PHONE_PROPERTIES)
         body: dict[str, Any] = {
             "inputs": [{"id": str(external_id)} for external_id in external_ids],
@@ -78,7 +80,14 @@ class HubSpotAdapter(HttpAdapter):
             properties.append(self.id_property)
         data = await self.post_json("/crm/v3/objects/contacts/batch/read", body=body)
         wanted = set(external_ids)
-        answers: dict[str, CrmContact] = {}
+        answers: dict[str, CrmContact | RecordNotFound] = {}
+        # A 207 lists the ids HubSpot does not have; a merged-away id is answered
+        # under its survivor's id, so it is left out and the resolver asks it alone.
+        for error in data.get("errors") or []:
+            if error.get("category") == "OBJECT_NOT_FOUND":
+                for missing in (error.get("context") or {}).get("ids") or []:
+                    if str(missing) in wanted:
+                        answers[str(missing)] = RecordNotFound("not in HubSpot")
         for record in data.get("results") or []:
             key = self._key(record)
             if key in wanted:

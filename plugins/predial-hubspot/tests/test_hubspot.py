@@ -15,6 +15,7 @@ from predial_hubspot.fake import CONTACT_PATH, FakeHubSpot
 from predial import (
     AdapterAuthError,
     AdapterRateLimited,
+    CrmContact,
     CrmPhone,
     Lead,
     RecordNotFound,
@@ -186,19 +187,37 @@ async def test_merged_contact_answers_with_the_survivor(
 # -- batch read and warm-up ----------------------------------------------------------------
 
 
-async def test_batch_read_leaves_out_missing_ids(crm: respx.MockRouter) -> None:
+async def test_batch_read_marks_missing_ids_not_found(crm: respx.MockRouter) -> None:
     hubspot = adapter()
     answers = await hubspot.fetch_phones(["101", "102", "nope"])
-    assert set(answers) == {"101", "102"}
+    assert set(answers) == {"101", "102", "nope"}
+    assert isinstance(answers["nope"], RecordNotFound)
     assert crm.calls.last.response.status_code == 207  # HubSpot's partial answer
     assert crm.calls.last.request.url.path == "/crm/v3/objects/contacts/batch/read"
     await hubspot.aclose()
 
 
+async def test_warm_asks_a_merged_id_alone_and_dials_the_survivor(
+    crm: respx.MockRouter, fake: FakeHubSpot
+) -> None:
+    fake.add_contact("300", phone="+12025550100")
+    fake.merge("301", into="300")
+    campaign = Campaign("c", "hubspot", {"base_url": BASE, "token": TOKEN}, default_region="US")
+    async with Resolver([campaign]) as resolver:
+        report = await resolver.warm(
+            [Lead(campaign_id="c", external_id=i) for i in ("101", "301", "nope")]
+        )
+        assert (report.warmed, report.refused, report.batches) == (2, 1, 1)
+        assert [r.url.path for r in fake.requests][-1] == "/crm/v3/objects/contacts/301"
+        resolution = await resolver.resolve(Lead(campaign_id="c", external_id="301"))
+        assert (resolution.phone_number, resolution.source) == ("+12025550100", "cache")
+
+
 async def test_batch_read_by_unique_property(crm: respx.MockRouter) -> None:
     hubspot = adapter(id_property="email")
     answers = await hubspot.fetch_phones(["ada@example.com", "x@example.com"])
-    assert list(answers) == ["ada@example.com"]
+    assert isinstance(answers["ada@example.com"], CrmContact)
+    assert isinstance(answers["x@example.com"], RecordNotFound)
     await hubspot.aclose()
 
 
@@ -216,6 +235,7 @@ async def test_warm_fills_the_cache_in_batches_of_100(
             leads, on_progress=lambda done, total: progress.append((done, total))
         )
         assert (report.requested, report.warmed, report.refused, report.batches) == (251, 250, 1, 3)
+        assert not any(r.url.path.endswith("/missing") for r in fake.requests)  # 207 said so
         assert progress[-1] == (251, 251)
         sent = len(fake.requests)
         results = await resolver.resolve_many(leads[:250])

@@ -1,0 +1,316 @@
+"""The HTTP base against hostile or unlucky servers: framing tricks, compression bombs,
+absurd Retry-After values, OAuth refreshes cut off or raced by another adapter."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import math
+import tracemalloc
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from predial import AdapterAuthError, AdapterRateLimited, AdapterUnavailable
+from predial._http import MAX_RETRY_AFTER, retry_after_seconds
+from predial.adapters.http import HttpAdapter
+from predial.testing import FakeOAuth
+
+Writer = Callable[[asyncio.StreamWriter], Awaitable[None]]
+
+
+class Raw(HttpAdapter):
+    name = "raw"
+    max_response_bytes = 100_000
+
+    async def fetch_phone(self, external_id: str) -> Any:
+        return await self.get_json("/c/{}", external_id)
+
+
+@asynccontextmanager
+async def raw_server(write: Writer) -> AsyncIterator[str]:
+    """A bare HTTP/1.1 server on 127.0.0.1 whose answers are written byte by byte."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            await write(writer)
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the client hung up on a body it refused: expected here
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def answer(body: bytes, *headers: str) -> Writer:
+    async def write(writer: asyncio.StreamWriter) -> None:
+        head = "\r\n".join(("HTTP/1.1 200 OK", *headers, f"Content-Length: {len(body)}"))
+        writer.write(head.encode() + b"\r\n\r\n" + body)
+
+    return write
+
+
+async def test_declared_length_with_chunked_framing_is_still_capped() -> None:
+    """Content-Length beside Transfer-Encoding: chunked is ignored by HTTP framing; the
+    body is counted, not trusted."""
+
+    async def write(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nTransfer-Encoding: chunked\r\n\r\n")
+        chunk = b"x" * 65_536
+        for _ in range(40):  # 2.6 MB, far over the cap
+            writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+
+    async with raw_server(write) as url:
+        adapter = Raw(base_url=url)
+        with pytest.raises(AdapterUnavailable, match="exceeds 100000 bytes"):
+            await adapter.fetch_phone("1")
+        await adapter.aclose()
+
+
+async def test_a_gzip_bomb_is_refused_without_ballooning() -> None:
+    bomb = gzip.compress(b"\0" * 50_000_000, 9)  # 49 KB on the wire
+
+    async with raw_server(answer(bomb, "Content-Encoding: gzip")) as url:
+        adapter = Raw(base_url=url)
+        tracemalloc.start()
+        try:
+            with pytest.raises(AdapterUnavailable, match="exceeds"):
+                await adapter.fetch_phone("1")
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 5_000_000  # the cap is 100 KB; 50 MB were never produced
+        await adapter.aclose()
+
+
+@pytest.mark.parametrize(
+    ("encoding", "encode"),
+    [
+        ("gzip", gzip.compress),
+        ("deflate", zlib.compress),  # the zlib container, as RFC 9110 means it
+        ("deflate", lambda data: zlib.compress(data)[2:-4]),  # raw deflate, as some send it
+    ],
+)
+async def test_compressed_answers_are_decoded(
+    encoding: str, encode: Callable[[bytes], bytes]
+) -> None:
+    async with raw_server(
+        answer(encode(b'{"phone": "+12024561111"}'), f"Content-Encoding: {encoding}")
+    ) as url:
+        adapter = Raw(base_url=url)
+        assert await adapter.fetch_phone("1") == {"phone": "+12024561111"}
+        await adapter.aclose()
+
+
+@pytest.mark.parametrize(
+    ("headers", "words"),
+    [
+        (("Content-Encoding: br",), "unsupported encoding 'br'"),
+        (("Content-Encoding: gzip",), "not valid gzip"),
+    ],
+)
+async def test_bad_encodings_are_unavailable(headers: tuple[str, ...], words: str) -> None:
+    async with raw_server(answer(b"definitely not compressed", *headers)) as url:
+        adapter = Raw(base_url=url)
+        with pytest.raises(AdapterUnavailable, match=words):
+            await adapter.fetch_phone("1")
+        await adapter.aclose()
+
+
+async def test_compression_is_not_asked_for() -> None:
+    seen: list[httpx.Request] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={})
+
+    adapter = Raw(base_url="http://127.0.0.1:1", transport=httpx.MockTransport(record))
+    await adapter.fetch_phone("1")
+    assert seen[0].headers["accept-encoding"] == "identity"
+    await adapter.aclose()
+
+
+async def test_deeply_nested_json_is_unavailable_not_a_crash() -> None:
+    async with raw_server(answer(b"[" * 50_000)) as url:
+        adapter = Raw(base_url=url)
+        with pytest.raises(AdapterUnavailable, match="not JSON"):
+            await adapter.fetch_phone("1")
+        await adapter.aclose()
+
+
+@pytest.mark.parametrize("value", ["inf", "1e12", "NaN", "-5"])
+def test_absurd_retry_after_values_are_clamped(value: str) -> None:
+    seconds = retry_after_seconds(value)
+    assert seconds is None or (math.isfinite(seconds) and 0 <= seconds <= MAX_RETRY_AFTER)
+
+
+async def test_an_infinite_retry_after_does_not_pause_the_adapter_for_ever() -> None:
+    def daily(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            429, headers={"Retry-After": "inf", "X-RateLimit-Daily-Remaining": "0"}
+        )
+
+    adapter = Raw(base_url="http://127.0.0.1:1", transport=httpx.MockTransport(daily))
+    with pytest.raises(AdapterRateLimited) as raised:
+        await adapter.fetch_phone("1")
+    assert raised.value.retry_after == MAX_RETRY_AFTER
+    await adapter.aclose()
+
+
+# -- OAuth --------------------------------------------------------------------------------
+
+
+def crm_with(oauth: FakeOAuth, token_delay: float = 0.0) -> httpx.AsyncBaseTransport:
+    """A CRM whose token endpoint is `oauth` (answering after `token_delay`, having
+    already committed the refresh) and whose data answers need a valid access token."""
+
+    class Transport(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            await request.aread()
+            if request.url.path == "/oauth/token":
+                response = oauth.handle(request)
+                await asyncio.sleep(token_delay)
+                return response
+            bearer = request.headers.get("authorization", "").removeprefix("Bearer ")
+            if not oauth.valid(bearer):
+                return httpx.Response(401, json={"error": "invalid_token"})
+            return httpx.Response(200, json={"phone": "+12024561111"})
+
+    return Transport()
+
+
+def oauth_settings(**extra: Any) -> dict[str, Any]:
+    return {
+        "base_url": "http://127.0.0.1:1",
+        "client_id": "cid",
+        "client_secret": "cs",
+        "refresh_token": "refresh-0",
+        **extra,
+    }
+
+
+async def test_tokens_shorter_than_the_leeway_do_not_cause_a_refresh_storm() -> None:
+    oauth = FakeOAuth("cid", "cs", "refresh-0", expires_in=10)  # below the 30 s leeway
+    adapter = Raw(**oauth_settings(), transport=crm_with(oauth))
+    await asyncio.gather(*(adapter.fetch_phone(str(i)) for i in range(50)))
+    assert oauth.refreshes == 1
+    await adapter.aclose()
+
+
+async def test_a_caller_cut_off_mid_refresh_does_not_lose_the_rotated_token(tmp_path: Path) -> None:
+    oauth = FakeOAuth("cid", "cs", "refresh-0", rotate=True)
+    store = tmp_path / "refresh"
+    adapter = Raw(**oauth_settings(refresh_token_file=str(store)), transport=crm_with(oauth, 0.3))
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.1):  # the resolver's deadline, shorter than the refresh
+            await adapter.fetch_phone("1")
+    await asyncio.sleep(0.35)  # the refresh finished in the background
+    assert store.read_text() == oauth.refresh_token == "refresh-1"
+    assert await adapter.fetch_phone("1") == {"phone": "+12024561111"}
+    assert oauth.refreshes == 1
+    await adapter.aclose()
+
+
+async def test_adapters_sharing_a_token_file_follow_each_others_rotations(tmp_path: Path) -> None:
+    oauth = FakeOAuth("cid", "cs", "refresh-0", rotate=True)
+    settings = oauth_settings(refresh_token_file=str(tmp_path / "refresh"))
+    first, second = (
+        Raw(**settings, transport=crm_with(oauth)),
+        Raw(**settings, transport=crm_with(oauth)),
+    )
+    for _ in range(3):
+        await first.fetch_phone("1")
+        oauth.expire_all()
+        await second.fetch_phone("1")  # refreshes with the token the first one stored
+        oauth.expire_all()
+    assert (tmp_path / "refresh").read_text() == oauth.refresh_token == "refresh-6"
+    await first.aclose()
+    await second.aclose()
+
+
+async def test_a_newly_configured_token_wins_over_a_stale_stored_one(tmp_path: Path) -> None:
+    """After the app is authorised again, the stored token is retired: the configured
+    one is tried next (one more token call, not a loop)."""
+    store = tmp_path / "refresh"
+    store.write_text("refresh-retired")
+    oauth = FakeOAuth("cid", "cs", "refresh-new")
+    adapter = Raw(
+        **oauth_settings(refresh_token="refresh-new", refresh_token_file=str(store)),
+        transport=crm_with(oauth),
+    )
+    assert await adapter.fetch_phone("1") == {"phone": "+12024561111"}
+    assert oauth.refreshes == 1  # the retired token's attempt was refused
+    await adapter.aclose()
+
+
+async def test_all_candidates_refused_is_one_auth_error_per_candidate_then_none() -> None:
+    oauth = FakeOAuth("cid", "cs", "refresh-0")
+    oauth.revoke()
+    seen: list[str] = []
+
+    transport = crm_with(oauth)
+    original = transport.handle_async_request
+
+    async def counting(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        return await original(request)
+
+    transport.handle_async_request = counting  # type: ignore[method-assign]
+    adapter = Raw(**oauth_settings(), transport=transport)
+    for _ in range(5):
+        with pytest.raises(AdapterAuthError):
+            await adapter.fetch_phone("1")
+    assert seen == ["/oauth/token"]
+    await adapter.aclose()
+
+
+async def test_campaigns_naming_one_tenant_share_its_budget_and_pause() -> None:
+    sent: list[str] = []
+
+    def crm(request: httpx.Request) -> httpx.Response:
+        sent.append(request.url.path)
+        if len(sent) == 4:
+            return httpx.Response(
+                429, headers={"X-RateLimit-Daily-Remaining": "0", "Retry-After": "60"}
+            )
+        return httpx.Response(200, json={})
+
+    def pair(tenant: str | None) -> list[Raw]:
+        return [
+            Raw(
+                base_url="http://127.0.0.1:1",
+                rate_limit=[2, 60],
+                tenant=tenant,
+                transport=httpx.MockTransport(crm),
+            )
+            for _ in range(2)
+        ]
+
+    first, second = pair("acme-account-tests-1")
+    await first.fetch_phone("1")
+    await second.fetch_phone("1")
+    with pytest.raises(AdapterRateLimited, match="budget"):  # the shared budget of 2 is spent
+        await first.fetch_phone("1")
+    # Without a tenant, each campaign has its own budget (and its own pause).
+    third, fourth = pair(None)
+    await third.fetch_phone("1")
+    with pytest.raises(AdapterRateLimited, match="daily"):
+        await third.fetch_phone("1")  # the CRM says the daily quota is spent
+    assert (await fourth.fetch_phone("1")) == {}
+    for adapter in (first, second, third, fourth):
+        await adapter.aclose()
