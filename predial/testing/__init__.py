@@ -12,6 +12,8 @@ with serve(fake) as base_url:             # or a real uvicorn on 127.0.0.1
 
 - `AdapterContract` (needs pytest): the checks every CRM adapter must pass.
 - `FakeCrm`, `FakeOAuth`: the base of the fake CRMs the first-party plugins ship.
+- `served_check` (needs the `cli` and `server` extras): `predial check` against a
+  fake CRM served on 127.0.0.1, credentials checked absent from the output.
 - `OpenApiSpec` (needs openapi-core): checks requests against a CRM's OpenAPI spec.
 - `FakeLupitor`, `serve`: need the `server` extra (starlette, uvicorn).
 
@@ -25,6 +27,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .check import CheckRun, served_check
     from .contract import HOSTILE_IDS, AdapterContract
     from .fake_crm import FakeCrm, FakeOAuth, json_response
     from .fake_lupitor import ApiKey, FakeLupitor, Faults, RequestRecord
@@ -35,6 +38,7 @@ __all__ = [
     "HOSTILE_IDS",
     "AdapterContract",
     "ApiKey",
+    "CheckRun",
     "FakeCrm",
     "FakeLupitor",
     "FakeOAuth",
@@ -43,12 +47,14 @@ __all__ = [
     "RequestRecord",
     "json_response",
     "serve",
+    "served_check",
 ]
 
 _HOMES = {
     "HOSTILE_IDS": "contract",
     "AdapterContract": "contract",
     "ApiKey": "fake_lupitor",
+    "CheckRun": "check",
     "FakeCrm": "fake_crm",
     "FakeLupitor": "fake_lupitor",
     "FakeOAuth": "fake_crm",
@@ -57,6 +63,7 @@ _HOMES = {
     "RequestRecord": "fake_lupitor",
     "json_response": "fake_crm",
     "serve": "serve",
+    "served_check": "check",
 }
 
 

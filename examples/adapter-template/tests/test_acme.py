@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import respx
 from predial_acme import AcmeAdapter
 from predial_acme.fake import FakeAcme
 
 from predial import CrmPhone, RecordNotFound
-from predial.testing import AdapterContract
+from predial.testing import AdapterContract, served_check
 
 BASE = "http://127.0.0.1:7201"  # tests only ever talk to 127.0.0.1
 KEY = "acme-test-key"
@@ -50,3 +52,17 @@ async def test_reads_phones_and_flags(crm: respx.MockRouter) -> None:
     with pytest.raises(RecordNotFound):
         await adapter.fetch_phone("nobody")
     await adapter.aclose()
+
+
+def test_predial_check_against_the_served_fake(fake: FakeAcme, tmp_path: Path) -> None:
+    """`predial check`, as an operator would run it, against the fake on 127.0.0.1."""
+    settings = {"token": "${ACME_API_KEY}"}
+    with served_check(
+        fake, "acme", settings, env={"ACME_API_KEY": KEY}, directory=tmp_path
+    ) as check:
+        found = check("c-1")
+        assert (found.exit_code, found.trace["source"]) == (0, "crm")
+        assert (check("c-dnc").trace["reason"], check("nobody").trace["reason"]) == (
+            "do_not_call",
+            "not_found",
+        )

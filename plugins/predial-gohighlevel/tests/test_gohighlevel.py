@@ -29,7 +29,7 @@ from predial import (
 )
 from predial.campaign import Campaign
 from predial.cli.app import cli
-from predial.testing import HOSTILE_IDS, AdapterContract, OpenApiSpec, serve
+from predial.testing import HOSTILE_IDS, AdapterContract, OpenApiSpec, serve, served_check
 
 BASE = "http://127.0.0.1:7002"
 TOKEN = "pit-5f1e0c2a-7b1d-4c8e-9a3f-000000000001"
@@ -640,28 +640,17 @@ def write_config(tmp_path: Path, base_url: str, settings: str) -> Path:
 
 
 def test_predial_check_against_the_served_fake(fake: FakeGoHighLevel, tmp_path: Path) -> None:
-    with serve(fake) as base_url:
-        config = write_config(tmp_path, base_url, 'token = "${GHL_TOKEN}"\n')
-        env = {"GHL_TOKEN": TOKEN}
-        result = CliRunner().invoke(
-            cli, ["check", "ghl", ADA, "--config", str(config), "--json"], env=env
-        )
-        assert result.exit_code == 0, result.output
-        assert '"adapter": "gohighlevel"' in result.output
-        assert '"source": "crm"' in result.output
-        assert TOKEN not in result.output
-        refused = CliRunner().invoke(
-            cli, ["check", "ghl", DND_CALL, "--config", str(config)], env=env
-        )
-        assert refused.exit_code == 1
-        assert "do_not_call" in refused.output
-        assert TOKEN not in refused.output
-        missing = CliRunner().invoke(
-            cli, ["check", "ghl", "noSuchContact0000001", "--config", str(config)], env=env
-        )
-        assert missing.exit_code == 1
-        assert "not_found" in missing.output
-        assert TOKEN not in missing.output
+    settings = {"token": "${GHL_TOKEN}"}
+    with served_check(
+        fake, "gohighlevel", settings, env={"GHL_TOKEN": TOKEN}, directory=tmp_path
+    ) as check:
+        found = check(ADA)
+        assert found.exit_code == 0, found.output
+        assert (found.trace["adapter"], found.trace["source"]) == ("gohighlevel", "crm")
+        refused = check(DND_CALL)
+        assert (refused.exit_code, refused.trace["reason"]) == (1, "do_not_call")
+        missing = check("noSuchContact0000001")
+        assert (missing.exit_code, missing.trace["reason"]) == (1, "not_found")
     assert all(r.headers.get("version") == API_VERSION for r in fake.requests_to(CONTACT_PATH))
 
 

@@ -10,15 +10,13 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from click.testing import CliRunner
 from predial_http import JsonHttpAdapter
 from predial_http.fake import FakeJsonCrm
 from pydantic import ValidationError
 
 from predial import AdapterAuthError, CrmPhone, Lead, RecordNotFound, Resolver, Unresolvable
 from predial.campaign import Campaign
-from predial.cli.app import cli
-from predial.testing import HOSTILE_IDS, AdapterContract, FakeOAuth, serve
+from predial.testing import HOSTILE_IDS, AdapterContract, FakeOAuth, served_check
 
 BASE = "http://127.0.0.1:7101"
 TOKEN = "inhouse-t0k3n"
@@ -278,25 +276,18 @@ async def test_hostile_ids_in_path_and_query(crm: respx.MockRouter, external_id:
 
 
 def test_predial_check_against_the_served_fake(fake: FakeJsonCrm, tmp_path: Path) -> None:
-    with serve(fake) as base_url:
-        config = tmp_path / "predial.toml"
-        config.write_text(
-            '[[campaigns]]\nid = "inhouse"\nadapter = "http"\ndefault_region = "US"\n'
-            "[campaigns.settings]\n"
-            f'base_url = "{base_url}"\npath = "/api/v1/people/{{id}}"\n'
-            'token = "${INHOUSE_TOKEN}"\ndo_not_call = "person.flags.dnc"\n'
-            "[[campaigns.settings.phones]]\n"
-            'path = "person.phones"\nvalue = "number"\nlabel = "kind"\nprimary = "preferred"\n'
-        )
-        env = {"INHOUSE_TOKEN": TOKEN}
-        result = CliRunner().invoke(
-            cli, ["check", "inhouse", "P-1", "--config", str(config)], env=env
-        )
-        assert result.exit_code == 0, result.output
-        assert "crm" in result.output
-        assert TOKEN not in result.output
-        dnc = CliRunner().invoke(
-            cli, ["check", "inhouse", "P-dnc", "--config", str(config)], env=env
-        )
-        assert dnc.exit_code == 1
-        assert "do_not_call" in dnc.output
+    settings = {
+        "path": "/api/v1/people/{id}",
+        "token": "${INHOUSE_TOKEN}",
+        "do_not_call": "person.flags.dnc",
+        "phones": [
+            {"path": "person.phones", "value": "number", "label": "kind", "primary": "preferred"}
+        ],
+    }
+    env = {"INHOUSE_TOKEN": TOKEN}
+    with served_check(fake, "http", settings, env=env, directory=tmp_path) as check:
+        found = check("P-1")
+        assert found.exit_code == 0, found.output
+        assert (found.trace["source"], found.trace["phoneNumber"]) == ("crm", "+1202***0123")
+        dnc = check("P-dnc")
+        assert (dnc.exit_code, dnc.trace["reason"]) == (1, "do_not_call")

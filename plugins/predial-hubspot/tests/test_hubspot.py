@@ -8,7 +8,6 @@ from pathlib import Path
 import httpx
 import pytest
 import respx
-from click.testing import CliRunner
 from predial_hubspot import HubSpotAdapter
 from predial_hubspot.fake import CONTACT_PATH, FakeHubSpot
 
@@ -22,8 +21,7 @@ from predial import (
     Resolver,
 )
 from predial.campaign import Campaign
-from predial.cli.app import cli
-from predial.testing import HOSTILE_IDS, AdapterContract, FakeOAuth, OpenApiSpec, serve
+from predial.testing import HOSTILE_IDS, AdapterContract, FakeOAuth, OpenApiSpec, served_check
 
 BASE = "http://127.0.0.1:7001"
 TOKEN = "pat-na1-test"
@@ -395,23 +393,11 @@ async def test_hostile_ids_reach_only_one_contact(
 
 
 def test_predial_check_against_the_served_fake(fake: FakeHubSpot, tmp_path: Path) -> None:
-    with serve(fake) as base_url:
-        config = tmp_path / "predial.toml"
-        config.write_text(
-            '[[campaigns]]\nid = "hs"\nadapter = "hubspot"\ndefault_region = "US"\n'
-            f'[campaigns.settings]\nbase_url = "{base_url}"\ntoken = "${{HUBSPOT_TOKEN}}"\n'
-        )
-        result = CliRunner().invoke(
-            cli,
-            ["check", "hs", "101", "--config", str(config), "--json"],
-            env={"HUBSPOT_TOKEN": TOKEN},
-        )
-        assert result.exit_code == 0, result.output
-        assert '"adapter": "hubspot"' in result.output
-        assert '"source": "crm"' in result.output
-        assert TOKEN not in result.output
-        missing = CliRunner().invoke(
-            cli, ["check", "hs", "999", "--config", str(config)], env={"HUBSPOT_TOKEN": TOKEN}
-        )
-        assert missing.exit_code == 1
-        assert "not_found" in missing.output
+    settings = {"token": "${HUBSPOT_TOKEN}"}
+    env = {"HUBSPOT_TOKEN": TOKEN}
+    with served_check(fake, "hubspot", settings, env=env, directory=tmp_path) as check:
+        found = check("101")
+        assert found.exit_code == 0, found.output
+        assert (found.trace["adapter"], found.trace["source"]) == ("hubspot", "crm")
+        missing = check("999")
+        assert (missing.exit_code, missing.trace["reason"]) == (1, "not_found")

@@ -9,7 +9,6 @@ from pathlib import Path
 import httpx
 import pytest
 import respx
-from click.testing import CliRunner
 from predial_pipedrive import PipedriveAdapter
 from predial_pipedrive.fake import PERSONS_PATH, FakePipedrive
 
@@ -24,8 +23,7 @@ from predial import (
     Unresolvable,
 )
 from predial.campaign import Campaign
-from predial.cli.app import cli
-from predial.testing import HOSTILE_IDS, AdapterContract, FakeOAuth, serve
+from predial.testing import HOSTILE_IDS, AdapterContract, FakeOAuth, served_check
 
 BASE = "http://127.0.0.1:7002"
 TOKEN = "pd-api-token-0123456789abcdef"
@@ -579,31 +577,18 @@ async def test_revoked_refresh_token_is_an_auth_error_not_a_loop(
 
 def test_predial_check_against_the_served_fake(fake: FakePipedrive, tmp_path: Path) -> None:
     fake.delete(103)
-    with serve(fake) as base_url:
-        config = tmp_path / "predial.toml"
-        config.write_text(
-            '[[campaigns]]\nid = "pd"\nadapter = "pipedrive"\ndefault_region = "US"\n'
-            f'[campaigns.settings]\nbase_url = "{base_url}"\ntoken = "${{PIPEDRIVE_TOKEN}}"\n'
-        )
-        env = {"PIPEDRIVE_TOKEN": TOKEN}
-        result = CliRunner().invoke(
-            cli, ["check", "pd", "101", "--config", str(config), "--json"], env=env
-        )
-        assert result.exit_code == 0, result.output
-        assert '"adapter": "pipedrive"' in result.output
-        assert '"source": "crm"' in result.output
+    settings = {"token": "${PIPEDRIVE_TOKEN}"}
+    env = {"PIPEDRIVE_TOKEN": TOKEN}
+    with served_check(fake, "pipedrive", settings, env=env, directory=tmp_path) as check:
+        found = check("101")
+        assert found.exit_code == 0, found.output
+        assert (found.trace["adapter"], found.trace["source"]) == ("pipedrive", "crm")
         # The primary phone (masked in the output), not the mobile one the labels prefer.
-        assert '0123", "source"' in result.output
-        assert TOKEN not in result.output
-        deleted = CliRunner().invoke(cli, ["check", "pd", "103", "--config", str(config)], env=env)
-        assert deleted.exit_code == 1
-        assert "record_deleted" in deleted.output
-        assert TOKEN not in deleted.output
+        assert found.trace["phoneNumber"].endswith("0123")
+        deleted = check("103")
+        assert (deleted.exit_code, deleted.trace["reason"]) == (1, "record_deleted")
         sent = len(fake.requests)
-        malformed = CliRunner().invoke(
-            cli, ["check", "pd", "../101", "--config", str(config)], env=env
-        )
-        assert malformed.exit_code == 1
-        assert "not_found" in malformed.output
+        malformed = check("../101")
+        assert (malformed.exit_code, malformed.trace["reason"]) == (1, "not_found")
         assert len(fake.requests) == sent
     assert all(r.headers.get("x-api-token") == TOKEN for r in fake.requests)

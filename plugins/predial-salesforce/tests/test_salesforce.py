@@ -9,7 +9,6 @@ from pathlib import Path
 import httpx
 import pytest
 import respx
-from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from predial_salesforce import (
@@ -32,8 +31,7 @@ from predial import (
     Unresolvable,
 )
 from predial.campaign import Campaign
-from predial.cli.app import cli
-from predial.testing import HOSTILE_IDS, AdapterContract, FakeOAuth, serve
+from predial.testing import HOSTILE_IDS, AdapterContract, FakeOAuth, served_check
 
 BASE = "http://127.0.0.1:7002"
 TOKEN = "00D000000000001!AQ4AQFakeStaticAccessToken"
@@ -750,29 +748,17 @@ async def test_hostile_ids_stay_one_soql_literal(
 
 
 def test_predial_check_against_the_served_fake(fake: FakeSalesforce, tmp_path: Path) -> None:
-    with serve(fake) as base_url:
-        config = tmp_path / "predial.toml"
-        config.write_text(
-            '[[campaigns]]\nid = "sf"\nadapter = "salesforce"\ndefault_region = "US"\n'
-            f'[campaigns.settings]\nbase_url = "{base_url}"\ntoken = "${{SF_TOKEN}}"\n'
-        )
-        env = {"SF_TOKEN": TOKEN}
-        result = CliRunner().invoke(
-            cli, ["check", "sf", CONTACT, "--config", str(config), "--json"], env=env
-        )
-        assert result.exit_code == 0, result.output
-        assert '"adapter": "salesforce"' in result.output
-        assert '"source": "crm"' in result.output
-        assert TOKEN not in result.output
-        dnc = CliRunner().invoke(
-            cli, ["check", "sf", DNC_CONTACT, "--config", str(config)], env=env
-        )
-        assert dnc.exit_code == 1
-        assert "do_not_call" in dnc.output
-        assert TOKEN not in dnc.output
-        missing = CliRunner().invoke(cli, ["check", "sf", NOBODY, "--config", str(config)], env=env)
-        assert missing.exit_code == 1
-        assert "not_found" in missing.output
+    settings = {"token": "${SF_TOKEN}"}
+    with served_check(
+        fake, "salesforce", settings, env={"SF_TOKEN": TOKEN}, directory=tmp_path
+    ) as check:
+        found = check(CONTACT)
+        assert found.exit_code == 0, found.output
+        assert (found.trace["adapter"], found.trace["source"]) == ("salesforce", "crm")
+        dnc = check(DNC_CONTACT)
+        assert (dnc.exit_code, dnc.trace["reason"]) == (1, "do_not_call")
+        missing = check(NOBODY)
+        assert (missing.exit_code, missing.trace["reason"]) == (1, "not_found")
     assert fake.requests[0].headers["authorization"] == f"Bearer {TOKEN}"
 
 

@@ -1,0 +1,97 @@
+"""`served_check`: `predial check` against a fake CRM served on 127.0.0.1.
+
+The end-to-end test every adapter gets: serve the fake with uvicorn, write a
+`predial.toml` with one campaign of the adapter pointing at it, and run the real
+command, the way an operator trying a configuration would.
+
+```python
+with served_check(fake, "hubspot", {"token": "${HUBSPOT_TOKEN}"},
+                  env={"HUBSPOT_TOKEN": "pat-test"}, directory=tmp_path) as check:
+    run = check("101")
+    assert run.exit_code == 0 and run.trace["source"] == "crm"
+```
+
+Every run also checks that no value of `env` (the credentials) appears in the
+command's output. Needs the `cli` and `server` extras (click, rich, uvicorn).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .serve import serve
+
+__all__ = ["CheckRun", "served_check"]
+
+
+@dataclass(frozen=True)
+class CheckRun:
+    """One `predial check --json`: its exit code, its output and the parsed trace."""
+
+    exit_code: int
+    output: str
+    trace: dict[str, Any]
+
+
+def _toml(value: object) -> str:
+    """`value` as a TOML value (strings, numbers, booleans, lists, inline tables)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a TOML basic string
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(item) for item in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to predial.toml")
+
+
+@contextmanager
+def served_check(
+    fake: Any,
+    adapter: str,
+    settings: Mapping[str, object],
+    *,
+    env: Mapping[str, str],
+    directory: Path,
+    default_region: str = "US",
+    campaign_id: str = "check",
+) -> Iterator[Callable[[str], CheckRun]]:
+    """Serve `fake`, configure one campaign of `adapter` with `settings` and
+    `base_url` pointing at it, and yield `check(external_id)`."""
+    from click.testing import CliRunner
+
+    from ..cli.app import cli
+
+    with serve(fake) as base_url:
+        config = directory / "predial.toml"
+        lines = [
+            "[[campaigns]]",
+            f"id = {_toml(campaign_id)}",
+            f"adapter = {_toml(adapter)}",
+            f"default_region = {_toml(default_region)}",
+            "[campaigns.settings]",
+            f"base_url = {_toml(base_url)}",
+            *(f"{key} = {_toml(value)}" for key, value in settings.items()),
+        ]
+        config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+        def check(external_id: str) -> CheckRun:
+            arguments = ["check", campaign_id, external_id, "--config", str(config), "--json"]
+            result = CliRunner().invoke(cli, arguments, env=dict(env))
+            for name, secret in env.items():
+                assert secret not in result.output, f"predial check printed ${name}"
+            try:
+                trace = json.loads(result.output.strip().splitlines()[-1])
+            except (ValueError, IndexError):
+                raise AssertionError(f"predial check printed no trace: {result.output}") from None
+            return CheckRun(result.exit_code, result.output, trace)
+
+        yield check
