@@ -13,6 +13,8 @@ at 10 and at 100 lookups in flight:
   connections, doing the same GETs with a semaphore and nothing else; also shown
   with httpx's default limits (20 kept alive, the rest reconnecting per request).
 
+- **adapter lookups**: `fetch_phone` on the same adapter without the resolver: the
+  HTTP base alone (no phone policy, cache or deadline);
 - **bare transports**: the same GETs over the same small pools with no predial
   code at all: what httpx itself reaches on this machine, the ceiling.
 
@@ -107,6 +109,24 @@ def wait_for(port: int, timeout: float = 20.0) -> None:
         except OSError:
             time.sleep(0.05)
     raise SystemExit(f"the fake CRM did not start on port {port}")
+
+
+async def adapter_lookups(base_url: str, in_flight: int, count: int, offset: int) -> float:
+    """`fetch_phone` on the adapter alone: the HTTP base without the resolver (no
+    phone policy, cache or deadline), `in_flight` workers."""
+    adapter = BenchAdapter(base_url=base_url, token=TOKEN, max_in_flight=in_flight, timeout=10.0)
+
+    async def worker(indexes: range) -> None:
+        for index in indexes:
+            await adapter.fetch_phone(str(offset + index))
+
+    try:
+        await asyncio.gather(*(worker(range(i, i + 1)) for i in range(in_flight)))
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(range(w, count, in_flight)) for w in range(in_flight)))
+        return count / (time.perf_counter() - started)
+    finally:
+        await adapter.aclose()
 
 
 async def through_the_base(base_url: str, in_flight: int, count: int, offset: int) -> float:
@@ -227,17 +247,20 @@ def main() -> None:
             f"(own process); Python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
         )
         print(
-            f"{'in flight':>9} {'ideal/s':>8} {'HTTP base/s':>12} {'of ideal':>9} "
-            f"{'plain/s':>8} {'base/plain':>11} {'default limits/s':>17} {'bare/s':>7} "
-            f"{'base/bare':>10}"
+            f"{'in flight':>9} {'ideal/s':>8} {'resolves/s':>11} {'of ideal':>9} "
+            f"{'lookups/s':>10} {'of ideal':>9} {'plain/s':>8} {'base/plain':>11} "
+            f"{'default limits/s':>17} {'bare/s':>7} {'base/bare':>10}"
         )
         offset = 0
         for in_flight in (10, 100):
             ideal = in_flight / LATENCY
             count = int(ideal * (1.5 if args.quick else 4)) + in_flight
             base_runs, plain_runs, default_runs, bare_runs = [], [], [], []
+            lookup_runs = []
             for _ in range(repeats):
                 base_runs.append(asyncio.run(through_the_base(base_url, in_flight, count, offset)))
+                offset += count
+                lookup_runs.append(asyncio.run(adapter_lookups(base_url, in_flight, count, offset)))
                 offset += count
                 # A collapsed client is slow: ten rounds of in-flight requests are
                 # plenty to read its rate, and keep the run short.
@@ -253,11 +276,11 @@ def main() -> None:
                 bare_runs.append(asyncio.run(bare_transports(base_url, in_flight, count, offset)))
                 offset += count
             base, plain, default = max(base_runs), max(plain_runs), max(default_runs)
-            bare = max(bare_runs)
+            bare, lookups = max(bare_runs), max(lookup_runs)
             print(
-                f"{in_flight:>9} {ideal:>8.0f} {base:>12.0f} {base / ideal:>9.2f} "
-                f"{plain:>8.0f} {base / plain:>10.1f}x {default:>17.0f} {bare:>7.0f} "
-                f"{base / bare:>10.2f}"
+                f"{in_flight:>9} {ideal:>8.0f} {base:>11.0f} {base / ideal:>9.2f} "
+                f"{lookups:>10.0f} {lookups / ideal:>9.2f} {plain:>8.0f} {base / plain:>10.1f}x "
+                f"{default:>17.0f} {bare:>7.0f} {base / bare:>10.2f}"
             )
         print("targets: >= 0.90 of ideal at 10; >= 0.70 of ideal and >= 8x plain at 100")
     finally:
