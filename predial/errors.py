@@ -35,6 +35,7 @@ __all__ = [
     "AdapterAuthError",
     "AdapterError",
     "AdapterRateLimited",
+    "AdapterRequestRejected",
     "AdapterUnavailable",
     "ConfigurationError",
     "DuplicateAdapter",
@@ -143,6 +144,12 @@ class AdapterRateLimited(AdapterUnavailable):
     ) -> None:
         self.scope = scope
         super().__init__(message, retry_after=retry_after)
+
+
+class AdapterRequestRejected(AdapterUnavailable):
+    """The CRM refused the request itself (a 400 or 422 no adapter explained): a bug
+    or a misconfiguration, so the resolver does not retry it within the dial (some
+    CRMs and proxies block clients that repeat failing requests)."""
 
 
 class AdapterAuthError(AdapterError):

@@ -22,6 +22,7 @@ from .cache import CacheSettings
 from .campaign import Campaign, RetrySettings
 from .errors import (
     AdapterAuthError,
+    AdapterRequestRejected,
     AdapterUnavailable,
     ConfigurationError,
     RecordNotFound,
@@ -235,6 +236,16 @@ class CampaignRuntime:
                 error,
             )
             return Outcome.failed("auth_error", detail=str(error)), 0.0
+        if isinstance(error, AdapterRequestRejected):
+            stats.adapter_errors["rejected"] += 1
+            log.error(
+                "campaign %s: adapter %r (plugin %s): %s; not retried",
+                self.campaign.id,
+                self.adapter_name,
+                self.plugin,
+                error,
+            )
+            return Outcome.failed("adapter_error", detail=str(error)), 0.0
         if isinstance(error, AdapterUnavailable):
             stats.adapter_errors["unavailable"] += 1
             wait = self._backoff(attempt)

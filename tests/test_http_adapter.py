@@ -18,6 +18,7 @@ from predial import (
     CrmPhone,
     RecordNotFound,
 )
+from predial import hookimpl as predial_hookimpl
 from predial.adapters.http import HttpAdapter, RefreshTokenFile, retry_after_seconds, safe_path
 
 BASE = "http://127.0.0.1:8765"
@@ -430,3 +431,39 @@ async def test_token_client_auth_basic_sends_credentials_in_a_header() -> None:
     with pytest.raises(AdapterAuthError):
         await body_adapter.fetch_phone("1")
     await body_adapter.aclose()
+
+
+@respx.mock
+async def test_a_refused_request_is_not_retried_within_the_dial() -> None:
+    """400/422 come back the same however often they are asked: one call, then the
+    dialer is told to retry later (some CRMs block clients that repeat failures)."""
+    from predial import (
+        AdapterRequestRejected,
+        Campaign,
+        Lead,
+        Resolver,
+        RetrySettings,
+        Unresolvable,
+    )
+
+    route = respx.get(url__startswith=f"{BASE}/v1/contacts/").mock(
+        return_value=httpx.Response(400, json={"message": "bad request"})
+    )
+
+    class Plugin:
+        @predial_hookimpl
+        def register_adapters(self, register: Any) -> None:
+            register(Acme)
+
+    campaign = Campaign("c", "acme", {"token": "t0k3n"}, default_region="US")
+    resolver = Resolver(
+        [campaign], plugins=[Plugin()], load_entrypoints=False, retry=RetrySettings(attempts=3)
+    )
+    async with resolver:
+        with pytest.raises(Unresolvable) as refused:
+            await resolver.resolve(Lead(campaign_id="c", external_id="1"))
+    assert (refused.value.reason, refused.value.retryable) == ("adapter_error", True)
+    assert route.call_count == 1
+    assert resolver.stats().adapter_errors["rejected"] == 1
+    with pytest.raises(AdapterRequestRejected):
+        await Acme(token="t").fetch_phone("1")

@@ -56,7 +56,13 @@ import certifi
 import httpx
 
 from .._http import retry_after_seconds
-from ..errors import AdapterAuthError, AdapterRateLimited, AdapterUnavailable, RecordNotFound
+from ..errors import (
+    AdapterAuthError,
+    AdapterRateLimited,
+    AdapterRequestRejected,
+    AdapterUnavailable,
+    RecordNotFound,
+)
 from ..lupitor.limiter import SlidingWindowLimiter
 
 __all__ = [
@@ -660,6 +666,9 @@ class HttpAdapter:
             raise AdapterAuthError(f"the CRM refused the credentials ({status})")
         if status >= 500:
             raise AdapterUnavailable(f"the CRM answered {status}", retry_after=retry)
+        if 400 <= status < 500 and status not in (408, 409, 423, 425):
+            # The request itself was refused: asking again would get the same answer.
+            raise AdapterRequestRejected(f"the CRM refused the request ({status})")
         raise AdapterUnavailable(f"the CRM answered {status}")
 
     async def aclose(self) -> None:
