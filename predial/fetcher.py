@@ -104,8 +104,8 @@ class CampaignRuntime:
         return result
 
     async def fetch_many(self, external_ids: Sequence[str]) -> Mapping[str, object]:
-        """One `fetch_phones` call: the adapter's answers by id (a missing id was not
-        found). Raises what the adapter raises; the breaker hears of it."""
+        """One `fetch_phones` call: the adapter's answers by id (an id left out is asked
+        alone later). Raises what the adapter raises; the breaker hears of it."""
         assert self.fetch_batch is not None
         if not self.breaker.allow():
             raise CircuitOpen("circuit open", retry_after=self.breaker.retry_after())
@@ -117,10 +117,16 @@ class CampaignRuntime:
             else:
                 future = self._pool.submit(self.fetch_batch, list(external_ids))
                 answers = await asyncio.wrap_future(future)
+        except RecordNotFound:
+            # The batch endpoint found none of them (some answer a 404): each id is
+            # then asked alone, which says which are really missing.
+            self.breaker.record_success(time.monotonic() - started)
+            return {}
         except Exception:
             self.breaker.record_failure()
             raise
         if not isinstance(answers, Mapping):
+            self.breaker.record_failure()
             raise BadBatchAnswer(
                 f"fetch_phones must return a mapping of id to answer, not {type(answers).__name__}"
             )

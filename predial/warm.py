@@ -111,13 +111,14 @@ async def warm(
     async def batch(runtime: CampaignRuntime, leads: dict[str, Lead]) -> None:
         ids = list(leads)
         async with gate:
+            deadline = asyncio.timeout(batch_timeout)
             try:
-                async with asyncio.timeout(batch_timeout):
+                async with deadline:
                     answers = await runtime.fetch_many(ids)
             except Exception as error:
                 # Whatever one batch raises (an outage, a timeout, an adapter bug)
                 # costs only its own leads: they are fetched just in time later.
-                if isinstance(error, TimeoutError):
+                if deadline.expired():
                     runtime.breaker.record_failure()  # the cancelled call could not
                 if not isinstance(error, CircuitOpen):
                     report.batches += 1

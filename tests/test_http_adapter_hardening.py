@@ -18,7 +18,7 @@ import pytest
 
 from predial import AdapterAuthError, AdapterRateLimited, AdapterUnavailable
 from predial._http import MAX_RETRY_AFTER, retry_after_seconds
-from predial.adapters.http import HttpAdapter
+from predial.adapters.http import HttpAdapter, environment_proxy
 from predial.testing import FakeOAuth
 
 Writer = Callable[[asyncio.StreamWriter], Awaitable[None]]
@@ -314,3 +314,97 @@ async def test_campaigns_naming_one_tenant_share_its_budget_and_pause() -> None:
     assert (await fourth.fetch_phone("1")) == {}
     for adapter in (first, second, third, fourth):
         await adapter.aclose()
+
+
+async def test_the_environment_proxy_is_used_as_an_async_client_would(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[bytes] = []
+
+    async def proxy(writer: asyncio.StreamWriter) -> None:
+        await answer(b'{"via": "proxy"}')(writer)
+
+    async def recording(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await reader.readuntil(b"\r\n\r\n"))
+        await proxy(writer)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(recording, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("NO_PROXY", "")
+    adapter = Raw(base_url="http://crm.example.invalid")
+    assert await adapter.fetch_phone("1") == {"via": "proxy"}
+    assert seen[0].startswith(b"GET http://crm.example.invalid/c/1 ")  # absolute form: a proxy
+    await adapter.aclose()
+    monkeypatch.setenv("NO_PROXY", "crm.example.invalid")
+    assert environment_proxy("http://crm.example.invalid") is None
+    assert environment_proxy("http://other.example.invalid") == f"http://127.0.0.1:{port}"
+    server.close()
+    await server.wait_closed()
+
+
+def small_window_zlib(data: bytes) -> bytes:
+    compressor = zlib.compressobj(wbits=9)  # its header starts with 0x18, not "x"
+    return compressor.compress(data) + compressor.flush()
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body", "words"),
+    [
+        ("deflate", small_window_zlib(b'{"a": 1}'), None),
+        ("gzip", gzip.compress(b'{"phone": "+12024561111"}')[:-12], "cut"),
+    ],
+    ids=["small-window-zlib", "truncated-gzip"],
+)
+async def test_zlib_variants_and_truncation(encoding: str, body: bytes, words: str | None) -> None:
+    async with raw_server(answer(body, f"Content-Encoding: {encoding}")) as url:
+        adapter = Raw(base_url=url)
+        if words is None:
+            assert await adapter.fetch_phone("1") == {"a": 1}
+        else:
+            with pytest.raises(AdapterUnavailable, match=words):
+                await adapter.fetch_phone("1")
+        await adapter.aclose()
+
+
+async def test_two_adapters_refreshing_at_once_through_one_file_both_succeed(
+    tmp_path: Path,
+) -> None:
+    oauth = FakeOAuth("cid", "cs", "refresh-0", rotate=True)
+    settings = oauth_settings(refresh_token_file=str(tmp_path / "refresh"))
+    first, second = (
+        Raw(**settings, transport=crm_with(oauth, 0.05)),
+        Raw(**settings, transport=crm_with(oauth, 0.05)),
+    )
+    results = await asyncio.gather(
+        first.fetch_phone("1"), second.fetch_phone("1"), return_exceptions=True
+    )
+    assert results == [{"phone": "+12024561111"}] * 2  # the loser re-read the file and retried
+    assert (tmp_path / "refresh").read_text() == oauth.refresh_token
+    await first.aclose()
+    await second.aclose()
+
+
+async def test_a_token_kept_only_in_the_file_is_used(tmp_path: Path) -> None:
+    store = tmp_path / "refresh"
+    store.write_text("refresh-7")
+    oauth = FakeOAuth("cid", "cs", "refresh-7")
+    settings = {**oauth_settings(refresh_token_file=str(store)), "refresh_token": None}
+    adapter = Raw(**settings, transport=crm_with(oauth))
+    assert await adapter.fetch_phone("1") == {"phone": "+12024561111"}
+    await adapter.aclose()
+
+
+async def test_a_finished_refresh_is_not_reused_after_the_token_expires() -> None:
+    """An eager task can finish before it is stored: a done task must not be joined."""
+    oauth = FakeOAuth("cid", "cs", "refresh-0", expires_in=3600)
+    adapter = Raw(**oauth_settings(), transport=crm_with(oauth))
+    await adapter.fetch_phone("1")
+    oauth.expire_all()
+    assert adapter.oauth is not None
+    adapter.oauth._expires_at = 0.0  # as if an hour had passed
+    assert await adapter.fetch_phone("1") == {"phone": "+12024561111"}
+    assert oauth.refreshes == 2
+    await adapter.aclose()

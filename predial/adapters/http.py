@@ -46,6 +46,7 @@ import os
 import ssl
 import tempfile
 import time
+import urllib.request
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -71,6 +72,7 @@ __all__ = [
     "Params",
     "RateLimitScope",
     "RefreshTokenFile",
+    "environment_proxy",
     "retry_after_seconds",
     "safe_path",
 ]
@@ -181,6 +183,10 @@ class OAuth2:
         self._expires_at = 0.0
         self._refreshing: asyncio.Task[str] | None = None
         self._revoked: str | None = None
+        self._refused: set[str] = set()
+        # Configured without any refresh token: the client-credentials grant, always
+        # (a refresh token the endpoint may hand out anyway is not switched to).
+        self._client_credentials = refresh_token is None and load_refresh_token is None
         self.refreshes = 0
 
     def __repr__(self) -> str:
@@ -192,14 +198,17 @@ class OAuth2:
     async def token(self, client: httpx.AsyncClient, stale: str | None = None) -> str:
         """A valid access token; refreshed (once, however many callers wait) when
         missing, expiring, or equal to `stale` (the one a 401 just refused)."""
-        if self._revoked is not None:
+        if self._revoked is not None and not self._new_token_stored():
             raise AdapterAuthError(self._revoked)
         current = self._access_token
         if current is not None and current != stale and self._valid():
             return current
+        loop = asyncio.get_running_loop()
         task = self._refreshing
-        if task is None:
-            task = asyncio.get_running_loop().create_task(self._refresh_once(client))
+        # A refresh under way on this loop is joined; a finished one (an eager task
+        # can finish before it is stored) or one on another loop is not.
+        if task is None or task.done() or task.get_loop() is not loop:
+            task = loop.create_task(self._refresh_once(client))
             # Read the outcome even when every waiter was cancelled: no "exception
             # never retrieved" noise.
             task.add_done_callback(lambda done: done.cancelled() or done.exception())
@@ -214,27 +223,49 @@ class OAuth2:
             assert self._access_token is not None
             return self._access_token
         finally:
-            self._refreshing = None
+            if self._refreshing is asyncio.current_task():
+                self._refreshing = None
+
+    def _new_token_stored(self) -> bool:
+        """Whether the store holds a refresh token not yet refused: another adapter
+        or process rotated it, or an operator put a new one there. Revocation is
+        then lifted and the stored token tried."""
+        if self._load_refresh_token is None:
+            return False
+        stored = self._load_refresh_token()
+        if stored is None or stored in self._refused:
+            return False
+        self._revoked = None
+        return True
 
     def _candidates(self) -> list[str | None]:
         """Refresh tokens to try, newest first: the stored one (another process may
         have rotated it), the one in memory, the configured one (after the app was
         authorised again, the stored one is stale)."""
-        if self._refresh_token is None and self._configured_refresh_token is None:
-            return [None]  # the client-credentials grant
+        if self._client_credentials:
+            return [None]
         stored = self._load_refresh_token() if self._load_refresh_token else None
         ordered = [stored, self._refresh_token, self._configured_refresh_token]
-        return list(dict.fromkeys(token for token in ordered if token))
+        tokens = [token for token in dict.fromkeys(ordered) if token and token not in self._refused]
+        # Nothing left to try: ask with the newest anyway, so the refusal is the CRM's.
+        return list(tokens) or [next((t for t in ordered if t), None)]
 
     async def _refresh(self, client: httpx.AsyncClient) -> None:
         refused = 0
-        for refresh_token in self._candidates():
-            response = await self._ask(client, refresh_token)
-            if response.status_code in (400, 401, 403):
-                refused = response.status_code
-                continue  # invalid_grant: a retired token; try the next candidate
-            await self._accept(response, refresh_token)
-            return
+        # A second pass only if the store changed meanwhile: another adapter or
+        # process sharing it won a race to rotate the token this one just sent.
+        for _ in range(2):
+            for refresh_token in self._candidates():
+                response = await self._ask(client, refresh_token)
+                if response.status_code in (400, 401, 403):
+                    refused = response.status_code
+                    if refresh_token is not None:
+                        self._refused.add(refresh_token)
+                    continue  # invalid_grant: a retired token; try the next candidate
+                await self._accept(response, refresh_token)
+                return
+            if not self._new_token_stored():
+                break
         # Every grant was refused: the credentials are revoked or wrong. Remembered,
         # so lookups fail at once instead of hammering the token endpoint.
         self._revoked = f"OAuth token refresh refused ({refused})"
@@ -274,7 +305,8 @@ class OAuth2:
         try:
             body = response.json()
             access = str(body["access_token"])
-            lifetime = float(body.get("expires_in", 3600))
+            given = body.get("expires_in")
+            lifetime = 3600.0 if given is None else float(given)
             if not math.isfinite(lifetime) or lifetime < 0:
                 raise ValueError
         except (ValueError, KeyError, TypeError, AttributeError):
@@ -283,6 +315,8 @@ class OAuth2:
         # Refreshed ahead of expiry by the leeway, or by half the lifetime for
         # short-lived tokens (else a token would never count as valid).
         self._expires_at = self._clock() + lifetime - min(self._leeway, lifetime / 2)
+        if self._client_credentials:
+            return
         self._refresh_token = used
         rotated = body.get("refresh_token")
         if rotated and rotated != used:
@@ -402,12 +436,19 @@ class HttpAdapter:
             # One TLS context for all the pools: building one per pool loads the CA
             # bundle each time (~80 ms on the benchmark machine).
             tls = ssl.create_default_context(cafile=certifi.where())
+            # Bare transports do not read the environment: the proxy an AsyncClient
+            # would use (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY) is looked up here.
+            proxy = environment_proxy(url)
             self._transports = [
-                httpx.AsyncHTTPTransport(verify=tls, limits=limits) for _ in range(count)
+                httpx.AsyncHTTPTransport(verify=tls, limits=limits, proxy=proxy)
+                for _ in range(count)
             ]
-        # The OAuth token endpoint is called rarely: an ordinary client will do.
-        self._token_client = httpx.AsyncClient(
-            timeout=timeout, transport=self._transports[0], follow_redirects=False
+        # The OAuth token endpoint is called rarely: an ordinary client will do (it
+        # finds its own proxy).
+        self._token_client = (
+            httpx.AsyncClient(timeout=timeout, transport=transport, follow_redirects=False)
+            if transport is not None
+            else httpx.AsyncClient(timeout=timeout, verify=tls, follow_redirects=False)
         )
         self._in_flight = [0] * len(self._transports)
         self._next = itertools.cycle(range(len(self._transports)))
@@ -424,6 +465,15 @@ class HttpAdapter:
             # Campaigns on one CRM account share its limits: one budget, one pause.
             key = (f"{type(self).__module__}.{type(self).__qualname__}", tenant)
             self._tenant = _TENANTS.get(key) or _TENANTS.setdefault(key, _Tenant(budget))
+            if self._tenant.limit != (budget and (int(budget[0]), float(budget[1]))):
+                log.warning(
+                    "%s: tenant %r is already in use with rate_limit %s; this adapter's %s "
+                    "is ignored (give campaigns of one tenant the same rate_limit)",
+                    self.name,
+                    tenant,
+                    self._tenant.limit,
+                    budget,
+                )
         else:
             self._tenant = _Tenant(budget)
 
@@ -626,14 +676,19 @@ class HttpAdapter:
             return raw
         if encoding not in ("gzip", "x-gzip", "deflate"):
             raise AdapterUnavailable(f"the CRM's answer uses an unsupported encoding {encoding!r}")
-        # wbits 47 reads both the gzip and the zlib container; raw deflate needs -15.
-        decoder = zlib.decompressobj(47 if encoding != "deflate" or raw[:1] == b"x" else -15)
+        # wbits 47 reads both the gzip and the zlib container; raw deflate (which some
+        # servers send for "deflate") needs -15. A zlib header is CM 8 with a check
+        # making the first two bytes a multiple of 31.
+        zlib_header = len(raw) >= 2 and raw[0] & 0x0F == 8 and (raw[0] << 8 | raw[1]) % 31 == 0
+        decoder = zlib.decompressobj(47 if encoding != "deflate" or zlib_header else -15)
         try:
             body = decoder.decompress(raw, self.max_response_bytes + 1)
         except zlib.error:
             raise AdapterUnavailable(f"the CRM's answer is not valid {encoding}") from None
         if len(body) > self.max_response_bytes:
             raise AdapterUnavailable(f"the CRM's answer exceeds {self.max_response_bytes} bytes")
+        if not decoder.eof:
+            raise AdapterUnavailable(f"the CRM's answer was cut ({encoding} stream incomplete)")
         return body
 
     def raise_for_status(self, response: httpx.Response) -> None:
@@ -677,11 +732,22 @@ class HttpAdapter:
             await transport.aclose()
 
 
+def environment_proxy(url: str) -> str | None:
+    """The proxy the environment names for `url` (as `httpx.AsyncClient` finds it):
+    `<scheme>_proxy`, else `all_proxy`, unless `no_proxy` covers the host."""
+    target = httpx.URL(url)
+    if urllib.request.proxy_bypass(target.host):
+        return None
+    proxies = urllib.request.getproxies_environment()
+    return proxies.get(target.scheme) or proxies.get("all") or None
+
+
 class _Tenant:
     """One CRM account's client-side limits: the rate budget and the daily-quota pause."""
 
     def __init__(self, budget: tuple[int, float] | None) -> None:
-        self.budget = SlidingWindowLimiter(int(budget[0]), budget[1]) if budget else None
+        self.limit = (int(budget[0]), float(budget[1])) if budget else None
+        self.budget = SlidingWindowLimiter(*self.limit) if self.limit else None
         self.quota_until = 0.0
 
 
