@@ -166,8 +166,10 @@ class OAuth2:
         leeway: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
         load_refresh_token: Callable[[], str | None] | None = None,
+        on_token: Callable[[Mapping[str, Any]], None] | None = None,
     ) -> None:
         self.token_url = token_url
+        self._on_token = on_token
         self._client_id = client_id
         self._client_secret = client_secret
         self._configured_refresh_token = refresh_token
@@ -311,6 +313,8 @@ class OAuth2:
                 raise ValueError
         except (ValueError, KeyError, TypeError, AttributeError):
             raise AdapterUnavailable("token endpoint answered without a usable token") from None
+        if self._on_token is not None:
+            self._on_token(body)  # may refuse the answer: before anything is kept
         self._access_token = access
         # Refreshed ahead of expiry by the leeway, or by half the lifetime for
         # short-lived tokens (else a token would never count as valid).
@@ -418,6 +422,7 @@ class HttpAdapter:
                 extra_params=self.token_params,
                 client_auth=self.token_client_auth,
                 load_refresh_token=store.read if store is not None else None,
+                on_token=self.on_token,
             )
         # Requests go straight to httpx transports, one connection pool each: the
         # client layer (cookies, redirects, auth flows, event hooks) is not needed
@@ -495,6 +500,24 @@ class HttpAdapter:
             raw = f"{user}:{password or ''}".encode()
             return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
         return {}
+
+    def on_token(self, answer: Mapping[str, Any]) -> None:
+        """Called with each OAuth token answer before its token is used. Override it
+        to read where the tenant's API lives (Salesforce's `instance_url`, Pipedrive's
+        `api_domain`) with `use_base_url`; raise `AdapterUnavailable` to refuse it."""
+
+    def use_base_url(self, url: str) -> None:
+        """Send later requests to `url` (from a token answer): http(s) only, and
+        https unless it is this machine."""
+        parsed = httpx.URL(url) if isinstance(url, str) else None
+        if (
+            parsed is None
+            or parsed.scheme not in ("http", "https")
+            or not parsed.host
+            or (parsed.scheme == "http" and parsed.host not in ("127.0.0.1", "localhost"))
+        ):
+            raise AdapterUnavailable("the token endpoint named an unusable API address")
+        self.base_url = str(url).rstrip("/")
 
     def rate_limit_scope(self, response: httpx.Response) -> RateLimitScope | None:
         """Whether `response` says a rate limit was hit, and which one.

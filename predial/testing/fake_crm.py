@@ -64,8 +64,11 @@ class FakeOAuth:
         expires_in: int | None = 1800,
         rotate: bool = False,
         client_auth: Literal["body", "basic"] | None = None,
+        extra: dict[str, Any] | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
+        #: More fields of every token answer (Pipedrive's `api_domain`, say).
+        self.extra = dict(extra or {})
         self.client_id = client_id
         self.client_auth = client_auth
         self.client_secret = client_secret
@@ -128,7 +131,7 @@ class FakeOAuth:
             access = f"access-{serial}"
             lifetime = self.expires_in if self.expires_in is not None else 7200
             self._issued[access] = self._clock() + lifetime
-            body: dict[str, Any] = {"access_token": access, "token_type": "Bearer"}
+            body: dict[str, Any] = {"access_token": access, "token_type": "Bearer", **self.extra}
             if self.expires_in is not None:
                 body["expires_in"] = self.expires_in
             if grant == "refresh_token":

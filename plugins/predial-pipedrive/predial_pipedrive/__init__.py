@@ -61,8 +61,8 @@ class PipedriveAdapter(HttpAdapter):
     """Pipedrive persons by id.
 
     Settings: `token` (an API token, sent as `x-api-token`) or `client_id` /
-    `client_secret` / `refresh_token` (OAuth; `base_url` must then be the
-    `api_domain` Pipedrive gave the app), `custom_phone_fields` (up to 15
+    `client_secret` / `refresh_token` (OAuth; without `base_url`, the token
+    answer's `api_domain` is used), `custom_phone_fields` (up to 15
     custom-field keys of phone type), `base_url` (default
     `https://api.pipedrive.com`; `https://<company>.pipedrive.com` works too),
     `timeout`, `rate_limit` (default `[20, 2]`, the smallest plan's burst limit
@@ -90,13 +90,16 @@ class PipedriveAdapter(HttpAdapter):
                 "set either `token` (an API token) or OAuth (`client_id`, `client_secret`, "
                 "`refresh_token`), not both"
             )
-        if oauth and not settings.get("base_url"):
-            raise ValueError(
-                "with OAuth, set `base_url` to the `api_domain` Pipedrive returned for the "
-                "installation (e.g. https://yourcompany.pipedrive.com)"
-            )
+        # With OAuth and no base_url, the token answer's api_domain says where the
+        # company's API lives (Pipedrive requires OAuth apps to use it).
+        self._follow_api_domain = oauth and not settings.get("base_url")
         self.custom_phone_fields = _field_keys(custom_phone_fields)
         super().__init__(**settings)
+
+    def on_token(self, answer: Mapping[str, Any]) -> None:
+        domain = answer.get("api_domain")
+        if self._follow_api_domain and isinstance(domain, str) and domain:
+            self.use_base_url(domain)
 
     async def fetch_phone(self, external_id: str) -> CrmContact:
         person_id = _person_id(external_id)

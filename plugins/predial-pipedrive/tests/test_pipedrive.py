@@ -498,9 +498,19 @@ async def test_client_side_budget_fails_fast(crm: respx.MockRouter, fake: FakePi
 # -- OAuth -----------------------------------------------------------------------------------
 
 
+async def test_oauth_without_base_url_follows_the_api_domain(
+    crm: respx.MockRouter, fake: FakePipedrive
+) -> None:
+    fake.oauth = oauth_fake(extra={"api_domain": BASE})
+    pipedrive = PipedriveAdapter(
+        client_id="cid", client_secret="csecret", refresh_token="refresh-0", token_url=TOKEN_URL
+    )
+    assert (await pipedrive.fetch_phone("101")).phones
+    assert pipedrive.base_url == BASE
+    await pipedrive.aclose()
+
+
 def test_oauth_settings_are_checked() -> None:
-    with pytest.raises(ValueError, match="api_domain"):
-        PipedriveAdapter(client_id="cid", client_secret="csecret", refresh_token="r")
     with pytest.raises(ValueError, match="not both"):
         adapter(client_id="cid", client_secret="csecret", refresh_token="r")
     assert PipedriveAdapter(token=TOKEN).base_url == "https://api.pipedrive.com"

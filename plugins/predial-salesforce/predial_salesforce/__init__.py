@@ -157,11 +157,19 @@ class SalesforceAdapter(HttpAdapter):
         external_id_field: str | None = None,
         **settings: Any,
     ) -> None:
+        oauth = bool(settings.get("client_id") or settings.get("refresh_token"))
         if not settings.get("base_url"):
-            raise ValueError(
-                "base_url is required: the org's instance URL, "
-                'e.g. base_url = "https://acme.my.salesforce.com"'
-            )
+            if not oauth:
+                raise ValueError(
+                    "base_url is required with a token: the org's instance URL, "
+                    'e.g. base_url = "https://acme.my.salesforce.com"'
+                )
+            # With OAuth the token answer says where the org lives (instance_url);
+            # until the first token, the login host stands in (no data goes there).
+            settings["base_url"] = "https://login.salesforce.com"
+            self._follow_instance_url = True
+        else:
+            self._follow_instance_url = False
         version = self.default_api_version if api_version is None else api_version
         if not isinstance(version, str) or not _API_VERSION.fullmatch(version):
             raise ValueError(f'api_version must look like "v61.0", not {version!r}')
@@ -189,6 +197,16 @@ class SalesforceAdapter(HttpAdapter):
         self.external_id_field = external_id_field
         #: The org's API usage from the last `Sforce-Limit-Info`: (used, allocation).
         self.api_usage: tuple[int, int] | None = None
+
+    def on_token(self, answer: Mapping[str, Any]) -> None:
+        # Salesforce's token answer names the org's instance; used unless the
+        # campaign set base_url itself.
+        if not self._follow_instance_url:
+            return
+        instance = answer.get("instance_url")
+        if not isinstance(instance, str):
+            raise AdapterUnavailable("Salesforce's token answer has no instance_url")
+        self.use_base_url(instance)
 
     def __repr__(self) -> str:
         return (

@@ -764,3 +764,36 @@ def test_predial_check_against_the_served_fake(fake: FakeSalesforce, tmp_path: P
 
 def test_lead_fields_constant_matches_the_request() -> None:
     assert LEAD_FIELDS == ("Phone", "MobilePhone", "DoNotCall", "IsConverted", "ConvertedContactId")
+
+
+async def test_without_base_url_oauth_follows_the_instance_url(
+    crm: respx.MockRouter, fake: FakeSalesforce
+) -> None:
+    """The token answer's instance_url says where the org lives: no base_url needed."""
+    fake.oauth = salesforce_oauth()
+    salesforce = SalesforceAdapter(
+        client_id="cid", client_secret="csecret", refresh_token="refresh-0", token_url=TOKEN_URL
+    )
+    assert salesforce.base_url == "https://login.salesforce.com"  # until the first token
+    assert (await salesforce.fetch_phone(CONTACT)).phones
+    assert salesforce.base_url == BASE
+    assert data_requests(fake)[0].url.host == "127.0.0.1"
+    await salesforce.aclose()
+    # A configured base_url wins over the token answer.
+    crm.route(host="localhost").mock(side_effect=fake.handler)
+    pinned = SalesforceAdapter(
+        base_url="http://localhost:9",
+        client_id="cid",
+        client_secret="csecret",
+        refresh_token="refresh-0",
+        token_url=TOKEN_URL,
+    )
+    assert (await pinned.fetch_phone(CONTACT)).phones
+    assert pinned.base_url == "http://localhost:9"
+    assert data_requests(fake)[-1].url.host == "localhost"
+    await pinned.aclose()
+
+
+def test_a_token_without_base_url_is_refused() -> None:
+    with pytest.raises(ValueError, match="base_url is required with a token"):
+        SalesforceAdapter(token="00D!session")
