@@ -408,3 +408,21 @@ async def test_a_finished_refresh_is_not_reused_after_the_token_expires() -> Non
     assert await adapter.fetch_phone("1") == {"phone": "+12024561111"}
     assert oauth.refreshes == 2
     await adapter.aclose()
+
+
+async def test_a_rotated_refresh_token_is_kept_even_when_the_answer_is_refused(
+    tmp_path: Path,
+) -> None:
+    """An answer whose API address is refused still retired the old refresh token."""
+
+    class Strict(Raw):
+        def on_token(self, answer: Any) -> None:
+            self.use_base_url(answer.get("api_domain", ""))
+
+    oauth = FakeOAuth("cid", "cs", "refresh-0", rotate=True, extra={"api_domain": "ftp://nope"})
+    store = tmp_path / "refresh"
+    adapter = Strict(**oauth_settings(refresh_token_file=str(store)), transport=crm_with(oauth))
+    with pytest.raises(AdapterUnavailable, match="unusable API address"):
+        await adapter.fetch_phone("1")
+    assert store.read_text() == oauth.refresh_token == "refresh-1"
+    await adapter.aclose()

@@ -306,29 +306,35 @@ class OAuth2:
     async def _accept(self, response: httpx.Response, used: str | None) -> None:
         try:
             body = response.json()
+            if not isinstance(body, dict):
+                raise TypeError
+        except (ValueError, TypeError):
+            raise AdapterUnavailable("token endpoint answered without a usable token") from None
+        if not self._client_credentials:
+            # First, whatever else is wrong with this answer: the CRM has retired the
+            # refresh token just sent, so a rotated one must be kept.
+            self._refresh_token = used
+            rotated = body.get("refresh_token")
+            if rotated and rotated != used:
+                self._refresh_token = str(rotated)
+                if self._on_refresh_token is not None:
+                    result = self._on_refresh_token(self._refresh_token)
+                    if result is not None:
+                        await result
+        try:
             access = str(body["access_token"])
             given = body.get("expires_in")
             lifetime = 3600.0 if given is None else float(given)
             if not math.isfinite(lifetime) or lifetime < 0:
                 raise ValueError
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError):
             raise AdapterUnavailable("token endpoint answered without a usable token") from None
         if self._on_token is not None:
-            self._on_token(body)  # may refuse the answer: before anything is kept
+            self._on_token(body)  # may refuse the answer: before its token is used
         self._access_token = access
         # Refreshed ahead of expiry by the leeway, or by half the lifetime for
         # short-lived tokens (else a token would never count as valid).
         self._expires_at = self._clock() + lifetime - min(self._leeway, lifetime / 2)
-        if self._client_credentials:
-            return
-        self._refresh_token = used
-        rotated = body.get("refresh_token")
-        if rotated and rotated != used:
-            self._refresh_token = str(rotated)
-            if self._on_refresh_token is not None:
-                result = self._on_refresh_token(self._refresh_token)
-                if result is not None:
-                    await result
 
 
 class HttpAdapter:
