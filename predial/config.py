@@ -58,6 +58,7 @@ __all__ = [
     "PredialConfig",
     "ResolverConfig",
     "find_config",
+    "is_secret_setting",
     "load_config",
 ]
 
@@ -70,7 +71,7 @@ _SECRET_KEY = re.compile(
 )
 
 
-def _is_secret_key(key: str) -> bool:
+def is_secret_setting(key: str) -> bool:
     """Whether a setting named `key` holds a secret; `refresh_token_file` and the like
     name where one is kept, which is not itself secret."""
     if key.lower().endswith(("_file", "_path", "_url")):
@@ -272,7 +273,7 @@ def _check_secrets(raw: Mapping[str, Any], file: str) -> None:
         if not isinstance(settings, dict):
             continue
         for key, value in settings.items():
-            if _is_secret_key(str(key)) and isinstance(value, str) and value:
+            if is_secret_setting(str(key)) and isinstance(value, str) and value:
                 if not _VARIABLE.search(value):
                     raise ConfigurationError(
                         f"{file}: campaigns[{index}].settings.{key}: secrets are not written "

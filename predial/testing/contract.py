@@ -41,7 +41,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 from urllib.parse import unquote
 
 import httpx
@@ -49,6 +49,7 @@ import pytest
 
 from ..adapters import adapter_problems, close_adapter
 from ..adapters.http import HttpAdapter
+from ..config import is_secret_setting
 from ..errors import AdapterAuthError, AdapterUnavailable, RecordNotFound
 from ..phone import PhonePolicy
 from ..plugins import load_plugins
@@ -143,7 +144,7 @@ class AdapterContract:
         text = repr(adapter)
         for key, value in getattr(adapter, "_init_kwargs", {}).items():
             # Values under 6 characters would match by chance ("t" is in "http").
-            if isinstance(value, str) and len(value) >= 6 and _is_secret(key):
+            if isinstance(value, str) and len(value) >= 6 and is_secret_setting(key):
                 assert value not in text, f"repr() shows the {key} setting"
 
     # -- answers ---------------------------------------------------------------------
@@ -178,7 +179,7 @@ class AdapterContract:
                 answer = adapter.fetch_phones([known_id, unknown_id])
                 if inspect.isawaitable(answer):
                     answer = await answer
-                return answer  # type: ignore[no-any-return]
+                return cast(Mapping[str, Any], answer)
             finally:
                 await close_adapter(adapter)
 
@@ -307,12 +308,6 @@ class AdapterContract:
             return answer(request)
 
         return adapter.with_transport(httpx.MockTransport(route))
-
-
-def _is_secret(key: str) -> bool:
-    if key.endswith(("_file", "_path", "_url")):
-        return False  # where a secret is kept, not the secret
-    return any(part in key for part in ("token", "secret", "password", "key"))
 
 
 def _data_requests(adapter: HttpAdapter, requests: list[httpx.Request]) -> list[httpx.Request]:

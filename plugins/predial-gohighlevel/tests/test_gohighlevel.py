@@ -194,8 +194,8 @@ def crm(fake: FakeGoHighLevel) -> Iterator[respx.MockRouter]:
         yield router
 
 
-def adapter(**settings: object) -> GoHighLevelAdapter:
-    return GoHighLevelAdapter(base_url=BASE, **{"token": TOKEN, **settings})  # type: ignore[arg-type]
+def adapter(**settings: Any) -> GoHighLevelAdapter:
+    return GoHighLevelAdapter(base_url=BASE, **{"token": TOKEN, **settings})
 
 
 def oauth_settings(**extra: object) -> dict[str, object]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,7 @@ def fake() -> FakeJsonCrm:
 
 
 @pytest.fixture
-def crm(fake: FakeJsonCrm) -> respx.MockRouter:
+def crm(fake: FakeJsonCrm) -> Iterator[respx.MockRouter]:
     with respx.mock(base_url=BASE, assert_all_called=False) as router:
         router.route().mock(side_effect=fake.handler)
         yield router

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -18,6 +20,7 @@ from predial import (
     CrmPhone,
     Lead,
     RecordNotFound,
+    Resolution,
     Resolver,
 )
 from predial.campaign import Campaign
@@ -44,7 +47,7 @@ def fake() -> FakeHubSpot:
 
 
 @pytest.fixture
-def crm(fake: FakeHubSpot) -> respx.MockRouter:
+def crm(fake: FakeHubSpot) -> Iterator[respx.MockRouter]:
     """HubSpot on 127.0.0.1 through respx; every request and answer checked against
     the spec as it passes."""
 
@@ -61,8 +64,8 @@ def crm(fake: FakeHubSpot) -> respx.MockRouter:
         yield router
 
 
-def adapter(**settings: object) -> HubSpotAdapter:
-    return HubSpotAdapter(base_url=BASE, **{"token": TOKEN, **settings})  # type: ignore[arg-type]
+def adapter(**settings: Any) -> HubSpotAdapter:
+    return HubSpotAdapter(base_url=BASE, **{"token": TOKEN, **settings})
 
 
 class TestContract(AdapterContract):
@@ -237,7 +240,8 @@ async def test_warm_fills_the_cache_in_batches_of_100(
         assert progress[-1] == (251, 251)
         sent = len(fake.requests)
         results = await resolver.resolve_many(leads[:250])
-        assert {r.source for r in results} == {"cache"}  # type: ignore[union-attr]
+        assert {r.source for r in results if isinstance(r, Resolution)} == {"cache"}
+        assert all(isinstance(r, Resolution) for r in results)
         assert len(fake.requests) == sent
         again = await resolver.warm(leads)
         assert (again.fresh, again.batches) == (251, 0)
@@ -300,8 +304,8 @@ async def test_client_side_budget_fails_fast(crm: respx.MockRouter, fake: FakeHu
 # -- OAuth -----------------------------------------------------------------------------------
 
 
-def oauth_fake(**options: object) -> FakeOAuth:
-    return FakeOAuth("cid", "csecret", "refresh-0", expires_in=1800, **options)  # type: ignore[arg-type]
+def oauth_fake(**options: Any) -> FakeOAuth:
+    return FakeOAuth("cid", "csecret", "refresh-0", expires_in=1800, **options)
 
 
 async def test_oauth_refreshes_once_for_50_concurrent_lookups(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -71,15 +73,15 @@ def fake(clock: Clock) -> FakePipedrive:
 
 
 @pytest.fixture
-def crm(fake: FakePipedrive) -> respx.MockRouter:
+def crm(fake: FakePipedrive) -> Iterator[respx.MockRouter]:
     """Pipedrive on 127.0.0.1 through respx."""
     with respx.mock(base_url=BASE, assert_all_called=False) as router:
         router.route().mock(side_effect=fake.handler)
         yield router
 
 
-def adapter(**settings: object) -> PipedriveAdapter:
-    return PipedriveAdapter(**{"base_url": BASE, "token": TOKEN, **settings})  # type: ignore[arg-type]
+def adapter(**settings: Any) -> PipedriveAdapter:
+    return PipedriveAdapter(**{"base_url": BASE, "token": TOKEN, **settings})
 
 
 def oauth_adapter(**settings: object) -> PipedriveAdapter:
@@ -93,9 +95,9 @@ def oauth_adapter(**settings: object) -> PipedriveAdapter:
     )
 
 
-def oauth_fake(**options: object) -> FakeOAuth:
+def oauth_fake(**options: Any) -> FakeOAuth:
     # Pipedrive wants the client's credentials as HTTP Basic, not in the form.
-    return FakeOAuth("cid", "csecret", "refresh-0", expires_in=3599, client_auth="basic", **options)  # type: ignore[arg-type]
+    return FakeOAuth("cid", "csecret", "refresh-0", expires_in=3599, client_auth="basic", **options)
 
 
 class TestContract(AdapterContract):

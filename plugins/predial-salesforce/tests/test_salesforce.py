@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -88,8 +89,8 @@ def crm(fake: FakeSalesforce) -> Iterator[respx.MockRouter]:
         yield router
 
 
-def adapter(**settings: object) -> SalesforceAdapter:
-    return SalesforceAdapter(base_url=BASE, **{"token": TOKEN, **settings})  # type: ignore[arg-type]
+def adapter(**settings: Any) -> SalesforceAdapter:
+    return SalesforceAdapter(base_url=BASE, **{"token": TOKEN, **settings})
 
 
 def oauth_adapter(**settings: object) -> SalesforceAdapter:
@@ -616,9 +617,9 @@ def test_api_usage_reads_only_the_orgs_usage() -> None:
 # -- OAuth --------------------------------------------------------------------------------------
 
 
-def salesforce_oauth(**options: object) -> FakeOAuth:
+def salesforce_oauth(**options: Any) -> FakeOAuth:
     # Salesforce's token responses carry no expires_in.
-    return FakeOAuth("cid", "csecret", "refresh-0", expires_in=None, **options)  # type: ignore[arg-type]
+    return FakeOAuth("cid", "csecret", "refresh-0", expires_in=None, **options)
 
 
 async def test_oauth_refreshes_once_for_50_concurrent_lookups(
