@@ -255,26 +255,6 @@ async def test_401_refreshes_once_and_retries_once() -> None:
     await adapter.aclose()
 
 
-@respx.mock
-async def test_requests_spread_over_small_pools() -> None:
-    """100 in flight are spread over pools of `connections_per_client`, none overfull."""
-    adapter = Acme(token="t", max_in_flight=100)
-    assert len(adapter._transports) == 100 // Acme.connections_per_client
-    fullest = 0
-
-    async def slow(request: httpx.Request) -> httpx.Response:
-        nonlocal fullest
-        fullest = max(fullest, *adapter._in_flight)
-        await asyncio.sleep(0.02)
-        return contact()
-
-    respx.get(url__startswith=f"{BASE}/v1/contacts/").mock(side_effect=slow)
-    await asyncio.gather(*(adapter.fetch_phone(str(i)) for i in range(100)))
-    assert fullest == Acme.connections_per_client
-    assert all(count == 0 for count in adapter._in_flight)
-    await adapter.aclose()
-
-
 async def test_requests_carry_predial_headers_and_the_timeout() -> None:
     seen: list[httpx.Request] = []
 

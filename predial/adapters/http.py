@@ -36,24 +36,20 @@ What the base does:
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import itertools
 import json
 import logging
-import math
 import os
+import re
 import ssl
-import tempfile
 import time
 import urllib.request
-import zlib
-from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote
 
 import certifi
+import httpcore
 import httpx
 
 from .._http import retry_after_seconds
@@ -65,6 +61,14 @@ from ..errors import (
     RecordNotFound,
 )
 from ..lupitor.limiter import SlidingWindowLimiter
+from ._transport import (
+    DeferredRequest,
+    PooledTransport,
+    ShardedTransport,
+    decode_body,
+    read_capped,
+)
+from .oauth import OAuth2, RefreshHook, RefreshTokenFile, persisting
 
 __all__ = [
     "HttpAdapter",
@@ -79,10 +83,16 @@ __all__ = [
 
 log = logging.getLogger("predial.adapters.http")
 
-RefreshHook = Callable[[str], Awaitable[None] | None]
 RateLimitScope = Literal["burst", "daily"]
 #: Query parameters: a mapping, or pairs when a name repeats (`properties=a&properties=b`).
 Params = Mapping[str, Any] | list[tuple[str, Any]]
+
+#: A path `HttpAdapter` sends without httpx's URL parser (which would leave it
+#: unchanged): segments of RFC 3986 path characters and percent escapes, none `.`
+#: or `..`. Any other path goes through httpx.
+_PCHAR = r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@]|%[0-9A-Fa-f]{2})"
+_SENDABLE_PATH = re.compile(rf"(?:/(?!\.\.?(?:/|$)){_PCHAR}*)+")
+_SENDABLE_QUERY = re.compile(rf"(?:{_PCHAR}|[/?])*")
 
 #: Headers in which CRMs report how much of a daily quota is left.
 DAILY_REMAINING_HEADERS = (
@@ -105,236 +115,6 @@ def safe_path(template: str, *segments: object) -> str:
             raise RecordNotFound(f"{text!r} is not a record id")
         encoded.append(quote(text, safe=""))
     return template.format(*encoded)
-
-
-class RefreshTokenFile:
-    """Keeps a rotated OAuth refresh token in a file, so a restart uses the newest one.
-
-    GoHighLevel issues a new refresh token on every refresh and retires the old one;
-    Salesforce can be set up to. Written atomically (a temporary file, then a rename)
-    with mode 0600, so a crash never leaves half a token behind.
-    """
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-
-    def __repr__(self) -> str:
-        return f"RefreshTokenFile({str(self.path)!r})"
-
-    def read(self) -> str | None:
-        try:
-            token = self.path.read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
-            return None
-        return token or None
-
-    def write(self, token: str) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".refresh-")
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as file:
-                file.write(token)
-                file.flush()
-                os.fsync(file.fileno())
-            os.chmod(temporary, 0o600)
-            os.replace(temporary, self.path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-
-
-class OAuth2:
-    """OAuth2 access tokens with expiry tracking and one refresh at a time.
-
-    `refresh_token` set: the refresh-token grant (rotated tokens are kept and handed
-    to `on_refresh_token` to persist); else the client-credentials grant.
-    `load_refresh_token` reads the newest stored refresh token before each refresh,
-    so another adapter or process that rotated it does not leave this one holding a
-    retired token.
-    """
-
-    def __init__(
-        self,
-        token_url: str,
-        client_id: str,
-        client_secret: str,
-        refresh_token: str | None = None,
-        on_refresh_token: RefreshHook | None = None,
-        scope: str | None = None,
-        extra_params: Mapping[str, str] | None = None,
-        client_auth: Literal["body", "basic"] = "body",
-        leeway: float = 30.0,
-        clock: Callable[[], float] = time.monotonic,
-        load_refresh_token: Callable[[], str | None] | None = None,
-        on_token: Callable[[Mapping[str, Any]], None] | None = None,
-    ) -> None:
-        self.token_url = token_url
-        self._on_token = on_token
-        self._client_id = client_id
-        self._client_secret = client_secret
-        self._configured_refresh_token = refresh_token
-        self._refresh_token = refresh_token
-        self._on_refresh_token = on_refresh_token
-        self._load_refresh_token = load_refresh_token
-        self._scope = scope
-        self._extra_params = dict(extra_params or {})
-        self._client_auth = client_auth
-        self._leeway = leeway
-        self._clock = clock
-        self._access_token: str | None = None
-        self._expires_at = 0.0
-        self._refreshing: asyncio.Task[str] | None = None
-        self._revoked: str | None = None
-        self._refused: set[str] = set()
-        # Configured without any refresh token: the client-credentials grant, always
-        # (a refresh token the endpoint may hand out anyway is not switched to).
-        self._client_credentials = refresh_token is None and load_refresh_token is None
-        self.refreshes = 0
-
-    def __repr__(self) -> str:
-        return f"OAuth2(token_url={self.token_url!r}, client_id=<hidden>)"
-
-    def _valid(self) -> bool:
-        return self._access_token is not None and self._clock() < self._expires_at
-
-    async def token(self, client: httpx.AsyncClient, stale: str | None = None) -> str:
-        """A valid access token; refreshed (once, however many callers wait) when
-        missing, expiring, or equal to `stale` (the one a 401 just refused)."""
-        if self._revoked is not None and not self._new_token_stored():
-            raise AdapterAuthError(self._revoked)
-        current = self._access_token
-        if current is not None and current != stale and self._valid():
-            return current
-        loop = asyncio.get_running_loop()
-        task = self._refreshing
-        # A refresh under way on this loop is joined; a finished one (an eager task
-        # can finish before it is stored) or one on another loop is not.
-        if task is None or task.done() or task.get_loop() is not loop:
-            task = loop.create_task(self._refresh_once(client))
-            # Read the outcome even when every waiter was cancelled: no "exception
-            # never retrieved" noise.
-            task.add_done_callback(lambda done: done.cancelled() or done.exception())
-            self._refreshing = task
-        # Shielded: a caller cancelled at its deadline leaves the refresh running, so
-        # a refresh token the CRM has already rotated is still kept and persisted.
-        return await asyncio.shield(task)
-
-    async def _refresh_once(self, client: httpx.AsyncClient) -> str:
-        try:
-            await self._refresh(client)
-            assert self._access_token is not None
-            return self._access_token
-        finally:
-            if self._refreshing is asyncio.current_task():
-                self._refreshing = None
-
-    def _new_token_stored(self) -> bool:
-        """Whether the store holds a refresh token not yet refused: another adapter
-        or process rotated it, or an operator put a new one there. Revocation is
-        then lifted and the stored token tried."""
-        if self._load_refresh_token is None:
-            return False
-        stored = self._load_refresh_token()
-        if stored is None or stored in self._refused:
-            return False
-        self._revoked = None
-        return True
-
-    def _candidates(self) -> list[str | None]:
-        """Refresh tokens to try, newest first: the stored one (another process may
-        have rotated it), the one in memory, the configured one (after the app was
-        authorised again, the stored one is stale)."""
-        if self._client_credentials:
-            return [None]
-        stored = self._load_refresh_token() if self._load_refresh_token else None
-        ordered = [stored, self._refresh_token, self._configured_refresh_token]
-        tokens = [token for token in dict.fromkeys(ordered) if token and token not in self._refused]
-        # Nothing left to try: ask with the newest anyway, so the refusal is the CRM's.
-        return list(tokens) or [next((t for t in ordered if t), None)]
-
-    async def _refresh(self, client: httpx.AsyncClient) -> None:
-        refused = 0
-        # A second pass only if the store changed meanwhile: another adapter or
-        # process sharing it won a race to rotate the token this one just sent.
-        for _ in range(2):
-            for refresh_token in self._candidates():
-                response = await self._ask(client, refresh_token)
-                if response.status_code in (400, 401, 403):
-                    refused = response.status_code
-                    if refresh_token is not None:
-                        self._refused.add(refresh_token)
-                    continue  # invalid_grant: a retired token; try the next candidate
-                await self._accept(response, refresh_token)
-                return
-            if not self._new_token_stored():
-                break
-        # Every grant was refused: the credentials are revoked or wrong. Remembered,
-        # so lookups fail at once instead of hammering the token endpoint.
-        self._revoked = f"OAuth token refresh refused ({refused})"
-        raise AdapterAuthError(self._revoked)
-
-    async def _ask(self, client: httpx.AsyncClient, refresh_token: str | None) -> httpx.Response:
-        form: dict[str, str] = {}
-        headers: dict[str, str] = {}
-        if self._client_auth == "basic":
-            # RFC 6749 §2.3.1: the client's credentials in a Basic header.
-            pair = f"{quote(self._client_id, safe='')}:{quote(self._client_secret, safe='')}"
-            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
-        else:
-            form.update(client_id=self._client_id, client_secret=self._client_secret)
-        if refresh_token is not None:
-            form.update(grant_type="refresh_token", refresh_token=refresh_token)
-        else:
-            form["grant_type"] = "client_credentials"
-        if self._scope:
-            form["scope"] = self._scope
-        form.update(self._extra_params)
-        self.refreshes += 1
-        try:
-            response = await client.post(self.token_url, data=form, headers=headers)
-        except httpx.HTTPError as error:
-            raise AdapterUnavailable(
-                f"token endpoint unreachable ({type(error).__name__})"
-            ) from None
-        if response.status_code >= 300 and response.status_code not in (400, 401, 403):
-            retry = retry_after_seconds(response.headers.get("retry-after"))
-            raise AdapterUnavailable(
-                f"token endpoint answered {response.status_code}", retry_after=retry
-            )
-        return response
-
-    async def _accept(self, response: httpx.Response, used: str | None) -> None:
-        try:
-            body = response.json()
-            if not isinstance(body, dict):
-                raise TypeError
-        except (ValueError, TypeError):
-            raise AdapterUnavailable("token endpoint answered without a usable token") from None
-        if not self._client_credentials:
-            # First, whatever else is wrong with this answer: the CRM has retired the
-            # refresh token just sent, so a rotated one must be kept.
-            self._refresh_token = used
-            rotated = body.get("refresh_token")
-            if rotated and rotated != used:
-                self._refresh_token = str(rotated)
-                if self._on_refresh_token is not None:
-                    result = self._on_refresh_token(self._refresh_token)
-                    if result is not None:
-                        await result
-        try:
-            access = str(body["access_token"])
-            given = body.get("expires_in")
-            lifetime = 3600.0 if given is None else float(given)
-            if not math.isfinite(lifetime) or lifetime < 0:
-                raise ValueError
-        except (ValueError, KeyError, TypeError):
-            raise AdapterUnavailable("token endpoint answered without a usable token") from None
-        if self._on_token is not None:
-            self._on_token(body)  # may refuse the answer: before its token is used
-        self._access_token = access
-        # Refreshed ahead of expiry by the leeway, or by half the lifetime for
-        # short-lived tokens (else a token would never count as valid).
-        self._expires_at = self._clock() + lifetime - min(self._leeway, lifetime / 2)
 
 
 class HttpAdapter:
@@ -367,8 +147,9 @@ class HttpAdapter:
     #: say when it comes back.
     quota_cooldown: ClassVar[float] = 900.0
     max_response_bytes: ClassVar[int] = 2_000_000
-    #: Connections per pool; `max_in_flight` is spread over as many pools as needed.
-    connections_per_client: ClassVar[int] = 2
+    #: Through a proxy, connections per httpx pool; `max_in_flight` is spread over
+    #: as many pools as needed. (Without one, a single pool of `max_in_flight`.)
+    proxy_connections_per_pool: ClassVar[int] = 2
 
     _init_kwargs: dict[str, Any]
 
@@ -424,36 +205,44 @@ class HttpAdapter:
                 client_id,
                 client_secret,
                 refresh_token,
-                _persisting(store, on_refresh_token),
+                persisting(store, on_refresh_token),
                 extra_params=self.token_params,
                 client_auth=self.token_client_auth,
                 load_refresh_token=store.read if store is not None else None,
                 on_token=self.on_token,
             )
-        # Requests go straight to httpx transports, one connection pool each: the
-        # client layer (cookies, redirects, auth flows, event hooks) is not needed
-        # for one GET, and skipping it is a quarter of the CPU per request. Pools
-        # stay small because httpcore scans every connection of a pool on every
-        # request and response: one pool of 100 collapses under load.
-        count = max(1, -(-max_in_flight // self.connections_per_client))
+        # Requests go straight to a transport: the client layer (cookies, redirects,
+        # auth flows, event hooks) is not needed for one GET, and skipping it is a
+        # quarter of the CPU per request.
         self._timeout = httpx.Timeout(timeout).as_dict()
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        self._transport: httpx.AsyncBaseTransport
         if transport is not None:
-            self._transports: list[httpx.AsyncBaseTransport] = [transport]
+            self._transport = transport
         else:
-            limits = httpx.Limits(
-                max_connections=self.connections_per_client,
-                max_keepalive_connections=self.connections_per_client,
-            )
-            # One TLS context for all the pools: building one per pool loads the CA
-            # bundle each time (~80 ms on the benchmark machine).
+            # One TLS context for every connection: building one loads the CA bundle
+            # (~80 ms on the benchmark machine).
             tls = ssl.create_default_context(cafile=certifi.where())
             # Bare transports do not read the environment: the proxy an AsyncClient
             # would use (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY) is looked up here.
             proxy = environment_proxy(url)
-            self._transports = [
-                httpx.AsyncHTTPTransport(verify=tls, limits=limits, proxy=proxy)
-                for _ in range(count)
-            ]
+            if proxy is None:
+                self._transport = PooledTransport(
+                    ssl_context=tls,
+                    max_connections=max_in_flight,
+                    max_response_bytes=self.max_response_bytes,
+                )
+            else:
+                # httpx's own transports speak the proxy protocols; each pool stays
+                # small, since httpcore's pool scans all its connections per event.
+                per_pool = self.proxy_connections_per_pool
+                limits = httpx.Limits(max_connections=per_pool, max_keepalive_connections=per_pool)
+                pools: list[httpx.AsyncBaseTransport] = [
+                    httpx.AsyncHTTPTransport(verify=tls, limits=limits, proxy=proxy)
+                    for _ in range(-(-max_in_flight // per_pool))
+                ]
+                self._transport = ShardedTransport(pools, per_pool)
         # The OAuth token endpoint is called rarely: an ordinary client will do (it
         # finds its own proxy).
         self._token_client = (
@@ -461,9 +250,6 @@ class HttpAdapter:
             if transport is not None
             else httpx.AsyncClient(timeout=timeout, verify=tls, follow_redirects=False)
         )
-        self._in_flight = [0] * len(self._transports)
-        self._next = itertools.cycle(range(len(self._transports)))
-        self._per_pool = self.connections_per_client
         self._headers = {
             "User-Agent": f"predial/{_version()} ({self.name})",
             "Accept": "application/json",
@@ -490,6 +276,23 @@ class HttpAdapter:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    @property
+    def base_url(self) -> str:
+        """Where requests go: `base_url` + the request's path."""
+        return self._base_url
+
+    @base_url.setter
+    def base_url(self, url: str) -> None:
+        parsed = httpx.URL(url)
+        self._base_url = url
+        # The parts httpcore sends, worked out once rather than per request. A base
+        # URL with a query or fragment is left to httpx to join, request by request.
+        self._base_parts: tuple[bytes, bytes, int | None, bytes, bytes] | None = (
+            (parsed.raw_scheme, parsed.raw_host, parsed.port, parsed.netloc, parsed.raw_path)
+            if not parsed.query and not parsed.fragment
+            else None
+        )
 
     def with_transport(self, transport: httpx.AsyncBaseTransport) -> HttpAdapter:
         """A new adapter with the same settings that sends through `transport`."""
@@ -576,18 +379,6 @@ class HttpAdapter:
 
     # -- the request ----------------------------------------------------------------
 
-    def _pool(self) -> int:
-        """A pool with a free connection, starting from a rotating position (so all
-        stay warm); the least busy one when none is free."""
-        start = next(self._next)
-        in_flight = self._in_flight
-        count = len(in_flight)
-        for offset in range(count):
-            index = (start + offset) % count
-            if in_flight[index] < self._per_pool:
-                return index
-        return min(range(count), key=in_flight.__getitem__)
-
     async def request(
         self,
         method: str,
@@ -610,23 +401,16 @@ class HttpAdapter:
             wait = tenant.budget.reserve()
             if wait > 0:
                 raise AdapterRateLimited("client-side rate budget spent", retry_after=wait)
-        index = self._pool()
-        transport = self._transports[index]
-        self._in_flight[index] += 1
-        try:
-            response = await self._send(transport, method, path, params, json_body)
-            if response.status_code == 401 and self.oauth is not None:
-                # The token may have been revoked early: refresh once and retry once.
-                refused = response.request.headers.get("authorization", "").removeprefix("Bearer ")
-                response = await self._send(transport, method, path, params, json_body, refused)
-        finally:
-            self._in_flight[index] -= 1
+        response = await self._send(method, path, params, json_body)
+        if response.status_code == 401 and self.oauth is not None:
+            # The token may have been revoked early: refresh once and retry once.
+            refused = response.request.headers.get("authorization", "").removeprefix("Bearer ")
+            response = await self._send(method, path, params, json_body, refused)
         self.raise_for_status(response)
         return response
 
     async def _send(
         self,
-        transport: httpx.AsyncBaseTransport,
         method: str,
         path: str,
         params: Params | None,
@@ -637,46 +421,55 @@ class HttpAdapter:
         if self.oauth is not None:
             token = await self.oauth.token(self._token_client, stale_token)
             headers["Authorization"] = f"Bearer {token}"
+        query = str(httpx.QueryParams(params)) if params else ""
+        body: bytes | None = None
+        if json_body is not None:
+            # As httpx encodes `json=`, so either way of sending sends the same bytes.
+            body = json.dumps(
+                json_body, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+            ).encode()
+            headers["Content-Type"] = "application/json"
+        # `path` holds only percent-encoded ids (safe_path): joining is safe.
+        url = self.base_url + path + ("?" + query if query else "")
+        extensions: dict[str, Any] = {"timeout": self._timeout}
         try:
-            # `path` holds only percent-encoded ids (safe_path): joining is safe.
-            request = httpx.Request(
-                method,
-                self.base_url + path,
-                params=params,
-                json=json_body,
-                headers=headers,
-                extensions={"timeout": self._timeout},
-            )
-            response = await transport.handle_async_request(request)
-            response.request = request
+            target = self._target(path, query)
+            if target is not None and isinstance(self._transport, PooledTransport):
+                request: httpx.Request = DeferredRequest(
+                    method, url, list(headers.items()), body, extensions
+                )
+                response = await self._transport.send(
+                    self._core_request(method, target, headers, body, extensions)
+                )
+                response.request = request
+            else:
+                request = httpx.Request(
+                    method, url, headers=headers, content=body, extensions=extensions
+                )
+                response = await self._transport.handle_async_request(request)
         except httpx.TimeoutException:
             raise AdapterUnavailable("the CRM did not answer in time") from None
         except httpx.HTTPError as error:
             raise AdapterUnavailable(f"cannot reach the CRM ({type(error).__name__})") from None
         try:
             if response.is_stream_consumed:
-                # Built in-process (a mock transport): httpx has read and decoded it.
+                # Read already: by `PooledTransport` (under the cap, decoded) or built
+                # in-process by a mock transport.
                 if len(response.content) > self.max_response_bytes:
                     raise AdapterUnavailable(
                         f"the CRM's answer exceeds {self.max_response_bytes} bytes"
                     )
+                response.request = request
                 return response
-            if self._fits(response):
-                await response.aread()
-                return response
-            raw = bytearray()
-            async for chunk in response.aiter_raw():
-                raw += chunk
-                if len(raw) > self.max_response_bytes:
-                    raise AdapterUnavailable(
-                        f"the CRM's answer exceeds {self.max_response_bytes} bytes"
-                    )
+            # Any other transport (a proxy's, an ASGI app's) streams: count as it comes.
+            raw = await read_capped(response.aiter_raw(), self.max_response_bytes)
         except httpx.HTTPError as error:
             reason = f"the CRM's answer was cut ({type(error).__name__})"
             raise AdapterUnavailable(reason) from None
         finally:
             await response.aclose()
-        body = self._decoded(bytes(raw), response.headers.get("content-encoding", "identity"))
+        encoding = response.headers.get("content-encoding", "identity")
+        body = decode_body(raw, encoding, self.max_response_bytes)
         kept = [
             (key, value)
             for key, value in response.headers.multi_items()
@@ -684,41 +477,41 @@ class HttpAdapter:
         ]
         return httpx.Response(response.status_code, headers=kept, content=body, request=request)
 
-    def _fits(self, response: httpx.Response) -> bool:
-        """Whether the answer is known to be within the cap before it is read: an
-        uncompressed body of a declared length and no other framing (HTTP holds the
-        server to it). Such a body is read in one go; any other is counted."""
-        headers = response.headers
-        if "transfer-encoding" in headers:
-            return False
-        if headers.get("content-encoding", "identity").strip().lower() != "identity":
-            return False
-        length = headers.get("content-length", "")
-        return length.isdigit() and int(length) <= self.max_response_bytes
+    def _target(self, path: str, query: str) -> bytes | None:
+        """The request target as httpx would send it, when it can be had without
+        httpx's URL parser: a plain base URL, a path of percent-encoded segments with
+        no dot segments (which httpx would remove), and a plain query."""
+        parts = self._base_parts
+        if parts is None or not _SENDABLE_PATH.fullmatch(path):
+            return None
+        if query and not _SENDABLE_QUERY.fullmatch(query):
+            return None
+        base = parts[4].rstrip(b"/")
+        target = base + path.encode("ascii")
+        return (target or b"/") + (b"?" + query.encode("ascii") if query else b"")
 
-    def _decoded(self, raw: bytes, encoding: str) -> bytes:
-        """The body, decompressed under the same cap. Compression is not asked for
-        (answers are small), but a server may use it anyway: gzip and deflate are
-        decoded a bounded amount at a time, so a small bomb cannot balloon."""
-        encoding = encoding.strip().lower()
-        if encoding in ("", "identity"):
-            return raw
-        if encoding not in ("gzip", "x-gzip", "deflate"):
-            raise AdapterUnavailable(f"the CRM's answer uses an unsupported encoding {encoding!r}")
-        # wbits 47 reads both the gzip and the zlib container; raw deflate (which some
-        # servers send for "deflate") needs -15. A zlib header is CM 8 with a check
-        # making the first two bytes a multiple of 31.
-        zlib_header = len(raw) >= 2 and raw[0] & 0x0F == 8 and (raw[0] << 8 | raw[1]) % 31 == 0
-        decoder = zlib.decompressobj(47 if encoding != "deflate" or zlib_header else -15)
-        try:
-            body = decoder.decompress(raw, self.max_response_bytes + 1)
-        except zlib.error:
-            raise AdapterUnavailable(f"the CRM's answer is not valid {encoding}") from None
-        if len(body) > self.max_response_bytes:
-            raise AdapterUnavailable(f"the CRM's answer exceeds {self.max_response_bytes} bytes")
-        if not decoder.eof:
-            raise AdapterUnavailable(f"the CRM's answer was cut ({encoding} stream incomplete)")
-        return body
+    def _core_request(
+        self,
+        method: str,
+        target: bytes,
+        headers: dict[str, str],
+        body: bytes | None,
+        extensions: dict[str, Any],
+    ) -> httpcore.Request:
+        """The httpcore request `httpx.Request` would make of the same parts: `Host`
+        first, `Content-Length` for a body, header values as ASCII."""
+        scheme, host, port, netloc, _ = self._base_parts or (b"", b"", None, b"", b"")
+        raw = [(b"Host", netloc)]
+        raw += [(name.encode("ascii"), value.encode("ascii")) for name, value in headers.items()]
+        if body is not None:
+            raw.append((b"Content-Length", str(len(body)).encode()))
+        return httpcore.Request(
+            method,
+            httpcore.URL(scheme=scheme, host=host, port=port, target=target),
+            headers=raw,
+            content=body,
+            extensions=extensions,
+        )
 
     def raise_for_status(self, response: httpx.Response) -> None:
         """Raise the adapter error `response` stands for (none for a 2xx).
@@ -757,8 +550,7 @@ class HttpAdapter:
 
     async def aclose(self) -> None:
         await self._token_client.aclose()
-        for transport in self._transports:
-            await transport.aclose()
+        await self._transport.aclose()
 
 
 def environment_proxy(url: str) -> str | None:
@@ -801,18 +593,3 @@ def _rate_limit(value: tuple[int, float] | list[float]) -> tuple[int, float]:
             f"rate_limit must be [requests, seconds], e.g. [100, 10], not {value!r}"
         ) from None
     return int(requests), float(seconds)
-
-
-def _persisting(store: RefreshTokenFile | None, hook: RefreshHook | None) -> RefreshHook | None:
-    """The refresh hook that writes `store` first, then calls the user's `hook`."""
-    if store is None:
-        return hook
-
-    async def persist(token: str) -> None:
-        store.write(token)
-        if hook is not None:
-            result = hook(token)
-            if result is not None:
-                await result
-
-    return persist
