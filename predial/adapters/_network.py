@@ -57,6 +57,16 @@ class _Buffering(asyncio.Protocol):
             self.transport.pause_reading()
         self._wake_reader()
 
+    def taken(self, count: int) -> bytes:
+        """The first `count` buffered bytes, removed; reading resumes once the buffer
+        has drained to half the high-water mark."""
+        data = bytes(self.buffer[:count])
+        del self.buffer[:count]
+        if self.paused and len(self.buffer) <= _HIGH_WATER // 2 and self.transport is not None:
+            self.paused = False
+            self.transport.resume_reading()
+        return data
+
     def eof_received(self) -> bool:
         self.closed = True
         self._wake_reader()
@@ -123,14 +133,8 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
                 protocol.reader = None
             if not answered:
                 raise httpcore.ReadTimeout(f"no data within {timeout} s")
-        buffer = protocol.buffer
-        if buffer:
-            data = bytes(buffer[:max_bytes])
-            del buffer[:max_bytes]
-            if protocol.paused and len(buffer) <= _HIGH_WATER // 2:
-                protocol.paused = False
-                self._transport.resume_reading()
-            return data
+        if protocol.buffer:
+            return protocol.taken(max_bytes)
         if protocol.error is not None:
             raise httpcore.ReadError(str(protocol.error) or type(protocol.error).__name__)
         return b""  # the peer closed the connection
@@ -155,7 +159,11 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
                 raise httpcore.WriteError("the connection closed while sending")
 
     async def aclose(self) -> None:
-        self._transport.close()
+        # Aborted, as anyio's backend ends by doing: httpcore closes a connection
+        # once its answer is read or on an error, when nothing left to send matters,
+        # and a graceful close could wait on a peer that stopped reading (or, with
+        # TLS, for its close_notify) for good.
+        self._transport.abort()
 
     async def start_tls(
         self,
@@ -165,23 +173,23 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
     ) -> httpcore.AsyncNetworkStream:
         loop = asyncio.get_running_loop()
         try:
+            # The connect timeout bounds the handshake; asyncio's own handshake
+            # timeout (60 s) would end it as a ConnectionAbortedError instead.
             async with asyncio.timeout(timeout):
                 tls = await loop.start_tls(
-                    self._transport,
-                    self._protocol,
-                    ssl_context,
-                    server_hostname=server_hostname,
-                    ssl_handshake_timeout=timeout,
+                    self._transport, self._protocol, ssl_context, server_hostname=server_hostname
                 )
         except TimeoutError:
-            self._transport.close()
+            self._transport.abort()
             raise httpcore.ConnectTimeout(f"no TLS handshake within {timeout} s") from None
-        except (OSError, ssl.SSLError, ConnectionError) as error:
-            self._transport.close()
+        except (OSError, ssl.SSLError) as error:
+            self._transport.abort()
             raise httpcore.ConnectError(str(error) or type(error).__name__) from error
-        if tls is None:  # the peer closed the connection during the handshake
-            self._transport.close()
+        if tls is None:  # typeshed allows it; asyncio raises instead on a failed handshake
+            self._transport.abort()
             raise httpcore.ConnectError("the connection closed during the TLS handshake")
+        # From now on the TLS layer feeds the protocol: pausing must pause that layer.
+        self._protocol.transport = tls
         return AsyncioStream(tls, self._protocol)
 
     def get_extra_info(self, info: str) -> Any:

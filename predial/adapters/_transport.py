@@ -1,21 +1,14 @@
-"""The transport `HttpAdapter` sends through, and reading answers under a size cap.
+"""Pieces of `HttpAdapter`'s sending: answers read under a size cap, httpcore's
+errors as httpx's, the deferred request, and sharded transports for proxies.
 
-`PooledTransport` is an httpx transport over one httpcore connection pool whose
-connections are made by `AsyncioBackend` (see `_network.py` for why). It reads each
-answer whole before returning it, counting bytes against the adapter's cap and
-decoding any compression under the same cap, so what it returns is an ordinary,
-already-read `httpx.Response`. Requests and responses keep httpx's types, so an
-adapter's hooks, respx and mock transports see what they always see.
+Requests and responses keep httpx's types throughout, so an adapter's hooks, respx
+and mock transports see what they always see.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-import ssl
-import weakref
 import zlib
-from collections import deque
 from collections.abc import AsyncIterable, Iterator
 from contextlib import contextmanager
 
@@ -23,18 +16,18 @@ import httpcore
 import httpx
 
 from ..errors import AdapterUnavailable
-from ._network import AsyncioBackend
 
 __all__ = [
+    "HTTPX_ERRORS",
     "DeferredRequest",
-    "PooledTransport",
     "ShardedTransport",
+    "as_httpx_errors",
     "decode_body",
     "read_capped",
 ]
 
 #: httpcore's exceptions as httpx raises them (the mapping httpx's own transport uses).
-_HTTPX_ERRORS: dict[type[Exception], type[httpx.TransportError]] = {
+HTTPX_ERRORS: dict[type[Exception], type[httpx.TransportError]] = {
     httpcore.PoolTimeout: httpx.PoolTimeout,
     httpcore.ConnectTimeout: httpx.ConnectTimeout,
     httpcore.ReadTimeout: httpx.ReadTimeout,
@@ -51,28 +44,27 @@ _HTTPX_ERRORS: dict[type[Exception], type[httpx.TransportError]] = {
     httpcore.ProtocolError: httpx.ProtocolError,
 }
 
-#: Framing headers that no longer describe a body once it has been read and decoded.
-_FRAMING = (b"content-encoding", b"content-length", b"transfer-encoding")
-
 
 @contextmanager
-def _as_httpx_errors() -> Iterator[None]:
+def as_httpx_errors() -> Iterator[None]:
     try:
         yield
-    except tuple(_HTTPX_ERRORS) as error:
+    except tuple(HTTPX_ERRORS) as error:
         # The most specific match: the dict lists subclasses before their bases.
-        mapped = next(cls for base, cls in _HTTPX_ERRORS.items() if isinstance(error, base))
+        mapped = next(cls for base, cls in HTTPX_ERRORS.items() if isinstance(error, base))
         raise mapped(str(error)) from error
 
 
 async def read_capped(chunks: AsyncIterable[bytes], cap: int) -> bytes:
     """The whole body, or `AdapterUnavailable` as soon as it passes `cap` bytes."""
-    body = b""
+    parts: list[bytes] = []
+    size = 0
     async for chunk in chunks:
-        body += chunk
-        if len(body) > cap:
+        size += len(chunk)
+        if size > cap:
             raise AdapterUnavailable(f"the CRM's answer exceeds {cap} bytes")
-    return body
+        parts.append(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def decode_body(raw: bytes, encoding: str, cap: int) -> bytes:
@@ -100,189 +92,6 @@ def decode_body(raw: bytes, encoding: str, cap: int) -> bytes:
     return body
 
 
-#: An origin as a dict key (`httpcore.Origin` is not hashable): scheme, host, port.
-_OriginKey = tuple[bytes, bytes, int]
-
-
-class _Connections:
-    """The connections of one event loop (asyncio connections belong to the loop
-    that made them): idle ones by origin, newest on top, and the count of all."""
-
-    def __init__(self) -> None:
-        self.idle: dict[_OriginKey, list[httpcore.AsyncHTTPConnection]] = {}
-        self.open = 0
-        self.waiters: deque[asyncio.Future[None]] = deque()
-
-
-def _wake_one(connections: _Connections) -> None:
-    """Tell the longest-waiting request that a connection may be had."""
-    while connections.waiters:
-        waiter = connections.waiters.popleft()
-        if not waiter.done():
-            waiter.set_result(None)
-            return
-
-
-class PooledTransport(httpx.AsyncBaseTransport):
-    """Up to `max_connections` HTTP/1.1 connections, made by `AsyncioBackend`; each
-    answer is read whole under `max_response_bytes` (decoded, its framing headers
-    dropped) before it is returned.
-
-    The pool is its own rather than httpcore's `AsyncConnectionPool`, which scans
-    every connection of the pool on every request and response (a pool of a hundred
-    collapses under load) and takes anyio locks and cancel scopes for each request:
-    here a request takes the newest idle connection to its origin from a stack, and
-    gives it back when its answer is read. The connections are httpcore's own
-    (`AsyncHTTPConnection`: HTTP/1.1 with h11, TLS, keep-alive expiry), and an idle
-    one that the server closed meanwhile is dropped, as httpcore's pool drops it.
-    """
-
-    def __init__(
-        self,
-        *,
-        ssl_context: ssl.SSLContext,
-        max_connections: int,
-        max_response_bytes: int,
-        keepalive_expiry: float = 5.0,
-    ) -> None:
-        if max_connections < 1:
-            raise ValueError("max_connections must be at least 1")
-        self._ssl_context = ssl_context
-        self._limit = max_connections
-        self._cap = max_response_bytes
-        self._keepalive_expiry = keepalive_expiry
-        self._backend = AsyncioBackend()
-        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Connections] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._last: tuple[asyncio.AbstractEventLoop | None, _Connections] = (None, _Connections())
-
-    def _connections(self) -> _Connections:
-        loop = asyncio.get_running_loop()
-        last_loop, connections = self._last
-        if loop is not last_loop:  # skips a WeakKeyDictionary look-up per request
-            connections = self._by_loop.get(loop) or self._by_loop.setdefault(loop, _Connections())
-            self._last = (loop, connections)
-        return connections
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        url = request.url
-        assert isinstance(request.stream, httpx.AsyncByteStream)
-        core_request = httpcore.Request(
-            method=request.method,
-            url=httpcore.URL(
-                scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path
-            ),
-            headers=request.headers.raw,
-            content=request.stream,
-            extensions=request.extensions,
-        )
-        response = await self.send(core_request)
-        response.request = request
-        return response
-
-    async def send(self, request: httpcore.Request) -> httpx.Response:
-        """Send `request` as it is; the answer as an already-read `httpx.Response`
-        (its `request` is the caller's to set)."""
-        origin = request.url.origin
-        timeouts = request.extensions.get("timeout", {})
-        pool_timeout = timeouts.get("pool") if isinstance(timeouts, dict) else None
-        connections = self._connections()
-        while True:
-            connection = await self._acquire(connections, origin, pool_timeout)
-            try:
-                with _as_httpx_errors():
-                    response = await connection.handle_async_request(request)
-                try:
-                    raw = await read_capped(response.aiter_stream(), self._cap)
-                except tuple(_HTTPX_ERRORS) as error:
-                    reason = f"the CRM's answer was cut ({type(error).__name__})"
-                    raise AdapterUnavailable(reason) from None
-                finally:
-                    await response.aclose()
-            except httpcore.ConnectionNotAvailable:
-                # An idle connection that closed between the check and the send:
-                # the request was not sent; take another.
-                continue
-            finally:
-                await self._release(connections, origin, connection)
-            break
-        headers = response.headers
-        encoding = next((v for k, v in headers if k.lower() == b"content-encoding"), b"")
-        if encoding:
-            raw = decode_body(raw, encoding.decode("latin-1"), self._cap)
-        kept = [(key, value) for key, value in headers if key.lower() not in _FRAMING]
-        return httpx.Response(
-            response.status,
-            headers=kept,
-            content=raw,
-            extensions=response.extensions,
-        )
-
-    async def _acquire(
-        self, connections: _Connections, origin: httpcore.Origin, pool_timeout: float | None
-    ) -> httpcore.AsyncHTTPConnection:
-        """The newest reusable idle connection to `origin`, else a new one (closing an
-        idle one to another origin to make room), else the next one released."""
-        while True:
-            stack = connections.idle.get((origin.scheme, origin.host, origin.port))
-            while stack:
-                connection = stack.pop()
-                if connection.is_available() and not connection.has_expired():
-                    return connection
-                await self._discard(connections, connection)
-            if connections.open < self._limit:
-                connections.open += 1
-                return httpcore.AsyncHTTPConnection(
-                    origin,
-                    ssl_context=self._ssl_context,
-                    keepalive_expiry=self._keepalive_expiry,
-                    network_backend=self._backend,
-                )
-            other = next((stack for stack in connections.idle.values() if stack), None)
-            if other is not None:
-                await self._discard(connections, other.pop())
-                continue
-            waiter = asyncio.get_running_loop().create_future()
-            connections.waiters.append(waiter)
-            try:
-                async with asyncio.timeout(pool_timeout):
-                    await waiter
-            except BaseException as error:
-                if waiter.done() and not waiter.cancelled():
-                    _wake_one(connections)  # woken but leaving: hand the turn on
-                else:
-                    connections.waiters.remove(waiter)
-                if isinstance(error, TimeoutError):
-                    raise httpx.PoolTimeout(f"no connection free within {pool_timeout} s") from None
-                raise
-
-    async def _release(
-        self,
-        connections: _Connections,
-        origin: httpcore.Origin,
-        connection: httpcore.AsyncHTTPConnection,
-    ) -> None:
-        if connection.is_available():
-            key = (origin.scheme, origin.host, origin.port)
-            connections.idle.setdefault(key, []).append(connection)
-        else:  # closed, failed, or never connected (respx answered it)
-            await self._discard(connections, connection)
-        _wake_one(connections)
-
-    async def _discard(
-        self, connections: _Connections, connection: httpcore.AsyncHTTPConnection
-    ) -> None:
-        connections.open -= 1
-        await connection.aclose()
-
-    async def aclose(self) -> None:
-        for connections in list(self._by_loop.values()):
-            for stack in connections.idle.values():
-                while stack:
-                    await self._discard(connections, stack.pop())
-
-
 class DeferredRequest(httpx.Request):
     """An `httpx.Request` whose construction waits until something reads it.
 
@@ -303,15 +112,29 @@ class DeferredRequest(httpx.Request):
     ) -> None:
         self.__dict__["_deferred"] = (method, url, headers, content, extensions)
 
-    def __getattr__(self, name: str) -> object:
+    def _build(self) -> bool:
+        """Run httpx's constructor now if it has not run; False if it had."""
         deferred = self.__dict__.pop("_deferred", None)
         if deferred is None:
-            raise AttributeError(name)
+            return False
         method, url, headers, content, extensions = deferred
-        httpx.Request.__init__(
-            self, method, url, headers=headers, content=content, extensions=extensions
-        )
+        try:
+            httpx.Request.__init__(
+                self, method, url, headers=headers, content=content, extensions=extensions
+            )
+        except BaseException:
+            self.__dict__["_deferred"] = deferred  # the next read raises the same
+            raise
+        return True
+
+    def __getattr__(self, name: str) -> object:
+        if not self._build():
+            raise AttributeError(name)
         return getattr(self, name)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        self._build()  # a value set now must not be overwritten by the build
+        super().__setattr__(name, value)
 
 
 class ShardedTransport(httpx.AsyncBaseTransport):
