@@ -19,7 +19,7 @@ import asyncio
 import select
 import ssl
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 import httpcore
 
@@ -78,6 +78,22 @@ class _Buffering(asyncio.Protocol):
         self._wake_reader()
         self.resume_writing()
 
+    async def wait(self, event: Literal["data", "drained"], seconds: float | None) -> bool:
+        """Wait for data (or the end) to arrive, or for a paused write to drain;
+        False if `seconds` passed first."""
+        waiter = asyncio.get_running_loop().create_future()
+        if event == "data":
+            self.reader = waiter
+        else:
+            self.writer = waiter
+        try:
+            return await _wait(waiter, seconds)
+        finally:
+            if event == "data":
+                self.reader = None
+            else:
+                self.writer = None
+
     def pause_writing(self) -> None:
         self.writing_paused = True
 
@@ -126,12 +142,7 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         protocol = self._protocol
         if not protocol.buffer and not protocol.closed:
-            waiter = protocol.reader = asyncio.get_running_loop().create_future()
-            try:
-                answered = await _wait(waiter, timeout)
-            finally:
-                protocol.reader = None
-            if not answered:
+            if not await protocol.wait("data", timeout):
                 raise httpcore.ReadTimeout(f"no data within {timeout} s")
         if protocol.buffer:
             return protocol.taken(max_bytes)
@@ -148,12 +159,7 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         self._transport.write(buffer)
         if protocol.writing_paused:
             # The kernel's buffer is full: wait until asyncio has sent enough.
-            waiter = protocol.writer = asyncio.get_running_loop().create_future()
-            try:
-                drained = await _wait(waiter, timeout)
-            finally:
-                protocol.writer = None
-            if not drained:
+            if not await protocol.wait("drained", timeout):
                 raise httpcore.WriteTimeout(f"could not send within {timeout} s")
             if protocol.closed:
                 raise httpcore.WriteError("the connection closed while sending")

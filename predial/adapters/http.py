@@ -125,7 +125,9 @@ class HttpAdapter:
     `rate_limit = [requests, seconds]` for the tenant's own limit (the class's
     `rate_limit` is the CRM's documented default), and `tenant`: campaigns naming
     the same tenant (one CRM account) share one rate budget and one daily-quota
-    pause in the process.
+    pause in the process; `max_in_flight` (default 100) for how many connections
+    the adapter may hold, each serving one request at a time (more wait for one,
+    up to `timeout`).
     """
 
     name: ClassVar[str]
