@@ -427,3 +427,38 @@ async def test_a_rotated_refresh_token_is_kept_even_when_the_answer_is_refused(
         await adapter.fetch_phone("1")
     assert store.read_text() == oauth.refresh_token == "refresh-1"
     await adapter.aclose()
+
+
+async def test_refreshes_sharing_a_file_wait_for_each_other(tmp_path: Path) -> None:
+    """One adapter's refresh is slow to answer; another's would be refused at once for
+    sending the token the first just retired. With the file's lock the second waits,
+    then sends the newest token."""
+    oauth = FakeOAuth("cid", "cs", "refresh-0", rotate=True)
+    settings = oauth_settings(refresh_token_file=str(tmp_path / "refresh"))
+    slow = Raw(**settings, transport=crm_with(oauth, 0.3))
+    fast = Raw(**settings, transport=crm_with(oauth))
+    first = asyncio.create_task(slow.fetch_phone("1"))
+    await asyncio.sleep(0.05)  # the slow refresh has retired refresh-0 by now
+    assert await fast.fetch_phone("1") == {"phone": "+12024561111"}
+    assert await first == {"phone": "+12024561111"}
+    assert oauth.refreshes == 2  # one each: no refused attempt
+    assert (tmp_path / "refresh").read_text() == oauth.refresh_token == "refresh-2"
+    await slow.aclose()
+    await fast.aclose()
+
+
+async def test_a_token_answer_is_read_under_a_cap() -> None:
+    """A token endpoint that streams without end is cut off, not read into memory."""
+
+    class Endless(httpx.AsyncByteStream):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            while True:
+                yield b" " * 65_536
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=Endless())
+
+    adapter = Raw(**oauth_settings(), transport=httpx.MockTransport(answer))
+    with pytest.raises(AdapterUnavailable, match="token endpoint: .*exceeds 65536 bytes"):
+        await adapter.fetch_phone("1")
+    await adapter.aclose()

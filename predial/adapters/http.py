@@ -207,6 +207,7 @@ class HttpAdapter:
                 extra_params=self.token_params,
                 client_auth=self.token_client_auth,
                 load_refresh_token=store.read if store is not None else None,
+                refresh_lock=store.lock if store is not None else None,
                 on_token=self.on_token,
             )
         # Requests go straight to a transport: the client layer (cookies, redirects,

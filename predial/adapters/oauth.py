@@ -17,19 +17,34 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
+import filelock
 import httpx
 
 from .._http import retry_after_seconds
 from ..errors import AdapterAuthError, AdapterUnavailable
+from ._transport import decode_body, read_capped
 
-__all__ = ["OAuth2", "RefreshHook", "RefreshTokenFile", "persisting"]
+__all__ = [
+    "REFRESH_LOCK_TIMEOUT",
+    "TOKEN_ANSWER_BYTES",
+    "OAuth2",
+    "RefreshHook",
+    "RefreshTokenFile",
+    "persisting",
+]
 
 RefreshHook = Callable[[str], Awaitable[None] | None]
+
+#: The most a token endpoint's answer may hold (they are a few hundred bytes).
+TOKEN_ANSWER_BYTES = 64 * 1024
+#: How long a refresh waits for another process's refresh of the same token file.
+REFRESH_LOCK_TIMEOUT = 30.0
 
 
 class RefreshTokenFile:
@@ -45,6 +60,12 @@ class RefreshTokenFile:
 
     def __repr__(self) -> str:
         return f"RefreshTokenFile({str(self.path)!r})"
+
+    def lock(self) -> AbstractAsyncContextManager[object]:
+        """Held while one adapter refreshes, so adapters and processes sharing the
+        file refresh one after another: each then sends the newest refresh token,
+        never one that another has just retired (a file lock, `<file>.lock`)."""
+        return _refresh_lock(self.path.with_name(self.path.name + ".lock"))
 
     def read(self) -> str | None:
         try:
@@ -75,7 +96,8 @@ class OAuth2:
     to `on_refresh_token` to persist); else the client-credentials grant.
     `load_refresh_token` reads the newest stored refresh token before each refresh,
     so another adapter or process that rotated it does not leave this one holding a
-    retired token.
+    retired token; `refresh_lock` (`RefreshTokenFile.lock`) is held during each
+    refresh, so they never rotate it at the same moment.
     """
 
     def __init__(
@@ -92,6 +114,7 @@ class OAuth2:
         clock: Callable[[], float] = time.monotonic,
         load_refresh_token: Callable[[], str | None] | None = None,
         on_token: Callable[[Mapping[str, Any]], None] | None = None,
+        refresh_lock: Callable[[], AbstractAsyncContextManager[object]] | None = None,
     ) -> None:
         self.token_url = token_url
         self._on_token = on_token
@@ -101,6 +124,7 @@ class OAuth2:
         self._refresh_token = refresh_token
         self._on_refresh_token = on_refresh_token
         self._load_refresh_token = load_refresh_token
+        self._refresh_lock = refresh_lock
         self._scope = scope
         self._extra_params = dict(extra_params or {})
         self._client_auth = client_auth
@@ -146,7 +170,11 @@ class OAuth2:
 
     async def _refresh_once(self, client: httpx.AsyncClient) -> str:
         try:
-            await self._refresh(client)
+            if self._refresh_lock is None:
+                await self._refresh(client)
+            else:
+                async with self._refresh_lock():
+                    await self._refresh(client)
             assert self._access_token is not None
             return self._access_token
         finally:
@@ -214,13 +242,27 @@ class OAuth2:
         if self._scope:
             form["scope"] = self._scope
         form.update(self._extra_params)
+        # Not compressed, and read under a cap: a token answer is a few hundred bytes,
+        # and the endpoint is as untrusted as any other answer.
+        headers["Accept-Encoding"] = "identity"
         self.refreshes += 1
         try:
-            response = await client.post(self.token_url, data=form, headers=headers)
+            async with client.stream("POST", self.token_url, data=form, headers=headers) as raw:
+                if raw.is_stream_consumed:  # built in-process (a mock transport)
+                    content = raw.content
+                    if len(content) > TOKEN_ANSWER_BYTES:
+                        raise AdapterUnavailable(f"its answer exceeds {TOKEN_ANSWER_BYTES} bytes")
+                else:
+                    content = await read_capped(raw.aiter_raw(), TOKEN_ANSWER_BYTES)
+                    encoding = raw.headers.get("content-encoding", "identity")
+                    content = decode_body(content, encoding, TOKEN_ANSWER_BYTES)
         except httpx.HTTPError as error:
             raise AdapterUnavailable(
                 f"token endpoint unreachable ({type(error).__name__})"
             ) from None
+        except AdapterUnavailable as error:
+            raise AdapterUnavailable(f"token endpoint: {error}") from None
+        response = httpx.Response(raw.status_code, headers=raw.headers, content=content)
         if response.status_code >= 300 and response.status_code not in (400, 401, 403):
             retry = retry_after_seconds(response.headers.get("retry-after"))
             raise AdapterUnavailable(
@@ -260,6 +302,22 @@ class OAuth2:
         # Refreshed ahead of expiry by the leeway, or by half the lifetime for
         # short-lived tokens (else a token would never count as valid).
         self._expires_at = self._clock() + lifetime - min(self._leeway, lifetime / 2)
+
+
+@asynccontextmanager
+async def _refresh_lock(path: Path) -> AsyncIterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = filelock.AsyncFileLock(path, timeout=REFRESH_LOCK_TIMEOUT, mode=0o600)
+    try:
+        await lock.acquire()
+    except filelock.Timeout:
+        raise AdapterUnavailable(
+            f"another refresh of the token file has held its lock for {REFRESH_LOCK_TIMEOUT:.0f} s"
+        ) from None
+    try:
+        yield
+    finally:
+        await lock.release()
 
 
 def persisting(store: RefreshTokenFile | None, hook: RefreshHook | None) -> RefreshHook | None:

@@ -556,7 +556,8 @@ async def test_rotated_refresh_token_is_persisted_and_used_after_a_restart(
         assert fake.oauth.refreshes == round_
         assert store.read_text() == fake.oauth.refresh_token == f"refresh-{round_}"
         assert store.stat().st_mode & 0o777 == 0o600
-    assert list(store.parent.iterdir()) == [store]  # no temporary files left behind
+    # No temporary files left behind; the lock file that refreshes take may stay.
+    assert {path.name for path in store.parent.iterdir()} - {"ghl-refresh.lock"} == {store.name}
     await ghl.aclose()
 
     # The token in the settings is long retired: GoHighLevel refuses it.
