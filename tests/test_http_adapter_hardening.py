@@ -462,3 +462,30 @@ async def test_a_token_answer_is_read_under_a_cap() -> None:
     with pytest.raises(AdapterUnavailable, match="token endpoint: .*exceeds 65536 bytes"):
         await adapter.fetch_phone("1")
     await adapter.aclose()
+
+
+async def test_a_new_api_address_is_proxied_as_its_own_host_would_be(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`use_base_url` (Salesforce's instance_url) looks the proxy up again: NO_PROXY
+    may cover the first host and not the second."""
+    seen: list[bytes] = []
+
+    async def recording(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await reader.readuntil(b"\r\n\r\n"))
+        await answer(b'{"via": "proxy"}')(writer)
+        await writer.drain()
+        writer.close()
+
+    proxy = await asyncio.start_server(recording, "127.0.0.1", 0)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.sockets[0].getsockname()[1]}")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    async with raw_server(answer(b'{"via": "direct"}')) as direct_url:
+        adapter = Raw(base_url=direct_url)
+        assert await adapter.fetch_phone("1") == {"via": "direct"}
+        adapter.use_base_url(direct_url.replace("127.0.0.1", "localhost"))
+        assert await adapter.fetch_phone("1") == {"via": "proxy"}
+        assert seen[0].startswith(b"GET http://localhost:")  # absolute form: the proxy
+        await adapter.aclose()
+    proxy.close()
+    await proxy.wait_closed()

@@ -216,39 +216,22 @@ class HttpAdapter:
         self._timeout = httpx.Timeout(timeout).as_dict()
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
-        self._transport: httpx.AsyncBaseTransport
-        if transport is not None:
-            self._transport = transport
-        else:
-            # One TLS context for every connection: building one loads the CA bundle
-            # (~80 ms on the benchmark machine).
-            tls = ssl.create_default_context(cafile=certifi.where())
-            # Bare transports do not read the environment: the proxy an AsyncClient
-            # would use (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY) is looked up here.
-            proxy = environment_proxy(url)
-            if proxy is None:
-                self._transport = PooledTransport(
-                    ssl_context=tls,
-                    max_connections=max_in_flight,
-                    max_response_bytes=self.max_response_bytes,
-                )
-            else:
-                # httpx's own transports speak the proxy protocols; each pool stays
-                # small, since httpcore's pool scans all its connections per event.
-                per_pool = self.proxy_connections_per_pool
-                limits = httpx.Limits(max_connections=per_pool, max_keepalive_connections=per_pool)
-                pools: list[httpx.AsyncBaseTransport] = [
-                    httpx.AsyncHTTPTransport(verify=tls, limits=limits, proxy=proxy)
-                    for _ in range(-(-max_in_flight // per_pool))
-                ]
-                self._transport = ShardedTransport(pools, per_pool)
+        self._max_in_flight = max_in_flight
+        self._given_transport = transport is not None
+        self._retired: list[httpx.AsyncBaseTransport] = []
+        self._proxy = environment_proxy(url)
+        self._tls: ssl.SSLContext | None = None
+        self._transport = transport if transport is not None else self._new_transport()
         # The OAuth token endpoint is called rarely: an ordinary client will do (it
         # finds its own proxy).
-        self._token_client = (
-            httpx.AsyncClient(timeout=timeout, transport=transport, follow_redirects=False)
-            if transport is not None
-            else httpx.AsyncClient(timeout=timeout, verify=tls, follow_redirects=False)
-        )
+        if transport is not None:
+            self._token_client = httpx.AsyncClient(
+                timeout=timeout, transport=transport, follow_redirects=False
+            )
+        else:
+            self._token_client = httpx.AsyncClient(
+                timeout=timeout, verify=self._tls_context(), follow_redirects=False
+            )
         self._headers = {
             "User-Agent": f"predial/{_version()} ({self.name})",
             "Accept": "application/json",
@@ -295,6 +278,32 @@ class HttpAdapter:
             else None
         )
 
+    def _tls_context(self) -> ssl.SSLContext:
+        # One for every connection: building one loads the CA bundle (~80 ms on the
+        # benchmark machine).
+        if self._tls is None:
+            self._tls = ssl.create_default_context(cafile=certifi.where())
+        return self._tls
+
+    def _new_transport(self) -> httpx.AsyncBaseTransport:
+        """The transport for `self._proxy`: the adapter's own pool, or through a proxy
+        (bare transports do not read the environment: `environment_proxy` looks up
+        what an AsyncClient would use) httpx's transports, which speak the proxy
+        protocols, in pools small enough not to collapse."""
+        if self._proxy is None:
+            return PooledTransport(
+                ssl_context=self._tls_context(),
+                max_connections=self._max_in_flight,
+                max_response_bytes=self.max_response_bytes,
+            )
+        per_pool = self.proxy_connections_per_pool
+        limits = httpx.Limits(max_connections=per_pool, max_keepalive_connections=per_pool)
+        pools: list[httpx.AsyncBaseTransport] = [
+            httpx.AsyncHTTPTransport(verify=self._tls_context(), limits=limits, proxy=self._proxy)
+            for _ in range(-(-self._max_in_flight // per_pool))
+        ]
+        return ShardedTransport(pools, per_pool)
+
     def with_transport(self, transport: httpx.AsyncBaseTransport) -> HttpAdapter:
         """A new adapter with the same settings that sends through `transport`."""
         return type(self)(**{**self._init_kwargs, "transport": transport})
@@ -329,6 +338,13 @@ class HttpAdapter:
         ):
             raise AdapterUnavailable("the token endpoint named an unusable API address")
         self.base_url = str(url).rstrip("/")
+        proxy = environment_proxy(self.base_url)
+        if not self._given_transport and proxy != self._proxy:
+            # The new host is proxied differently (NO_PROXY): a transport of its own;
+            # the old one is closed with the adapter.
+            self._proxy = proxy
+            self._retired.append(self._transport)
+            self._transport = self._new_transport()
 
     def rate_limit_scope(self, response: httpx.Response) -> RateLimitScope | None:
         """Whether `response` says a rate limit was hit, and which one.
@@ -563,7 +579,8 @@ class HttpAdapter:
 
     async def aclose(self) -> None:
         await self._token_client.aclose()
-        await self._transport.aclose()
+        for transport in (*self._retired, self._transport):
+            await transport.aclose()
 
 
 def environment_proxy(url: str) -> str | None:
