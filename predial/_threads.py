@@ -101,6 +101,7 @@ class LoopThread:
                     asyncio.set_event_loop(loop)
                     loop.call_soon(ready.set)
                     loop.run_forever()
+                    _end_tasks(loop)
 
                 self._thread = threading.Thread(target=run, name=self._name, daemon=True)
                 self._thread.start()
@@ -124,6 +125,18 @@ class LoopThread:
         if loop is None or thread is None:
             return
         loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=5)
+        thread.join(timeout=10)
         if not thread.is_alive():
             loop.close()
+
+
+def _end_tasks(loop: asyncio.AbstractEventLoop, grace: float = 5.0) -> None:
+    """Cancel what still runs on a stopped loop and let it unwind (up to `grace`
+    seconds), as `asyncio.run` does: a task left pending would keep its locks and
+    files (an OAuth refresh holds its token file's lock) for the life of the process."""
+    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.wait(pending, timeout=grace))
+    loop.run_until_complete(loop.shutdown_asyncgens())

@@ -410,3 +410,26 @@ async def test_closed_resolver_refuses_to_resolve() -> None:
     await resolver.close()
     with pytest.raises(RuntimeError, match="closed"):
         await resolver.resolve(LEAD)
+
+
+def test_stopping_the_sync_loop_ends_what_still_runs_on_it() -> None:
+    """A task left on resolve_sync's loop (an OAuth refresh holding its token file's
+    lock) is cancelled and unwinds when the loop stops, as under asyncio.run."""
+    from predial._threads import LoopThread
+
+    released = threading.Event()
+    started = threading.Event()
+
+    async def holds_a_lock() -> None:
+        try:
+            started.set()
+            await asyncio.sleep(3600)
+        finally:
+            released.set()
+
+    private = LoopThread()
+    loop = private._start()
+    asyncio.run_coroutine_threadsafe(holds_a_lock(), loop)
+    assert started.wait(5)
+    private.stop()
+    assert released.is_set()

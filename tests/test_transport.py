@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -180,23 +181,155 @@ async def test_a_full_pool_makes_the_next_request_wait_then_time_out() -> None:
         await pool.aclose()
 
 
-async def test_a_waiter_cancelled_after_its_wake_up_passes_the_turn_on() -> None:
-    """Two requests wait for the one connection; the first is cancelled just as it is
-    woken: the second still gets the connection."""
+class CancelsAfterHandOff(PooledTransport):
+    """Cancels `victim` right after a connection was handed to it, before it runs."""
+
+    victim: asyncio.Task[httpx.Response] | None = None
+
+    async def _pass_on(self, connections: Any, key: Any, handed: Any) -> None:
+        await super()._pass_on(connections, key, handed)
+        victim, self.victim = self.victim, None
+        if victim is not None and not victim.done():
+            victim.cancel()
+
+
+async def eventually(condition: Any, within: float = 2.0) -> None:
+    """Wait until `condition()` holds (a close done on another thread, say)."""
+    async with asyncio.timeout(within):
+        while not condition():  # noqa: ASYNC110 - polls state another thread changes
+            await asyncio.sleep(0.01)
+
+
+def pool_state(pool: PooledTransport) -> tuple[int, int, int]:
+    """(open, idle, live waiters) of the pool's one event loop."""
+    (connections,) = pool._by_loop.values()
+    idle = sum(len(stack) for stack in connections.idle.values())
+    waiting = sum(not waiter.done() for _, waiter in connections.waiters)
+    return connections.open, idle, waiting
+
+
+async def test_a_waiter_cancelled_after_being_handed_a_connection_passes_it_on() -> None:
+    """Handed the connection and cancelled before it could use it: the next waiter
+    gets that connection (no new one is opened, none is lost)."""
+    server = KeepAliveServer(delay=0.05)
+    async with serving(server.handle) as (host, port):
+        pool = CancelsAfterHandOff(
+            ssl_context=ssl.create_default_context(), max_connections=1, max_response_bytes=1000
+        )
+        url = f"http://{host}:{port}/c/1"
+        busy = asyncio.create_task(get(pool, url))
+        await asyncio.sleep(0)
+        first = asyncio.create_task(get(pool, url))
+        second = asyncio.create_task(get(pool, url))
+        await asyncio.sleep(0)
+        pool.victim = first
+        await busy
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        assert (await asyncio.wait_for(second, 2.0)).status_code == 200
+        assert pool_state(pool) == (1, 1, 0)
+        await pool.aclose()
+    assert server.connections == 1
+
+
+async def test_a_waiter_for_another_origin_gets_the_place_of_a_closed_connection() -> None:
+    """With the only connection busy for origin A, a request for origin B waits; A's
+    connection, given back, makes way for one to B."""
+    first, second = KeepAliveServer(delay=0.05), KeepAliveServer()
+    async with serving(first.handle) as (host, port_a), serving(second.handle) as (_, port_b):
+        pool = transport(max_connections=1)
+        busy = asyncio.create_task(get(pool, f"http://{host}:{port_a}/c/1"))
+        await asyncio.sleep(0)
+        other = asyncio.create_task(get(pool, f"http://{host}:{port_b}/c/1"))
+        await busy
+        assert (await asyncio.wait_for(other, 2.0)).status_code == 200
+        assert pool_state(pool) == (1, 1, 0)
+        # Full of idle connections to B, a request for A closes one to make room.
+        assert (await get(pool, f"http://{host}:{port_a}/c/2")).status_code == 200
+        assert pool_state(pool) == (1, 1, 0)
+        await pool.aclose()
+        await asyncio.sleep(0.05)
+    assert first.open == second.open == 0
+
+
+async def test_requests_waiting_when_the_pool_closes_are_told_so() -> None:
     server = KeepAliveServer(delay=0.1)
     async with serving(server.handle) as (host, port):
         pool = transport(max_connections=1)
         url = f"http://{host}:{port}/c/1"
         busy = asyncio.create_task(get(pool, url))
-        await asyncio.sleep(0.02)
-        first = asyncio.create_task(get(pool, url))
-        second = asyncio.create_task(get(pool, url))
-        await asyncio.sleep(0.02)
-        await busy
-        first.cancel()  # woken by `busy`'s release, cancelled before it could run
-        with pytest.raises(asyncio.CancelledError):
-            await first
-        assert (await asyncio.wait_for(second, 2.0)).status_code == 200
+        await asyncio.sleep(0.01)
+        waiting = asyncio.create_task(get(pool, url))
+        await asyncio.sleep(0.01)
+        await pool.aclose()
+        with pytest.raises(AdapterUnavailable, match="closed"):
+            await waiting
+        assert (await busy).status_code == 200
+
+
+@pytest.mark.parametrize("seed", range(4))
+async def test_random_load_leaves_the_pool_consistent(seed: int) -> None:
+    """Random delays, cancellations, pool timeouts and servers hanging up, over two
+    origins: afterwards every open connection is idle, none waits, none is over the
+    limit (the bookkeeping matches what is really open)."""
+    rng = random.Random(seed)
+
+    class Flaky(KeepAliveServer):
+        async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.open += 1
+            try:
+                while True:
+                    await reader.readuntil(b"\r\n\r\n")
+                    await asyncio.sleep(rng.choice([0, 0, 0.001, 0.005, 0.02]))
+                    hang_up = rng.random() < 0.1
+                    writer.write(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+                        + (b"Connection: close\r\n" if hang_up and rng.random() < 0.5 else b"")
+                        + b"\r\n{}"
+                    )
+                    await writer.drain()
+                    if hang_up:
+                        break
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass  # the client hung up
+            finally:
+                self.open -= 1
+                writer.close()
+
+    servers = [Flaky(), Flaky()]
+    outcomes: dict[str, int] = {}
+    async with (
+        serving(servers[0].handle) as (host, port_a),
+        serving(servers[1].handle) as (
+            _,
+            port_b,
+        ),
+    ):
+        pool = transport(max_connections=3)
+        urls = [f"http://{host}:{port_a}/x", f"http://{host}:{port_b}/x"]
+
+        async def one() -> None:
+            pool_timeout = rng.choice([0.005, 0.05, 1.0])
+            try:
+                await asyncio.wait_for(
+                    get(pool, rng.choice(urls), pool=pool_timeout), rng.choice([0.003, 0.02, 5])
+                )
+                outcome = "ok"
+            except (TimeoutError, httpx.PoolTimeout, httpx.TransportError) as error:
+                outcome = type(error).__name__
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+
+        tasks = []
+        for _ in range(200):
+            tasks.append(asyncio.create_task(one()))
+            if rng.random() < 0.3:
+                await asyncio.sleep(rng.choice([0, 0.001, 0.003]))
+        await asyncio.gather(*tasks)
+        open_, idle, waiting = pool_state(pool)
+        assert open_ == idle, outcomes
+        assert waiting == 0
+        assert open_ <= 3
+        assert outcomes.get("ok", 0) > 0
         await pool.aclose()
 
 
@@ -501,7 +634,7 @@ async def test_closing_with_a_request_in_flight_closes_its_connection_too() -> N
         assert (await in_flight).status_code == 200
         await asyncio.sleep(0.05)
         assert server.open == 0  # given back after the close: closed, not kept
-        with pytest.raises(RuntimeError, match="closed"):
+        with pytest.raises(AdapterUnavailable, match="closed"):
             await get(pool, f"http://{host}:{port}/c/1")
 
 
@@ -515,13 +648,14 @@ async def test_an_adapter_used_from_two_event_loops_closes_both() -> None:
     async with serving(server.handle) as (host, port):
         adapter = Acme(base_url=f"http://{host}:{port}", token="t")
         private = LoopThread()
-        await asyncio.to_thread(private.run, adapter.fetch_phone("1"))
-        await adapter.fetch_phone("2")
-        assert server.connections == 2  # one per loop
-        await adapter.aclose()
-        await asyncio.sleep(0.05)
-        assert server.open == 0
-        await asyncio.to_thread(private.stop)
+        try:
+            await asyncio.to_thread(private.run, adapter.fetch_phone("1"))
+            await adapter.fetch_phone("2")
+            assert server.connections == 2  # one per loop
+            await adapter.aclose()
+            await eventually(lambda: server.open == 0)
+        finally:
+            await asyncio.to_thread(private.stop)
 
 
 async def test_a_host_header_set_by_an_adapter_is_sent_once() -> None:
@@ -559,7 +693,7 @@ async def test_a_tls_connection_resumes_reading_after_its_buffer_filled(
 ) -> None:
     """More than the read buffer's high-water mark arrives over TLS before anyone
     reads: reading pauses, and resumes as the buffer drains (on the TLS layer)."""
-    from predial.adapters._network import AsyncioBackend
+    from predial.adapters._network import AsyncioBackend, AsyncioStream
 
     size = 1_000_000
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -576,6 +710,11 @@ async def test_a_tls_connection_resumes_reading_after_its_buffer_filled(
     async with serving(big, server_context) as (_, port):
         stream = await AsyncioBackend().connect_tcp("127.0.0.1", port, timeout=5.0)
         stream = await stream.start_tls(client_context, "localhost", timeout=5.0)
+        assert isinstance(stream, AsyncioStream)
+        # What the protocol pauses and resumes is the TLS layer that feeds it, not the
+        # raw socket under it (which the TLS layer would go on draining).
+        assert stream._protocol.transport is stream._transport
+        assert stream._transport.get_extra_info("ssl_object") is not None
         await stream.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
         await asyncio.sleep(0.3)  # a busy loop: everything piles up unread
         received = 0

@@ -244,13 +244,14 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
+                # Addresses are tried one after another (as socket.create_connection
+                # does), not raced: asyncio's happy-eyeballs race leaks the socket it
+                # was connecting when it is cancelled (seen on 3.11 and 3.12).
                 transport, protocol = await loop.create_connection(
                     _Buffering,
                     host,
                     port,
                     local_addr=(local_address, 0) if local_address else None,
-                    # Try the next address of a dual-stack host after 250 ms (RFC 8305).
-                    happy_eyeballs_delay=0.25,
                 )
         except TimeoutError:
             raise httpcore.ConnectTimeout(f"no connection within {timeout} s") from None

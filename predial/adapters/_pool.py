@@ -181,7 +181,7 @@ class PooledTransport(httpx.AsyncBaseTransport):
         place of an idle one to another origin if need be), else the first one given
         back while this request waits."""
         if self._closed:
-            raise RuntimeError("the adapter's connections are closed")
+            raise AdapterUnavailable("the adapter is closed")
         stack = connections.idle.get(key)
         while stack:
             connection = stack.pop()
@@ -281,4 +281,4 @@ class PooledTransport(httpx.AsyncBaseTransport):
         while connections.waiters:
             _, waiter = connections.waiters.popleft()
             if not waiter.done():
-                waiter.set_exception(RuntimeError("the adapter's connections are closed"))
+                waiter.set_exception(AdapterUnavailable("the adapter is closed"))

@@ -126,8 +126,8 @@ class HttpAdapter:
     `rate_limit` is the CRM's documented default), and `tenant`: campaigns naming
     the same tenant (one CRM account) share one rate budget and one daily-quota
     pause in the process; `max_in_flight` (default 100) for how many connections
-    the adapter may hold, each serving one request at a time (more wait for one,
-    up to `timeout`).
+    the adapter may hold on each event loop, each serving one request at a time
+    (more wait for one, up to `timeout`).
     """
 
     name: ClassVar[str]
@@ -578,6 +578,8 @@ class HttpAdapter:
         raise AdapterUnavailable(f"the CRM answered {status}")
 
     async def aclose(self) -> None:
+        if self.oauth is not None:
+            await self.oauth.aclose()  # before its client closes under it
         await self._token_client.aclose()
         for transport in (*self._retired, self._transport):
             await transport.aclose()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import math
 import os
 import tempfile
@@ -41,10 +42,12 @@ __all__ = [
 
 RefreshHook = Callable[[str], Awaitable[None] | None]
 
+log = logging.getLogger("predial.adapters.http")
+
 #: The most a token endpoint's answer may hold (they are a few hundred bytes).
 TOKEN_ANSWER_BYTES = 64 * 1024
 #: How long a refresh waits for another process's refresh of the same token file.
-REFRESH_LOCK_TIMEOUT = 30.0
+REFRESH_LOCK_TIMEOUT = 120.0
 
 
 class RefreshTokenFile:
@@ -173,13 +176,31 @@ class OAuth2:
             if self._refresh_lock is None:
                 await self._refresh(client)
             else:
+                before = self._access_token
                 async with self._refresh_lock():
-                    await self._refresh(client)
+                    # Refreshed meanwhile by this object on another event loop: done.
+                    if not (self._valid() and self._access_token != before):
+                        await self._refresh(client)
             assert self._access_token is not None
             return self._access_token
         finally:
             if self._refreshing is asyncio.current_task():
                 self._refreshing = None
+
+    async def aclose(self, grace: float = 5.0) -> None:
+        """Let a refresh under way on this loop finish (up to `grace` seconds), so a
+        refresh token the CRM has just rotated is kept before the client closes."""
+        task = self._refreshing
+        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
+            return
+        try:
+            async with asyncio.timeout(grace):
+                await asyncio.shield(task)
+        except TimeoutError:
+            log.warning("an OAuth refresh still running after %.0f s was abandoned", grace)
+            task.cancel()
+        except Exception as error:  # the refresh's callers have been told
+            log.debug("the OAuth refresh ended with %s", type(error).__name__)
 
     def _new_token_stored(self) -> bool:
         """Whether the store holds a refresh token not yet refused: another adapter
@@ -248,10 +269,10 @@ class OAuth2:
         self.refreshes += 1
         try:
             async with client.stream("POST", self.token_url, data=form, headers=headers) as raw:
-                if raw.is_stream_consumed:  # built in-process (a mock transport)
+                if raw.is_stream_consumed:  # built in-process (a mock transport): decoded
                     content = raw.content
                     if len(content) > TOKEN_ANSWER_BYTES:
-                        raise AdapterUnavailable(f"its answer exceeds {TOKEN_ANSWER_BYTES} bytes")
+                        raise AdapterUnavailable(f"exceeds {TOKEN_ANSWER_BYTES} bytes")
                 else:
                     content = await read_capped(raw.aiter_raw(), TOKEN_ANSWER_BYTES)
                     encoding = raw.headers.get("content-encoding", "identity")
@@ -261,8 +282,15 @@ class OAuth2:
                 f"token endpoint unreachable ({type(error).__name__})"
             ) from None
         except AdapterUnavailable as error:
-            raise AdapterUnavailable(f"token endpoint: {error}") from None
-        response = httpx.Response(raw.status_code, headers=raw.headers, content=content)
+            reason = str(error).removeprefix("the CRM's answer ")
+            raise AdapterUnavailable(f"the token endpoint's answer {reason}") from None
+        # The body is decoded now: its framing headers no longer describe it.
+        kept = [
+            (name, value)
+            for name, value in raw.headers.multi_items()
+            if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+        ]
+        response = httpx.Response(raw.status_code, headers=kept, content=content)
         if response.status_code >= 300 and response.status_code not in (400, 401, 403):
             retry = retry_after_seconds(response.headers.get("retry-after"))
             raise AdapterUnavailable(
@@ -306,7 +334,6 @@ class OAuth2:
 
 @asynccontextmanager
 async def _refresh_lock(path: Path) -> AsyncIterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
     lock = filelock.AsyncFileLock(path, timeout=REFRESH_LOCK_TIMEOUT, mode=0o600)
     try:
         await lock.acquire()
@@ -314,10 +341,26 @@ async def _refresh_lock(path: Path) -> AsyncIterator[None]:
         raise AdapterUnavailable(
             f"another refresh of the token file has held its lock for {REFRESH_LOCK_TIMEOUT:.0f} s"
         ) from None
+    except OSError as error:
+        # A folder this process may read but not write (a read-only secret mount):
+        # the refresh goes ahead unlocked, as it would with no file to share.
+        if path.parent not in _UNLOCKABLE:
+            _UNLOCKABLE.add(path.parent)
+            log.warning(
+                "cannot lock %s (%s): refreshes through it are not serialised across processes",
+                path,
+                type(error).__name__,
+            )
+        yield
+        return
     try:
         yield
     finally:
         await lock.release()
+
+
+#: Folders whose lock could not be made, each warned about once.
+_UNLOCKABLE: set[Path] = set()
 
 
 def persisting(store: RefreshTokenFile | None, hook: RefreshHook | None) -> RefreshHook | None:
