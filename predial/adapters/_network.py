@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import select
 import ssl
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from typing import Any, Literal
 
 import httpcore
@@ -242,21 +242,13 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         socket_options: Iterable[SocketOption] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(timeout):
-                # Addresses are tried one after another (as socket.create_connection
-                # does), not raced: asyncio's happy-eyeballs race leaks the socket it
-                # was connecting when it is cancelled (seen on 3.11 and 3.12).
-                transport, protocol = await loop.create_connection(
-                    _Buffering,
-                    host,
-                    port,
-                    local_addr=(local_address, 0) if local_address else None,
-                )
-        except TimeoutError:
-            raise httpcore.ConnectTimeout(f"no connection within {timeout} s") from None
-        except OSError as error:
-            raise httpcore.ConnectError(str(error) or type(error).__name__) from error
+        # Addresses are tried one after another (as socket.create_connection does),
+        # not raced: asyncio's happy-eyeballs race leaks the socket it was connecting
+        # when it is cancelled (seen here on 3.11).
+        connecting = loop.create_connection(
+            _Buffering, host, port, local_addr=(local_address, 0) if local_address else None
+        )
+        transport, protocol = await _connected(connecting, timeout)
         return _stream(transport, protocol, socket_options)
 
     async def connect_unix_socket(
@@ -266,17 +258,26 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         socket_options: Iterable[SocketOption] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(timeout):
-                transport, protocol = await loop.create_unix_connection(_Buffering, path)
-        except TimeoutError:
-            raise httpcore.ConnectTimeout(f"no connection within {timeout} s") from None
-        except OSError as error:
-            raise httpcore.ConnectError(str(error) or type(error).__name__) from error
+        connecting = loop.create_unix_connection(_Buffering, path)
+        transport, protocol = await _connected(connecting, timeout)
         return _stream(transport, protocol, socket_options)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+
+async def _connected(
+    connecting: Coroutine[Any, Any, tuple[asyncio.BaseTransport, _Buffering]],
+    seconds: float | None,
+) -> tuple[asyncio.BaseTransport, _Buffering]:
+    """The connection, or httpcore's ConnectTimeout / ConnectError."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await connecting
+    except TimeoutError:
+        raise httpcore.ConnectTimeout(f"no connection within {seconds} s") from None
+    except OSError as error:
+        raise httpcore.ConnectError(str(error) or type(error).__name__) from error
 
 
 def _stream(
