@@ -252,6 +252,27 @@ async def test_a_waiter_for_another_origin_gets_the_place_of_a_closed_connection
     assert first.open == second.open == 0
 
 
+async def test_idle_connections_past_their_keep_alive_are_closed() -> None:
+    """Left from a burst, or to a host no longer asked: closed once their keep-alive
+    ends, as later requests are given back (not kept open until the adapter closes)."""
+    first, second = KeepAliveServer(delay=0.02), KeepAliveServer()
+    async with serving(first.handle) as (host, port_a), serving(second.handle) as (_, port_b):
+        pool = PooledTransport(
+            ssl_context=ssl.create_default_context(),
+            max_connections=10,
+            max_response_bytes=1000,
+            keepalive_expiry=0.1,
+        )
+        await asyncio.gather(*(get(pool, f"http://{host}:{port_a}/c/{i}") for i in range(5)))
+        assert pool_state(pool) == (5, 5, 0)
+        await asyncio.sleep(0.2)  # their keep-alive ends
+        for _ in range(6):  # one expired connection is closed per origin and release
+            await get(pool, f"http://{host}:{port_b}/c/1")
+        assert pool_state(pool) == (1, 1, 0)
+        await eventually(lambda: first.open == 0)
+        await pool.aclose()
+
+
 async def test_requests_waiting_when_the_pool_closes_are_told_so() -> None:
     server = KeepAliveServer(delay=0.1)
     async with serving(server.handle) as (host, port):

@@ -14,8 +14,8 @@ under load) and takes anyio locks and cancel scopes for each request. Here:
 - with every connection busy it waits in line: a connection given back goes straight
   to the first waiter (its pool timeout counts from when it started waiting), so a
   busy caller cannot overtake it;
-- each release also checks the oldest idle connection, so connections left over
-  from a burst are closed once their keep-alive expires;
+- each release also checks the oldest idle connection of each origin, so those left
+  from a burst, or to a host no longer used, are closed once their keep-alive ends;
 - connections belong to the event loop that made them (asyncio's do), so each loop
   has its own; `aclose()` closes another running loop's connections on that loop.
 
@@ -219,9 +219,13 @@ class PooledTransport(httpx.AsyncBaseTransport):
             self._hand_place(connections)
             return
         await self._pass_on(connections, key, connection)
-        stack = connections.idle.get(key)
-        if stack is not None and len(stack) > 1 and stack[0].has_expired():
-            await self._discard(connections, stack.popleft())
+        # The oldest idle connection of each origin, if its keep-alive has run out or
+        # the server closed it: one check per origin and release (the one just given
+        # back is fresh). So connections left from a burst, or to a host the adapter
+        # no longer uses (after `use_base_url`), do not stay open.
+        for origin_key, stack in list(connections.idle.items()):
+            if stack and (origin_key != key or len(stack) > 1) and stack[0].has_expired():
+                await self._discard(connections, stack.popleft())
 
     async def _pass_on(self, connections: _Connections, key: OriginKey, handed: Handed) -> None:
         """Give a connection (or a place to open one) to the first live waiter; a
