@@ -36,7 +36,7 @@ import httpx
 
 from ..errors import AdapterUnavailable
 from ._network import AsyncioBackend
-from ._transport import HTTPX_ERRORS, as_httpx_errors, decode_body, read_capped
+from ._transport import FRAMING_HEADERS, HTTPX_ERRORS, as_httpx_errors, decode_body, read_capped
 
 __all__ = ["PooledTransport"]
 
@@ -48,8 +48,8 @@ Connection = httpcore.AsyncHTTPConnection
 #: What a waiter is handed: a connection to its origin, or None: a place to open one.
 Handed = Connection | None
 
-#: Framing headers that no longer describe a body once it has been read and decoded.
-_FRAMING = (b"content-encoding", b"content-length", b"transfer-encoding")
+#: `FRAMING_HEADERS` as httpcore gives header names.
+_FRAMING = tuple(name.encode() for name in FRAMING_HEADERS)
 #: What of httpcore's response extensions an answer keeps (not the network stream of
 #: a connection that is back in the pool).
 _KEPT_EXTENSIONS = ("http_version", "reason_phrase")

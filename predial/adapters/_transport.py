@@ -18,12 +18,14 @@ import httpx
 from ..errors import AdapterUnavailable
 
 __all__ = [
+    "FRAMING_HEADERS",
     "HTTPX_ERRORS",
     "DeferredRequest",
     "ShardedTransport",
     "as_httpx_errors",
     "decode_body",
     "read_capped",
+    "unframed",
 ]
 
 #: httpcore's exceptions as httpx raises them (the mapping httpx's own transport uses).
@@ -65,6 +67,16 @@ async def read_capped(chunks: AsyncIterable[bytes], cap: int) -> bytes:
             raise AdapterUnavailable(f"the CRM's answer exceeds {cap} bytes")
         parts.append(chunk)
     return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+#: Framing headers that no longer describe a body once it has been read and decoded.
+FRAMING_HEADERS = ("content-encoding", "content-length", "transfer-encoding")
+
+
+def unframed(headers: httpx.Headers) -> list[tuple[str, str]]:
+    """`headers` without the framing of a body that has been read and decoded."""
+    items = headers.multi_items()
+    return [(name, value) for name, value in items if name.lower() not in FRAMING_HEADERS]
 
 
 def decode_body(raw: bytes, encoding: str, cap: int) -> bytes:

@@ -63,7 +63,7 @@ from ..errors import (
 )
 from ..lupitor.limiter import SlidingWindowLimiter
 from ._pool import PooledTransport
-from ._transport import DeferredRequest, ShardedTransport, decode_body, read_capped
+from ._transport import DeferredRequest, ShardedTransport, decode_body, read_capped, unframed
 from .oauth import OAuth2, RefreshHook, RefreshTokenFile, persisting
 
 __all__ = [
@@ -496,12 +496,9 @@ class HttpAdapter:
             await response.aclose()
         encoding = response.headers.get("content-encoding", "identity")
         body = decode_body(raw, encoding, self.max_response_bytes)
-        kept = [
-            (key, value)
-            for key, value in response.headers.multi_items()
-            if key.lower() not in ("content-encoding", "content-length", "transfer-encoding")
-        ]
-        return httpx.Response(response.status_code, headers=kept, content=body, request=request)
+        return httpx.Response(
+            response.status_code, headers=unframed(response.headers), content=body, request=request
+        )
 
     def _target(self, path: str, query: str) -> bytes | None:
         """The request target as httpx would send it, when it can be had without

@@ -29,7 +29,7 @@ import httpx
 
 from .._http import retry_after_seconds
 from ..errors import AdapterAuthError, AdapterUnavailable
-from ._transport import decode_body, read_capped
+from ._transport import decode_body, read_capped, unframed
 
 __all__ = [
     "REFRESH_LOCK_TIMEOUT",
@@ -285,12 +285,7 @@ class OAuth2:
             reason = str(error).removeprefix("the CRM's answer ")
             raise AdapterUnavailable(f"the token endpoint's answer {reason}") from None
         # The body is decoded now: its framing headers no longer describe it.
-        kept = [
-            (name, value)
-            for name, value in raw.headers.multi_items()
-            if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")
-        ]
-        response = httpx.Response(raw.status_code, headers=kept, content=content)
+        response = httpx.Response(raw.status_code, headers=unframed(raw.headers), content=content)
         if response.status_code >= 300 and response.status_code not in (400, 401, 403):
             retry = retry_after_seconds(response.headers.get("retry-after"))
             raise AdapterUnavailable(
