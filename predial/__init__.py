@@ -28,8 +28,10 @@ from .errors import (
     AdapterUnavailable,
     ConfigurationError,
     DuplicateAdapter,
+    ImportInProgress,
     InputFileError,
     InvalidPhoneNumber,
+    JournalError,
     LeadAlreadyExists,
     LupitorAnswerLost,
     LupitorAuthError,
@@ -49,6 +51,7 @@ from .hookspecs import hookimpl
 from .models import CrmContact, CrmPhone, Lead, Resolution
 from .phone import PhonePolicy, mask_phone, normalize
 from .plugins import load_plugins
+from .redaction import redact
 from .resolver import Resolver
 from .stats import ResolverStats
 from .warm import WarmReport
@@ -71,8 +74,10 @@ __all__ = [
     "CrmContact",
     "CrmPhone",
     "DuplicateAdapter",
+    "ImportInProgress",
     "InputFileError",
     "InvalidPhoneNumber",
+    "JournalError",
     "Lead",
     "LeadAlreadyExists",
     "LupitorAnswerLost",
@@ -99,4 +104,5 @@ __all__ = [
     "load_plugins",
     "mask_phone",
     "normalize",
+    "redact",
 ]

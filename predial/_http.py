@@ -7,7 +7,7 @@ import math
 import time
 from collections.abc import Callable
 
-__all__ = ["MAX_RETRY_AFTER", "retry_after_seconds"]
+__all__ = ["MAX_RETRY_AFTER", "retry_after_hint", "retry_after_seconds"]
 
 #: The longest wait a server may ask for (a day: daily quotas reset within one).
 #: Longer, infinite or NaN values are clamped, so one bad header cannot stop a
@@ -34,3 +34,21 @@ def retry_after_seconds(value: str | None, now: Callable[[], float] = time.time)
     except (TypeError, ValueError):
         return None
     return min(max(0.0, when.timestamp() - now()), MAX_RETRY_AFTER)
+
+
+def retry_after_hint(value: object) -> float | None:
+    """An adapter's or a server's "come back in N seconds" as a usable hint.
+
+    Anything that is not a finite number of seconds >= 0 (NaN, infinity, a negative
+    number, a bool, an object that is not a number) is no hint at all: None. Longer
+    waits are clamped to `MAX_RETRY_AFTER`, as `retry_after_seconds` clamps headers.
+    """
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        seconds = float(value)  # type: ignore[arg-type]  # anything an adapter set
+    except Exception:
+        return None
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    return min(seconds, MAX_RETRY_AFTER)

@@ -15,11 +15,26 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["DaemonThreadPool", "LoopThread"]
+__all__ = ["DaemonThreadPool", "LoopThread", "RaisedInThread"]
 
 T = TypeVar("T")
 
 _STOP = object()
+
+
+class RaisedInThread(Exception):
+    """Code in a worker thread raised a `BaseException` that is not an `Exception`
+    (`KeyboardInterrupt`, `SystemExit`, `GeneratorExit`, a cancellation...).
+
+    No signal is ever delivered to a worker thread, so it is not an interrupt: it is
+    what that code raised, and it reaches the waiting event loop as an ordinary
+    error (`__cause__` is the original). Raised as it was, asyncio would re-raise a
+    `KeyboardInterrupt` or `SystemExit` out of the loop and stop the dialer.
+    """
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(f"{type(error).__name__} raised in a worker thread")
+        self.__cause__ = error
 
 
 class DaemonThreadPool:
@@ -63,8 +78,10 @@ class DaemonThreadPool:
             if future.set_running_or_notify_cancel():
                 try:
                     future.set_result(fn(*args))
-                except BaseException as error:  # handed to the awaiting resolver, not lost
+                except Exception as error:  # handed to the awaiting resolver, not lost
                     future.set_exception(error)
+                except BaseException as error:  # not an interrupt here: see RaisedInThread
+                    future.set_exception(RaisedInThread(error))
             with self._lock:
                 self._idle += 1
 

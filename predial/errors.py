@@ -12,6 +12,8 @@ PredialError
 │   └── AdapterAuthError      credentials rejected (retryable once fixed)
 ├── InvalidPhoneNumber        also a ValueError: the policy refused a number
 ├── InputFileError            a leads file or CRM export cannot be read as a whole
+├── ImportInProgress          another import of the same file or journal is running (owner)
+├── JournalError              the import journal is damaged, foreign, or cannot be written
 ├── Unresolvable              the resolver's verdict: no number to dial
 └── LupitorError              the Lupitor Leads API refused a request (status, message)
     ├── LupitorAuthError      401: missing, invalid or inactive API key
@@ -31,6 +33,10 @@ configuration problem that should fail loudly.
 
 from __future__ import annotations
 
+from typing import Any
+
+from ._http import retry_after_hint
+
 __all__ = [
     "AdapterAuthError",
     "AdapterError",
@@ -39,8 +45,10 @@ __all__ = [
     "AdapterUnavailable",
     "ConfigurationError",
     "DuplicateAdapter",
+    "ImportInProgress",
     "InputFileError",
     "InvalidPhoneNumber",
+    "JournalError",
     "LeadAlreadyExists",
     "LupitorAnswerLost",
     "LupitorAuthError",
@@ -123,7 +131,8 @@ class AdapterUnavailable(AdapterError):
     """
 
     def __init__(self, message: str = "CRM unavailable", *, retry_after: float | None = None):
-        self.retry_after = retry_after
+        # NaN, infinite or negative is no hint; a week is clamped to a day.
+        self.retry_after = retry_after_hint(retry_after)
         super().__init__(message)
 
 
@@ -177,6 +186,26 @@ class InputFileError(PredialError):
     header). Problems with single rows are reported per row instead."""
 
 
+class ImportInProgress(PredialError):
+    """Another import of the same file into the same campaign, or through the same
+    journal, is running. `owner` is what that import wrote about itself (`pid`,
+    `host`, `started`, `journal`, `source`, `campaign`), or None when it could not
+    be read."""
+
+    def __init__(self, message: str, owner: dict[str, Any] | None = None) -> None:
+        self.owner = owner
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[type[ImportInProgress], tuple[str, dict[str, Any] | None]]:
+        return (type(self), (str(self), self.owner))
+
+
+class JournalError(PredialError):
+    """The import journal cannot be used: damaged, not a journal, a line or status
+    it cannot hold, or SQLite could not open, read or write it (permissions, a full
+    disk). The message names the journal and what to do."""
+
+
 class Unresolvable(PredialError):
     """The resolver has no number that may be dialled for this lead.
 
@@ -198,7 +227,7 @@ class Unresolvable(PredialError):
     ) -> None:
         self.reason = reason
         self.retryable = retryable
-        self.retry_after = retry_after
+        self.retry_after = retry_after = retry_after_hint(retry_after)
         self.campaign_id = campaign_id
         self.external_id = external_id
         self.detail = detail

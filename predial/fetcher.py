@@ -3,6 +3,15 @@
 `CampaignRuntime.fetch` never raises for anything an adapter does: every
 failure becomes an `Outcome` the resolver can act on, and an adapter that raises
 something unexpected is logged with its plugin's name and treated as unavailable.
+"Anything" is meant: `BaseException` subclasses such as `GeneratorExit`, and a
+`CancelledError` the adapter raised on its own, are the adapter's failure too. Only
+two things propagate: the cancellation of the task that is calling (a deadline, or
+the loop closing), and `KeyboardInterrupt`/`SystemExit` in the main thread, the
+only thread Python delivers an interrupt to. (In any other thread, a sync adapter's
+worker or `resolve_sync`'s loop, they are the adapter's failure: see
+`predial._threads.RaisedInThread`.)
+Text the adapter supplied (exception messages) is redacted before it is logged
+or kept in a refusal's detail.
 """
 
 from __future__ import annotations
@@ -11,12 +20,15 @@ import asyncio
 import inspect
 import logging
 import random
+import threading
 import time
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._threads import DaemonThreadPool
+from ._http import retry_after_hint
+from ._threads import DaemonThreadPool, RaisedInThread
 from .breaker import BreakerSettings, CircuitBreaker
 from .cache import CacheSettings
 from .campaign import Campaign, RetrySettings
@@ -28,11 +40,12 @@ from .errors import (
     RecordNotFound,
 )
 from .phone import PhonePolicy
+from .redaction import redact, safe_text
 from .selection import Outcome, interpret
 from .stats import StatsRecorder
 from .trace import Attempt, Trace
 
-__all__ = ["Answer", "BadBatchAnswer", "CampaignRuntime", "CircuitOpen"]
+__all__ = ["Answer", "BadBatchAnswer", "CampaignRuntime", "CircuitOpen", "is_adapter_fault"]
 
 log = logging.getLogger("predial.resolver")
 
@@ -50,6 +63,30 @@ class BadBatchAnswer(TypeError):
 
 class CircuitOpen(AdapterUnavailable):
     """The campaign's circuit is open: the adapter was not called."""
+
+
+def is_adapter_fault(error: BaseException) -> bool:
+    """Whether `error`, raised from inside an adapter's code, is the adapter's own
+    failure (True) rather than something that must propagate: the calling task's
+    own cancellation, or an interrupt (`KeyboardInterrupt`, `SystemExit`) in the
+    main thread. A `CancelledError` nobody asked for (the task is not being cancelled)
+    is the adapter's: it cancelled something of its own and let that escape."""
+    if isinstance(error, Exception):
+        return True
+    if isinstance(error, (KeyboardInterrupt, SystemExit)):
+        # Python delivers signals to the main thread only: anywhere else (a dialer's
+        # loop in a thread of its own, resolve_sync's private loop) the adapter
+        # raised it, and letting it out would stop that event loop for good.
+        return threading.current_thread() is not threading.main_thread()
+    if isinstance(error, asyncio.CancelledError):
+        task = asyncio.current_task()
+        return task is None or task.cancelling() == 0
+    return True
+
+
+def _described(error: BaseException) -> str:
+    """`Type: message` of an adapter's exception, safe to keep (bounded, never raising)."""
+    return redact(f"{type(error).__name__}: {safe_text(error)}", show_numbers=True, limit=2000)
 
 
 class CampaignRuntime:
@@ -122,9 +159,14 @@ class CampaignRuntime:
             # then asked alone, which says which are really missing.
             self.breaker.record_success(time.monotonic() - started)
             return {}
-        except Exception:
+        except BaseException as error:
+            if not is_adapter_fault(error):
+                raise
             self.breaker.record_failure()
-            raise
+            if isinstance(error, Exception):
+                raise
+            # A GeneratorExit or a stray cancellation: the batch failed, nothing more.
+            raise RuntimeError(f"fetch_phones raised {type(error).__name__}") from error
         if not isinstance(answers, Mapping):
             self.breaker.record_failure()
             raise BadBatchAnswer(
@@ -160,16 +202,22 @@ class CampaignRuntime:
                 self.label_preference,
                 trace.verdicts if trace is not None else None,
             )
-        except TypeError as error:
+        except BaseException as error:
+            # Not only a wrong type: a flag whose __bool__ raises (a numpy array), a
+            # phone whose __str__ or __eq__ does. Whatever it is, it is the adapter's
+            # answer that failed, and the dial gets "retry later", never a crash.
+            if not is_adapter_fault(error):
+                raise
+            described = _described(error)
             self._stats.adapter_errors["bad_return"] += 1
             log.error(
                 "campaign %s: adapter %r (plugin %s) returned an unusable value: %s",
                 self.campaign.id,
                 self.adapter_name,
                 self.plugin,
-                error,
+                redact(described),
             )
-            return Outcome.failed("adapter_error", detail=str(error))
+            return Outcome.failed("adapter_error", detail=redact(described))
 
     async def fetch_raw(
         self, external_id: str, deadline_at: float, trace: Trace | None = None
@@ -202,11 +250,13 @@ class CampaignRuntime:
                 trace.attempts.append(record)
             try:
                 raw = await self._call(external_id)
-            except Exception as error:
+            except BaseException as error:
+                if not is_adapter_fault(error):
+                    raise
                 if record is not None:
                     record.duration = time.monotonic() - started
-                    record.error = f"{type(error).__name__}: {error}"
-                    record.retry_after = getattr(error, "retry_after", None)
+                    record.error = _described(error)  # masked where it is shown
+                    record.retry_after = _retry_after(error)
                 outcome, wait = self._failure(error, started, deadline_at, attempt + 1)
                 if outcome is not None:
                     return outcome
@@ -222,7 +272,7 @@ class CampaignRuntime:
             return Answer(raw)
 
     def _failure(
-        self, error: Exception, started: float, deadline_at: float, attempt: int
+        self, error: BaseException, started: float, deadline_at: float, attempt: int
     ) -> tuple[Outcome | None, float]:
         """What an adapter's exception comes to: an outcome, or (None, wait) to retry."""
         stats = self._stats
@@ -234,33 +284,37 @@ class CampaignRuntime:
         self.breaker.record_failure()
         if isinstance(error, AdapterAuthError):
             stats.adapter_errors["auth_error"] += 1
+            detail = redact(safe_text(error))
             log.error(
                 "campaign %s: adapter %r (plugin %s) was refused by the CRM: %s",
                 self.campaign.id,
                 self.adapter_name,
                 self.plugin,
-                error,
+                detail,
             )
-            return Outcome.failed("auth_error", detail=str(error)), 0.0
+            return Outcome.failed("auth_error", detail=detail), 0.0
         if isinstance(error, AdapterRequestRejected):
             stats.adapter_errors["rejected"] += 1
+            detail = redact(safe_text(error))
             log.error(
                 "campaign %s: adapter %r (plugin %s): %s; not retried",
                 self.campaign.id,
                 self.adapter_name,
                 self.plugin,
-                error,
+                detail,
             )
-            return Outcome.failed("adapter_error", detail=str(error)), 0.0
+            return Outcome.failed("adapter_error", detail=detail), 0.0
         if isinstance(error, AdapterUnavailable):
             stats.adapter_errors["unavailable"] += 1
+            retry_after = _retry_after(error)
             wait = self._backoff(attempt)
-            if error.retry_after is not None:
-                wait = max(wait, error.retry_after)
+            if retry_after is not None:
+                wait = max(wait, retry_after)
             if attempt >= self.retry.attempts or wait >= deadline_at - time.monotonic():
                 # Out of attempts, or the wait would not fit in the deadline: the
                 # CRM's own retry_after becomes the dialer's verdict.
-                return Outcome.failed("unavailable", error.retry_after, detail=str(error)), 0.0
+                detail = redact(safe_text(error))
+                return Outcome.failed("unavailable", retry_after, detail=detail), 0.0
             log.debug(
                 "campaign %s: adapter %r unavailable (attempt %d), retrying in %.3fs",
                 self.campaign.id,
@@ -276,9 +330,38 @@ class CampaignRuntime:
             self.campaign.id,
             self.adapter_name,
             self.plugin,
-            type(error).__name__,
+            _raised(error),
         )
-        # The traceback helps the adapter's author, but exception texts of HTTP
-        # libraries can hold URLs with credentials: only when asked for.
-        log.debug("adapter %r traceback", self.adapter_name, exc_info=error)
-        return Outcome.failed("adapter_error", detail=type(error).__name__), 0.0
+        if log.isEnabledFor(logging.DEBUG):
+            # The traceback helps the adapter's author; exception texts of HTTP
+            # libraries can hold URLs with credentials, so it is redacted too.
+            log.debug("adapter %r traceback:\n%s", self.adapter_name, redacted_traceback(error))
+        return Outcome.failed("adapter_error", detail=_raised(error)), 0.0
+
+
+def _raised(error: BaseException) -> str:
+    """An unexpected exception by its type (and what it wraps): its text may hold
+    anything, and the type is what tells the adapter's author where to look."""
+    name = type(error).__name__
+    cause = error.__cause__
+    if isinstance(error, RaisedInThread) and cause is not None:
+        return f"{type(cause).__name__} (in its worker thread)"
+    return name
+
+
+def _retry_after(error: BaseException) -> float | None:
+    """The error's `retry_after`, if it has a usable one (an adapter may set anything)."""
+    try:
+        value = getattr(error, "retry_after", None)
+    except Exception:
+        return None
+    return retry_after_hint(value)
+
+
+def redacted_traceback(error: BaseException) -> str:
+    """`error`'s traceback, each line redacted (numbers masked, credentials removed)."""
+    try:
+        lines = traceback.format_exception(error)
+    except Exception:
+        return f"<the traceback of {type(error).__name__} could not be formatted>"
+    return "\n".join(redact(line, limit=2000) for text in lines for line in text.splitlines())

@@ -124,7 +124,7 @@ class Lead(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class CrmPhone:
     """One phone field of a CRM record, raw as the CRM stores it."""
 
@@ -132,8 +132,15 @@ class CrmPhone:
     label: str | None = None
     primary: bool = False
 
+    def __repr__(self) -> str:
+        # Contacts end up in logs and tracebacks through their repr: masked.
+        return (
+            f"CrmPhone(value={mask_phone(self.value)!r}, label={_shown(self.label)}, "
+            f"primary={_shown(self.primary)})"
+        )
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, repr=False)
 class CrmContact:
     """What an adapter may return when a record has several phones or flags.
 
@@ -146,8 +153,18 @@ class CrmContact:
     do_not_call: bool = False
     state: ContactState = "active"
 
+    def __repr__(self) -> str:
+        try:
+            phones = ", ".join(repr(phone) for phone in self.phones)
+        except Exception:
+            phones = f"<{type(self.phones).__name__}>"
+        return (
+            f"CrmContact(phones=[{phones}], do_not_call={_shown(self.do_not_call)}, "
+            f"state={_shown(self.state)})"
+        )
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, repr=False)
 class Resolution:
     """The number to dial, and where it came from.
 
@@ -167,3 +184,19 @@ class Resolution:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def __repr__(self) -> str:
+        return (
+            f"Resolution(phone_number={mask_phone(self.phone_number)!r}, "
+            f"source={self.source!r}, campaign_id={self.campaign_id!r}, "
+            f"external_id={self.external_id!r}, adapter={self.adapter!r}, "
+            f"fallback_reason={self.fallback_reason!r}, elapsed={self.elapsed!r})"
+        )
+
+
+def _shown(value: object) -> str:
+    """`repr(value)`, or the type's name when that raises (adapters fill these in)."""
+    try:
+        return repr(value)
+    except Exception:
+        return f"<{type(value).__name__}>"

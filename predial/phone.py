@@ -30,6 +30,7 @@ from .errors import InvalidPhoneNumber
 
 __all__ = [
     "DEFAULT_REFUSED_TYPES",
+    "MAX_INPUT_LENGTH",
     "NUMBER_TYPES",
     "REASONS",
     "PhonePolicy",
@@ -83,8 +84,9 @@ _POSSIBILITY_REASONS: Final[dict[int, str]] = {
     ValidationResult.INVALID_LENGTH: "invalid_length",
 }
 
-# Longer input is not a phone number and would only make the parser work hard.
-_MAX_INPUT_LENGTH: Final = 250
+#: The longest input the policy reads (whitespace and an extension included):
+#: anything longer is not a phone number, and is refused before parsing.
+MAX_INPUT_LENGTH: Final = 250
 _DIGIT = re.compile(r"\d")
 
 
@@ -95,7 +97,12 @@ def mask_phone(value: object) -> str:
     four of numbers of 11 digits or more, the first three and last two of 9-10
     digits, the last two of anything shorter. Never raises.
     """
-    text = str(value)
+    try:
+        # A str subclass's own data, not what its __str__ says; any other object's
+        # text, unless producing it raises.
+        text = str.__str__(value) if isinstance(value, str) else str(value)
+    except Exception:
+        return "***"
     digits = "".join(_DIGIT.findall(text))
     if not digits:
         return "***" if text else ""
@@ -139,7 +146,7 @@ class PhonePolicy:
     # share verdicts made under another region. A refusal is memoised as its
     # (reason, message) and raised anew each time: re-raising one exception object
     # would grow its traceback on every raise.
-    _memo: OrderedDict[object, str | tuple[str, str]] = field(
+    _memo: OrderedDict[str, str | tuple[str, str]] = field(
         init=False, compare=False, hash=False, repr=False
     )
 
@@ -173,12 +180,21 @@ class PhonePolicy:
 
     def normalize(self, value: object) -> str:
         """Return `value` as E.164 (`+14155550123`) or raise `InvalidPhoneNumber`."""
+        if type(value) is not str:
+            if not isinstance(value, str):
+                raise _refuse("not_a_string", value)
+            # An exact copy of a str subclass's data: its own __hash__, __eq__ or
+            # strip() could otherwise make the memo hand one number's verdict to
+            # another, or raise from inside the policy.
+            value = str.__str__(value)
+        if len(value) > MAX_INPUT_LENGTH:
+            # Refused before parsing and never memoised: the memo would keep a
+            # megabyte-long "number" alive as a key.
+            raise _refuse("too_long_input", value)
         try:
             verdict = self._memo[value]
         except KeyError:
             verdict = self._memo_miss(value)
-        except TypeError:  # unhashable input: not a phone number anyway
-            raise _refuse("not_a_string", value) from None
         if isinstance(verdict, str):
             return verdict
         raise InvalidPhoneNumber(verdict[0], value, verdict[1])
@@ -191,7 +207,7 @@ class PhonePolicy:
             return False
         return True
 
-    def _memo_miss(self, value: object) -> str | tuple[str, str]:
+    def _memo_miss(self, value: str) -> str | tuple[str, str]:
         try:
             verdict: str | tuple[str, str] = self._check(value)
         except InvalidPhoneNumber as refusal:
@@ -202,14 +218,10 @@ class PhonePolicy:
             memo.popitem(last=False)
         return verdict
 
-    def _check(self, value: object) -> str:
-        if not isinstance(value, str):
-            raise _refuse("not_a_string", value)
+    def _check(self, value: str) -> str:
         text = value.strip()
         if not text:
             raise _refuse("empty", value)
-        if len(text) > _MAX_INPUT_LENGTH:
-            raise _refuse("too_long_input", value)
         number = self._parse(text, value)
         possibility = phonenumbers.is_possible_number_with_reason(number)
         if possibility != ValidationResult.IS_POSSIBLE:

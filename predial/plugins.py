@@ -25,6 +25,7 @@ import pluggy
 from . import hookspecs
 from .adapters import adapter_problems
 from .errors import DuplicateAdapter, PluginLoadError, UnknownAdapter
+from .redaction import redact
 
 __all__ = [
     "BUILTIN_PLUGINS",
@@ -70,9 +71,11 @@ class PluginInfo:
 
     def fail(self, error: str, exception: Exception | None = None) -> None:
         self.status = "failed"
-        self.error = error
+        # A plugin's exception text is third-party text: redacted before it is kept
+        # (`predial plugins` shows it) or logged.
+        self.error = redact(error, show_numbers=True)
         self.exception = exception
-        log.warning("plugin %s failed to load: %s", self.source, error)
+        log.warning("plugin %s failed to load: %s", self.source, redact(error))
 
 
 @dataclass(frozen=True)

@@ -38,10 +38,11 @@ from .breaker import BreakerSettings
 from .cache import CacheEntry, CacheKey, CacheSettings, CacheTier, MemoryCache
 from .campaign import Campaign, RetrySettings
 from .errors import ConfigurationError, InvalidPhoneNumber, UnknownAdapter, Unresolvable
-from .fetcher import Answer, CampaignRuntime
+from .fetcher import Answer, CampaignRuntime, redacted_traceback
 from .models import Lead, Resolution
 from .phone import mask_phone
 from .plugins import PluginRegistry, load_plugins
+from .redaction import redact, safe_text
 from .selection import DEFAULT_LABEL_PREFERENCE, Outcome
 from .stats import ResolverStats, StatsRecorder
 from .trace import Trace
@@ -61,7 +62,8 @@ def _settings_error(campaign: Campaign, error: Exception) -> ConfigurationError:
             for item in error.errors(include_input=False, include_url=False)
         )
     elif isinstance(error, (TypeError, ValueError)):
-        problems = f"{type(error).__name__}: {error}"
+        # The adapter's own message, redacted: it may quote the secret it refused.
+        problems = f"{type(error).__name__}: {redact(safe_text(error))}"
     else:  # an arbitrary exception's text may quote a setting: name the type only
         problems = f"{type(error).__name__} (see the adapter's documentation for its settings)"
     return ConfigurationError(
@@ -255,10 +257,18 @@ class Resolver:
                 trace.resolution = self._standard(lead, runtime, started)
             else:
                 deadline_at = time.monotonic() + runtime.deadline
+                fetch = asyncio.ensure_future(runtime.fetch(lead.external_id, deadline_at, trace))
                 try:
-                    async with asyncio.timeout(runtime.deadline):
-                        outcome = await runtime.fetch(lead.external_id, deadline_at, trace)
-                except TimeoutError:
+                    # Not asyncio.timeout: it would wait for an adapter that swallows
+                    # its cancellation. The fetch is cancelled and left behind.
+                    await asyncio.wait((fetch,), timeout=runtime.deadline)
+                finally:
+                    if not fetch.done():
+                        fetch.cancel()
+                if fetch.done() and not fetch.cancelled():
+                    outcome = fetch.result()
+                else:
+                    trace.notes.append("the adapter did not answer within the deadline")
                     outcome = runtime.timed_out()
                 trace.outcome_reason = outcome.reason
                 key = (lead.campaign_id, lead.external_id)
@@ -429,23 +439,62 @@ class Resolver:
             nonlocal expired
             expired = True
             task.cancel()
+            # The callers are answered in the next step, not when the adapter's call
+            # ends: an adapter may swallow its cancellation and run on for seconds.
+            # (One that answers as it is cancelled does so first, and is believed.)
+            loop.call_soon(time_out)
+
+        def time_out() -> None:
+            if not flight.done:
+                self._land(runtime, key, flight, flights, runtime.timed_out())
 
         timer = loop.call_at(loop.time() + remaining, expire)
         answer: Answer | Outcome
         try:
             answer = await runtime.fetch_raw(key[1], time.monotonic() + remaining)
         except asyncio.CancelledError:
-            if not expired or task.uncancel() > 0:
+            if expired and task.uncancel() == 0:
+                return  # the deadline's own cancellation: answered by expire()
+            # Cancelled from outside (the loop is closing): release the callers.
+            if flights.get(key) is flight:
                 del flights[key]
-                flight.crash()
-                raise
-            answer = runtime.timed_out()
-        except Exception:  # fetch_raw maps every adapter failure; this is a bug of ours
-            log.exception("campaign %s: the CRM fetch failed unexpectedly", runtime.campaign.id)
+            flight.crash()
+            raise
+        except (KeyboardInterrupt, SystemExit):
+            # An interrupt in this thread while the adapter ran: it propagates, as
+            # Python expects, but the callers are answered and the key is free.
+            self._land(runtime, key, flight, flights, Outcome.failed("adapter_error"))
+            raise
+        except BaseException as error:  # fetch_raw maps every adapter failure: a bug of ours
+            log.error(
+                "campaign %s: the CRM fetch failed unexpectedly:\n%s",
+                runtime.campaign.id,
+                redacted_traceback(error),
+            )
             answer = Outcome.failed("adapter_error", detail="internal error")
         finally:
             timer.cancel()
-        del flights[key]
+        if expired:
+            task.uncancel()  # the deadline's cancellation, caught by the adapter
+            if flight.done:
+                # It answered long after: the callers have had their timeout, and
+                # the key may have a new flight. The late answer is dropped.
+                return
+        self._land(runtime, key, flight, flights, answer)
+
+    def _land(
+        self,
+        runtime: CampaignRuntime,
+        key: CacheKey,
+        flight: Flight[Answer | Outcome, Outcome],
+        flights: dict[CacheKey, Flight[Answer | Outcome, Outcome]],
+        answer: Answer | Outcome,
+    ) -> None:
+        """End the flight with `answer`: free the key and wake the callers."""
+        if flight.done:
+            return
+        if flights.get(key) is flight:  # a later flight of the key may hold the slot
+            del flights[key]
         if not flight.land(answer):
             # Every caller gave up: interpret and cache the answer anyway, so the
             # call was not wasted.
@@ -489,8 +538,12 @@ class Resolver:
             return
         try:
             self._cache.set(key, entry)
-        except Exception:
-            log.exception("campaign %s: the cache refused an entry", runtime.campaign.id)
+        except Exception as error:
+            log.error(
+                "campaign %s: the cache refused an entry:\n%s",
+                runtime.campaign.id,
+                redacted_traceback(error),
+            )
 
     def _stored_number(self, lead: Lead, runtime: CampaignRuntime) -> str | None:
         if lead.phone_number is None:
@@ -653,11 +706,12 @@ class Resolver:
                 continue
             try:
                 await close_adapter(runtime.adapter)
-            except Exception:
-                log.exception(
-                    "campaign %s: closing adapter %r failed",
+            except Exception as error:
+                log.error(
+                    "campaign %s: closing adapter %r failed:\n%s",
                     runtime.campaign.id,
                     runtime.adapter_name,
+                    redacted_traceback(error),
                 )
         self._pool.shutdown()
 

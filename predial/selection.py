@@ -4,21 +4,27 @@ The CRM's answer is raw: `None`, a string, or a `CrmContact` with several phones
 and flags. The number picked is the first, in this order, that the campaign's
 policy accepts: the primary phone, then phones by label preference (mobile
 first by default), then the rest as the CRM listed them.
+
+Only the first `MAX_PHONES` phones of a contact (in the CRM's order) are
+considered: a record with thousands of phone fields is a broken record, and
+checking each would hold the event loop past the dial's deadline.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import Final
 
 from .errors import InvalidPhoneNumber
 from .models import CrmContact, CrmPhone
-from .phone import PhonePolicy
+from .phone import PhonePolicy, mask_phone
 from .trace import PhoneVerdict
 
 __all__ = [
     "DEFAULT_LABEL_PREFERENCE",
+    "MAX_PHONES",
     "PERMANENT_REASONS",
     "TRANSIENT_REASONS",
     "Outcome",
@@ -27,6 +33,11 @@ __all__ = [
 ]
 
 DEFAULT_LABEL_PREFERENCE: Final[tuple[str, ...]] = ("mobile", "cell", "main", "work", "home")
+
+#: The most phones of one contact the policy looks at (the first, in the CRM's order).
+MAX_PHONES: Final = 50
+#: How many of the policy's refusals an `invalid_number` detail quotes.
+_QUOTED_REFUSALS: Final = 3
 
 #: The CRM answered, and there is nothing to dial: cached briefly, never retried.
 PERMANENT_REASONS: Final[dict[str, str]] = {
@@ -51,7 +62,7 @@ TRANSIENT_REASONS: Final[dict[str, str]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Outcome:
     """What one CRM lookup came to."""
 
@@ -60,6 +71,14 @@ class Outcome:
     transient: bool = False
     retry_after: float | None = None
     detail: str | None = None
+
+    def __repr__(self) -> str:
+        number = mask_phone(self.phone_number) if self.phone_number is not None else None
+        return (
+            f"Outcome(phone_number={number!r}, reason={self.reason!r}, "
+            f"transient={self.transient!r}, retry_after={self.retry_after!r}, "
+            f"detail={self.detail!r})"
+        )
 
     @classmethod
     def number(cls, phone_number: str) -> Outcome:
@@ -79,7 +98,8 @@ class Outcome:
 def _label_rank(label: object, preference: Sequence[str]) -> int:
     if isinstance(label, str):
         try:
-            return preference.index(label.strip().lower())
+            # str's own strip: a subclass's override is the adapter's code, not data.
+            return preference.index(str.strip(label).lower())
         except ValueError:
             pass
     return len(preference)
@@ -123,7 +143,7 @@ def interpret(
         return Outcome.permanent("do_not_call")
     if raw.state in ("deleted", "archived"):
         return Outcome.permanent(f"record_{raw.state}")
-    phones = raw.phones
+    phones = list(islice(raw.phones, MAX_PHONES))
     if not phones:
         return Outcome.permanent("no_number")
     refusals: list[str] = []
@@ -142,4 +162,7 @@ def interpret(
         if verdicts is not None:
             verdicts.append(PhoneVerdict(phone.value, phone.label, phone.primary, number))
         return Outcome.number(number)
-    return Outcome.permanent("invalid_number", "; ".join(refusals))
+    quoted = "; ".join(refusals[:_QUOTED_REFUSALS])
+    if len(refusals) > _QUOTED_REFUSALS:
+        quoted += f"; and {len(refusals) - _QUOTED_REFUSALS} more"
+    return Outcome.permanent("invalid_number", quoted)

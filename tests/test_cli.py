@@ -285,3 +285,33 @@ def test_broken_plugin_is_shown_and_does_not_stop_resolve(
     resolved = run("resolve", "leads.csv")
     assert resolved.exit_code == 0
     assert "+1202***1111" in resolved.stdout
+
+
+def test_check_redacts_an_adapters_exception_text(project: Path) -> None:
+    """An adapter's exception quoting a token and a number: `check` shows neither, in
+    the table or as JSON, and --show-numbers never shows the token."""
+    token = "sk_live_" + "0123456789abcdef" * 3
+    (project / "adapter.py").write_text(
+        "import predial\n"
+        "class Leaky:\n"
+        "    name = 'leaky'\n"
+        "    def fetch_phone(self, external_id):\n"
+        f"        raise RuntimeError('[/] [bold] GET /contacts?token={token} for +12024561111: '\n"
+        f"                           'Authorization: Bearer {token}')\n"
+        "@predial.hookimpl\n"
+        "def register_adapters(register):\n"
+        "    register(Leaky)\n"
+    )
+    (project / "predial.toml").write_text(
+        '[resolver]\nplugins = ["adapter.py"]\n[[campaigns]]\nid = "l"\nadapter = "leaky"\n'
+    )
+    table = run("check", "l", "X")
+    as_json = run("check", "l", "X", "--json")
+    shown = run("check", "l", "X", "--show-numbers")
+    for result in (table, as_json, shown):
+        assert result.exit_code == 1, result.output
+        assert token not in result.output
+        assert "RuntimeError" in result.output
+    for result in (table, as_json):
+        assert not FULL_NUMBER.search(result.output)
+    assert "[/] [bold]" in table.output  # shown as text, not read as markup

@@ -6,11 +6,13 @@ import asyncio
 import json
 import os
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from predial import CrmContact, RecordNotFound
+from predial import CacheSettings, CrmContact, Lead, RecordNotFound
 from predial.adapters.file import FileAdapter
 
 
@@ -139,3 +141,132 @@ def test_sqlite_with_several_tables_needs_a_table_name(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="table"):
         FileAdapter(path)
     assert FileAdapter(path, table="b").table == "b"
+
+
+# -- an export rewritten while it is read -----------------------------------------
+
+
+def _export(numbers: dict[str, str]) -> bytes:
+    return ("id,phone\n" + "".join(f"{key},{value}\n" for key, value in numbers.items())).encode()
+
+
+def _age(path: Path, seconds: float) -> None:
+    """Make the file look written `seconds` ago (settled)."""
+    stat = path.stat()
+    os.utime(path, (stat.st_atime, stat.st_mtime - seconds))
+
+
+async def test_an_export_rewritten_in_place_is_never_served_half_written(tmp_path: Path) -> None:
+    """The export is rewritten in place byte by byte while 50 tasks resolve in a loop: every
+    number served is the old or the new one of its id, and no id is ever "not found"."""
+    from predial import Campaign, Resolution, Resolver, Unresolvable
+
+    # German numbers vary in length: a cut-off one is still a valid number.
+    old = {f"C-{n}": f"+4930123456{n:03d}" for n in range(40)}
+    new = {f"C-{n}": f"+4940987654{n:03d}" for n in range(40)}
+    path = tmp_path / "crm.csv"
+    path.write_bytes(_export(old))
+    _age(path, 10)
+    resolver = Resolver(
+        [
+            Campaign(
+                "cmp",
+                "file",
+                {"path": str(path), "reload_interval": 0, "settle_time": 0.3},
+                default_region="DE",
+            )
+        ],
+        cache=CacheSettings(positive_ttl=0, negative_ttl=0, stale_grace=0),
+        deadline=5.0,
+    )
+    served: list[tuple[str, str]] = []
+    refusals: list[str] = []
+    writing = True
+
+    def rewrite() -> None:
+        with path.open("wb") as file:  # truncates, as `export > crm.csv` does
+            for byte in _export(new):
+                file.write(bytes([byte]))
+                file.flush()
+                time.sleep(0.001)
+
+    async def dial(worker: int) -> None:
+        n = worker
+        while writing:
+            external_id = f"C-{n % 40}"
+            n += 7
+            try:
+                result = await resolver.resolve(Lead(campaign_id="cmp", external_id=external_id))
+            except Unresolvable as refusal:
+                refusals.append(refusal.reason)
+            else:
+                assert isinstance(result, Resolution)
+                served.append((external_id, result.phone_number))
+            await asyncio.sleep(0)
+
+    async with resolver:
+        dialers = [asyncio.create_task(dial(worker)) for worker in range(50)]
+        await asyncio.sleep(0.05)
+        await asyncio.to_thread(rewrite)
+        await asyncio.sleep(0.6)  # past the settle time: the new export is swapped in
+        writing = False
+        await asyncio.gather(*dialers)
+    wrong = [(key, number) for key, number in served if number not in (old[key], new[key])]
+    assert not wrong
+    assert not refusals
+    assert {number for _, number in served[-50:]} <= set(new.values())
+
+
+def test_a_reload_that_fails_is_unavailable_not_not_found(export: Path) -> None:
+    """The export vanished or lost its id column: lookups say "unavailable", and the
+    ids it held are not reported as missing."""
+    from predial import AdapterUnavailable
+
+    adapter = FileAdapter(export, reload_interval=0, settle_time=0)
+    assert fetch(adapter, "C-1").phones
+    export.write_text("name,mobile_phone\nAda,+12024561111\n")
+    with pytest.raises(AdapterUnavailable, match="no id column"):
+        fetch(adapter, "C-1")
+    export.unlink()
+    with pytest.raises(AdapterUnavailable, match="cannot be read"):
+        fetch(adapter, "C-1")
+
+
+def test_a_file_being_written_keeps_the_previous_export(export: Path) -> None:
+    """A changed export younger than settle_time is not swapped in yet."""
+    adapter = FileAdapter(export, reload_interval=0, settle_time=60)
+    _age(export, 120)
+    assert fetch(adapter, "C-1").phones[0].value == "(202) 456-1111"
+    export.write_text("id,mobile_phone\nC-1,+1 202 456 1414\n")
+    assert fetch(adapter, "C-1").phones[0].value == "(202) 456-1111"
+    _age(export, 120)
+    assert fetch(adapter, "C-1").phones[0].value == "+1 202 456 1414"
+
+
+def test_a_first_load_waits_for_a_half_written_file(tmp_path: Path) -> None:
+    """The first lookup waits for an export whose last line is not finished yet."""
+    path = tmp_path / "crm.csv"
+    path.write_text("id,phone\nC-1,+4930123")
+
+    def finish() -> None:
+        time.sleep(0.2)
+        with path.open("a") as file:
+            file.write("456789\n")
+
+    writer = threading.Thread(target=finish)
+    writer.start()
+    try:
+        contact = fetch(FileAdapter(path, settle_time=0.5), "C-1")
+    finally:
+        writer.join()
+    assert contact.phones[0].value == "+4930123456789"
+
+
+def test_rows_that_cannot_be_read_are_skipped(tmp_path: Path) -> None:
+    """A JSON Lines row that is not an object is skipped; the others are served."""
+    path = tmp_path / "crm.jsonl"
+    path.write_text(
+        '{"id": "J1", "phone": "+12024561111"}\n[1, 2]\n{"id": "J2", "phone": "+12024561414"}\n'
+    )
+    adapter = FileAdapter(path)
+    assert fetch(adapter, "J2").phones[0].value == "+12024561414"

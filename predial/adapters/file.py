@@ -13,9 +13,27 @@ CRM account. Settings:
   `do_not_call` or `dnc` if present.
 - `table`: the SQLite table; default the only one.
 - `reload_interval`: seconds between checks that a CSV or JSONL file changed; default 5.
+- `settle_time`: seconds a changed CSV or JSONL file must stay unchanged before it
+  is read; default 1.
 
 A CSV or JSONL file is read into memory (in a worker thread) on first use and again
 whenever it changes on disk; SQLite is queried per lookup, read-only.
+
+An export is only ever swapped in whole. A file that changed less than
+`settle_time` ago (by its modification time, or as this process has watched it) is
+still being written: the previous snapshot keeps being served meanwhile, and a
+first load waits for it (up to three settle times, then the lookup is
+"unavailable"). A file that changes while it is read is not used either. A reload
+that fails (the file vanished, became unreadable, lost its id or phone columns)
+makes lookups "unavailable" (retry later), never "not found". Rows that cannot be
+read (bytes invalid in the file's encoding, an oversized field) are skipped with a
+warning.
+
+The safe way to publish an export is to write it to a temporary file in the same
+folder and rename it over the old one (`mv`, `os.replace`): a rename is atomic, so
+a reader sees the old file or the new one, never half of one. Writing in place
+(`export > crm.csv` from cron) works, but a writer that pauses longer than
+`settle_time` midway can still be read half-written.
 """
 
 from __future__ import annotations
@@ -29,11 +47,12 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from ..errors import RecordNotFound
+from ..errors import AdapterUnavailable, InputFileError, RecordNotFound
 from ..models import CrmContact, CrmPhone
-from ..tabular import read_header, read_rows
+from ..redaction import redact, safe_text
+from ..tabular import read_header, read_rows, table_format
 
 __all__ = ["FileAdapter"]
 
@@ -46,6 +65,17 @@ _PHONE_HINT = re.compile(r"phone|mobile|cell", re.IGNORECASE)
 _TRUE = frozenset({"1", "true", "yes", "y", "x", "t", "dnc"})
 
 Record = tuple[tuple[CrmPhone, ...], bool]
+
+
+class _Version(NamedTuple):
+    """What tells one version of a file from another: a rename changes the inode,
+    any write the size or the times (nanoseconds, not the float seconds that two
+    writes within one clock tick would share)."""
+
+    inode: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
 
 
 def _label(column: str) -> str:
@@ -76,6 +106,7 @@ class FileAdapter:
         dnc_column: str | None = None,
         table: str | None = None,
         reload_interval: float = 5.0,
+        settle_time: float = 1.0,
     ) -> None:
         self.path = Path(path)
         if not self.path.is_file():
@@ -114,10 +145,16 @@ class FileAdapter:
                 f"{self.path.name} ({', '.join(columns)})"
             )
         self.primary = primary
+        if reload_interval < 0 or settle_time < 0:
+            raise ValueError("reload_interval and settle_time must be >= 0 seconds")
         self.reload_interval = reload_interval
+        self.settle_time = settle_time
         self._records: dict[str, Record] | None = None
-        self._loaded_mtime: float | None = None
+        self._loaded: _Version | None = None  # the file version the records came from
+        self._seen: _Version | None = None  # the newest version seen, since `_seen_at`
+        self._seen_at = 0.0
         self._checked_at = 0.0
+        self._failed: tuple[str, float] | None = None  # a failed reload, and when
         # A thread lock, not an asyncio one: the adapter may serve several event
         # loops (resolve_sync runs its own), and the reload runs in a thread anyway.
         self._reload_lock = threading.Lock()
@@ -156,31 +193,128 @@ class FileAdapter:
 
     def _reload_if_changed(self) -> dict[str, Record]:
         with self._reload_lock:  # one reload at a time, however many callers
+            now = time.monotonic()
             records = self._records
-            if records is None or time.monotonic() - self._checked_at >= self.reload_interval:
-                mtime = self.path.stat().st_mtime
-                if records is None or mtime != self._loaded_mtime:
-                    records = self._records = self._load()
-                    self._loaded_mtime = mtime
-                self._checked_at = time.monotonic()
+            if records is not None and now - self._checked_at < self.reload_interval:
+                return records
+            if self._failed is not None and now - self._failed[1] < self.reload_interval:
+                raise AdapterUnavailable(self._failed[0])  # not read again at every lookup
+            try:
+                snapshot = self._snapshot(first=records is None)
+            except AdapterUnavailable as error:
+                self._failed = (str(error), now)
+                log.warning("%s", error)
+                raise
+            self._failed = None
+            if snapshot is not None:
+                self._records = records = snapshot
+            self._checked_at = time.monotonic()
+            assert records is not None  # a first load returns a snapshot or raises
             return records
+
+    def _snapshot(self, first: bool) -> dict[str, Record] | None:
+        """The export's records if it changed and has settled; None to keep the
+        current ones (unchanged, or still being written). A first load waits for
+        the file to settle, up to three settle times."""
+        give_up = time.monotonic() + (3 * self.settle_time if first else 0.0)
+        while True:
+            version = self._version()
+            if version == self._loaded:
+                return None
+            if version != self._seen:
+                self._seen, self._seen_at = version, time.monotonic()
+            wait = self._unsettled(version)
+            # Nothing to serve yet: a file that ends a line is taken without waiting
+            # to settle (a writer cut off mid-write rarely stops at a line's end),
+            # still only if it does not change while it is read.
+            if wait <= 0 or (first and self._ends_a_line()):
+                records = self._load()
+                if self._version() == version:  # nothing changed while it was read
+                    self._loaded = version
+                    return records
+                wait = self.settle_time
+            if time.monotonic() + wait > give_up:
+                if first:
+                    raise AdapterUnavailable(
+                        f"{self.path}: the export is still being written; "
+                        "publish it with a rename to make it appear at once"
+                    )
+                log.info("%s is being written: the previous export is served", self.path)
+                return None
+            time.sleep(wait)
+
+    def _version(self) -> _Version:
+        try:
+            stat = os.stat(self.path)
+        except OSError as error:
+            reason = error.strerror or type(error).__name__
+            raise AdapterUnavailable(f"{self.path}: cannot be read: {reason}") from None
+        return _Version(stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+    def _ends_a_line(self) -> bool:
+        try:
+            with self.path.open("rb") as file:
+                if file.seek(0, os.SEEK_END) == 0:
+                    return False
+                file.seek(-1, os.SEEK_END)
+                return file.read(1) == b"\n"
+        except OSError:
+            return False
+
+    def _unsettled(self, version: _Version) -> float:
+        """Seconds until `version` counts as settled (0: it does)."""
+        age = time.time() - version.mtime_ns / 1e9
+        # Touched into the future (`touch -d`, a restored backup) is no writer at
+        # work: a writer's changes carry the present time.
+        if age >= self.settle_time or age < -1.0:
+            return 0.0
+        # Watched unchanged long enough (a coarse or skewed clock on the file's side).
+        watched = time.monotonic() - self._seen_at
+        if watched >= self.settle_time:
+            return 0.0
+        return min(self.settle_time - age, self.settle_time - watched)
 
     def _load(self) -> dict[str, Record]:
         records: dict[str, Record] = {}
-        duplicates = 0
-        for row in read_rows(self.path):
-            key = str(row.fields.get(self.id_column) or "").strip()
-            if not key:
-                continue
-            if key in records:
-                duplicates += 1
-            records[key] = self._record(row.fields)  # the last row of an id wins
+        duplicates = unreadable = 0
+        try:
+            if table_format(self.path) == "csv":
+                self._check_columns(read_header(self.path))
+            for row in read_rows(self.path):
+                if "__error__" in row.fields:
+                    unreadable += 1
+                    continue
+                key = str(row.fields.get(self.id_column) or "").strip()
+                if not key:
+                    continue
+                if key in records:
+                    duplicates += 1
+                records[key] = self._record(row.fields)  # the last row of an id wins
+        except (InputFileError, OSError, ValueError) as error:
+            reason = redact(safe_text(error))
+            raise AdapterUnavailable(f"{self.path}: cannot be read: {reason}") from None
         if duplicates:
             log.warning(
                 "%s: %d ids appear more than once; the last row wins", self.path, duplicates
             )
+        if unreadable:
+            log.warning("%s: %d rows could not be read and were skipped", self.path, unreadable)
         log.info("%s: loaded %d records", self.path, len(records))
         return records
+
+    def _check_columns(self, columns: Sequence[str]) -> None:
+        """A new export without the id column, or without any of the phone columns,
+        would make every lookup "not found" or "no number": it is refused."""
+        phones = [column for column in self.phone_columns.values() if column in columns]
+        if self.id_column not in columns or not phones:
+            lost = self.id_column if self.id_column not in columns else "phone"
+            raise AdapterUnavailable(
+                f"{self.path}: the export has no {lost} column any more "
+                f"(columns: {', '.join(columns) or 'none'}); fix the export or the campaign"
+            )
+        if len(phones) < len(self.phone_columns):
+            absent = [c for c in self.phone_columns.values() if c not in columns]
+            log.warning("%s: the export has no column %s any more", self.path, ", ".join(absent))
 
     # -- SQLite ------------------------------------------------------------------
 

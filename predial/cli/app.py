@@ -7,8 +7,10 @@ import sys
 from typing import Any
 
 import click
+from rich.markup import escape
 
 from ..errors import PredialError
+from ..redaction import redact
 from .output import err_console
 
 __all__ = ["EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE", "cli"]
@@ -30,8 +32,11 @@ class _Group(click.Group):
         except _EXPECTED as error:
             if ctx.meta.get("predial.debug"):
                 raise
-            message = str(error) or type(error).__name__
-            err_console().print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+            # Shown as text (a "[/]" in a file name is not markup), credentials redacted.
+            message = redact(error, show_numbers=True, limit=2000) or type(error).__name__
+            err_console().print(
+                f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False
+            )
             ctx.exit(EXIT_USAGE)
 
 

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from ..models import Lead
@@ -99,25 +100,28 @@ def _as_json(trace: Trace, masker: Masker) -> dict[str, object]:
 def _print(trace: Trace, masker: Masker) -> None:
     console = out_console()
     lead = trace.lead
-    console.print(f"[bold]campaign[/] {lead.campaign_id}   [bold]external id[/] {lead.external_id}")
+    console.print(
+        f"[bold]campaign[/] {escape(lead.campaign_id)}   "
+        f"[bold]external id[/] {escape(lead.external_id or '')}"
+    )
     if trace.adapter:
         console.print(
-            f"[bold]adapter[/] {trace.adapter}  from {trace.plugin}   "
+            f"[bold]adapter[/] {escape(trace.adapter)}  from {escape(trace.plugin or '')}   "
             f"[bold]circuit[/] {trace.breaker}"
         )
     for note in trace.notes:
-        console.print(f"note: {masker.text(note)}")
+        console.print(f"note: {escape(masker.text(note))}")
     if trace.attempts:
         attempts = Table(title="adapter calls", show_edge=False, header_style="bold")
         for column in ("#", "at ms", "took ms", "answer"):
             attempts.add_column(column)
         for attempt in trace.attempts:
             if attempt.error:
-                answer = f"[red]{masker.text(attempt.error)}[/]"
+                answer = f"[red]{escape(masker.text(attempt.error))}[/]"
                 if attempt.wait:
                     answer += f"  (retry in {attempt.wait * 1000:.0f} ms)"
             else:
-                answer = masker.raw(attempt.raw)
+                answer = escape(masker.raw(attempt.raw))
             attempts.add_row(
                 str(attempt.number),
                 f"{attempt.started * 1000:.1f}",
@@ -133,12 +137,12 @@ def _print(trace: Trace, masker: Masker) -> None:
             outcome = (
                 f"[green]accepted[/] {masker.number(verdict.e164)}"
                 if verdict.e164
-                else f"[red]refused[/] {verdict.reason}"
+                else f"[red]refused[/] {escape(verdict.reason or '')}"
             )
             verdicts.add_row(
-                str(verdict.label or ""),
-                "yes" if verdict.primary else "",
-                masker.number(verdict.value),
+                escape(masker.text(verdict.label or "")),
+                "yes" if verdict.primary is True else "",
+                escape(masker.number(verdict.value)),
                 outcome,
             )
         console.print(verdicts)
@@ -153,7 +157,7 @@ def _print(trace: Trace, masker: Masker) -> None:
         refusal = trace.refusal
         action = "retry later" if refusal.retryable else "skip"
         after = f" after {refusal.retry_after:g} s" if refusal.retry_after is not None else ""
-        detail = f": {masker.text(refusal.detail)}" if refusal.detail else ""
+        detail = f": {escape(masker.text(refusal.detail))}" if refusal.detail else ""
         console.print(
             f"[bold red]refused[/] {refusal.reason} ({action}{after}){detail} "
             f"in {trace.elapsed * 1000:.1f} ms"

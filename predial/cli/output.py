@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 from collections import Counter
 from collections.abc import Iterable
@@ -14,6 +13,7 @@ from rich.console import Console
 from ..errors import Unresolvable
 from ..models import CrmContact, CrmPhone, Resolution
 from ..phone import mask_phone
+from ..redaction import redact
 
 __all__ = [
     "Masker",
@@ -23,9 +23,6 @@ __all__ = [
     "percentile_ms",
     "summary_text",
 ]
-
-# Anything that could be a phone number inside free text: 7+ digits with separators.
-_NUMBER_LIKE = re.compile(r"\+?\d[\d\s().-]{5,}\d")
 
 
 def out_console() -> Console:
@@ -50,10 +47,9 @@ class Masker:
         return str(value) if self.show else mask_phone(value)
 
     def text(self, value: object) -> str:
-        text = str(value)
-        if self.show:
-            return text
-        return _NUMBER_LIKE.sub(lambda match: mask_phone(match.group()), text)
+        """Free text from an adapter or a CRM: credentials always redacted, numbers
+        masked unless `--show-numbers` (`predial.redaction.redact`)."""
+        return redact(value, show_numbers=self.show, limit=1000)
 
     def raw(self, value: object) -> str:
         """An adapter's raw answer, described with its numbers masked."""
@@ -70,7 +66,11 @@ class Masker:
             return repr(self.number(value))
         if value is None:
             return "None"
-        return self.text(f"{type(value).__name__}: {value!r}"[:200])
+        try:
+            shown = repr(value)
+        except Exception:
+            shown = "<repr failed>"
+        return self.text(f"{type(value).__name__}: {shown[:200]}")
 
     def _phone(self, phone: CrmPhone) -> str:
         label = f"{phone.label}: " if phone.label else ""

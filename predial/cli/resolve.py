@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
@@ -192,8 +193,9 @@ def _print_table(items: list[_Item], masker: Masker) -> None:
         lead, result = item.lead, item.result
         row = str(item.line) if item.line is not None else "-"
         mode = lead.mode if lead else "-"
-        campaign = lead.campaign_id if lead else "-"
-        external = (lead.external_id or "") if lead else ""
+        # Leads-file and adapter text is shown as text, never read as rich markup.
+        campaign = escape(lead.campaign_id) if lead else "-"
+        external = escape(lead.external_id or "") if lead else ""
         if isinstance(result, Resolution):
             table.add_row(
                 row,
@@ -214,11 +216,11 @@ def _print_table(items: list[_Item], masker: Masker) -> None:
                 external,
                 "",
                 f"[red]refused[/] ({verdict})",
-                result.reason,
+                escape(result.reason),
                 f"{result.elapsed * 1000:.1f}",
             )
         else:
-            detail = masker.text(item.error) if item.error else "invalid lead"
+            detail = escape(masker.text(item.error)) if item.error else "invalid lead"
             table.add_row(row, mode, campaign, external, "", "[red]invalid[/]", detail, "")
     console = out_console()
     console.print(table)
