@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import AdapterError, RecordNotFound, Unresolvable
 from .fetcher import Answer, BadBatchAnswer, CampaignRuntime, CircuitOpen
 from .models import Lead
+from .redaction import redact, safe_text
 from .selection import Outcome
 
 if TYPE_CHECKING:
@@ -184,7 +185,7 @@ async def warm(
 
 def _describe(error: Exception) -> str:
     if isinstance(error, (AdapterError, BadBatchAnswer)):
-        return str(error)
+        return redact(safe_text(error))  # the adapter's text: numbers and secrets out
     # Not one of ours: the type only, as exception texts of HTTP libraries can hold
     # URLs with credentials.
     return f"{type(error).__name__} (a bug in the adapter's fetch_phones?)"

@@ -249,3 +249,47 @@ def test_concurrency_must_be_positive() -> None:
 
     with pytest.raises(ValueError, match="concurrency"):
         asyncio.run(run())
+
+
+@pytest.mark.parametrize("raised", [GeneratorExit(), asyncio.CancelledError()])
+async def test_a_batch_raising_a_base_exception_loses_only_its_own_leads(
+    raised: BaseException,
+) -> None:
+    """GeneratorExit or a stray CancelledError from fetch_phones fails that batch only."""
+
+    class Odd(BatchAdapter):
+        name = "odd"
+
+        async def fetch_phones(self, external_ids: Sequence[str]) -> Any:
+            raise raised
+
+    r = Resolver(
+        [Campaign("c", "odd", {"log": []}, default_region="US")],
+        plugins=[Plugin(Odd)],
+        load_entrypoints=False,
+    )
+    async with r:
+        report = await asyncio.wait_for(r.warm(leads(5)), 5)
+    assert (report.failed, report.warmed) == (5, 0)
+
+
+async def test_a_failed_batch_is_logged_redacted(caplog: pytest.LogCaptureFixture) -> None:
+    """A batch error quoting a token and a number is logged without either."""
+    secret = "sk_live_" + "0123456789abcdef" * 3
+
+    class Leaky(BatchAdapter):
+        name = "leaky"
+
+        async def fetch_phones(self, external_ids: Sequence[str]) -> Any:
+            raise AdapterUnavailable(f"token={secret} refused for +12024561111")
+
+    r = Resolver(
+        [Campaign("c", "leaky", {"log": []}, default_region="US")],
+        plugins=[Plugin(Leaky)],
+        load_entrypoints=False,
+    )
+    async with r:
+        await r.warm(leads(3))
+    assert "could not be warmed" in caplog.text
+    assert secret not in caplog.text
+    assert "2024561111" not in caplog.text
