@@ -1,5 +1,6 @@
-"""Pieces of `HttpAdapter`'s sending: answers read under a size cap, httpcore's
-errors as httpx's, the deferred request, and sharded transports for proxies.
+"""Pieces of `HttpAdapter`'s sending: the deadline of one exchange, answers read
+under a size cap, httpcore's errors as httpx's, the deferred request, and sharded
+transports for proxies (with the places their pools lose to cancelled requests).
 
 Requests and responses keep httpx's types throughout, so an adapter's hooks, respx
 and mock transports see what they always see.
@@ -7,10 +8,12 @@ and mock transports see what they always see.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import zlib
 from collections.abc import AsyncIterable, Iterator
 from contextlib import contextmanager
+from types import TracebackType
 
 import httpcore
 import httpx
@@ -20,13 +23,73 @@ from ..errors import AdapterUnavailable
 __all__ = [
     "FRAMING_HEADERS",
     "HTTPX_ERRORS",
+    "Deadline",
     "DeferredRequest",
     "ShardedTransport",
     "as_httpx_errors",
+    "body_chunks",
     "decode_body",
     "read_capped",
+    "reclaim_orphans",
     "unframed",
 ]
+
+
+class Deadline:
+    """A bound on the whole of one exchange: `with Deadline(seconds, message):`
+    around its awaits (connect, send, every read of the answer).
+
+    Transports time each read on its own, so a server that sends a byte at a time,
+    or informational answers without end, would hold a request for ever. At
+    `seconds` the task is cancelled, and the block ends with
+    `AdapterUnavailable(message)` instead of `CancelledError`. A cancellation from
+    anywhere else (the caller's own deadline) stays a `CancelledError`, also when it
+    comes as the timer fires: as `asyncio.timeout` tells them apart, by the task's
+    count of cancel requests.
+
+    A plain (not async) context manager with a bare timer: `asyncio.timeout` does
+    the same with two coroutines more per request. Each use needs a new instance.
+    """
+
+    __slots__ = ("_cancelling", "_expired", "_message", "_seconds", "_task", "_timer")
+
+    def __init__(self, seconds: float, message: str) -> None:
+        self._seconds = seconds
+        self._message = message
+        self._expired = False
+
+    def __enter__(self) -> Deadline:
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("Deadline is used inside an asyncio task")
+        loop = task.get_loop()
+        self._task = task
+        self._cancelling = task.cancelling()
+        self._timer = loop.call_at(loop.time() + self._seconds, self._expire)
+        return self
+
+    def _expire(self) -> None:
+        self._expired = True
+        self._task.cancel()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._timer.cancel()
+        # The timer's cancel request is withdrawn however the block ended (code in it
+        # may have caught the CancelledError: the task must not stay marked as
+        # cancelled); a request left over is someone else's, and theirs to see.
+        if (
+            self._expired
+            and self._task.uncancel() <= self._cancelling
+            and kind is not None
+            and issubclass(kind, asyncio.CancelledError)
+        ):
+            raise AdapterUnavailable(self._message) from None
+
 
 #: httpcore's exceptions as httpx raises them (the mapping httpx's own transport uses).
 HTTPX_ERRORS: dict[type[Exception], type[httpx.TransportError]] = {
@@ -67,6 +130,14 @@ async def read_capped(chunks: AsyncIterable[bytes], cap: int) -> bytes:
             raise AdapterUnavailable(f"the CRM's answer exceeds {cap} bytes")
         parts.append(chunk)
     return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def body_chunks(response: httpx.Response) -> AsyncIterable[bytes]:
+    """`response`'s body as it arrives, undecoded, with httpx's errors; unlike
+    `aiter_raw`, not closed at its end: the caller closes it after its deadline, which
+    must not cut a close short (httpx's pool would keep the request for good)."""
+    stream = response.stream
+    return stream if isinstance(stream, httpx.AsyncByteStream) else response.aiter_raw()
 
 
 #: Framing headers that no longer describe a body once it has been read and decoded.
@@ -184,3 +255,52 @@ class ShardedTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         for transport in self.transports:
             await transport.aclose()
+
+
+#: What `reclaim_orphans` uses of an httpcore pool: an httpcore of another shape (one
+#: that fixed the bug, or changed its insides) is left to itself.
+_POOL_PARTS = (
+    "_optional_thread_lock",
+    "_requests",
+    "_connections",
+    "_assign_requests_to_connections",
+    "_close_connections",
+)
+
+
+async def reclaim_orphans(transport: httpx.AsyncBaseTransport) -> None:
+    """Give back the places that httpx's connection pools lose to cancelled requests.
+
+    httpcore 1.0 (encode/httpcore#1093): a request cancelled while it waits for a
+    connection, just as the pool hands it a new one, leaves that connection in the
+    pool unconnected, owned by no request, neither idle nor closed. It holds its
+    place for good; once every place is held, the pool only answers `PoolTimeout`.
+    `HttpAdapter` cancels requests on purpose at their deadline (and callers cancel
+    at theirs), so after an exchange through httpx's transports fails, connections
+    that no request owns and that are neither idle nor closed are dropped, and their
+    places handed to the requests waiting. Other transports are left alone.
+    """
+    if isinstance(transport, ShardedTransport):
+        for shard in transport.transports:
+            await reclaim_orphans(shard)
+        return
+    pool = getattr(transport, "_pool", None)
+    if not isinstance(pool, httpcore.AsyncConnectionPool) or not all(
+        hasattr(pool, part) for part in _POOL_PARTS
+    ):
+        return
+    with pool._optional_thread_lock:
+        owners = [request.connection for request in pool._requests]
+        orphans = [
+            connection
+            for connection in pool._connections
+            if not connection.is_idle()
+            and not connection.is_closed()
+            and not any(connection is owner for owner in owners)
+        ]
+        if not orphans:
+            return
+        for connection in orphans:
+            pool._connections.remove(connection)
+        closing = pool._assign_requests_to_connections()
+    await pool._close_connections([*orphans, *closing])

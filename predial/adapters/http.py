@@ -63,7 +63,16 @@ from ..errors import (
 )
 from ..lupitor.limiter import SlidingWindowLimiter
 from ._pool import PooledTransport
-from ._transport import DeferredRequest, ShardedTransport, decode_body, read_capped, unframed
+from ._transport import (
+    Deadline,
+    DeferredRequest,
+    ShardedTransport,
+    body_chunks,
+    decode_body,
+    read_capped,
+    reclaim_orphans,
+    unframed,
+)
 from .oauth import OAuth2, RefreshHook, RefreshTokenFile, persisting
 
 __all__ = [
@@ -89,6 +98,9 @@ Params = Mapping[str, Any] | list[tuple[str, Any]]
 _PCHAR = r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@]|%[0-9A-Fa-f]{2})"
 _SENDABLE_PATH = re.compile(rf"(?:/(?!\.\.?(?:/|$)){_PCHAR}*)+")
 _SENDABLE_QUERY = re.compile(rf"(?:{_PCHAR}|[/?])*")
+
+#: What a request that outlived `timeout` raises (as `AdapterUnavailable`).
+_LATE = "the CRM did not answer in time"
 
 #: Headers in which CRMs report how much of a daily quota is left.
 DAILY_REMAINING_HEADERS = (
@@ -119,7 +131,9 @@ class HttpAdapter:
     `rate_limit_scope`.
 
     Settings (the same names in every HTTP adapter): `base_url`, `token`,
-    `client_id`, `client_secret`, `refresh_token`, `timeout`; also `username` and
+    `client_id`, `client_secret`, `refresh_token`, `timeout` (seconds: the most a
+    request may take as a whole, from the wait for a connection to the answer's
+    last byte; each OAuth token request likewise); also `username` and
     `password` for Basic auth, `token_url` to move the OAuth token endpoint,
     `refresh_token_file` to keep rotated refresh tokens across restarts,
     `rate_limit = [requests, seconds]` for the tenant's own limit (the class's
@@ -209,11 +223,15 @@ class HttpAdapter:
                 load_refresh_token=store.read if store is not None else None,
                 refresh_lock=store.lock if store is not None else None,
                 on_token=self.on_token,
+                request_timeout=timeout,
             )
         # Requests go straight to a transport: the client layer (cookies, redirects,
         # auth flows, event hooks) is not needed for one GET, and skipping it is a
         # quarter of the CPU per request.
         self._timeout = httpx.Timeout(timeout).as_dict()
+        # That times each phase on its own (connect, each read...); `_send` also
+        # bounds each exchange as a whole by the same `timeout`.
+        self._seconds = float(timeout)
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
         self._max_in_flight = max_in_flight
@@ -453,47 +471,69 @@ class HttpAdapter:
         # `path` holds only percent-encoded ids (safe_path): joining is safe.
         url = self.base_url + path + ("?" + query if query else "")
         extensions: dict[str, Any] = {"timeout": self._timeout}
+        # `timeout` bounds the exchange as a whole: waiting for a connection,
+        # connecting, sending, and every read of the answer (1xx answers and chunks
+        # included). A transport times each read on its own, which a server sending
+        # a byte at a time never trips. Bounded here, not in a transport, so it holds
+        # for any transport (a proxy's, a test's, a later pool).
+        response: httpx.Response | None = None
         try:
-            target = self._target(path, query)
-            if (
-                target is not None
-                and isinstance(self._transport, PooledTransport)
-                # Framing headers set by hand: left to httpx's rules for them.
-                and names.isdisjoint(("host", "content-length", "transfer-encoding"))
-            ):
-                request: httpx.Request = DeferredRequest(
-                    method, url, list(headers.items()), body, extensions
-                )
-                response = await self._transport.send(
-                    self._core_request(method, target, headers, body, extensions)
-                )
-                response.request = request
-            else:
-                request = httpx.Request(
-                    method, url, headers=headers, content=body, extensions=extensions
-                )
-                response = await self._transport.handle_async_request(request)
-        except httpx.TimeoutException:
-            raise AdapterUnavailable("the CRM did not answer in time") from None
-        except httpx.HTTPError as error:
-            raise AdapterUnavailable(f"cannot reach the CRM ({type(error).__name__})") from None
-        try:
-            if response.is_stream_consumed:
-                # Read already: by `PooledTransport` (under the cap, decoded) or built
-                # in-process by a mock transport.
-                if len(response.content) > self.max_response_bytes:
-                    raise AdapterUnavailable(
-                        f"the CRM's answer exceeds {self.max_response_bytes} bytes"
-                    )
-                response.request = request
-                return response
-            # Any other transport (a proxy's, an ASGI app's) streams: count as it comes.
-            raw = await read_capped(response.aiter_raw(), self.max_response_bytes)
-        except httpx.HTTPError as error:
-            reason = f"the CRM's answer was cut ({type(error).__name__})"
-            raise AdapterUnavailable(reason) from None
+            with Deadline(self._seconds, _LATE):
+                try:
+                    target = self._target(path, query)
+                    if (
+                        target is not None
+                        and isinstance(self._transport, PooledTransport)
+                        # Framing headers set by hand: left to httpx's rules for them.
+                        and names.isdisjoint(("host", "content-length", "transfer-encoding"))
+                    ):
+                        request: httpx.Request = DeferredRequest(
+                            method, url, list(headers.items()), body, extensions
+                        )
+                        response = await self._transport.send(
+                            self._core_request(method, target, headers, body, extensions)
+                        )
+                        response.request = request
+                    else:
+                        request = httpx.Request(
+                            method, url, headers=headers, content=body, extensions=extensions
+                        )
+                        try:
+                            response = await self._transport.handle_async_request(request)
+                        except BaseException:
+                            # Cut off (by the deadline or the caller) while waiting
+                            # for a connection, an httpx pool can lose a place for good.
+                            await reclaim_orphans(self._transport)
+                            raise
+                except httpx.TimeoutException:
+                    raise AdapterUnavailable(_LATE) from None
+                except httpx.HTTPError as error:
+                    reason = f"cannot reach the CRM ({type(error).__name__})"
+                    raise AdapterUnavailable(reason) from None
+                try:
+                    if response.is_stream_consumed:
+                        # Read already: by `PooledTransport` (under the cap, decoded)
+                        # or built in-process by a mock transport.
+                        if len(response.content) > self.max_response_bytes:
+                            raise AdapterUnavailable(
+                                f"the CRM's answer exceeds {self.max_response_bytes} bytes"
+                            )
+                        response.request = request
+                        return response
+                    # Any other transport (a proxy's, an ASGI app's) streams: count as
+                    # it comes.
+                    raw = await read_capped(body_chunks(response), self.max_response_bytes)
+                except httpx.TimeoutException:
+                    raise AdapterUnavailable(_LATE) from None
+                except httpx.HTTPError as error:
+                    reason = f"the CRM's answer was cut ({type(error).__name__})"
+                    raise AdapterUnavailable(reason) from None
         finally:
-            await response.aclose()
+            # Not read to its end (cut off, refused), the connection is closed, not
+            # kept for another request. Outside the deadline, which must not cut the
+            # close itself short: an httpx pool would keep the request for good.
+            if response is not None:
+                await response.aclose()
         encoding = response.headers.get("content-encoding", "identity")
         body = decode_body(raw, encoding, self.max_response_bytes)
         return httpx.Response(

@@ -29,7 +29,7 @@ import httpx
 
 from .._http import retry_after_seconds
 from ..errors import AdapterAuthError, AdapterUnavailable
-from ._transport import decode_body, read_capped, unframed
+from ._transport import Deadline, body_chunks, decode_body, read_capped, unframed
 
 __all__ = [
     "REFRESH_LOCK_TIMEOUT",
@@ -100,7 +100,9 @@ class OAuth2:
     `load_refresh_token` reads the newest stored refresh token before each refresh,
     so another adapter or process that rotated it does not leave this one holding a
     retired token; `refresh_lock` (`RefreshTokenFile.lock`) is held during each
-    refresh, so they never rotate it at the same moment.
+    refresh, so they never rotate it at the same moment. `request_timeout` bounds
+    each token request as a whole, its answer read included (the client's own
+    timeouts apply to each read on its own, which a trickling endpoint never trips).
     """
 
     def __init__(
@@ -118,7 +120,10 @@ class OAuth2:
         load_refresh_token: Callable[[], str | None] | None = None,
         on_token: Callable[[Mapping[str, Any]], None] | None = None,
         refresh_lock: Callable[[], AbstractAsyncContextManager[object]] | None = None,
+        request_timeout: float = 5.0,
     ) -> None:
+        if not request_timeout > 0:
+            raise ValueError("request_timeout must be > 0 seconds")
         self.token_url = token_url
         self._on_token = on_token
         self._client_id = client_id
@@ -132,6 +137,7 @@ class OAuth2:
         self._extra_params = dict(extra_params or {})
         self._client_auth = client_auth
         self._leeway = leeway
+        self._request_timeout = float(request_timeout)
         self._clock = clock
         self._access_token: str | None = None
         self._expires_at = 0.0
@@ -267,23 +273,39 @@ class OAuth2:
         # and the endpoint is as untrusted as any other answer.
         headers["Accept-Encoding"] = "identity"
         self.refreshes += 1
+        # The whole request is bounded, not each read: the refresh is shielded from
+        # the lookups waiting on it and may hold the token file's lock, so an
+        # endpoint trickling its answer would hold up every lookup of the adapter
+        # (and other processes' refreshes) for as long as it kept trickling.
+        raw: httpx.Response | None = None
         try:
-            async with client.stream("POST", self.token_url, data=form, headers=headers) as raw:
-                if raw.is_stream_consumed:  # built in-process (a mock transport): decoded
-                    content = raw.content
-                    if len(content) > TOKEN_ANSWER_BYTES:
-                        raise AdapterUnavailable(f"exceeds {TOKEN_ANSWER_BYTES} bytes")
-                else:
-                    content = await read_capped(raw.aiter_raw(), TOKEN_ANSWER_BYTES)
-                    encoding = raw.headers.get("content-encoding", "identity")
-                    content = decode_body(content, encoding, TOKEN_ANSWER_BYTES)
-        except httpx.HTTPError as error:
-            raise AdapterUnavailable(
-                f"token endpoint unreachable ({type(error).__name__})"
-            ) from None
-        except AdapterUnavailable as error:
-            reason = str(error).removeprefix("the CRM's answer ")
-            raise AdapterUnavailable(f"the token endpoint's answer {reason}") from None
+            with Deadline(self._request_timeout, "the token endpoint did not answer in time"):
+                try:
+                    request = client.build_request(
+                        "POST", self.token_url, data=form, headers=headers
+                    )
+                    # What `client.stream` does, with the close below, out of the bound.
+                    raw = await client.send(request, stream=True)
+                    if raw.is_stream_consumed:  # built in-process (a mock transport): decoded
+                        content = raw.content
+                        if len(content) > TOKEN_ANSWER_BYTES:
+                            raise AdapterUnavailable(f"exceeds {TOKEN_ANSWER_BYTES} bytes")
+                    else:
+                        content = await read_capped(body_chunks(raw), TOKEN_ANSWER_BYTES)
+                        encoding = raw.headers.get("content-encoding", "identity")
+                        content = decode_body(content, encoding, TOKEN_ANSWER_BYTES)
+                except httpx.HTTPError as error:
+                    raise AdapterUnavailable(
+                        f"token endpoint unreachable ({type(error).__name__})"
+                    ) from None
+                except AdapterUnavailable as error:
+                    reason = str(error).removeprefix("the CRM's answer ")
+                    raise AdapterUnavailable(f"the token endpoint's answer {reason}") from None
+        finally:
+            # Outside the deadline, which must not cut the close itself short (the
+            # client's pool would keep the request for good).
+            if raw is not None:
+                await raw.aclose()
         # The body is decoded now: its framing headers no longer describe it.
         response = httpx.Response(raw.status_code, headers=unframed(raw.headers), content=content)
         if response.status_code >= 300 and response.status_code not in (400, 401, 403):
