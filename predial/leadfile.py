@@ -2,8 +2,10 @@
 
 Columns are the lead's fields, camelCase (`campaignId`, `phoneNumber`, `externalId`,
 `scheduledFor`, `priority`, `metadata`) or snake_case. In CSV, `metadata` is a JSON
-object and empty cells are absent values. A row that is not a valid lead comes back
-as a `LeadRowError` naming its line and field, and never stops the others.
+object and empty cells are absent values. A row that is not a valid lead, or that
+cannot be read (a byte invalid in the file's encoding, a 10 MB field; see
+`predial.tabular`), comes back as a `LeadRowError` naming its line and field, and
+never stops the others.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pydantic import ValidationError
 
 from .errors import InputFileError
 from .models import Lead
-from .tabular import Row, read_header, read_rows, table_format
+from .tabular import Row, detect_encoding, read_header, read_rows, table_format
 
 __all__ = ["KNOWN_COLUMNS", "LEAD_FIELDS", "LeadRow", "LeadRowError", "read_leads"]
 
@@ -93,6 +95,10 @@ def _lead(row: Row, columns: dict[str, str], campaign_id: str | None) -> LeadRow
                 value = json.loads(value)
             except json.JSONDecodeError as error:
                 return LeadRowError(row.line, column, f"not a JSON object: {error.msg}")
+            except ValueError as error:  # a number past the 4300-digit conversion limit
+                return LeadRowError(row.line, column, f"not a JSON object: {error}".split(";")[0])
+            except RecursionError:
+                return LeadRowError(row.line, column, "not a JSON object: nested too deeply")
         if value is not None:
             values[field] = value
     if "campaign_id" not in values and campaign_id is not None:
@@ -103,25 +109,32 @@ def _lead(row: Row, columns: dict[str, str], campaign_id: str | None) -> LeadRow
         first = error.errors(include_url=False, include_input=False)[0]
         bad_field = str(first["loc"][0]) if first["loc"] else ""
         message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "recursion_depth_exceeded":
+            message = "nested too deeply"
         return LeadRowError(row.line, columns.get(bad_field, bad_field) or None, message)
 
 
 def read_leads(
-    path: str | os.PathLike[str], campaign_id: str | None = None
+    path: str | os.PathLike[str],
+    campaign_id: str | None = None,
+    *,
+    encoding: str | None = None,
 ) -> Iterator[LeadRow | LeadRowError]:
     """Yield each row of `path` as a `LeadRow` or a `LeadRowError`.
 
-    `campaign_id` fills in rows without one. A file that cannot be read, or that
-    lacks the columns to make any lead, raises `InputFileError` before the first row.
+    `campaign_id` fills in rows without one; `encoding` overrides the detection of
+    `predial.tabular.detect_encoding`. A file that cannot be read, or that lacks the
+    columns to make any lead, raises `InputFileError` before the first row.
     """
     file = Path(path)
+    codec = detect_encoding(file, encoding)  # once: the reads below are told
     if table_format(file) == "jsonl":  # each object names its own fields
-        for row in read_rows(file):
+        for row in read_rows(file, codec):
             yield _lead(row, _row_columns(row.fields), campaign_id)
         return
-    names = read_header(file)
+    names = read_header(file, codec)
     if not names:
         raise InputFileError(f"{file}: is empty")
     columns = _columns(file, names, campaign_id)
-    for row in read_rows(file):
+    for row in read_rows(file, codec):
         yield _lead(row, columns, campaign_id)

@@ -215,3 +215,103 @@ def test_valid_means_a_known_number_type(country_code: int, national: int) -> No
     number = phonenumbers.PhoneNumber(country_code=country_code, national_number=national)
     known = phonenumbers.number_type(number) != phonenumbers.PhoneNumberType.UNKNOWN
     assert phonenumbers.is_valid_number(number) == known
+
+
+# -- the importer: hostile files give per-row rejections or one clear error ---------------
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_HOSTILE_CELLS = [
+    "=1+1",
+    '=HYPERLINK("http://x","y")',
+    "+12024561111",
+    "-2+3",
+    "@SUM(A1)",
+    "\tcmd",
+    "\rx",
+    "9" * 5000,
+    '{"n": ' + "9" * 5000 + "}",
+    "[" * 3000 + "]" * 3000,
+    '{"a": ' * 300 + "1" + "}" * 300,
+    "Zoë",
+    "日本",
+    '"',
+    "\n",
+]
+
+
+@st.composite
+def hostile_tables(draw: st.DrawFn) -> tuple[str, bytes]:
+    """A CSV or JSON Lines file of leads with formula cells, huge integers, deep
+    nesting, now and then a 20 MB field, and invalid bytes anywhere."""
+    cell = st.one_of(st.sampled_from(_HOSTILE_CELLS), st.text(max_size=12))
+    rows = draw(st.lists(st.tuples(st.sampled_from(["A", "B", "=C", ""]), cell, cell), max_size=8))
+    import json
+
+    kind = draw(st.sampled_from(["csv", "jsonl"]))
+    huge = draw(st.integers(0, 9)) == 0
+    if kind == "csv":
+        import csv
+        import io
+
+        text = io.StringIO()
+        writer = csv.writer(text)
+        writer.writerow(
+            draw(st.sampled_from([["externalId", "note", "metadata"], ["id", "=cmd", "-x"]]))
+        )
+        writer.writerows(rows)
+        if huge:
+            writer.writerow(["H", "x" * (20 * 1024 * 1024), ""])
+        data = text.getvalue().encode("utf-8", "surrogatepass")
+    else:
+        lines = []
+        for ident, note, other in rows:
+            # Raw text, not json.dumps: a 5000-digit number or 3000-deep array as is.
+            raw = other if other and other[0] in "[{9" else json.dumps(other)
+            lines.append(
+                f'{{"externalId": {json.dumps(ident)}, "note": {json.dumps(note)}, "x": {raw}}}'
+            )
+        lines.append('{"externalId": "S\\udcfc"}')
+        if huge:
+            lines.append('{"externalId": "H", "note": "' + "x" * (20 * 1024 * 1024) + '"}')
+        data = "\n".join(lines).encode("utf-8", "surrogatepass")
+    for _ in range(draw(st.integers(0, 3))):
+        at = draw(st.integers(0, len(data)))
+        data = (
+            data[:at] + bytes([draw(st.sampled_from([0x81, 0xC3, 0xE9, 0xFC, 0xFF]))]) + data[at:]
+        )
+    return kind, data
+
+
+@settings(max_examples=30, deadline=None)
+@given(table=hostile_tables())
+def test_any_hostile_file_gives_rejections_or_one_clear_error(table: tuple[str, bytes]) -> None:
+    """Huge integers, deep nesting, 20 MB fields, invalid bytes anywhere, formula
+    cells: per-row rejections or one clear error, never a traceback; the rejects
+    file parses and no cell in it can start a formula."""
+    import csv
+    import tempfile
+    from pathlib import Path
+
+    from predial import InputFileError
+    from predial.lupitor import import_leads
+
+    kind, data = table
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(folder) / f"leads.{kind}"
+        source.write_bytes(data)
+        rejects = Path(folder) / "rejects.csv"
+        problem: Exception | None = None
+        try:
+            report = import_leads(source, "cmp_1", dry_run=True, region="US", rejects_path=rejects)
+        except (InputFileError, ValueError) as error:  # no usable header: the whole file
+            problem = error
+        if problem is not None:
+            assert str(problem)  # one clear error, with a message
+            return
+        assert report.rows == report.rejected + report.duplicates_in_file + report.sendable
+        with rejects.open(newline="", encoding="utf-8") as file:
+            table_rows = list(csv.reader(file))
+    assert len(table_rows) == 1 + report.rejected
+    for row in table_rows:
+        for value in row:
+            assert not value.startswith(_FORMULA_START), row

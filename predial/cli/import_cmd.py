@@ -82,7 +82,21 @@ def _count_rows(path: Path) -> int | None:
     "--rejects",
     "rejects_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Write every rejected or failed row, with its reason, to this CSV.",
+    help="Write every rejected or failed row, with its reason and its values, to this "
+    "CSV. A value starting with = + - @ or a tab or carriage return gets a ' in front, "
+    "so a spreadsheet runs no formula; values are otherwise kept as they were.",
+)
+@click.option(
+    "--encoding",
+    help="The file's encoding, e.g. cp1252 or latin-1 (default: UTF-8, with or "
+    "without a byte-order mark, UTF-16 with one, or cp1252 when no UTF-8 character "
+    "is in the file at all). Rows not valid in it are rejected.",
+)
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="If another import of FILE (or with the same journal) is running, wait for "
+    "it to finish, then resume from its journal; by default that is an error.",
 )
 @click.option("--dry-run", is_flag=True, help="Validate and report; send nothing.")
 @click.option(
@@ -132,6 +146,8 @@ def import_(
     batch_size: int,
     journal_path: Path | None,
     rejects_path: Path | None,
+    encoding: str | None,
+    wait: bool,
     dry_run: bool,
     verify: bool,
     config_path: Path | None,
@@ -145,8 +161,10 @@ def import_(
     standard leads with their numbers. The API key is read from $LUPITOR_API_KEY.
 
     Rerun the same command after an interruption: confirmed rows are not sent again.
-    Exit code 0 only when every row is accounted for (created, already present,
-    duplicate or rejected); 1 when some failed to send; 2 on errors.
+    A second import of the same file while one runs stops at once (exit 2) naming
+    the first, or waits for it with --wait. Exit code 0 only when every row is
+    accounted for (created, already present, duplicate or rejected); 1 when some
+    failed to send; 2 on errors.
     """
     if not file.exists():
         raise InputFileError(f"{file}: no such file")
@@ -194,7 +212,10 @@ def import_(
                     api_version=cast(ApiVersion, api_version),
                     verify=resolver,
                     progress=lambda count: progress.advance(task, count),
-                    on_columns=lambda text: console.print(f"columns: {text}"),
+                    on_columns=lambda text: console.print(f"columns: {text}", markup=False),
+                    encoding=encoding,
+                    wait=wait,
+                    on_notice=lambda text: console.print(text, markup=False, highlight=False),
                 )
         finally:
             if client is not None:
@@ -226,6 +247,8 @@ def _print_report(report: ImportReport) -> None:
     if report.would_not_resolve:
         out.print(f"  would not resolve (--verify)     {report.would_not_resolve}")
     out.print(f"  requests: {report.bulk_requests} bulk, {report.single_requests} single")
+    if report.encoding not in ("utf-8", "utf-8-sig"):
+        out.print(f"  read as: {report.encoding}", markup=False)
     if report.rejects:
         out.print(f"  rejected and failed rows: {report.rejects}")
     if report.journal:

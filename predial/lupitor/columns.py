@@ -69,6 +69,14 @@ _FIELD_NAMES = {
 
 
 _DIGITS = re.compile(r"\d{5}")
+_NOT_TEXT = "must be text or a number, not a JSON object or array"
+
+
+def _text(value: Any) -> str | None:
+    """A JSON Lines cell that is not a string, as text: a number, true, false; None
+    for an object or array, which is no identifier (and whose str() of one nested
+    900 deep exceeds the recursion limit)."""
+    return None if isinstance(value, dict | list) else str(value)
 
 
 def normalise_name(name: str) -> str:
@@ -154,20 +162,36 @@ class ColumnMap:
             return value
 
         row_campaign = cell("campaign_id")
-        if row_campaign is not None and str(row_campaign) != campaign_id:
-            return Rejection(
-                columns["campaign_id"], f"belongs to campaign {row_campaign!r}, not {campaign_id!r}"
-            )
+        if row_campaign is not None and row_campaign != campaign_id:
+            text = _text(row_campaign)
+            if text is None:
+                return Rejection(columns["campaign_id"], _NOT_TEXT)
+            if text != campaign_id:
+                return Rejection(
+                    columns["campaign_id"],
+                    f"belongs to campaign {row_campaign!r}, not {campaign_id!r}",
+                )
         phone = cell("phone_number")
         if phone is not None:
+            if not isinstance(phone, str):
+                phone = _text(phone)
+                if phone is None:
+                    return Rejection(columns["phone_number"], _NOT_TEXT)
             try:
-                values["phone_number"] = policy.normalize(str(phone))
+                values["phone_number"] = policy.normalize(phone)
             except InvalidPhoneNumber as refusal:
                 return Rejection(columns["phone_number"], str(refusal))
-        for field in ("external_id", "priority", "scheduled_for"):
+        external_id = cell("external_id")
+        if external_id is not None:
+            if not isinstance(external_id, str):
+                external_id = _text(external_id)
+                if external_id is None:
+                    return Rejection(columns["external_id"], _NOT_TEXT)
+            values["external_id"] = external_id
+        for field in ("priority", "scheduled_for"):
             value = cell(field)
             if value is not None:
-                values[field] = value if field != "external_id" else str(value)
+                values[field] = value
         metadata: dict[str, Any] = {}
         raw_metadata = cell("metadata")
         if raw_metadata is not None:
@@ -176,6 +200,11 @@ class ColumnMap:
                     raw_metadata = json.loads(raw_metadata)
                 except json.JSONDecodeError as error:
                     return Rejection(columns["metadata"], f"not a JSON object: {error.msg}")
+                except ValueError as error:  # a number past the 4300-digit limit
+                    reason = str(error).split(";")[0]
+                    return Rejection(columns["metadata"], f"not a JSON object: {reason}")
+                except RecursionError:
+                    return Rejection(columns["metadata"], "not a JSON object: nested too deeply")
             if not isinstance(raw_metadata, dict):
                 return Rejection(columns["metadata"], "must be a JSON object")
             metadata.update(raw_metadata)
@@ -199,6 +228,10 @@ class ColumnMap:
             first = error.errors(include_url=False, include_input=False)[0]
             field = str(first["loc"][0]) if first["loc"] else ""
             message = first["msg"].removeprefix("Value error, ")
+            if first["type"] == "recursion_depth_exceeded":
+                message = "nested too deeply"
             return Rejection(columns.get(field), message)
+        except RecursionError:
+            return Rejection(None, "cannot be sent as JSON: nested too deeply")
         except (ValueError, OverflowError, PydanticSerializationError) as error:
             return Rejection(None, f"cannot be sent as JSON: {type(error).__name__}")

@@ -19,6 +19,15 @@ One ambiguity is reported as it is: when a request's answer is lost and the rese
 says "already present", the lead is counted as created by this import (the lost
 attempt created it), which is wrong only for a lead that was in the campaign
 before the import *and* in that very batch.
+
+One import at a time: the journal and the input file (into its campaign) are
+locked for the whole run (`ImportLock`), so a second import of the same file fails
+at once with `ImportInProgress` naming the first, or, with `wait=True`, waits for
+it and then resumes from the journal it wrote. A dry run takes no lock.
+
+The file is decoded strictly (`predial.tabular`): a row with a byte that is not
+valid in the file's encoding is rejected, never sent altered; the encoding used is
+in the report and the journal, and a resume must read the file the same way.
 """
 
 from __future__ import annotations
@@ -26,6 +35,8 @@ from __future__ import annotations
 import asyncio
 import csv
 import hashlib
+import json
+import logging
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -34,6 +45,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import (
+    ImportInProgress,
     LupitorAnswerLost,
     LupitorRateLimited,
     LupitorUnavailable,
@@ -43,15 +55,21 @@ from ..errors import (
 from ..models import Lead
 from ..phone import PhonePolicy
 from ..resolver import Resolver
-from ..tabular import read_header, read_rows, table_format
+from ..tabular import detect_encoding, read_header, read_rows, table_format
 from .client import MAX_BULK, AsyncLupitorClient
 from .columns import ColumnMap, Rejection
-from .journal import Journal
+from .journal import ImportLock, Journal, holder
 
 __all__ = ["ApiVersion", "ImportReport", "import_leads", "import_leads_async"]
 
+log = logging.getLogger("predial.lupitor.importer")
+
 ApiVersion = Literal["auto", "v1", "v2"]
 Progress = Callable[[int], None]  # called with the number of rows just settled
+#: Seconds between tries of a lock another import holds (`wait=True`).
+LOCK_POLL = 0.25
+#: What a spreadsheet takes for the start of a formula (OWASP, CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass
@@ -76,6 +94,8 @@ class ImportReport:
     journal: str | None = None
     rejects: str | None = None
     columns: str = ""
+    #: The codec the file was read with (`utf-8`, `utf-8-sig`, `cp1252`, ...).
+    encoding: str = ""
     not_resolving: list[tuple[int, str]] = field(default_factory=list)
 
     @property
@@ -309,11 +329,11 @@ def _digest(value: str | None) -> int | None:
     return int.from_bytes(hashlib.blake2b(value.encode(), digest_size=12).digest())
 
 
-def _header(path: Path) -> list[str]:
+def _header(path: Path, encoding: str) -> list[str]:
     if table_format(path) == "csv":
-        return read_header(path)
+        return read_header(path, encoding)
     names: dict[str, None] = {}
-    for index, row in enumerate(read_rows(path)):
+    for index, row in enumerate(read_rows(path, encoding)):
         names.update(dict.fromkeys(k for k in row.fields if not k.startswith("__")))
         if index >= 100:  # JSON Lines objects may differ: look at the first hundred
             break
@@ -352,122 +372,194 @@ async def import_leads_async(
     verify: Resolver | None = None,
     progress: Progress | None = None,
     on_columns: Callable[[str], None] | None = None,
+    encoding: str | None = None,
+    wait: bool = False,
+    on_notice: Callable[[str], None] | None = None,
 ) -> ImportReport:
     """Import `path` into `campaign_id`; see the module docstring. `client` (or
     `api_key`/`base_url`, else the environment) talks to the API; `verify` resolves
     each prefetch lead through its predial adapter first and reports those that
-    would not resolve."""
+    would not resolve. `encoding` overrides the detection (`predial.tabular`);
+    `wait` waits for another import of the same file or journal instead of raising
+    `ImportInProgress`. `on_notice` is called with a line for the operator (the
+    file read as cp1252, whose import this one waits for); without it these are
+    logged as warnings."""
     if not 1 <= batch_size <= MAX_BULK:
         raise ValueError(f"batch_size must be between 1 and {MAX_BULK}")
     source = Path(path)
     started = time.monotonic()
-    header = _header(source)
+    notify = on_notice if on_notice is not None else log.warning
+    codec = detect_encoding(source, encoding, notice=on_notice)
+    header = _header(source, codec)
     columns = ColumnMap(header, mapping)
     if on_columns is not None:
         on_columns(columns.describe())
     policy = policy or PhonePolicy(default_region=region)
+    journal_file = Path(journal_path) if journal_path else Journal.default_path(source)
+    lock = None if dry_run else ImportLock(journal_file, source, campaign_id)
     # The client first: a missing key must not leave a journal behind.
     own_client = client is None and not dry_run
     if own_client:
         client = AsyncLupitorClient(api_key, base_url=base_url)
-    journal_file = Path(journal_path) if journal_path else Journal.default_path(source)
-    journal = Journal(journal_file, source=source, campaign_id=campaign_id, memory=dry_run)
-    report = ImportReport(
-        resumed=journal.resumed,
-        dry_run=dry_run,
-        journal=None if dry_run else str(journal_file),
-        columns=columns.describe(),
-    )
-    importer = _Importer(client, campaign_id, journal, report, api_version, concurrency, progress)
-    statuses = journal.statuses()
-    seen_external: set[int] = set()
-    seen_phone: set[int] = set()
-    batch: list[_Pending] = []
     try:
-        for row in read_rows(source):
-            report.rows += 1
-            code = statuses[row.line] if row.line < len(statuses) else 0
-            final = Journal.is_final(code)
-            outcome = columns.lead(row.fields, campaign_id, policy)
-            if isinstance(outcome, Rejection):
-                if not final:
-                    journal.record(
-                        row.line, "rejected", column=outcome.column, reason=outcome.reason
-                    )
-                    importer.settled(1)
-                continue
-            lead = outcome.lead
-            # 12-byte digests instead of the strings: a million UUID ids and phones
-            # cost ~100 MB less, and a collision is a 1-in-10^29 event.
-            external = _digest(lead.external_id)
-            phone = _digest(lead.phone_number)
-            if (external is not None and external in seen_external) or (
-                phone is not None and phone in seen_phone
-            ):
-                if not final:
-                    journal.record(
-                        row.line,
-                        "duplicate_in_file",
-                        identifier=_identifier(lead),
-                        reason="same externalId or phone number as an earlier row",
-                    )
-                    importer.settled(1)
-                continue
-            if external is not None:
-                seen_external.add(external)
-            if phone is not None:
-                seen_phone.add(phone)
-            if final:
-                continue
-            if verify is not None:
-                await _verify(verify, campaign_id, lead, report, row.line)
-            if dry_run:
-                report.sendable += 1
-                importer.settled(1)
-                continue
-            report.sendable += 1
-            attempted = code != 0 and not final  # "sending" or "failed" in an earlier run
-            batch.append(_Pending(row.line, lead, attempted))
-            if len(batch) >= batch_size:
-                await importer.send(batch)
-                batch = []
-        if batch:
-            await importer.send(batch)
-        await importer.settle_uncertain()
-    except BaseException:
-        journal.close()
-        raise
+        if lock is not None:
+            await _acquire(lock, wait, notify)
+        journal = Journal(
+            journal_file, source=source, campaign_id=campaign_id, memory=dry_run, encoding=codec
+        )
+        report = ImportReport(
+            resumed=journal.resumed,
+            dry_run=dry_run,
+            journal=None if dry_run else str(journal_file),
+            columns=columns.describe(),
+            encoding=codec,
+        )
+        importer = _Importer(
+            client, campaign_id, journal, report, api_version, concurrency, progress
+        )
+        try:
+            await _import_rows(
+                source, codec, columns, policy, importer, verify, dry_run, batch_size
+            )
+        except BaseException:
+            journal.abandon()
+            raise
+        try:
+            counts = journal.counts()
+            report.created = counts.get("created", 0)
+            report.already_present = counts.get("already_present", 0)
+            report.duplicates_in_file = counts.get("duplicate_in_file", 0)
+            report.rejected = counts.get("rejected", 0)
+            report.failed = counts.get("failed", 0)
+            report.in_flight = counts.get("sending", 0)
+            if rejects_path is not None:
+                report.rejects = str(rejects_path)
+                _write_rejects(source, codec, journal, Path(rejects_path))
+        except BaseException:
+            journal.abandon()
+            raise
+        journal.close()  # a dry run's journal lived in memory: nothing is left on disk
     finally:
-        if own_client and client is not None:
-            await client.aclose()
-
-    counts = journal.counts()
-    report.created = counts.get("created", 0)
-    report.already_present = counts.get("already_present", 0)
-    report.duplicates_in_file = counts.get("duplicate_in_file", 0)
-    report.rejected = counts.get("rejected", 0)
-    report.failed = counts.get("failed", 0)
-    report.in_flight = counts.get("sending", 0)
-    if rejects_path is not None:
-        report.rejects = str(rejects_path)
-        _write_rejects(source, journal, Path(rejects_path))
-    journal.close()  # a dry run's journal lived in memory: nothing is left on disk
+        try:
+            if own_client and client is not None:
+                await client.aclose()
+        finally:
+            if lock is not None:
+                lock.release()
     report.elapsed = time.monotonic() - started
     return report
 
 
-def _write_rejects(source: Path, journal: Journal, target: Path) -> None:
+async def _acquire(lock: ImportLock, wait: bool, notify: Callable[[str], None]) -> None:
+    """Take the import's locks; if another import holds one, raise, or (`wait`) say
+    whose it is and try again until it is free."""
+    try:
+        lock.acquire()
+        return
+    except ImportInProgress as busy:
+        if not wait:
+            raise
+        owner = busy.owner
+        source = Path(owner["source"]).name if owner else lock.source.name
+        campaign = owner["campaign"] if owner else lock.campaign_id
+        notify(
+            f"waiting for another import of {source} into campaign {campaign} to "
+            f"finish: {holder(owner)}"
+        )
+    while True:
+        await asyncio.sleep(LOCK_POLL)
+        try:
+            lock.acquire()
+        except ImportInProgress:
+            continue  # still running: keep waiting
+        return
+
+
+async def _import_rows(
+    source: Path,
+    codec: str,
+    columns: ColumnMap,
+    policy: PhonePolicy,
+    importer: _Importer,
+    verify: Resolver | None,
+    dry_run: bool,
+    batch_size: int,
+) -> None:
+    """Validate, deduplicate and send every row not settled by an earlier run."""
+    journal = importer.journal
+    report = importer.report
+    campaign_id = importer.campaign_id
+    statuses = journal.statuses()
+    seen_external: set[int] = set()
+    seen_phone: set[int] = set()
+    batch: list[_Pending] = []
+    for row in read_rows(source, codec):
+        report.rows += 1
+        code = statuses[row.line] if row.line < len(statuses) else 0
+        final = Journal.is_final(code)
+        outcome = columns.lead(row.fields, campaign_id, policy)
+        if isinstance(outcome, Rejection):
+            if not final:
+                journal.record(row.line, "rejected", column=outcome.column, reason=outcome.reason)
+                importer.settled(1)
+            continue
+        lead = outcome.lead
+        # 12-byte digests instead of the strings: a million UUID ids and phones
+        # cost ~100 MB less, and a collision is a 1-in-10^29 event.
+        external = _digest(lead.external_id)
+        phone = _digest(lead.phone_number)
+        if (external is not None and external in seen_external) or (
+            phone is not None and phone in seen_phone
+        ):
+            if not final:
+                journal.record(
+                    row.line,
+                    "duplicate_in_file",
+                    identifier=_identifier(lead),
+                    reason="same externalId or phone number as an earlier row",
+                )
+                importer.settled(1)
+            continue
+        if external is not None:
+            seen_external.add(external)
+        if phone is not None:
+            seen_phone.add(phone)
+        if final:
+            continue
+        if verify is not None:
+            await _verify(verify, campaign_id, lead, report, row.line)
+        if dry_run:
+            report.sendable += 1
+            importer.settled(1)
+            continue
+        report.sendable += 1
+        attempted = code != 0 and not final  # "sending" or "failed" in an earlier run
+        batch.append(_Pending(row.line, lead, attempted))
+        if len(batch) >= batch_size:
+            await importer.send(batch)
+            batch = []
+    if batch:
+        await importer.send(batch)
+    await importer.settle_uncertain()
+
+
+def _write_rejects(source: Path, codec: str, journal: Journal, target: Path) -> None:
     """A CSV of every rejected or failed row: line, status, column, reason, then the
-    row's own values, so it can be fixed and imported again."""
+    row's own values, so it can be fixed and imported again.
+
+    It is meant to be opened in a spreadsheet, so no cell may start a formula: a
+    value starting with `=`, `+`, `-`, `@`, a tab or a carriage return gets a `'`
+    in front (OWASP's advice for CSV export), the header's too. Values are
+    otherwise kept as they were (JSON Lines objects and arrays as JSON)."""
     problems = iter(journal.problems())
     upcoming = next(problems, None)
-    header = _header(source)
+    header = _header(source, codec)
     with target.open("w", newline="", encoding="utf-8") as file:
         writer = csv.writer(file)
-        writer.writerow(["line", "status", "column", "reason", *header])
+        writer.writerow([_cell(name) for name in ["line", "status", "column", "reason", *header]])
         if upcoming is None:
             return
-        for row in read_rows(source):
+        for row in read_rows(source, codec):
             while upcoming is not None and upcoming[0] < row.line:
                 upcoming = next(problems, None)
             if upcoming is None:
@@ -475,8 +567,24 @@ def _write_rejects(source: Path, journal: Journal, target: Path) -> None:
             if upcoming[0] == row.line:
                 line, status, column, reason = upcoming
                 values = [row.fields.get(name, "") for name in header]
-                writer.writerow([line, status, column or "", reason or "", *values])
+                writer.writerow([_cell(v) for v in (line, status, column, reason, *values)])
                 upcoming = next(problems, None)
+
+
+def _cell(value: Any) -> str:
+    """A value as a rejects-file cell that a spreadsheet shows as text."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, dict | list):
+        try:
+            text = json.dumps(value, ensure_ascii=False)
+        except RecursionError:
+            text = "(a JSON value nested too deeply to write)"
+    else:
+        text = json.dumps(value) if isinstance(value, bool) else str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 def import_leads(path: str | Path, campaign_id: str, **options: Any) -> ImportReport:

@@ -1,4 +1,5 @@
-"""The import journal: every row's outcome in SQLite, written as answers arrive.
+"""The import journal: every row's outcome in SQLite, written as answers arrive, and
+the lock that keeps two imports of one file apart.
 
 A killed import resumes from it: rows the server confirmed (created, or already
 in the campaign) and rows settled locally (rejected, duplicate in the file) are
@@ -6,19 +7,40 @@ not sent again; rows that were in flight are sent again, and the server's dedup
 (externalId, then phone) absorbs any that had landed. WAL mode with
 `synchronous=NORMAL` survives a killed process (not a power cut) at a fraction of
 the cost of a full sync per batch.
+
+What is read back is checked: a file that is not a journal (another SQLite
+database is refused before anything is written into it), an unknown status, a line
+number the input file cannot have, a missing stamp. Every SQLite failure (damage,
+permissions, a full disk) is a `JournalError` naming the journal and what to do.
+
+`ImportLock` is held for an import's whole run, so a second import of the same
+file into the same campaign, or through the same journal, stops at once with
+`ImportInProgress` naming the process that runs the first (or waits for it).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
+import socket
 import sqlite3
-from collections.abc import Iterable
+import stat
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from ..errors import ConfigurationError
+import filelock
 
-__all__ = ["FINAL", "STATUSES", "Journal"]
+from ..errors import ConfigurationError, ImportInProgress, JournalError
+
+__all__ = ["FINAL", "STATUSES", "ImportLock", "Journal"]
+
+log = logging.getLogger("predial.lupitor.journal")
 
 #: Row statuses. `sending` rows were in a request whose answer is not recorded yet.
 STATUSES = (
@@ -34,8 +56,8 @@ FINAL = frozenset({"rejected", "duplicate_in_file", "created", "already_present"
 
 _CODES = {status: code for code, status in enumerate(STATUSES, start=1)}
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS rows (
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE rows (
     line INTEGER PRIMARY KEY,
     status TEXT NOT NULL,
     identifier TEXT,
@@ -44,6 +66,16 @@ CREATE TABLE IF NOT EXISTS rows (
     reason TEXT
 );
 """
+_COLUMNS = {
+    "meta": ["key", "value"],
+    "rows": ["line", "status", "identifier", "lead_id", "column_name", "reason"],
+}
+_STAMP_KEYS = ("source", "fingerprint", "campaign")
+_START_OVER = (
+    "delete it (with its -wal and -shm files) to start over, as the server skips leads "
+    "it already has (the older API version only those with a phone number), "
+    "or pass another --journal"
+)
 
 
 def fingerprint(path: Path) -> str:
@@ -56,37 +88,143 @@ def fingerprint(path: Path) -> str:
     return f"{path.stat().st_size}:{digest.hexdigest()}"
 
 
+def _explain(path: Path, error: sqlite3.Error) -> str:
+    """One line: what went wrong with the journal, and what to do."""
+    name = getattr(error, "sqlite_errorname", "")
+    if name in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
+        return f"{path}: not a predial journal, or damaged ({error}); {_START_OVER}"
+    if name == "SQLITE_FULL":
+        return (
+            f"{path}: the journal cannot be written: the disk is full; free some space "
+            "and rerun the same command (the import resumes), or pass a --journal on "
+            "another disk"
+        )
+    if name in ("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH"):
+        return (
+            f"{path}: the journal cannot be opened for writing ({error}); make the file "
+            "and its folder writable, or pass another --journal"
+        )
+    if name in ("SQLITE_BUSY", "SQLITE_LOCKED"):
+        return (
+            f"{path}: the journal is locked by another program ({error}); close it, "
+            "or pass another --journal"
+        )
+    return f"{path}: journal error ({error}); {_START_OVER}"
+
+
 class Journal:
     """Row outcomes of one import of one file into one campaign."""
 
-    def __init__(self, path: Path, *, source: Path, campaign_id: str, memory: bool = False):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        source: Path,
+        campaign_id: str,
+        memory: bool = False,
+        encoding: str | None = None,
+    ):
         self.path = path
-        self._db = sqlite3.connect(":memory:" if memory else str(path), isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._pending: list[tuple[int, str, str | None, str | None, str | None, str | None]] = []
+        # A file of S bytes has at most S + 1 lines: a bigger line number is not a
+        # row's, and would size the status array past the file.
+        self._source = source
+        self._top_line = source.stat().st_size + 1
         stamp = {
             "source": str(source.resolve()),
             "fingerprint": fingerprint(source),
             "campaign": campaign_id,
         }
-        existing = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
-        if existing:
-            for key, value in stamp.items():
-                if existing.get(key) != value:
-                    what = {
-                        "source": "another file",
-                        "fingerprint": "a different version of the file",
-                        "campaign": f"campaign {existing.get('campaign')!r}",
-                    }[key]
-                    raise ConfigurationError(
-                        f"{path}: this journal records an import of {what}; "
-                        "pass another --journal, or delete this one to start over"
+        with self._guard():
+            self._db = sqlite3.connect(":memory:" if memory else str(path), isolation_level=None)
+        try:
+            with self._guard():
+                self.resumed = self._open(stamp, encoding)
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _open(self, stamp: dict[str, str], encoding: str | None) -> bool:
+        """Check the file is a journal of this import (or new), set it up; whether it
+        holds an earlier run."""
+        db = self._db
+        path = self.path
+        objects = sorted(
+            (name, kind)
+            for kind, name in db.execute("SELECT type, name FROM sqlite_master")
+            if not name.startswith("sqlite_")
+        )
+        if objects and objects != [("meta", "table"), ("rows", "table")]:
+            held = ", ".join(f"{kind} {name}" for name, kind in objects)
+            raise JournalError(
+                f"{path}: an SQLite database that is not a predial journal (it holds "
+                f"{held}); nothing was written to it: pass another --journal"
+            )
+        if objects:
+            for table, columns in _COLUMNS.items():
+                found = [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
+                if found != columns:
+                    raise JournalError(
+                        f"{path}: its table {table} is not a predial journal's (columns "
+                        f"{', '.join(found)}); nothing was written to it: pass another "
+                        "--journal"
                     )
-        else:
-            self._db.executemany("INSERT INTO meta VALUES (?, ?)", stamp.items())
-        self.resumed = bool(existing)
-        self._pending: list[tuple[int, str, str | None, str | None, str | None, str | None]] = []
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        existing: dict[str, Any] = {}
+        has_rows = False
+        if objects:
+            existing = dict(db.execute("SELECT key, value FROM meta").fetchall())
+            has_rows = db.execute("SELECT 1 FROM rows LIMIT 1").fetchone() is not None
+        if not existing and not has_rows:
+            # Tables and stamp in one transaction: a kill leaves a journal or none.
+            db.execute("BEGIN")
+            if not objects:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+            if encoding is not None:
+                stamp = {**stamp, "encoding": encoding}
+            db.executemany("INSERT INTO meta VALUES (?, ?)", stamp.items())
+            db.execute("COMMIT")
+            return False
+        missing = [key for key in _STAMP_KEYS if not isinstance(existing.get(key), str)]
+        if missing:
+            raise JournalError(
+                f"{path}: the journal has no stamp ({', '.join(missing)} missing): not "
+                f"written by predial, or damaged; {_START_OVER}"
+            )
+        for key, value in stamp.items():
+            if existing[key] != value:
+                what = {
+                    "source": "another file",
+                    "fingerprint": "a different version of the file",
+                    "campaign": f"campaign {existing['campaign']!r}",
+                }[key]
+                raise ConfigurationError(
+                    f"{path}: this journal records an import of {what}; "
+                    "pass another --journal, or delete this one to start over"
+                )
+        if encoding is not None:
+            recorded = existing.get("encoding")
+            if recorded is None:
+                # A journal from before encodings were recorded: this run's is kept.
+                db.execute("INSERT INTO meta VALUES ('encoding', ?)", (encoding,))
+            elif recorded != encoding:
+                raise ConfigurationError(
+                    f"{path}: this journal records the file read as {recorded}, and this "
+                    f"run reads it as {encoding}: the rows would not be the same; rerun "
+                    f"with --encoding {recorded}, or delete the journal to start over"
+                )
+        return True
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """SQLite's errors as one JournalError saying what to do."""
+        try:
+            yield
+        except sqlite3.Error as error:
+            raise JournalError(_explain(self.path, error)) from error
 
     @classmethod
     def default_path(cls, source: Path) -> Path:
@@ -94,10 +232,25 @@ class Journal:
 
     def statuses(self) -> bytearray:
         """Each line's status code (0 = not seen), compact enough for millions of rows."""
-        top = self._db.execute("SELECT COALESCE(MAX(line), 0) FROM rows").fetchone()[0]
-        codes = bytearray(top + 1)
-        for line, status in self._db.execute("SELECT line, status FROM rows"):
-            codes[line] = _CODES[status]
+        with self._guard():
+            low, top = self._db.execute("SELECT MIN(line), MAX(line) FROM rows").fetchone()
+            if top is None:
+                return bytearray(1)
+            if low < 1 or top > self._top_line:
+                bad = low if low < 1 else top
+                raise JournalError(
+                    f"{self.path}: records line {bad}, which {self._source.name} cannot "
+                    f"have (it has at most {self._top_line} lines): damaged; {_START_OVER}"
+                )
+            codes = bytearray(top + 1)
+            for line, status in self._db.execute("SELECT line, status FROM rows"):
+                code = _CODES.get(status)
+                if code is None:
+                    raise JournalError(
+                        f"{self.path}: line {line} has the unknown status {status!r}: "
+                        f"damaged, or written by another program; {_START_OVER}"
+                    )
+                codes[line] = code
         return codes
 
     @staticmethod
@@ -122,34 +275,59 @@ class Journal:
     def flush(self) -> None:
         if not self._pending:
             return
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.executemany(
-                "INSERT INTO rows (line, status, identifier, lead_id, column_name, reason) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(line) DO UPDATE SET status=excluded.status, "
-                "identifier=excluded.identifier, lead_id=COALESCE(excluded.lead_id, rows.lead_id), "
-                "column_name=excluded.column_name, reason=excluded.reason",
-                self._pending,
-            )
+        with self._guard():
+            try:
+                self._db.execute("BEGIN")
+                self._db.executemany(
+                    "INSERT INTO rows (line, status, identifier, lead_id, column_name, reason) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(line) DO UPDATE SET "
+                    "status=excluded.status, identifier=excluded.identifier, "
+                    "lead_id=COALESCE(excluded.lead_id, rows.lead_id), "
+                    "column_name=excluded.column_name, reason=excluded.reason",
+                    self._pending,
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
         self._pending.clear()
 
     def counts(self) -> dict[str, int]:
         self.flush()
-        return dict(
-            self._db.execute("SELECT status, COUNT(*) FROM rows GROUP BY status").fetchall()
-        )
+        with self._guard():
+            return dict(
+                self._db.execute("SELECT status, COUNT(*) FROM rows GROUP BY status").fetchall()
+            )
 
     def problems(self) -> Iterable[tuple[int, str, str | None, str | None]]:
         """(line, status, column, reason) of every rejected or failed row, in file order."""
         self.flush()
-        yield from self._db.execute(
-            "SELECT line, status, column_name, reason FROM rows "
-            "WHERE status IN ('rejected', 'failed') ORDER BY line"
-        )
+        with self._guard():
+            cursor = self._db.execute(
+                "SELECT line, status, column_name, reason FROM rows "
+                "WHERE status IN ('rejected', 'failed') ORDER BY line"
+            )
+        while True:
+            with self._guard():
+                batch = cursor.fetchmany(1000)
+            if not batch:
+                return
+            yield from batch
 
     def close(self) -> None:
-        self.flush()
-        self._db.close()
+        try:
+            self.flush()
+        finally:
+            self._db.close()
+
+    def abandon(self) -> None:
+        """Close after another error: what is queued is written if it can be; if not,
+        a warning says so and the first error stays the one reported."""
+        try:
+            self.close()
+        except JournalError as error:
+            log.warning("%s (the outcomes of the last rows were not recorded)", error)
 
 
 def remove_journal(path: Path) -> None:
@@ -157,3 +335,159 @@ def remove_journal(path: Path) -> None:
         candidate = Path(str(path) + suffix)
         if candidate.exists():
             os.remove(candidate)
+
+
+def holder(owner: dict[str, Any] | None) -> str:
+    """`pid 4242 on host dialer-3, started 2026-12-01T14:02:11Z`, or what is known."""
+    if owner is None:
+        return "in another process, which did not say which"
+    return f"pid {owner['pid']} on host {owner['host']}, started {owner['started']}"
+
+
+class ImportLock:
+    """Two file locks held for an import's whole run (filelock: released by the
+    system when the process dies, however it dies):
+
+    - `<journal>.lock`, beside the journal: one import per journal;
+    - one per input file (its device and inode, so any path to it) and campaign, in
+      a private folder of the user under the system's temporary folder: the same
+      file into the same campaign through two different journals.
+
+    Who holds a lock is written beside it, in `<lock>.owner` (JSON: pid, host,
+    started, journal, source, campaign), for the message of the one refused; the
+    details cannot live in the lock file itself, which some versions of filelock
+    truncate when they open it.
+    """
+
+    def __init__(self, journal: Path, source: Path, campaign_id: str) -> None:
+        self.journal = journal
+        self.source = source
+        self.campaign_id = campaign_id
+        self._held: list[tuple[filelock.BaseFileLock, Path]] = []
+
+    def _paths(self) -> list[tuple[Path, int | None]]:
+        journal_lock = self.journal.with_name(self.journal.name + ".lock")
+        identity = self.source.stat()
+        key = f"{identity.st_dev}:{identity.st_ino}:{self.campaign_id}"
+        name = hashlib.sha256(key.encode()).hexdigest()[:24]
+        return [(journal_lock, None), (_private_folder() / f"{name}.lock", 0o600)]
+
+    def acquire(self) -> None:
+        """Take both locks, or neither: `ImportInProgress` naming the holder when
+        another import has one."""
+        owner = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "journal": str(self.journal.resolve()),
+            "source": str(self.source.resolve()),
+            "campaign": self.campaign_id,
+        }
+        try:
+            for path, mode in self._paths():
+                lock = (
+                    filelock.FileLock(path, timeout=0)
+                    if mode is None
+                    else filelock.FileLock(path, timeout=0, mode=mode)
+                )
+                try:
+                    lock.acquire()
+                except filelock.Timeout:
+                    raise self._busy(path) from None
+                except OSError as error:
+                    raise JournalError(
+                        f"{path}: cannot take the import lock ({error.strerror or error}); "
+                        "make its folder writable, or pass another --journal"
+                    ) from None
+                sidecar = path.with_name(path.name + ".owner")
+                self._held.append((lock, sidecar))
+                _write_owner(sidecar, owner)
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        """Let go of what is held (the owner files first, while still held)."""
+        held, self._held = self._held, []
+        for lock, sidecar in reversed(held):
+            try:
+                sidecar.unlink(missing_ok=True)
+            except OSError as error:
+                log.warning("%s: could not remove it (%s)", sidecar, error.strerror or error)
+            lock.release()
+
+    def _busy(self, path: Path) -> ImportInProgress:
+        owner = _read_owner(path.with_name(path.name + ".owner"))
+        source = Path(owner["source"]).name if owner else self.source.name
+        campaign = owner["campaign"] if owner else self.campaign_id
+        return ImportInProgress(
+            f"another import of {source} into campaign {campaign} is running: "
+            f"{holder(owner)}; wait for it to finish, or rerun with --wait",
+            owner,
+        )
+
+
+def _private_folder() -> Path:
+    """The user's own folder for input-file locks, created 0700; refused if another
+    account could have put it there or can write in it."""
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    folder = Path(tempfile.gettempdir()) / f"predial-imports-{uid if uid is not None else 'user'}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        info = folder.lstat()
+    except OSError as error:
+        raise ConfigurationError(
+            f"{folder}: cannot create the folder of import locks ({error.strerror or error}); "
+            "set TMPDIR to a writable folder"
+        ) from None
+    if uid is not None and (
+        not stat.S_ISDIR(info.st_mode) or info.st_uid != uid or info.st_mode & 0o077
+    ):
+        raise ConfigurationError(
+            f"{folder}: the folder of import locks is not private to this user (a link, "
+            "another owner, or open to others); remove it, or set TMPDIR to a private folder"
+        )
+    return folder
+
+
+def _write_owner(sidecar: Path, owner: dict[str, Any]) -> None:
+    """Written aside and renamed, so a reader never sees half of it."""
+    partial = sidecar.with_name(f"{sidecar.name}.{os.getpid()}.partial")
+    try:
+        partial.write_text(json.dumps(owner), encoding="utf-8")
+        os.replace(partial, sidecar)
+    except OSError as error:
+        # The lock holds without it; a refused import then names no process.
+        log.warning("%s: could not record who holds the lock (%s)", sidecar, error.strerror)
+
+
+def _read_owner(sidecar: Path) -> dict[str, Any] | None:
+    """What the holder wrote, or None: missing, unreadable, or left by a process of
+    this host that is gone (killed before it could remove it)."""
+    try:
+        with sidecar.open("rb") as file:
+            owner = json.loads(file.read(65536))
+    except (OSError, ValueError):
+        return None
+    if not (
+        isinstance(owner, dict)
+        and isinstance(owner.get("pid"), int)
+        and all(isinstance(owner.get(key), str) for key in ("host", "started", "source"))
+        and isinstance(owner.get("campaign"), str)
+    ):
+        return None
+    if owner["host"] == socket.gethostname() and not _alive(owner["pid"]):
+        return None
+    return owner
+
+
+def _alive(pid: int) -> bool:
+    if os.name != "posix":
+        return True  # os.kill would end the process there
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's process (EPERM), or no way to tell
+    return True
