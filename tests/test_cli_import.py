@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,14 @@ from predial.cli.app import cli
 from predial.testing import FakeLupitor, serve
 
 KEY = "sk_test_write"
+
+
+@pytest.fixture(autouse=True)
+def _private_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Import locks go to the test's own temporary folder (the child processes' too),
+    not the machine's, where one empty lock file per input file would pile up."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
 
 
 @pytest.fixture

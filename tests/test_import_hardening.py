@@ -15,6 +15,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +38,14 @@ CAMPAIGN = "cmp_1"
 FAST = RetryPolicy(attempts=10, initial=0.005, maximum=0.05, rate_limit_waits=1000)
 MB = 1024 * 1024
 STARTED = re.compile(r"started \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+
+
+@pytest.fixture(autouse=True)
+def _private_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Import locks go to the test's own temporary folder (the child processes' too),
+    not the machine's, where one empty lock file per input file would pile up."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
 
 
 def in_process(fake: FakeLupitor) -> AsyncLupitorClient:

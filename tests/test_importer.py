@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,14 @@ KEY = "sk_test_write"
 CAMPAIGN = "cmp_1"
 FAST = RetryPolicy(attempts=10, initial=0.005, maximum=0.05, rate_limit_waits=1000)
 PHONES = [f"+1202456{n:04d}" for n in range(1000, 9999)]
+
+
+@pytest.fixture(autouse=True)
+def _private_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Import locks go to the test's own temporary folder (the child processes' too),
+    not the machine's, where one empty lock file per input file would pile up."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
 
 
 def in_process(fake: FakeLupitor, window: float) -> AsyncLupitorClient:
