@@ -69,9 +69,3 @@ class Flight(Generic[R, T]):
                 waiter.set_result(None)
                 waiting = True
         return waiting
-
-    def crash(self) -> None:
-        """The fetch itself was cancelled (the loop is closing): release the callers."""
-        self.done = True
-        for waiter in self.waiters:
-            waiter.cancel()

@@ -7,6 +7,8 @@ import math
 import time
 from collections.abc import Callable
 
+from ._faults import is_adapter_fault
+
 __all__ = ["MAX_RETRY_AFTER", "retry_after_hint", "retry_after_seconds"]
 
 #: The longest wait a server may ask for (a day: daily quotas reset within one).
@@ -43,11 +45,13 @@ def retry_after_hint(value: object) -> float | None:
     number, a bool, an object that is not a number) is no hint at all: None. Longer
     waits are clamped to `MAX_RETRY_AFTER`, as `retry_after_seconds` clamps headers.
     """
-    if value is None or isinstance(value, bool):
-        return None
     try:
+        if value is None or isinstance(value, bool):
+            return None
         seconds = float(value)  # type: ignore[arg-type]  # anything an adapter set
-    except Exception:
+    except BaseException as error:
+        if not is_adapter_fault(error):
+            raise
         return None
     if not math.isfinite(seconds) or seconds < 0:
         return None

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import queue
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["DaemonThreadPool", "LoopThread", "RaisedInThread"]
+__all__ = ["DaemonThreadPool", "LoopThread", "RaisedInThread", "run"]
+
+log = logging.getLogger("predial")
 
 T = TypeVar("T")
 
@@ -117,7 +120,18 @@ class LoopThread:
                 def run() -> None:
                     asyncio.set_event_loop(loop)
                     loop.call_soon(ready.set)
-                    loop.run_forever()
+                    while True:
+                        try:
+                            loop.run_forever()
+                        except BaseException as error:
+                            # No signal reaches this thread: code running on the loop
+                            # let this out of a task. The loop must go on serving.
+                            log.error(
+                                "%s escaped a task on resolve_sync's event loop; it goes on",
+                                type(error).__name__,
+                            )
+                            continue
+                        break
                     _end_tasks(loop)
 
                 self._thread = threading.Thread(target=run, name=self._name, daemon=True)
@@ -147,13 +161,52 @@ class LoopThread:
             loop.close()
 
 
+def run(main: Coroutine[Any, Any, T], *, grace: float = 2.0) -> T:
+    """`asyncio.run(main)` for the CLI, except at the end: tasks still running are
+    cancelled and given `grace` seconds, then abandoned. `asyncio.run` waits for
+    every task, and a fetch whose adapter ignores its cancellation would keep the
+    command from ever exiting."""
+    loop = asyncio.new_event_loop()
+    try:
+        asyncio.set_event_loop(loop)
+        return loop.run_until_complete(main)
+    finally:
+        try:
+            _end_tasks(loop, grace)
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+
 def _end_tasks(loop: asyncio.AbstractEventLoop, grace: float = 5.0) -> None:
     """Cancel what still runs on a stopped loop and let it unwind (up to `grace`
     seconds), as `asyncio.run` does: a task left pending would keep its locks and
-    files (an OAuth refresh holds its token file's lock) for the life of the process."""
+    files (an OAuth refresh holds its token file's lock) for the life of the process.
+    A task still running after that (it ignores cancellation) is abandoned quietly."""
     pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
     for task in pending:
         task.cancel()
     if pending:
         loop.run_until_complete(asyncio.wait(pending, timeout=grace))
+        stuck = {task for task in pending if not task.done()}
+        if stuck:
+            log.warning("%d task(s) ignored cancellation and were abandoned", len(stuck))
+            _quiet_when_destroyed(loop, stuck)
     loop.run_until_complete(loop.shutdown_asyncgens())
+
+
+def _quiet_when_destroyed(loop: asyncio.AbstractEventLoop, tasks: set[asyncio.Task[Any]]) -> None:
+    """asyncio reports an abandoned task as "destroyed but it is pending" when it is
+    collected: said once above already, so not again for these."""
+    previous = loop.get_exception_handler()
+    ids = {id(task) for task in tasks}
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if id(context.get("task")) in ids:
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)

@@ -13,6 +13,7 @@ that shares a resolver.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -36,8 +37,8 @@ class BreakerSettings:
     def __post_init__(self) -> None:
         if self.failure_threshold < 1:
             raise ValueError("failure_threshold must be at least 1")
-        if self.open_for <= 0:
-            raise ValueError("open_for must be > 0 seconds")
+        if not 0 < self.open_for < math.inf:  # NaN compares false
+            raise ValueError("open_for must be a finite number of seconds > 0")
 
 
 class CircuitBreaker:

@@ -23,6 +23,8 @@ from typing import Protocol
 
 from cachetools import LRUCache
 
+from .phone import mask_phone
+
 __all__ = ["CacheEntry", "CacheKey", "CacheSettings", "CacheTier", "MemoryCache"]
 
 CacheKey = tuple[str, str]  # (campaign id, external id)
@@ -39,13 +41,13 @@ class CacheSettings:
 
     def __post_init__(self) -> None:
         for name in ("positive_ttl", "negative_ttl", "stale_grace"):
-            if getattr(self, name) < 0:
+            if not getattr(self, name) >= 0:  # NaN compares false; infinity is "for ever"
                 raise ValueError(f"{name} must be >= 0 seconds")
         if self.maxsize < 1:
             raise ValueError("maxsize must be at least 1")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class CacheEntry:
     """A cached CRM answer: `phone_number` (E.164) or a negative `reason`."""
 
@@ -58,6 +60,14 @@ class CacheEntry:
     @property
     def positive(self) -> bool:
         return self.phone_number is not None
+
+    def __repr__(self) -> str:
+        number = mask_phone(self.phone_number) if self.phone_number is not None else None
+        return (
+            f"CacheEntry(phone_number={number!r}, reason={self.reason!r}, "
+            f"fresh_until={self.fresh_until!r}, keep_until={self.keep_until!r}, "
+            f"adapter={self.adapter!r})"
+        )
 
 
 class CacheTier(Protocol):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -43,8 +44,10 @@ class Campaign:
             raise ValueError("Campaign.id must not be empty")
         if not self.adapter:
             raise ValueError(f"campaign {self.id!r}: adapter must name an adapter")
-        if self.deadline is not None and self.deadline <= 0:
-            raise ValueError(f"campaign {self.id!r}: deadline must be > 0 seconds")
+        if self.deadline is not None and not 0 < self.deadline < math.inf:
+            raise ValueError(
+                f"campaign {self.id!r}: deadline must be a finite number of seconds > 0"
+            )
 
     def phone_policy(self) -> PhonePolicy:
         """The policy for this campaign's numbers, with its default region."""
@@ -70,5 +73,5 @@ class RetrySettings:
     def __post_init__(self) -> None:
         if self.attempts < 1:
             raise ValueError("attempts must be at least 1")
-        if self.initial < 0 or self.maximum < 0:
-            raise ValueError("backoff waits must be >= 0 seconds")
+        if not (0 <= self.initial < math.inf and 0 <= self.maximum < math.inf):
+            raise ValueError("backoff waits must be finite numbers of seconds >= 0")

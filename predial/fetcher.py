@@ -4,12 +4,9 @@
 failure becomes an `Outcome` the resolver can act on, and an adapter that raises
 something unexpected is logged with its plugin's name and treated as unavailable.
 "Anything" is meant: `BaseException` subclasses such as `GeneratorExit`, and a
-`CancelledError` the adapter raised on its own, are the adapter's failure too. Only
-two things propagate: the cancellation of the task that is calling (a deadline, or
-the loop closing), and `KeyboardInterrupt`/`SystemExit` in the main thread, the
-only thread Python delivers an interrupt to. (In any other thread, a sync adapter's
-worker or `resolve_sync`'s loop, they are the adapter's failure: see
-`predial._threads.RaisedInThread`.)
+`CancelledError` the adapter raised on its own, are the adapter's failure too; only
+the calling task's own cancellation and an interrupt in the main thread propagate
+(`predial._faults.is_adapter_fault`).
 Text the adapter supplied (exception messages) is redacted before it is logged
 or kept in a refusal's detail.
 """
@@ -20,13 +17,13 @@ import asyncio
 import inspect
 import logging
 import random
-import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ._faults import is_adapter_fault
 from ._http import retry_after_hint
 from ._threads import DaemonThreadPool, RaisedInThread
 from .breaker import BreakerSettings, CircuitBreaker
@@ -45,7 +42,7 @@ from .selection import Outcome, interpret
 from .stats import StatsRecorder
 from .trace import Attempt, Trace
 
-__all__ = ["Answer", "BadBatchAnswer", "CampaignRuntime", "CircuitOpen", "is_adapter_fault"]
+__all__ = ["Answer", "BadBatchAnswer", "CampaignRuntime", "CircuitOpen"]
 
 log = logging.getLogger("predial.resolver")
 
@@ -63,25 +60,6 @@ class BadBatchAnswer(TypeError):
 
 class CircuitOpen(AdapterUnavailable):
     """The campaign's circuit is open: the adapter was not called."""
-
-
-def is_adapter_fault(error: BaseException) -> bool:
-    """Whether `error`, raised from inside an adapter's code, is the adapter's own
-    failure (True) rather than something that must propagate: the calling task's
-    own cancellation, or an interrupt (`KeyboardInterrupt`, `SystemExit`) in the
-    main thread. A `CancelledError` nobody asked for (the task is not being cancelled)
-    is the adapter's: it cancelled something of its own and let that escape."""
-    if isinstance(error, Exception):
-        return True
-    if isinstance(error, (KeyboardInterrupt, SystemExit)):
-        # Python delivers signals to the main thread only: anywhere else (a dialer's
-        # loop in a thread of its own, resolve_sync's private loop) the adapter
-        # raised it, and letting it out would stop that event loop for good.
-        return threading.current_thread() is not threading.main_thread()
-    if isinstance(error, asyncio.CancelledError):
-        task = asyncio.current_task()
-        return task is None or task.cancelling() == 0
-    return True
 
 
 def _described(error: BaseException) -> str:
@@ -172,8 +150,18 @@ class CampaignRuntime:
             raise BadBatchAnswer(
                 f"fetch_phones must return a mapping of id to answer, not {type(answers).__name__}"
             )
+        try:
+            # Read once, here: a mapping of the adapter's own may raise on any look-up.
+            wanted = {key: answers[key] for key in external_ids if key in answers}
+        except BaseException as error:
+            if not is_adapter_fault(error):
+                raise
+            self.breaker.record_failure()
+            raise BadBatchAnswer(
+                f"fetch_phones returned a mapping that cannot be read ({type(error).__name__})"
+            ) from error
         self.breaker.record_success(time.monotonic() - started)
-        return answers
+        return wanted
 
     def timed_out(self) -> Outcome:
         """The outcome of a fetch cut off at its deadline (or timed out by the adapter)."""
@@ -359,9 +347,15 @@ def _retry_after(error: BaseException) -> float | None:
 
 
 def redacted_traceback(error: BaseException) -> str:
-    """`error`'s traceback, each line redacted (numbers masked, credentials removed)."""
+    """`error`'s traceback, redacted (numbers masked, credentials removed), each line
+    behind `| ` so that no line of it passes for a log line of its own."""
     try:
         lines = traceback.format_exception(error)
-    except Exception:
-        return f"<the traceback of {type(error).__name__} could not be formatted>"
-    return "\n".join(redact(line, limit=2000) for text in lines for line in text.splitlines())
+    except BaseException as failure:
+        if not is_adapter_fault(failure):
+            raise
+        return f"| <the traceback of {type(error).__name__} could not be formatted>"
+    # Whole, not line by line: a credential split across lines (`password:` then the
+    # value on the next) is still one credential.
+    text = redact("".join(lines).rstrip("\n"), keep_newlines=True, limit=20_000)
+    return "| " + text.replace("\n", "\n| ")

@@ -19,7 +19,9 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from ._faults import is_adapter_fault
 from .phone import mask_phone
+from .redaction import redact
 
 __all__ = [
     "ContactState",
@@ -106,9 +108,15 @@ class Lead(BaseModel):
         return self
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
-        # Leads end up in logs through their repr: never with the full number.
+        # Leads end up in logs through their repr: never with the full number, in
+        # phone_number or anywhere in the metadata.
         for name, value in super().__repr_args__():
-            yield name, mask_phone(value) if name == "phone_number" and value else value
+            if name == "phone_number" and value:
+                yield name, mask_phone(value)
+            elif name == "metadata" and value:
+                yield name, _Shown(redact(repr(value), limit=1000))
+            else:
+                yield name, value
 
     @property
     def mode(self) -> LeadMode:
@@ -155,8 +163,10 @@ class CrmContact:
 
     def __repr__(self) -> str:
         try:
-            phones = ", ".join(repr(phone) for phone in self.phones)
-        except Exception:
+            phones = ", ".join(_shown(phone) for phone in self.phones)
+        except BaseException as error:
+            if not is_adapter_fault(error):
+                raise
             phones = f"<{type(self.phones).__name__}>"
         return (
             f"CrmContact(phones=[{phones}], do_not_call={_shown(self.do_not_call)}, "
@@ -194,9 +204,23 @@ class Resolution:
         )
 
 
+class _Shown:
+    """Text shown as it is in a repr (already redacted)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
 def _shown(value: object) -> str:
     """`repr(value)`, or the type's name when that raises (adapters fill these in)."""
     try:
-        return repr(value)
-    except Exception:
+        return redact(repr(value), limit=200)  # numbers masked: a phone may be anything
+    except BaseException as error:
+        if not is_adapter_fault(error):
+            raise
         return f"<{type(value).__name__}>"

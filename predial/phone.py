@@ -26,6 +26,7 @@ from typing import Final, Literal
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberType, ValidationResult
 
+from ._faults import is_adapter_fault
 from .errors import InvalidPhoneNumber
 
 __all__ = [
@@ -99,9 +100,12 @@ def mask_phone(value: object) -> str:
     """
     try:
         # A str subclass's own data, not what its __str__ says; any other object's
-        # text, unless producing it raises.
-        text = str.__str__(value) if isinstance(value, str) else str(value)
-    except Exception:
+        # text, as a plain str, unless producing it raises.
+        text = value if isinstance(value, str) else str(value)
+        text = str.__str__(text) if isinstance(text, str) else ""
+    except BaseException as error:
+        if not is_adapter_fault(error):
+            raise
         return "***"
     digits = "".join(_DIGIT.findall(text))
     if not digits:

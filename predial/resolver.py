@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import math
 import os
 import time
 import weakref
@@ -31,18 +32,20 @@ from typing import Any, cast
 
 from pydantic import ValidationError
 
+from ._faults import is_adapter_fault
 from ._flight import Flight, start_task
 from ._threads import DaemonThreadPool, LoopThread
 from .adapters import close_adapter
 from .breaker import BreakerSettings
 from .cache import CacheEntry, CacheKey, CacheSettings, CacheTier, MemoryCache
 from .campaign import Campaign, RetrySettings
+from .config import is_secret_setting
 from .errors import ConfigurationError, InvalidPhoneNumber, UnknownAdapter, Unresolvable
 from .fetcher import Answer, CampaignRuntime, redacted_traceback
 from .models import Lead, Resolution
 from .phone import mask_phone
 from .plugins import PluginRegistry, load_plugins
-from .redaction import redact, safe_text
+from .redaction import redact, register_secret, safe_text
 from .selection import DEFAULT_LABEL_PREFERENCE, Outcome
 from .stats import ResolverStats, StatsRecorder
 from .trace import Trace
@@ -99,8 +102,8 @@ class Resolver:
         max_adapter_threads: int = 32,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if deadline <= 0:
-            raise ValueError("deadline must be > 0 seconds")
+        if not deadline > 0 or deadline == math.inf:  # NaN compares false
+            raise ValueError("deadline must be a finite number of seconds > 0")
         self.deadline = deadline
         self.cache_settings = cache or CacheSettings()
         self._clock = clock
@@ -115,6 +118,8 @@ class Resolver:
         ] = weakref.WeakKeyDictionary()
         self._last_loop: asyncio.AbstractEventLoop | None = None
         self._last_flights: dict[CacheKey, Flight[Answer | Outcome, Outcome]] = {}
+        # Fetch tasks still running, on whichever loop (set operations are atomic).
+        self._fetches: set[asyncio.Task[None]] = set()
         self._closed = False
         if registry is None:
             self.registry = load_plugins(plugins, entrypoints=load_entrypoints)
@@ -177,6 +182,11 @@ class Resolver:
         )
 
     def _build_adapter(self, campaign: Campaign) -> tuple[Any, str, ConfigurationError | None]:
+        # Credentials are known by value from here on: an adapter's error quoting one
+        # (however it is shaped) is redacted in logs and refusals.
+        for key, value in campaign.settings.items():
+            if is_secret_setting(key):
+                register_secret(value)
         try:
             spec = self.registry.adapter_spec(campaign.adapter)
         except UnknownAdapter as error:
@@ -269,6 +279,10 @@ class Resolver:
                     outcome = fetch.result()
                 else:
                     trace.notes.append("the adapter did not answer within the deadline")
+                    if trace.attempts and trace.attempts[-1].error is None:
+                        cut = trace.attempts[-1]  # the call still running at the deadline
+                        cut.duration = time.monotonic() - trace.started - cut.started
+                        cut.error = "no answer within the deadline"
                     outcome = runtime.timed_out()
                 trace.outcome_reason = outcome.reason
                 key = (lead.campaign_id, lead.external_id)
@@ -316,6 +330,9 @@ class Resolver:
         # The resolve holds its own deadline; the margin only guards against a wedged loop.
         try:
             return self._loop_thread.run(self.resolve(lead), timeout=self._max_deadline() + 5.0)
+        except concurrent.futures.CancelledError:
+            # close_sync() from another thread stopped the loop under this resolve.
+            raise RuntimeError("the resolver was closed while the lead was resolved") from None
         except concurrent.futures.TimeoutError:
             if not isinstance(lead, Lead):
                 lead = Lead.model_validate(lead)
@@ -413,7 +430,13 @@ class Resolver:
         if flight is None:
             flight = flights[key] = Flight()
             remaining = runtime.deadline - (perf_counter() - started)
-            flight.task = start_task(loop, self._fly(runtime, key, remaining, flight, flights))
+            task = start_task(loop, self._fly(runtime, key, remaining, flight, flights))
+            if not task.done():
+                # Kept until it ends, so close() can cancel fetches their adapters
+                # still run after the deadline; an interrupt it ends with is read.
+                self._fetches.add(task)
+                task.add_done_callback(self._fetch_ended)
+            flight.task = task
         if not flight.done:  # an eager start may have finished it already
             await flight.follow(loop)
         return self._outcome(runtime, key, flight)
@@ -428,8 +451,8 @@ class Resolver:
     ) -> None:
         # The deadline, as asyncio.timeout() does it but with a bare timer: this runs
         # once per cache miss and the context manager measured 14 µs against 5 µs.
-        # The task is this fetch's own, so the only other cancellation it can meet
-        # is the event loop shutting down.
+        # The task is this fetch's own: any other cancellation is the loop closing,
+        # or the adapter cancelling the task it runs in.
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None  # _fly always runs as its own task
@@ -453,18 +476,20 @@ class Resolver:
         try:
             answer = await runtime.fetch_raw(key[1], time.monotonic() + remaining)
         except asyncio.CancelledError:
-            if expired and task.uncancel() == 0:
-                return  # the deadline's own cancellation: answered by expire()
-            # Cancelled from outside (the loop is closing): release the callers.
-            if flights.get(key) is flight:
-                del flights[key]
-            flight.crash()
-            raise
-        except (KeyboardInterrupt, SystemExit):
-            # An interrupt in this thread while the adapter ran: it propagates, as
-            # Python expects, but the callers are answered and the key is free.
-            self._land(runtime, key, flight, flights, Outcome.failed("adapter_error"))
-            raise
+            if expired:
+                return  # the deadline's cancellation: time_out() answers the callers
+            # Cancelled by someone else: the loop closing, or an adapter cancelling
+            # the task it runs in. There is no answer either way, and the callers
+            # must not inherit a cancellation that was never theirs.
+            answer = Outcome.failed("adapter_error", detail="the CRM fetch was cancelled")
+        except (KeyboardInterrupt, SystemExit) as error:
+            if not is_adapter_fault(error):
+                # An interrupt of the main thread while the adapter ran: it
+                # propagates, as Python expects, once the callers are answered and
+                # the key is free.
+                self._land(runtime, key, flight, flights, Outcome.failed("adapter_error"))
+                raise
+            answer = Outcome.failed("adapter_error", detail=type(error).__name__)
         except BaseException as error:  # fetch_raw maps every adapter failure: a bug of ours
             log.error(
                 "campaign %s: the CRM fetch failed unexpectedly:\n%s",
@@ -481,6 +506,11 @@ class Resolver:
                 # the key may have a new flight. The late answer is dropped.
                 return
         self._land(runtime, key, flight, flights, answer)
+
+    def _fetch_ended(self, task: asyncio.Task[None]) -> None:
+        self._fetches.discard(task)
+        if not task.cancelled():
+            task.exception()  # an interrupt it ended with has propagated: not "unretrieved"
 
     def _land(
         self,
@@ -696,11 +726,17 @@ class Resolver:
     def _max_deadline(self) -> float:
         return max((runtime.deadline for runtime in self.campaigns.values()), default=self.deadline)
 
-    async def close(self) -> None:
-        """Close every adapter (`aclose()` or `close()`) and stop the resolver's threads."""
+    async def close(self, grace: float = 1.0) -> None:
+        """Close every adapter (`aclose()` or `close()`) and stop the resolver's threads.
+
+        Fetches still running (an adapter that went on after its deadline) are
+        cancelled and given `grace` seconds to end; one that ignores its
+        cancellation is left behind (and `asyncio.run` would wait for it at exit).
+        """
         if self._closed:
             return
         self._closed = True
+        await self._cancel_fetches(grace)
         for runtime in self.campaigns.values():
             if runtime.adapter is None:
                 continue
@@ -714,6 +750,18 @@ class Resolver:
                     redacted_traceback(error),
                 )
         self._pool.shutdown()
+
+    async def _cancel_fetches(self, grace: float) -> None:
+        loop = asyncio.get_running_loop()
+        own = []
+        for task in list(self._fetches):
+            if task.get_loop() is loop:
+                task.cancel()
+                own.append(task)
+            elif not task.get_loop().is_closed():
+                task.get_loop().call_soon_threadsafe(task.cancel)
+        if own:
+            await asyncio.wait(own, timeout=grace)
 
     def close_sync(self) -> None:
         """`close` for callers without an event loop."""

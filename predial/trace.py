@@ -11,13 +11,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from ._faults import is_adapter_fault
 from .errors import Unresolvable
 from .models import Lead, Resolution
+from .phone import mask_phone
+from .redaction import redact
 
 __all__ = ["Attempt", "PhoneVerdict", "Trace"]
 
 
-@dataclass
+@dataclass(repr=False)
 class Attempt:
     """One call to the adapter."""
 
@@ -29,8 +32,17 @@ class Attempt:
     retry_after: float | None = None
     wait: float | None = None  # the backoff slept before the next attempt
 
+    def __repr__(self) -> str:
+        # Raw answers and errors hold numbers: masked, as every repr that reaches a log.
+        return (
+            f"Attempt(number={self.number!r}, started={self.started!r}, "
+            f"duration={self.duration!r}, raw={redact(_repr(self.raw), limit=200)}, "
+            f"error={redact(self.error) if self.error is not None else None!r}, "
+            f"retry_after={self.retry_after!r}, wait={self.wait!r})"
+        )
 
-@dataclass
+
+@dataclass(repr=False)
 class PhoneVerdict:
     """The phone policy's verdict on one phone of the CRM's answer, in pick order."""
 
@@ -40,6 +52,22 @@ class PhoneVerdict:
     e164: str | None = None
     reason: str | None = None
     message: str | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"PhoneVerdict(value={mask_phone(self.value)!r}, label={redact(_repr(self.label))}, "
+            f"primary={redact(_repr(self.primary))}, "
+            f"e164={mask_phone(self.e164) if self.e164 else None!r}, reason={self.reason!r})"
+        )
+
+
+def _repr(value: object) -> str:
+    try:
+        return repr(value)
+    except BaseException as error:
+        if not is_adapter_fault(error):
+            raise
+        return "<?>"
 
 
 @dataclass

@@ -315,3 +315,106 @@ def test_check_redacts_an_adapters_exception_text(project: Path) -> None:
     for result in (table, as_json):
         assert not FULL_NUMBER.search(result.output)
     assert "[/] [bold]" in table.output  # shown as text, not read as markup
+
+
+ODD_ADAPTER = """
+import asyncio
+import predial
+
+
+class Flag:
+    def __bool__(self):
+        raise ValueError("ambiguous")
+
+
+class Phones:
+    def __iter__(self):
+        raise RuntimeError("iter boom")
+
+
+class Odd:
+    name = "odd"
+
+    async def fetch_phone(self, external_id):
+        if external_id == "flag":
+            return predial.CrmContact(phones=[predial.CrmPhone("+12024561111")], do_not_call=Flag())
+        if external_id == "phones":
+            return predial.CrmContact(phones=Phones())
+        if external_id == "dicts":
+            return predial.CrmContact(phones=[{"number": "+12024561111"}])
+        if external_id == "label":
+            return predial.CrmContact(
+                phones=[predial.CrmPhone("+12024561111", "token=sk_live_SECRET123 +1 202 456 1414")],
+                state="token=sk_live_SECRET123",
+            )
+        while True:  # "stubborn": ignores every cancellation
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                pass
+
+
+@predial.hookimpl
+def register_adapters(register):
+    register(Odd)
+"""
+
+
+@pytest.fixture
+def odd_project(project: Path) -> Path:
+    (project / "odd.py").write_text(ODD_ADAPTER)
+    (project / "predial.toml").write_text(
+        '[resolver]\nplugins = ["odd.py"]\ndeadline = 0.5\n'
+        '[[campaigns]]\nid = "o"\nadapter = "odd"\ndefault_region = "US"\n'
+    )
+    return project
+
+
+@pytest.mark.parametrize("external_id", ["flag", "phones", "dicts", "label"])
+def test_check_shows_answers_it_cannot_read_without_crashing(
+    odd_project: Path, external_id: str
+) -> None:
+    """check describes malformed answers (flags that raise, phones that are not a list of
+    phones) as it can, redacted, and gives the refusal; no traceback."""
+    for args in ([], ["--json"], ["--show-numbers"]):
+        result = run("check", "o", external_id, *args)
+        assert result.exit_code == (0 if external_id == "label" else 1), result.output
+        assert "Traceback" not in result.output
+        assert "sk_live_SECRET123" not in result.output
+        if "--show-numbers" not in args:
+            assert not FULL_NUMBER.search(result.stdout)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["check", "o", "stubborn"], ["resolve", "--campaign", "o", "--external-id", "stubborn"]],
+)
+def test_a_command_exits_though_an_adapter_ignores_its_cancellation(
+    odd_project: Path, command: list[str]
+) -> None:
+    """The command answers at the deadline and exits, leaving the stubborn fetch behind."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "predial", *command],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=odd_project,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "timeout" in done.stdout
+    assert "Task was destroyed" not in done.stderr
+
+
+def test_predials_own_error_messages_are_not_redacted(project: Path) -> None:
+    """A configuration error naming a secret setting is printed whole."""
+    (project / "predial.toml").write_text(
+        '[[campaigns]]\nid = "c"\nadapter = "file"\n[campaigns.settings]\n'
+        'path = "crm.csv"\ntoken = "literal-value"\n'
+    )
+    result = run("config", "validate")
+    assert result.exit_code == 2
+    assert "secrets are not written" in result.output
+    assert "literal-value" not in result.output

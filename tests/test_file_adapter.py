@@ -270,3 +270,38 @@ def test_rows_that_cannot_be_read_are_skipped(tmp_path: Path) -> None:
     )
     adapter = FileAdapter(path)
     assert fetch(adapter, "J2").phones[0].value == "+12024561414"
+
+
+def test_a_future_mtime_is_no_proof_that_writing_ended(export: Path) -> None:
+    """A file server whose clock runs ahead stamps a half-written export in the future:
+    one that stops mid-line is not swapped in."""
+    adapter = FileAdapter(export, reload_interval=0, settle_time=60)
+    _age(export, 120)
+    assert fetch(adapter, "C-1").phones[0].value == "(202) 456-1111"
+    export.write_text("id,mobile_phone\nC-1,+1 202 456 1414\nC-2,+1 202 45")
+    _age(export, -30)  # 30 s in the future
+    assert fetch(adapter, "C-1").phones[0].value == "(202) 456-1111"
+    with export.open("a") as file:
+        file.write("6 1111\n")
+    _age(export, -30)
+    assert fetch(adapter, "C-2").phones[0].value == "+1 202 456 1111"
+
+
+def test_an_export_of_no_records_is_unavailable(export: Path) -> None:
+    """A header with no rows is a failed export job: "retry later", not "not found"."""
+    from predial import AdapterUnavailable
+
+    adapter = FileAdapter(export, reload_interval=0, settle_time=0)
+    assert fetch(adapter, "C-1").phones
+    export.write_text("id,name,mobile_phone,home_phone,do_not_call\n")
+    with pytest.raises(AdapterUnavailable, match="no records"):
+        fetch(adapter, "C-1")
+
+
+@pytest.mark.parametrize("value", ["abc", float("nan"), -1, True])
+def test_time_settings_must_be_seconds(export: Path, value: object) -> None:
+    """settle_time and reload_interval are checked: a clear error, not a TypeError later."""
+    with pytest.raises(ValueError, match="settle_time"):
+        FileAdapter(export, settle_time=value)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="reload_interval"):
+        FileAdapter(export, reload_interval=value)  # type: ignore[arg-type]

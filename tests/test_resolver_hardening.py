@@ -4,6 +4,7 @@ never with a wrong number, and never takes the dialer down with it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 from conftest import VALID_US, VALID_US_2, Script, make_resolver
 
+import predial
 from predial import (
     AdapterAuthError,
     AdapterRequestRejected,
@@ -387,3 +389,152 @@ def test_mask_phone_never_raises() -> None:
     """An object whose text raises is masked as '***'."""
     assert mask_phone(Unprintable()) == "***"
     assert mask_phone(Treacherous(VALID_US)) == mask_phone(VALID_US)
+
+
+# -- found by hostile review -----------------------------------------------------------
+
+
+class ExitingText(AdapterUnavailable):
+    """An error whose text raises SystemExit."""
+
+    def __str__(self) -> str:
+        raise SystemExit(3)
+
+
+class ExitingFloat:
+    """A retry_after whose number raises SystemExit."""
+
+    def __float__(self) -> float:
+        raise SystemExit(4)
+
+
+@pytest.mark.parametrize("adapter", ["scripted", "scripted-sync"])
+def test_an_error_whose_text_raises_system_exit_leaves_resolve_sync_serving(adapter: str) -> None:
+    """Reading the text or retry_after of an adapter's error may raise anything: off the
+    main thread it is the adapter's failure, and resolve_sync's loop keeps serving."""
+    odd = AdapterUnavailable("down")
+    odd.retry_after = ExitingFloat()  # type: ignore[assignment]
+    answers = iter([ExitingText("x"), odd, VALID_US])
+    script = Script(answer=lambda external_id: next(answers))
+    with make_resolver(script, adapter=adapter, deadline=1.0) as resolver:
+        for _ in range(2):
+            with pytest.raises(Unresolvable) as caught:
+                resolver.resolve_sync(LEAD)
+            assert caught.value.retryable
+        assert resolver.resolve_sync(LEAD).phone_number == VALID_US
+    assert len(script.calls) == 3
+
+
+async def test_an_adapter_that_cancels_its_own_task_is_an_adapter_error() -> None:
+    """An adapter cancelling the task it runs in: the callers get adapter_error, not a
+    cancellation they never asked for, and resolve_many fills every slot."""
+
+    async def self_cancelling(external_id: str) -> str:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        await asyncio.sleep(0.01)
+        return VALID_US
+
+    leads = [Lead(campaign_id="cmp", external_id=external_id) for external_id in "ab"]
+    async with make_resolver(Script()) as resolver:
+        resolver.campaigns["cmp"].adapter.fetch_phone = self_cancelling
+        refusal = await refused(resolver)
+        results = await asyncio.wait_for(resolver.resolve_many(leads), HANG)
+    assert refusal.reason == "adapter_error"
+    assert all(isinstance(result, Unresolvable) for result in results)
+
+
+async def test_closing_the_resolver_cancels_fetches_left_running() -> None:
+    """A fetch its adapter kept running past the deadline is cancelled at close()."""
+    ended = asyncio.Event()
+
+    async def swallow_once(external_id: str) -> str:
+        with contextlib.suppress(asyncio.CancelledError):  # the deadline's: swallowed
+            await asyncio.sleep(60)
+        try:
+            await asyncio.sleep(60)  # close()'s is not
+        finally:
+            ended.set()
+        return VALID_US
+
+    resolver = make_resolver(Script(), deadline=0.2)
+    resolver.campaigns["cmp"].adapter.fetch_phone = swallow_once
+    assert (await refused(resolver)).reason == "timeout"
+    assert not ended.is_set()
+    await resolver.close()
+    assert ended.is_set()
+    await asyncio.to_thread(resolver._loop_thread.stop)
+
+
+def test_nan_and_infinite_settings_are_refused() -> None:
+    """A deadline, TTL or breaker time that is NaN is a clear error, not a hang."""
+    from predial import BreakerSettings, RetrySettings
+
+    with pytest.raises(ValueError, match="deadline"):
+        make_resolver(deadline=math.nan)
+    with pytest.raises(ValueError, match="deadline"):
+        make_resolver(deadline=math.inf)
+    with pytest.raises(ValueError, match="positive_ttl"):
+        CacheSettings(positive_ttl=math.nan)
+    with pytest.raises(ValueError, match="open_for"):
+        BreakerSettings(open_for=math.nan)
+    with pytest.raises(ValueError, match="backoff"):
+        RetrySettings(initial=math.nan)
+
+
+async def test_a_trace_marks_the_call_cut_off_at_the_deadline() -> None:
+    """explain() records the call that was still running at the deadline as such."""
+    async with make_resolver(Script(delay=5.0), deadline=0.2) as resolver:
+        trace = await resolver.explain(LEAD)
+    assert trace.refusal is not None
+    assert trace.refusal.reason == "timeout"
+    assert trace.attempts[-1].error == "no answer within the deadline"
+    assert trace.attempts[-1].duration >= 0.15
+
+
+def test_trace_and_cache_reprs_mask_numbers() -> None:
+    """Every repr that can reach a log masks numbers: traces, attempts, verdicts, cache
+    entries, a lead's metadata."""
+    from predial.cache import CacheEntry
+    from predial.trace import Attempt, PhoneVerdict, Trace
+
+    trace = Trace(Lead(campaign_id="cmp", external_id="x", metadata={"alt": VALID_US_2}))
+    trace.attempts.append(Attempt(1, 0.0, 0.1, raw=VALID_US, error=f"no {VALID_US_2}"))
+    trace.verdicts.append(PhoneVerdict(VALID_US, "mobile", True, VALID_US))
+    shown = [repr(trace), repr(CacheEntry(VALID_US, None, 1.0, 2.0))]
+    for text in shown:
+        assert VALID_US not in text
+        assert VALID_US_2 not in text
+
+
+class PasswordAdapter:
+    """An adapter with a credential setting, whose errors quote it."""
+
+    name = "with-password"
+
+    def __init__(self, password: str) -> None:
+        self.password = password
+
+    async def fetch_phone(self, external_id: str) -> str:
+        raise AdapterAuthError(f"login with {self.password} refused")
+
+
+class PasswordPlugin:
+    @predial.hookimpl
+    def register_adapters(self, register: Any) -> None:
+        register(PasswordAdapter)
+
+
+def test_campaign_secrets_are_redacted_by_value(caplog: pytest.LogCaptureFixture) -> None:
+    """A campaign's password quoted by its adapter is redacted though it looks like a word."""
+    campaign = predial.Campaign("cmp", "with-password", {"password": "pa55word!x"})
+    resolver = predial.Resolver([campaign], plugins=[PasswordPlugin()], load_entrypoints=False)
+    with (
+        caplog.at_level(logging.ERROR, logger="predial"),
+        resolver,
+        pytest.raises(Unresolvable) as caught,
+    ):
+        resolver.resolve_sync(LEAD)
+    assert "pa55word!x" not in caplog.text
+    assert "pa55word!x" not in str(caught.value)

@@ -293,3 +293,26 @@ async def test_a_failed_batch_is_logged_redacted(caplog: pytest.LogCaptureFixtur
     assert "could not be warmed" in caplog.text
     assert secret not in caplog.text
     assert "2024561111" not in caplog.text
+
+
+async def test_a_batch_answer_that_cannot_be_read_loses_only_its_leads() -> None:
+    """A mapping whose look-ups raise fails its batch; warm() itself does not raise."""
+
+    class Broken(dict[str, Any]):
+        def __contains__(self, key: object) -> bool:
+            raise RuntimeError("no look-ups")
+
+    class OddMap(BatchAdapter):
+        name = "oddmap"
+
+        async def fetch_phones(self, external_ids: Sequence[str]) -> Any:
+            return Broken()
+
+    r = Resolver(
+        [Campaign("c", "oddmap", {"log": []}, default_region="US")],
+        plugins=[Plugin(OddMap)],
+        load_entrypoints=False,
+    )
+    async with r:
+        report = await r.warm(leads(4))
+    assert (report.failed, report.warmed) == (4, 0)

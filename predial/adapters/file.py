@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import re
 import sqlite3
@@ -145,10 +146,8 @@ class FileAdapter:
                 f"{self.path.name} ({', '.join(columns)})"
             )
         self.primary = primary
-        if reload_interval < 0 or settle_time < 0:
-            raise ValueError("reload_interval and settle_time must be >= 0 seconds")
-        self.reload_interval = reload_interval
-        self.settle_time = settle_time
+        self.reload_interval = _seconds("reload_interval", reload_interval)
+        self.settle_time = _seconds("settle_time", settle_time)
         self._records: dict[str, Record] | None = None
         self._loaded: _Version | None = None  # the file version the records came from
         self._seen: _Version | None = None  # the newest version seen, since `_seen_at`
@@ -264,9 +263,12 @@ class FileAdapter:
     def _unsettled(self, version: _Version) -> float:
         """Seconds until `version` counts as settled (0: it does)."""
         age = time.time() - version.mtime_ns / 1e9
-        # Touched into the future (`touch -d`, a restored backup) is no writer at
-        # work: a writer's changes carry the present time.
-        if age >= self.settle_time or age < -1.0:
+        if age >= self.settle_time:
+            return 0.0
+        # A time in the future is a `touch -d` or a file server whose clock runs
+        # ahead: its age says nothing. A file ending a line is taken (a writer cut
+        # off mid-write rarely stops at a line's end); else it is watched.
+        if age < -1.0 and self._ends_a_line():
             return 0.0
         # Watched unchanged long enough (a coarse or skewed clock on the file's side).
         watched = time.monotonic() - self._seen_at
@@ -299,6 +301,10 @@ class FileAdapter:
             )
         if unreadable:
             log.warning("%s: %d rows could not be read and were skipped", self.path, unreadable)
+        if not records:
+            # An export of no contacts is a failed export job, not a CRM emptied
+            # overnight: every lead would be "not found".
+            raise AdapterUnavailable(f"{self.path}: the export holds no records")
         log.info("%s: loaded %d records", self.path, len(records))
         return records
 
@@ -360,3 +366,12 @@ class FileAdapter:
         if connection is not None:
             connection.close()
             self._local.connection = None
+
+
+def _seconds(name: str, value: object) -> float:
+    """A setting in seconds: a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number of seconds, not {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number of seconds >= 0, not {value!r}")
+    return float(value)

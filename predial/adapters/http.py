@@ -40,6 +40,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import os
 import re
 import ssl
@@ -194,8 +195,8 @@ class HttpAdapter:
         url = (base_url or self.default_base_url).rstrip("/")
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must be an http(s) URL, not {url!r}")
-        if timeout <= 0:
-            raise ValueError("timeout must be > 0 seconds")
+        if not 0 < timeout < math.inf:  # NaN compares false
+            raise ValueError("timeout must be a finite number of seconds > 0")
         self.base_url = url
         self._token = token
         self._basic = (username, password) if username is not None else None
@@ -655,7 +656,7 @@ def _rate_limit(value: tuple[int, float] | list[float]) -> tuple[int, float]:
     """`rate_limit` as a setting: `[requests, seconds]`, both positive."""
     try:
         requests, seconds = value
-        if int(requests) != requests or requests < 1 or seconds <= 0:
+        if int(requests) != requests or requests < 1 or not 0 < seconds < math.inf:
             raise ValueError
     except (TypeError, ValueError):
         raise ValueError(

@@ -29,6 +29,7 @@ import httpx
 
 from .._http import retry_after_seconds
 from ..errors import AdapterAuthError, AdapterUnavailable
+from ..redaction import register_secret
 from ._transport import Deadline, body_chunks, decode_body, read_capped, unframed
 
 __all__ = [
@@ -329,6 +330,7 @@ class OAuth2:
             rotated = body.get("refresh_token")
             if rotated and rotated != used:
                 self._refresh_token = str(rotated)
+                register_secret(self._refresh_token)
                 if self._on_refresh_token is not None:
                     result = self._on_refresh_token(self._refresh_token)
                     if result is not None:
@@ -343,6 +345,7 @@ class OAuth2:
             raise AdapterUnavailable("token endpoint answered without a usable token") from None
         if self._on_token is not None:
             self._on_token(body)  # may refuse the answer: before its token is used
+        register_secret(access)
         self._access_token = access
         # Refreshed ahead of expiry by the leeway, or by half the lifetime for
         # short-lived tokens (else a token would never count as valid).

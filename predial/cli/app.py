@@ -10,7 +10,7 @@ import click
 from rich.markup import escape
 
 from ..errors import PredialError
-from ..redaction import redact
+from ..redaction import redact, safe_text
 from .output import err_console
 
 __all__ = ["EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE", "cli"]
@@ -32,8 +32,14 @@ class _Group(click.Group):
         except _EXPECTED as error:
             if ctx.meta.get("predial.debug"):
                 raise
-            # Shown as text (a "[/]" in a file name is not markup), credentials redacted.
-            message = redact(error, show_numbers=True, limit=2000) or type(error).__name__
+            # Shown as text (a "[/]" in a file name is not markup). predial's own
+            # messages already redact what they quote from adapters and files; any
+            # other error's text is redacted here (numbers, credentials).
+            if isinstance(error, PredialError):
+                message = safe_text(error)
+            else:
+                message = redact(error, limit=2000)
+            message = message or type(error).__name__
             err_console().print(
                 f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False
             )

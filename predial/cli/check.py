@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import click
 from rich.markup import escape
 from rich.table import Table
 
+from .._threads import run as run_to_end
 from ..models import Lead
 from ..resolver import Resolver
 from ..trace import Trace
 from .app import EXIT_OK, EXIT_REFUSED
-from .output import Masker, json_line, out_console
+from .output import Masker, flag, json_line, out_console
 from .resolve import config_option, show_numbers_option
 
 __all__ = ["check"]
@@ -46,7 +46,7 @@ def check(
         async with resolver:
             return await resolver.explain(lead)
 
-    trace = asyncio.run(run())
+    trace = run_to_end(run())
     masker = Masker(show_numbers)
     if as_json:
         json_line(_as_json(trace, masker))
@@ -77,8 +77,8 @@ def _as_json(trace: Trace, masker: Masker) -> dict[str, object]:
         ],
         "verdicts": [
             {
-                "label": verdict.label,
-                "primary": verdict.primary,
+                "label": masker.text(verdict.label) if verdict.label is not None else None,
+                "primary": flag(verdict.primary),
                 "value": masker.number(verdict.value),
                 "e164": masker.number(verdict.e164) if verdict.e164 else None,
                 "reason": verdict.reason,
@@ -140,8 +140,8 @@ def _print(trace: Trace, masker: Masker) -> None:
                 else f"[red]refused[/] {escape(verdict.reason or '')}"
             )
             verdicts.add_row(
-                escape(masker.text(verdict.label or "")),
-                "yes" if verdict.primary is True else "",
+                escape(masker.text(verdict.label) if verdict.label is not None else ""),
+                "yes" if flag(verdict.primary) else "",
                 escape(masker.number(verdict.value)),
                 outcome,
             )

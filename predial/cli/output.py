@@ -6,18 +6,21 @@ import json
 import sys
 from collections import Counter
 from collections.abc import Iterable
+from itertools import islice
 from typing import Any
 
 from rich.console import Console
 
+from .._faults import is_adapter_fault
 from ..errors import Unresolvable
 from ..models import CrmContact, CrmPhone, Resolution
 from ..phone import mask_phone
-from ..redaction import redact
+from ..redaction import redact, safe_text
 
 __all__ = [
     "Masker",
     "err_console",
+    "flag",
     "json_line",
     "out_console",
     "percentile_ms",
@@ -36,7 +39,11 @@ def err_console() -> Console:
 
 
 class Masker:
-    """Masks phone numbers in everything shown, unless `--show-numbers`."""
+    """Masks phone numbers in everything shown, unless `--show-numbers`; redacts
+    credentials always. Never raises on what an adapter returned."""
+
+    #: Phones of one contact listed in a description; the rest are counted.
+    shown_phones = 10
 
     def __init__(self, show_numbers: bool) -> None:
         self.show = show_numbers
@@ -44,7 +51,9 @@ class Masker:
     def number(self, value: object) -> str:
         if value is None:
             return ""
-        return str(value) if self.show else mask_phone(value)
+        if self.show:
+            return redact(value, show_numbers=True, limit=200)
+        return mask_phone(value)
 
     def text(self, value: object) -> str:
         """Free text from an adapter or a CRM: credentials always redacted, numbers
@@ -53,29 +62,79 @@ class Masker:
 
     def raw(self, value: object) -> str:
         """An adapter's raw answer, described with its numbers masked."""
+        try:
+            return self._raw(value)
+        except BaseException as error:
+            if not is_adapter_fault(error):
+                raise
+            return f"{_type_name(value)} (cannot be shown: {type(error).__name__})"
+
+    def _raw(self, value: object) -> str:
         if isinstance(value, CrmContact):
-            phones = ", ".join(self._phone(phone) for phone in value.phones) or "no phones"
-            flags = []
-            if value.do_not_call:
-                flags.append("do-not-call")
-            if value.state != "active":
-                flags.append(value.state)
-            suffix = f" [{', '.join(flags)}]" if flags else ""
-            return f"CrmContact: {phones}{suffix}"
+            return f"CrmContact: {self._phones(value.phones)}{self._flags(value)}"
         if isinstance(value, str):
             return repr(self.number(value))
         if value is None:
             return "None"
         try:
             shown = repr(value)
-        except Exception:
+        except BaseException as error:
+            if not is_adapter_fault(error):
+                raise
             shown = "<repr failed>"
-        return self.text(f"{type(value).__name__}: {shown[:200]}")
+        return self.text(f"{_type_name(value)}: {redact(shown, show_numbers=self.show, limit=200)}")
 
-    def _phone(self, phone: CrmPhone) -> str:
-        label = f"{phone.label}: " if phone.label else ""
-        primary = " (primary)" if phone.primary else ""
+    def _phones(self, phones: object) -> str:
+        try:
+            listed = list(islice(phones, self.shown_phones + 1))  # type: ignore[call-overload]
+        except BaseException as error:
+            if not is_adapter_fault(error):
+                raise
+            return f"phones: {_type_name(phones)} (not a list of phones)"
+        if not listed:
+            return "no phones"
+        described = ", ".join(self._phone(phone) for phone in listed[: self.shown_phones])
+        if len(listed) > self.shown_phones:
+            described += ", and more"
+        return described
+
+    def _phone(self, phone: object) -> str:
+        if not isinstance(phone, CrmPhone):
+            return f"{_type_name(phone)} (not a CrmPhone)"
+        label = f"{self.text(phone.label)}: " if phone.label is not None else ""
+        primary = " (primary)" if flag(phone.primary) else ""
         return f"{label}{self.number(phone.value)}{primary}"
+
+    def _flags(self, contact: CrmContact) -> str:
+        flags = []
+        do_not_call = flag(contact.do_not_call)
+        if do_not_call is None:
+            flags.append("do-not-call unreadable")
+        elif do_not_call:
+            flags.append("do-not-call")
+        state = safe_text(contact.state)
+        if state != "active":
+            flags.append(self.text(state))
+        return f" [{', '.join(flags)}]" if flags else ""
+
+
+def flag(value: object) -> bool | None:
+    """An adapter's flag as a bool; None when its truth value cannot be read."""
+    try:
+        return bool(value)
+    except BaseException as error:
+        if not is_adapter_fault(error):
+            raise
+        return None
+
+
+def _type_name(value: object) -> str:
+    try:
+        return str.__str__(type(value).__name__)
+    except BaseException as error:
+        if not is_adapter_fault(error):
+            raise
+        return "?"
 
 
 def json_line(payload: dict[str, Any]) -> None:

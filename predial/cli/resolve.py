@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
+from .._threads import run as run_to_end
 from ..errors import InputFileError, Unresolvable
 from ..leadfile import KNOWN_COLUMNS, LeadRow, LeadRowError, read_leads
 from ..models import Lead, Resolution
@@ -82,7 +82,7 @@ def resolve(
     items = _read_items(leads_file, campaign, external_id, stored_phone)
     masker = Masker(show_numbers)
     resolver = Resolver.from_config(config_path, strict=False)
-    asyncio.run(_resolve_all(resolver, items, concurrency, as_json))
+    run_to_end(_resolve_all(resolver, items, concurrency, as_json))
 
     if as_json:
         for item in items:
