@@ -3,7 +3,7 @@
 Columns are the lead's fields, camelCase (`campaignId`, `phoneNumber`, `externalId`,
 `scheduledFor`, `priority`, `metadata`) or snake_case. In CSV, `metadata` is a JSON
 object and empty cells are absent values. A row that is not a valid lead, or that
-cannot be read (a byte invalid in the file's encoding, a 10 MB field; see
+cannot be read (a byte invalid in the file's encoding, a NUL byte, a 10 MB field; see
 `predial.tabular`), comes back as a `LeadRowError` naming its line and field, and
 never stops the others.
 """

@@ -14,18 +14,37 @@ a lone surrogate (U+DC00 + byte, as the `surrogateescape` handler does, extended
 bytes below 0x80, which UTF-16 or a CJK codec can hold in a bad sequence), reading
 goes on, and the row holding it comes back as an error naming its line and the
 byte. Such a row is never decoded into something else (no U+FFFD, no mojibake).
+A NUL byte (U+0000), which no text holds, makes its row an error the same way,
+wherever it is in the file.
 
-CSV: the delimiter is sniffed among `, ; TAB |` (comma when the sample is
-ambiguous), quoted fields may hold newlines, and `row.line` is the line the record
-starts on. A field over 10 MB, or any other record the csv module cannot read, is
-one row error; reading resumes after the record's end.
+Text, not binary: with an ASCII-compatible encoding (UTF-8, cp1252, ...), a file
+whose first 64 KB hold a NUL in every other byte is UTF-16 without a byte-order
+mark, refused with the `--encoding utf-16-le` (or `-be`) to pass; one whose first
+64 KB are more than 1% control bytes (NULs included; tiny files 30%) is refused as
+binary. A text file with a few NUL bytes is read, and only their rows are errors.
+A U+FEFF left at the start of the first column name (a byte-order mark read with
+an explicit `--encoding utf-16-le`, say) is dropped, whatever the encoding.
+
+CSV: the delimiter is one of `, ; TAB |`: the first 20 records of the first 64 KB
+are parsed with each, and the one giving the most columns consistently (the
+header's count in at least 80% of those records) wins; comma when none gives more
+than one column, or on a tie. Quoting is always the csv module's `excel` dialect
+(`"` quotes, a doubled quote in a quoted field is one quote). Quoted fields may
+hold newlines, and `row.line` is the line the record starts on. A field over 10 MB,
+or any other record the csv module cannot read, is one row error; reading resumes
+after the record's end. Duplicate column names are refused.
 JSONL: one JSON object per line (lines end with `\\n`); blank lines are skipped. A
-line over 10 MB is consumed without being held and is one row error, as are invalid
+file whose lines end with a carriage return only is refused as a whole. A line
+over 10 MB is consumed without being held and is one row error, as are invalid
 JSON, numbers over Python's 4300-digit limit, nesting past the parser's depth, and
 `\\uD800`-style escapes of half a character.
 
-A row that cannot be read is `Row(line, {"__error__": reason})`. Problems with the
-file as a whole (missing, binary, an unreadable header) raise `InputFileError`.
+A row that cannot be read is `Row(line, {"__error__": reason}, raw)`: `raw` is what
+could be read of its values, for a report (a row with a bad or NUL byte: its
+fields, each bad byte as its lone surrogate), or None when the record could not be
+parsed at all (a 10 MB field, invalid JSON). Problems with the file as a whole
+(missing, binary, UTF-16 without a mark, an unreadable header) raise
+`InputFileError`.
 """
 
 from __future__ import annotations
@@ -37,6 +56,7 @@ import json
 import logging
 import os
 import re
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +80,8 @@ TableFormat = Literal["csv", "jsonl"]
 
 _DELIMITERS = ",;\t|"
 _SAMPLE = 64 * 1024
+#: Records parsed with each candidate delimiter to choose the file's.
+_DETECT_RECORDS = 20
 _CHUNK = 1 << 20
 
 #: Characters per CSV field and per JSON Lines line: spreadsheet cells can be large,
@@ -82,6 +104,10 @@ codecs.register_error(_BAD_BYTES, _escape_bad_bytes)
 
 # A byte the decoder could not take (see _escape_bad_bytes).
 _ESCAPED = re.compile("[\udc00-\udcff]")
+# What makes a line unreadable: a byte the decoder could not take, or a NUL.
+_UNREADABLE = re.compile("[\x00\udc00-\udcff]")
+# Control bytes no text file holds (tab, line ends, form feed and escape are text).
+_CONTROL = bytes(b for b in range(32) if b not in b"\t\n\v\f\r\x1b")
 # A character that came from a valid multi-byte UTF-8 sequence.
 _DECODED_NON_ASCII = re.compile("[^\x00-\x7f\udc00-\udcff]")
 # A JSON escape of half a surrogate pair; json.loads joins whole pairs into one character.
@@ -94,10 +120,14 @@ _warned: set[tuple[str, int, int]] = set()
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    """One record: its 1-based line number in the file and its fields."""
+    """One record: its 1-based line number in the file and its fields; for a row
+    that cannot be read (`fields == {"__error__": reason}`), `raw` holds what could
+    be read of its values (a byte that did not decode as its lone surrogate,
+    U+DC00 + byte; CSV values past the header under `__extra__`), or None."""
 
     line: int
     fields: dict[str, Any]
+    raw: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +135,13 @@ class _Decoding:
     codec: str
     #: Every byte of the file decoded: rows need no check for bad bytes.
     clean: bool
+    #: The text holds a NUL somewhere (or may: not known when not clean).
+    nul: bool = True
+
+    @property
+    def check(self) -> bool:
+        """Whether each line must be checked for bad bytes and NULs."""
+        return not self.clean or self.nul
 
 
 def table_format(path: str | os.PathLike[str]) -> TableFormat:
@@ -170,37 +207,78 @@ def _detect(
                 codec = "utf-8-sig"
             elif head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
                 codec = "utf-16"
-            if _ascii_compatible(codec or "utf-8") and b"\x00" in head:
-                raise InputFileError(f"{path}: looks like a binary file, not CSV or JSON Lines")
+            if _ascii_compatible(codec or "utf-8"):
+                _check_text(path, head, codec)
             raw.seek(0)
-            bad, multibyte = _scan(raw, codec or "utf-8", stop_at_bad=codec is not None)
+            bad, multibyte, nul = _scan(raw, codec or "utf-8", stop_at_bad=codec is not None)
         except OSError as error:
             raise InputFileError(f"{path}: cannot be read: {error.strerror or error}") from None
     if codec is not None:
-        return _Decoding(codec, clean=not bad)
+        return _Decoding(codec, clean=not bad, nul=nul)
     if not bad:
-        return _Decoding("utf-8", clean=True)
+        return _Decoding("utf-8", clean=True, nul=nul)
     if multibyte:
         return _Decoding("utf-8", clean=False)
     _announce(path, notice)
     return _Decoding("cp1252", clean=False)
 
 
-def _scan(raw: BinaryIO, codec: str, *, stop_at_bad: bool) -> tuple[bool, bool]:
-    """Decode the whole file once: (a byte was bad, a non-ASCII character decoded).
+def _check_text(path: Path, head: bytes, codec: str | None) -> None:
+    """Refuse a file an ASCII-compatible encoding cannot read as text: UTF-16 (a NUL
+    in every other byte of the first 64 KB), or binary (many control bytes). A few
+    NULs are left to the rows holding them."""
+    if not head:
+        return
+    pairs = len(head) // 2
+    if pairs >= 2 and b"\x00" in head:
+        even, odd = head[0 : pairs * 2 : 2], head[1 : pairs * 2 : 2]
+        order = None
+        if _utf16_halves(high=odd, low=even):
+            order = "le"
+        elif _utf16_halves(high=even, low=odd):
+            order = "be"
+        if order is not None:
+            if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+                raise InputFileError(
+                    f"{path}: is UTF-16 (it starts with a UTF-16 byte-order mark), not "
+                    f"{codec}: pass --encoding utf-16, or none"
+                )
+            raise InputFileError(
+                f"{path}: looks like UTF-16 without a byte-order mark (every other byte "
+                f"is 0); pass --encoding utf-16-{order}"
+            )
+    controls = len(head) - len(head.translate(None, _CONTROL))
+    if controls > len(head) * 0.3 or (controls > 8 and controls > len(head) / 100):
+        raise InputFileError(f"{path}: looks like a binary file, not CSV or JSON Lines")
+
+
+def _utf16_halves(high: bytes, low: bytes) -> bool:
+    """Whether these are the high and low bytes of UTF-16 text that is mostly ASCII:
+    many high bytes 0, hardly any low byte 0 or another control byte."""
+    pairs = len(high)
+    controls = len(low) - len(low.translate(None, _CONTROL))
+    return high.count(0) >= pairs * 0.3 and controls <= pairs * 0.02
+
+
+def _scan(raw: BinaryIO, codec: str, *, stop_at_bad: bool) -> tuple[bool, bool, bool]:
+    """Decode the whole file once: (a byte was bad, a non-ASCII character decoded,
+    a NUL decoded, or may have: True when a byte was bad).
 
     A strict pass first, at the decoder's own speed; only a file with a bad byte is
     read again to look for a valid multi-byte character (stopping at the first)."""
     decoder = codecs.getincrementaldecoder(codec)("strict")
+    nul = False
     try:
         while chunk := raw.read(_CHUNK):
-            decoder.decode(chunk)
-        decoder.decode(b"", True)
+            nul = "\x00" in decoder.decode(chunk) or nul
+        nul = "\x00" in decoder.decode(b"", True) or nul
         bad = False
     except UnicodeDecodeError:
         bad = True
-    if not bad or stop_at_bad:
-        return bad, False
+    if not bad:
+        return False, False, nul
+    if stop_at_bad:
+        return True, False, True
     raw.seek(0)
     decoder = codecs.getincrementaldecoder(codec)(_BAD_BYTES)
     final = False
@@ -209,8 +287,8 @@ def _scan(raw: BinaryIO, codec: str, *, stop_at_bad: bool) -> tuple[bool, bool]:
         final = not chunk
         text = decoder.decode(chunk, final)
         if not text.isascii() and _DECODED_NON_ASCII.search(text):
-            return True, True
-    return True, False
+            return True, True, True
+    return True, False, True
 
 
 def _announce(path: Path, notice: Callable[[str], None] | None) -> None:
@@ -234,7 +312,10 @@ def _announce(path: Path, notice: Callable[[str], None] | None) -> None:
 
 
 def _bad_byte(text: str, codec: str, where: str = "") -> str:
-    match = _ESCAPED.search(text)
+    """Why a line holding a byte that did not decode, or a NUL, cannot be read."""
+    match = _UNREADABLE.search(text)
+    if match is not None and match.group() == "\x00":
+        return f"a NUL byte (0x00{where}), which no text holds; remove it from the file"
     byte = ord(match.group()) - 0xDC00 if match else 0
     name = _NAMES.get(codec, codec)
     return (
@@ -252,17 +333,63 @@ def _open_text(
     return text, decoding
 
 
-def _dialect(sample: str) -> type[csv.Dialect] | csv.Dialect:
+class _Comma(csv.excel):
+    delimiter = ","
+
+
+class _Semicolon(csv.excel):
+    delimiter = ";"
+
+
+class _Tab(csv.excel):
+    delimiter = "\t"
+
+
+class _Pipe(csv.excel):
+    delimiter = "|"
+
+
+#: The dialects a CSV file may have: excel's quoting (a doubled quote in a quoted
+#: field is one quote, no escape character), one of four delimiters.
+_DIALECTS: dict[str, type[csv.Dialect]] = {
+    dialect.delimiter: dialect for dialect in (_Comma, _Semicolon, _Tab, _Pipe)
+}
+
+
+def _dialect(sample: str, truncated: bool) -> type[csv.Dialect]:
+    """The dialect of the file whose first characters are `sample` (`truncated`:
+    the file goes on past it), in time linear in the sample.
+
+    Each delimiter parses the first `_DETECT_RECORDS` records; it qualifies when the
+    header has more than one column and at least 80% of the records have as many.
+    The most columns wins; comma on a tie or when none qualifies. (csv.Sniffer took
+    seconds on a quoted sample: its quote regexes backtrack.)"""
+    best, best_width = ",", 1
+    for delimiter in _DELIMITERS:
+        widths = _widths(sample, delimiter, truncated)
+        if not widths or widths[0] <= best_width:
+            continue
+        same = sum(1 for width in widths if width == widths[0])
+        if same * 5 >= len(widths) * 4:
+            best, best_width = delimiter, widths[0]
+    return _DIALECTS[best]
+
+
+def _widths(sample: str, delimiter: str, truncated: bool) -> list[int]:
+    """The number of fields of each of the sample's first non-blank records."""
+    widths: list[int] = []
+    reader = csv.reader(io.StringIO(sample, newline=""), _DIALECTS[delimiter])
     try:
-        dialect = csv.Sniffer().sniff(sample, delimiters=_DELIMITERS)
+        for record in reader:
+            if record:
+                widths.append(len(record))
+                if len(widths) > _DETECT_RECORDS:
+                    return widths[:_DETECT_RECORDS]
     except csv.Error:
-        return csv.excel
-    # The sniffer says "no doubled quotes" for a sample with CRLF line ends (Excel's,
-    # the csv module's) or without a `""` in it, and `"say ""hi"""` would then be
-    # read as `say "hi"""`. With no escape character (the sniffer never finds one),
-    # a doubled quote in a quoted field can only mean one quote.
-    dialect.doublequote = True
-    return dialect
+        pass  # a record this delimiter cannot parse: judge by those before it
+    if truncated and len(widths) > 1:
+        widths.pop()  # cut by the sample's end
+    return widths
 
 
 def read_header(path: str | os.PathLike[str], encoding: str | None = None) -> list[str]:
@@ -308,7 +435,11 @@ class _Lines:
         for line in self.text:
             self.count += 1
             self.last = line
-            if check and self.bad is None and not line.isascii() and _ESCAPED.search(line):
+            if (
+                check
+                and self.bad is None
+                and ("\x00" in line or (not line.isascii() and _ESCAPED.search(line)))
+            ):
                 self.bad = line
             yield line
 
@@ -325,8 +456,8 @@ class _Csv:
         except OSError as error:
             self.text.close()
             raise InputFileError(f"{path}: cannot be read: {error.strerror or error}") from None
-        self.dialect = _dialect(sample)
-        self.lines = _Lines(self.text, check=not self.decoding.clean)
+        self.dialect = _dialect(sample, truncated=len(sample) == _SAMPLE)
+        self.lines = _Lines(self.text, check=self.decoding.check)
         self.feed = self.lines.feed()
         self.reader = csv.reader(self.feed, self.dialect)
         try:
@@ -352,10 +483,14 @@ class _Csv:
         if self.lines.bad is not None:
             reason = _bad_byte(self.lines.bad, self.decoding.codec)
             raise InputFileError(f"{path}: line 1 (the header): {reason}")
+        if header:
+            # A byte-order mark the codec kept (an explicit utf-16-le, say) is no name.
+            header[0] = header[0].removeprefix("\ufeff")
         names = [name.strip() for name in header]
         if not any(names):
             raise InputFileError(f"{path}: the first line must name the columns")
-        duplicates = sorted({name for name in names if name and names.count(name) > 1})
+        counts = Counter(names)
+        duplicates = sorted(name for name, count in counts.items() if name and count > 1)
         if duplicates:
             raise InputFileError(f"{path}: duplicate column names: {', '.join(duplicates)}")
         return names
@@ -380,19 +515,24 @@ class _Csv:
                 continue
             if lines.bad is not None:
                 # The extra values of a row longer than the header have no column.
-                found = (n for n, v in zip(names, values, strict=False) if _ESCAPED.search(v))
+                found = (n for n, v in zip(names, values, strict=False) if _UNREADABLE.search(v))
                 column = next(found, None)
                 where = f" in column {column!r}" if column else ""
-                yield Row(line, {"__error__": _bad_byte(lines.bad, codec, where)})
+                reason = _bad_byte(lines.bad, codec, where)
+                yield Row(line, {"__error__": reason}, raw=self._fields(values))
                 continue
             if not any(value.strip() for value in values):
                 continue  # blank line
-            fields: dict[str, Any] = {
-                name: values[i] if i < len(values) else "" for i, name in enumerate(names)
-            }
-            if len(values) > len(names):
-                fields["__extra__"] = values[len(names) :]
-            yield Row(line, fields)
+            yield Row(line, self._fields(values))
+
+    def _fields(self, values: list[str]) -> dict[str, Any]:
+        names = self.names
+        fields: dict[str, Any] = {
+            name: values[i] if i < len(values) else "" for i, name in enumerate(names)
+        }
+        if len(values) > len(names):
+            fields["__extra__"] = values[len(names) :]
+        return fields
 
     def _skip_record(self, start: int) -> None:
         """After a csv.Error, consume the rest of the record that began on line
@@ -459,7 +599,7 @@ def _ends_quoted(line: str, quoted: bool, dialect: type[csv.Dialect] | csv.Diale
 def _read_jsonl(path: Path, encoding: str | None) -> Iterator[Row]:
     # Lines end with "\n" only (the JSON Lines spec): a "\r" before it is whitespace.
     text, decoding = _open_text(path, encoding, newline="\n")
-    check = not decoding.clean
+    check = decoding.check
     with text:
         number = 0
         while True:
@@ -470,6 +610,14 @@ def _read_jsonl(path: Path, encoding: str | None) -> Iterator[Row]:
             if not line:
                 return
             number += 1
+            if number == 1:
+                line = line.removeprefix("\ufeff")  # a mark the codec kept is no JSON
+                if not line.endswith("\n") and "\r" in line.rstrip():
+                    raise InputFileError(
+                        f"{path}: its lines end with a carriage return only (CR, as old Mac "
+                        "files do): JSON Lines needs each line to end with a line feed (LF); "
+                        "re-save it with Unix (LF) or Windows (CRLF) line ends"
+                    )
             if len(line) > FIELD_LIMIT and not line.endswith("\n"):
                 # Consumed to its end a megabyte at a time, never held whole.
                 while (rest := text.readline(_CHUNK)) and not rest.endswith("\n"):
@@ -478,10 +626,21 @@ def _read_jsonl(path: Path, encoding: str | None) -> Iterator[Row]:
                 continue
             if not line.strip():
                 continue
-            if check and not line.isascii() and _ESCAPED.search(line):
-                yield Row(number, {"__error__": _bad_byte(line, decoding.codec)})
+            if check and ("\x00" in line or (not line.isascii() and _ESCAPED.search(line))):
+                reason = _bad_byte(line, decoding.codec)
+                yield Row(number, {"__error__": reason}, raw=_json_values(line))
                 continue
             yield Row(number, _json_object(line))
+
+
+def _json_values(line: str) -> dict[str, Any] | None:
+    """What a line that cannot be taken as it is holds, for a report: its object
+    (bad bytes as lone surrogates, control characters allowed), or None."""
+    try:
+        value = json.loads(line, strict=False)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _json_object(line: str) -> dict[str, Any]:

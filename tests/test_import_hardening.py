@@ -677,9 +677,10 @@ async def test_rejects_file_cells_cannot_start_a_formula(tmp_path: Path) -> None
         "phone",
         "'=HYPERLINK(1)",
         "note",
+        "extra",
     ]
-    assert table[1][4:] == ["", "'+1555555", '\'=HYPERLINK("http://x")', "'@SUM(A1)"]
-    assert table[2][4:] == ["B", "'+15555551234", "'\rx", "plain"]
+    assert table[1][4:] == ["", "'+1555555", '\'=HYPERLINK("http://x")', "'@SUM(A1)", ""]
+    assert table[2][4:] == ["B", "'+15555551234", "'\rx", "plain", ""]
     assert all(
         not cell.startswith(("=", "+", "-", "@", "\t", "\r")) for row in table for cell in row
     )
@@ -713,13 +714,16 @@ def _cli_import(source: Path, *args: str) -> Any:
 
 
 def test_a_corrupted_journal_is_one_error_line_saying_what_to_do(tmp_path: Path) -> None:
-    """Garbage where the journal should be: exit 2, no traceback, "delete it"."""
+    """A predial journal damaged past its header: exit 2, no traceback, "delete it"."""
     source = _source(tmp_path)
-    Journal.default_path(source).write_bytes(b"SQLite format 3\x00" + os.urandom(4000))
+    path = Journal.default_path(source)
+    Journal(path, source=source, campaign_id=CAMPAIGN).close()
+    data = path.read_bytes()
+    path.write_bytes(data[:100] + bytes(range(256)) * ((len(data) - 100) // 256 + 1))
     result = _cli_import(source)
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
-    assert "not a predial journal, or damaged" in result.stderr
+    assert "a damaged predial journal" in result.stderr
     assert "delete it" in result.stderr
     assert "--journal" in result.stderr
 
@@ -781,16 +785,25 @@ def test_a_journal_that_cannot_be_opened_is_one_clear_error(tmp_path: Path) -> N
     assert "pass another --journal" in str(caught.value)
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes read-only files")
-def test_a_read_only_journal_is_one_error_line(tmp_path: Path) -> None:
-    """A journal the user cannot write: exit 2, "make the file ... writable"."""
+def test_a_read_only_journal_is_one_error_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A journal SQLite may only read (opened with `mode=ro`, which holds as root
+    too): exit 2, "make the file ... writable", never "delete it"."""
     source = _source(tmp_path)
     path = Journal.default_path(source)
     Journal(path, source=source, campaign_id=CAMPAIGN).close()
-    path.chmod(0o444)
+    real_connect = sqlite3.connect
+
+    def read_only(database: str, **kwargs: Any) -> sqlite3.Connection:
+        return real_connect(f"file:{database}?mode=ro", uri=True, **kwargs)
+
+    monkeypatch.setattr("predial.lupitor.journal.sqlite3.connect", read_only)
     result = _cli_import(source)
     assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
     assert "writable" in result.stderr
+    assert "delete" not in result.stderr
 
 
 class _FullDisk(sqlite3.Connection):
@@ -848,3 +861,545 @@ def test_the_header_is_read_even_when_the_first_row_is_bad(tmp_path: Path) -> No
     assert "byte 0xFC" in rows[0].message
     assert isinstance(rows[1], LeadRow)
     assert rows[1].lead.external_id == "B"
+
+
+# -- review of issue 10: nothing given is overwritten ---------------------------------
+
+
+def _import_args(source: Path, *args: str) -> list[str]:
+    return ["import", str(source), "--campaign", CAMPAIGN, "--api-url", "http://127.0.0.1:9", *args]
+
+
+def test_rejects_naming_the_input_is_refused_and_the_input_kept(tmp_path: Path) -> None:
+    """`--rejects leads.csv` (the input, here through another spelling): exit 2
+    before anything is read or written; the input is as it was."""
+    source = tmp_path / "leads.csv"
+    source.write_text("externalId,phone\nA,\nB,+15555551234\n")
+    before = source.read_bytes()
+    result = _cli_import(source, "--rejects", str(tmp_path / "." / "leads.csv"))
+    assert result.exit_code == 2, result.output
+    assert "--rejects" in result.stderr
+    assert "that is the input file" in result.stderr
+    assert source.read_bytes() == before
+    assert not Journal.default_path(source).exists()
+
+
+@pytest.mark.parametrize("suffix", ["", "-wal", "-shm"])
+def test_rejects_naming_the_journal_or_its_files_is_refused(tmp_path: Path, suffix: str) -> None:
+    """`--rejects leads.csv.journal.sqlite` (or its -wal, -shm): refused, the
+    journal stays the SQLite database it was."""
+    source = _source(tmp_path)
+    journal = Journal.default_path(source)
+    Journal(journal, source=source, campaign_id=CAMPAIGN).close()
+    target = Path(f"{journal}{suffix}")
+    target.touch()
+    before = journal.read_bytes()
+    result = _cli_import(source, "--dry-run", "--rejects", str(target))
+    assert result.exit_code == 2, result.output
+    assert "which the rejected rows would overwrite" in result.stderr
+    assert journal.read_bytes() == before
+    assert target.read_bytes() == (before if not suffix else b"")
+
+
+def test_rejects_naming_a_hard_link_to_the_input_is_refused(tmp_path: Path) -> None:
+    """Another name of the same file (a hard link) is the same file."""
+    source = _source(tmp_path)
+    link = tmp_path / "same.csv"
+    os.link(source, link)
+    result = _cli_import(source, "--rejects", str(link))
+    assert result.exit_code == 2, result.output
+    assert "that is the input file" in result.stderr
+
+
+def test_a_journal_naming_the_input_is_refused_without_advice_to_delete(tmp_path: Path) -> None:
+    """`--journal leads.csv`: "that is the input file", never "delete it"."""
+    source = _source(tmp_path)
+    before = source.read_bytes()
+    result = _cli_import(source, "--journal", str(source))
+    assert result.exit_code == 2, result.output
+    assert "--journal" in result.stderr
+    assert "that is the input file" in result.stderr
+    assert "delete" not in result.stderr
+    assert source.read_bytes() == before
+    assert not Path(f"{source}.lock").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "what"),
+    [
+        (b"externalId,phone\nX,\n", "not an SQLite database"),
+        (b"SQLite format 3\x00" + bytes(range(256)) * 16, "not marked as a predial journal"),
+    ],
+)
+def test_a_journal_that_is_not_ours_is_never_to_be_deleted(
+    tmp_path: Path, content: bytes, what: str
+) -> None:
+    """Another file, or a damaged SQLite database without predial's mark, as
+    --journal: "not a predial journal ... pass another --journal", no "delete"."""
+    source = _source(tmp_path)
+    other = tmp_path / "other.csv"
+    other.write_bytes(content)
+    result = _cli_import(source, "--journal", str(other))
+    assert result.exit_code == 2, result.output
+    assert "not a predial journal" in result.stderr
+    assert what in result.stderr
+    assert "pass another --journal" in result.stderr
+    assert "delete" not in result.stderr
+    assert other.read_bytes() == content
+
+
+# -- review: the older API and a fresh journal -------------------------------------------
+
+
+async def test_a_rerun_with_a_fresh_journal_on_the_older_api_adds_nothing(tmp_path: Path) -> None:
+    """v1 stores an externalId-only lead twice if sent twice: a second import of the
+    file with another journal lists the campaign and reports every lead as already
+    present; each lead is stored once."""
+    source, expected = _leads_file(tmp_path)
+    fake = FakeLupitor(version="v1", window=0.05)
+    async with in_process(fake) as client:
+        first = await import_leads_async(
+            source, CAMPAIGN, client=client, journal_path=tmp_path / "first.journal"
+        )
+        second = await import_leads_async(
+            source, CAMPAIGN, client=client, journal_path=tmp_path / "second.journal"
+        )
+    assert (first.created, first.rejected) == (len(expected), 1)
+    assert stored(fake) == expected
+    assert not second.resumed
+    assert (second.created, second.already_present) == (0, len(expected))
+    assert second.single_requests == 0
+    assert second.accounted
+
+
+@pytest.mark.parametrize("slow_api", ["v1"], indirect=True)
+def test_wait_with_another_journal_adds_nothing_twice(
+    tmp_path: Path, slow_api: tuple[FakeLupitor, str]
+) -> None:
+    """--wait and another --journal on the older API: the second import waits, then
+    finds every lead already present; each is stored once."""
+    fake, url = slow_api
+    source, expected = _leads_file(tmp_path)
+    env = {**os.environ, "LUPITOR_API_KEY": KEY}
+    first = _start_first(url, source, tmp_path / "leads.csv.journal.sqlite", fake)
+    second = subprocess.Popen(
+        _command(url, source, "--wait", "--journal", str(tmp_path / "other.journal")),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert second.stderr is not None
+    early: list[str] = []
+    try:
+        while not (early and early[-1].startswith("waiting for")):
+            line = second.stderr.readline()
+            if not line:
+                break
+            early.append(line)
+    finally:
+        fake.faults = Faults()
+    _, first_err = first.communicate(timeout=120)
+    second_out, rest = second.communicate(timeout=120)
+    assert first.returncode == 0, first_err
+    assert second.returncode == 0, "".join(early) + rest
+    report = json.loads(second_out)
+    assert not report["resumed"]
+    assert (report["created"], report["already_present"]) == (0, len(expected))
+    assert stored(fake) == expected
+
+
+# -- review: locks and journal paths ---------------------------------------------------
+
+
+def test_imports_with_different_temp_folders_and_journals_are_one_at_a_time(
+    tmp_path: Path,
+) -> None:
+    """cron and a shell have different TMPDIRs: with another --journal too, the
+    lock beside the input file still stops the second import."""
+    from predial.errors import ImportInProgress
+    from predial.lupitor.journal import ImportLock
+
+    source = _source(tmp_path)
+    (tmp_path / "cron").mkdir()
+    (tmp_path / "shell").mkdir()
+    tempfile.tempdir = str(tmp_path / "cron")
+    held = ImportLock(tmp_path / "cron.journal", source, CAMPAIGN)
+    held.acquire()
+    try:
+        tempfile.tempdir = str(tmp_path / "shell")
+        with pytest.raises(ImportInProgress, match=f"pid {os.getpid()}"):
+            import_leads(
+                source,
+                CAMPAIGN,
+                api_key=KEY,
+                base_url="http://127.0.0.1:9",
+                journal_path=tmp_path / "shell.journal",
+            )
+    finally:
+        held.release()
+    assert not (tmp_path / "shell.journal").exists()
+
+
+def test_a_journal_reached_through_a_symbolic_link_is_the_same_journal(tmp_path: Path) -> None:
+    """The journal lock is keyed by the journal's resolved path: a symlink to a
+    journal in use is refused, even for another file and campaign."""
+    from predial.errors import ImportInProgress
+    from predial.lupitor.journal import ImportLock
+
+    source = _source(tmp_path)
+    other = tmp_path / "other.csv"
+    other.write_text("externalId\nZ\n")
+    journal = tmp_path / "real.journal"
+    link = tmp_path / "link.journal"
+    link.symlink_to(journal)
+    held = ImportLock(journal, source, CAMPAIGN)
+    held.acquire()
+    try:
+        with pytest.raises(ImportInProgress):
+            ImportLock(link, other, "cmp_other").acquire()
+    finally:
+        held.release()
+
+
+async def test_an_input_folder_that_cannot_be_written_skips_that_lock_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No lock can be created beside the input (a read-only folder): the import runs
+    under its other locks, and a warning says so once."""
+    import errno
+
+    from predial.lupitor import journal as journal_module
+
+    real_create = journal_module._create_lock_file
+
+    def create(path: Path, mode: int) -> None:
+        if path.name.endswith(".import.lock"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        real_create(path, mode)
+
+    monkeypatch.setattr(journal_module, "_create_lock_file", create)
+    source = _source(tmp_path)
+    fake = FakeLupitor(window=0.05)
+    with caplog.at_level(logging.WARNING, logger="predial.lupitor.journal"):
+        async with in_process(fake) as client:
+            report = await import_leads_async(source, CAMPAIGN, client=client)
+    assert report.created == 2
+    warnings = [r.getMessage() for r in caplog.records if "beside the input" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "Permission denied" in warnings[0]
+
+
+def test_a_journal_in_a_missing_folder_names_the_folder(tmp_path: Path) -> None:
+    """--journal in a folder that does not exist: one error naming that folder; the
+    folder is not created, and nothing says another import is running."""
+    source = _source(tmp_path)
+    missing = tmp_path / "no-such-folder"
+    result = _cli_import(source, "--journal", str(missing / "j.sqlite"))
+    assert result.exit_code == 2, result.output
+    assert f"the folder {missing} does not exist (No such file or directory)" in result.stderr
+    assert "another import" not in result.stderr
+    assert not missing.exists()
+
+
+def test_a_lock_file_that_cannot_be_created_is_not_another_import(tmp_path: Path) -> None:
+    """`--journal /proc/x.j`: its lock cannot be created there; the error names it and
+    the system's reason, not "another import ... is running"."""
+    source = _source(tmp_path)
+    result = _cli_import(source, "--journal", "/proc/x.j")
+    assert result.exit_code == 2, result.output
+    assert "/proc/x.j.lock: cannot take the journal's lock" in result.stderr
+    assert "another import" not in result.stderr
+
+
+class _ReadOnlyFolder(sqlite3.Connection):
+    """SQLite as it answers for a journal in a folder the user cannot write (seen as
+    a non-root user): SQLITE_READONLY_DIRECTORY, an extended code, on any read."""
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        error = sqlite3.OperationalError("attempt to write a readonly database")
+        error.sqlite_errorcode = 1544
+        error.sqlite_errorname = "SQLITE_READONLY_DIRECTORY"
+        raise error
+
+
+def test_a_journal_in_a_read_only_folder_says_to_fix_the_permissions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An extended "read-only" code: make the file and its folder writable, or pass
+    another --journal; never "delete it"."""
+    real_connect = sqlite3.connect
+
+    def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        return real_connect(*args, **kwargs, factory=_ReadOnlyFolder)
+
+    monkeypatch.setattr("predial.lupitor.journal.sqlite3.connect", connect)
+    source = _source(tmp_path)
+    result = _cli_import(source)
+    assert result.exit_code == 2, result.output
+    assert f"and its folder ({tmp_path}) writable" in result.stderr
+    assert "pass another --journal" in result.stderr
+    assert "delete" not in result.stderr
+
+
+# -- review: a tampered journal ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["TEXT", "REAL", "BLOB"])
+def test_a_journal_whose_columns_have_other_types_is_one_error(tmp_path: Path, kind: str) -> None:
+    """`rows` recreated with the right names but `line TEXT` (or REAL, BLOB): one
+    JournalError line, exit 2, no TypeError traceback."""
+    source = _source(tmp_path)
+    path = Journal.default_path(source)
+    Journal(path, source=source, campaign_id=CAMPAIGN).close()
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE rows")
+        db.execute(
+            f"CREATE TABLE rows (line {kind} PRIMARY KEY, status TEXT NOT NULL, "
+            "identifier TEXT, lead_id TEXT, column_name TEXT, reason TEXT)"
+        )
+        db.execute("INSERT INTO rows (line, status) VALUES ('2', 'created')")
+        db.execute("INSERT INTO rows (line, status) VALUES (3, 'created')")
+    db.close()
+    result = _cli_import(source)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert f"its table rows is not a predial journal's (columns line {kind}," in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+
+
+def test_a_journal_value_of_the_wrong_type_is_one_error(tmp_path: Path) -> None:
+    """A rejected row's reason stored as a BLOB: a JournalError as it is read, and
+    no rejects file with `b'...'` in it."""
+    source = tmp_path / "leads.csv"
+    source.write_text("externalId,phone\nA,\nB,+15555551234\n")
+    path = Journal.default_path(source)
+    journal = Journal(path, source=source, campaign_id=CAMPAIGN)
+    journal.record(2, "created", identifier="A")
+    journal.record(3, "rejected", column="phone", reason="fictional")
+    journal.close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE rows SET reason = X'00ff' WHERE line = 3")
+    db.close()
+    rejects = tmp_path / "rejects.csv"
+    with pytest.raises(PredialError, match="line 3 has a column or reason that is not text"):
+        import_leads(
+            source, CAMPAIGN, api_key=KEY, base_url="http://127.0.0.1:9", rejects_path=rejects
+        )
+    assert not rejects.exists()
+
+
+def test_a_line_past_the_file_says_how_long_the_file_is(tmp_path: Path) -> None:
+    """The bound on line numbers is the file's size in bytes, and said to be."""
+    source = _source(tmp_path)
+    path = Journal.default_path(source)
+    journal = Journal(path, source=source, campaign_id=CAMPAIGN)
+    journal.record(500, "created", identifier="A")
+    journal.close()
+    size = source.stat().st_size
+    with pytest.raises(PredialError) as caught:
+        Journal(path, source=source, campaign_id=CAMPAIGN).statuses()
+    assert f"the file is {size} bytes long, so no line can be numbered over {size + 1}" in str(
+        caught.value
+    )
+
+
+# -- review: what the rejects file keeps of unreadable rows ----------------------------
+
+
+async def test_a_row_with_a_bad_byte_keeps_its_values_in_the_rejects_file(tmp_path: Path) -> None:
+    """`M\\xfcller` in a UTF-8 file: the rejects row holds its values, the bad byte as
+    `\\xFC` text; a NUL as `\\x00`; values past the header go to `extra`."""
+    source = tmp_path / "leads.csv"
+    source.write_bytes(
+        b"externalId,name\n"
+        + "A,Zoë\n".encode()
+        + b"B,M\xfcller\n"
+        + b"C,nul\x00here\n"
+        + b"D,ok,stray,=1+1\n"
+    )
+    rejects = tmp_path / "rejects.csv"
+    report = await import_leads_async(source, CAMPAIGN, dry_run=True, rejects_path=rejects)
+    assert (report.rejected, report.sendable) == (3, 1)
+    with rejects.open(newline="", encoding="utf-8") as file:
+        table = list(csv.reader(file))
+    assert table[0][4:] == ["externalId", "name", "extra"]
+    assert table[1][4:] == ["B", "M\\xFCller", ""]
+    assert table[2][4:] == ["C", "nul\\x00here", ""]
+    assert table[3][4:] == ["D", "ok", '["stray", "=1+1"]']
+    assert "NUL byte" in table[2][3]
+
+
+async def test_a_jsonl_row_with_a_bad_byte_keeps_its_values_and_other_keys(
+    tmp_path: Path,
+) -> None:
+    """JSON Lines: the bad row's values, the byte as `\\xE9`; keys that are not among
+    the columns go to `extra` as an object."""
+    source = tmp_path / "leads.jsonl"
+    source.write_bytes(
+        '{"externalId": "A", "name": "Zoë"}\n'.encode()
+        + b'{"externalId": "B", "name": "Ren\xe9", "notes": "x"}\n'
+    )
+    rejects = tmp_path / "rejects.csv"
+    report = await import_leads_async(source, CAMPAIGN, dry_run=True, rejects_path=rejects)
+    assert report.rejected == 1
+    [row] = rejects_of(rejects)
+    assert (row["externalId"], row["name"], row["extra"]) == ("B", "Ren\\xE9", '{"notes": "x"}')
+
+
+# -- review: NUL bytes and UTF-16 without a byte-order mark ----------------------------
+
+
+async def test_a_nul_byte_late_in_the_file_rejects_its_row(tmp_path: Path) -> None:
+    """A NUL at line 20,002 is that row's rejection ("NUL byte"), never part of an
+    externalId; the rows around it are imported."""
+    source = tmp_path / "leads.csv"
+    source.write_bytes(b"externalId,name\n" + _ascii_rows(20_000) + b"X\x00Y,late\n" + b"Z,after\n")
+    rejects = tmp_path / "rejects.csv"
+    report = await import_leads_async(source, CAMPAIGN, dry_run=True, rejects_path=rejects)
+    assert (report.rows, report.rejected, report.sendable) == (20_002, 1, 20_001)
+    [row] = rejects_of(rejects)
+    assert row["line"] == "20002"
+    assert "NUL byte" in row["reason"]
+    assert "column 'externalId'" in row["reason"]
+
+
+async def test_a_few_nul_bytes_early_reject_their_rows_not_the_file(tmp_path: Path) -> None:
+    """Two NULs in the first 64 KB of a text file: two rejected rows, not "binary"."""
+    source = tmp_path / "leads.csv"
+    source.write_bytes(b"externalId,name\nA,ok\nB,pad\x00\nC,ok\n" + _ascii_rows(100) + b"D,\x00\n")
+    report = await import_leads_async(source, CAMPAIGN, dry_run=True)
+    assert (report.rejected, report.sendable) == (2, 102)
+
+
+@pytest.mark.parametrize(("codec", "order"), [("utf-16-le", "le"), ("utf-16-be", "be")])
+def test_utf16_without_a_byte_order_mark_names_the_encoding_to_pass(
+    tmp_path: Path, codec: str, order: str
+) -> None:
+    """UTF-16 without its mark is not "binary": the error says UTF-16 and the
+    --encoding to pass, which then reads it."""
+    source = tmp_path / "leads.csv"
+    source.write_bytes("externalId,name\nA,Zoë\nB,日本\n".encode(codec))
+    with pytest.raises(InputFileError, match=f"UTF-16 without a byte-order mark.*utf-16-{order}"):
+        list(read_rows(source))
+    rows = [row.fields for row in read_rows(source, encoding=f"utf-16-{order}")]
+    assert rows == [{"externalId": "A", "name": "Zoë"}, {"externalId": "B", "name": "日本"}]
+
+
+def test_a_file_that_looks_binary_is_still_refused(tmp_path: Path) -> None:
+    """Many control bytes and NULs (a spreadsheet's zip, say): "binary"."""
+    import random
+
+    source = tmp_path / "leads.csv"
+    source.write_bytes(b"PK\x03\x04" + random.Random(7).randbytes(70_000))
+    with pytest.raises(InputFileError, match="looks like a binary file"):
+        list(read_rows(source))
+
+
+# -- review: a byte-order mark under an explicit encoding ------------------------------
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
+async def test_an_explicit_encoding_drops_the_byte_order_mark_from_the_first_column(
+    tmp_path: Path, codec: str
+) -> None:
+    """`--encoding utf-16-le` on a file with its mark: the first column is
+    `externalId` (mapped to the id), not U+FEFF + `externalId` (metadata)."""
+    source = tmp_path / "leads.csv"
+    source.write_bytes("\ufeffexternalId,name\nA,Zoë\n".encode(codec))
+    report = await import_leads_async(source, CAMPAIGN, dry_run=True, encoding=codec)
+    assert report.columns == "external_id <- 'externalId'; metadata <- 'name'"
+    assert report.sendable == 1
+
+
+def test_a_jsonl_file_read_with_an_explicit_encoding_keeps_its_first_line(tmp_path: Path) -> None:
+    """The first JSON line after a byte-order mark the codec kept is read, not refused."""
+    source = tmp_path / "leads.jsonl"
+    source.write_bytes('\ufeff{"externalId": "A"}\n'.encode("utf-16-le"))
+    assert [row.fields for row in read_rows(source, encoding="utf-16-le")] == [{"externalId": "A"}]
+
+
+# -- review: wording -------------------------------------------------------------------
+
+
+def test_a_dry_run_report_says_what_it_would_send(tmp_path: Path) -> None:
+    """The dry run's text report: "would send 2", not "created 0"."""
+    source = _source(tmp_path)
+    result = CliRunner().invoke(cli, ["import", str(source), "--campaign", CAMPAIGN, "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"would send\s+2\n", result.stdout)
+    assert "created" not in result.stdout
+
+
+# -- review: reading in linear time ----------------------------------------------------
+
+
+def test_the_delimiter_is_found_without_csv_sniffer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """csv.Sniffer is quadratic on quoted samples (23 s for 64 KB of `c, "a`): the
+    delimiter is found by parsing the first records with each candidate."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("csv.Sniffer was used")
+
+    monkeypatch.setattr(csv.Sniffer, "sniff", refuse)
+    hostile = tmp_path / "hostile.csv"
+    hostile.write_text("externalId,note\n" + 'c, "a' * 12_000 + "\nB,x\n")
+    assert [row.line for row in read_rows(hostile)] == [2, 3]
+    samples = {
+        ",": ('id,"a;b",c\n1,"x;y",3\n', ["id", "a;b", "c"]),
+        ";": ("CRM ID;Phone;DNC\nX1;+33 6 12 34 56 78;0\nX2;1,5;1\n", ["CRM ID", "Phone", "DNC"]),
+        "\t": ("id\tname\n1\tA, B\n", ["id", "name"]),
+        "|": ("id|name|n\n1|a;b|2\n", ["id", "name", "n"]),
+    }
+    for delimiter, (text, header) in samples.items():
+        path = tmp_path / "sample.csv"
+        path.write_text(text)
+        assert list(next(read_rows(path)).fields) == header, delimiter
+
+
+def test_comma_wins_a_tie_and_a_single_column(tmp_path: Path) -> None:
+    """Two delimiters giving as many columns: comma; one column: comma."""
+    path = tmp_path / "tie.csv"
+    path.write_text("a;b,c\n1;2,3\n")
+    assert list(next(read_rows(path)).fields) == ["a;b", "c"]
+    path.write_text("externalId\nA;B\n")
+    assert next(read_rows(path)).fields == {"externalId": "A;B"}
+
+
+def test_a_header_of_40000_columns_names_its_duplicates(tmp_path: Path) -> None:
+    """The duplicate check counts names once (it was quadratic: 41 s here)."""
+    from predial.tabular import read_header
+
+    names = [f"c{i}" for i in range(40_000)] + ["c7", "c5", "c7"]
+    path = tmp_path / "wide.csv"
+    path.write_text(",".join(names) + "\n")
+    with pytest.raises(InputFileError, match="duplicate column names: c5, c7$"):
+        read_header(path)
+
+
+# -- review: line ends of JSON Lines ---------------------------------------------------
+
+
+def test_a_jsonl_file_with_cr_only_line_ends_says_so(tmp_path: Path) -> None:
+    """Old-Mac CR line ends: "carriage return only", not "no column for the external id"."""
+    source = tmp_path / "leads.jsonl"
+    source.write_bytes(b'{"externalId": "A"}\r{"externalId": "B"}\r')
+    result = CliRunner().invoke(cli, ["import", str(source), "--campaign", CAMPAIGN, "--dry-run"])
+    assert result.exit_code == 2, result.output
+    assert "end with a carriage return only" in result.stderr
+    assert "no column" not in result.stderr
+
+
+def test_a_jsonl_file_without_line_ends_says_so(tmp_path: Path) -> None:
+    """Objects run together on one line: "the file has no line ends"; one bad line
+    that does end is only "no JSON object could be read"."""
+    source = tmp_path / "leads.jsonl"
+    source.write_bytes(b'{"externalId": "A"}{"externalId": "B"}')
+    with pytest.raises(InputFileError, match="the file has no line ends"):
+        import_leads(source, CAMPAIGN, dry_run=True)
+    source.write_bytes(b"not json\n")
+    with pytest.raises(InputFileError, match=r"no JSON object could be read .*\(line 1: invalid"):
+        import_leads(source, CAMPAIGN, dry_run=True)

@@ -84,7 +84,9 @@ def _count_rows(path: Path) -> int | None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write every rejected or failed row, with its reason and its values, to this "
     "CSV. A value starting with = + - @ or a tab or carriage return gets a ' in front, "
-    "so a spreadsheet runs no formula; values are otherwise kept as they were.",
+    "so a spreadsheet runs no formula; a byte that could not be read shows as \\xNN; "
+    "values are otherwise kept as they were. Its last column, extra, holds values "
+    "without a column. It may not be FILE or the journal.",
 )
 @click.option(
     "--encoding",
@@ -237,7 +239,10 @@ def _print_report(report: ImportReport) -> None:
     if report.resumed:
         title += ", resumed from its journal"
     out.print(f"[bold]{title}[/]: {report.rows} rows in {report.elapsed:.1f} s")
-    out.print(f"  created                          {report.created}")
+    if report.dry_run:
+        out.print(f"  would send                       {report.sendable}")
+    else:
+        out.print(f"  created                          {report.created}")
     out.print(f"  skipped: duplicate in the file   {report.duplicates_in_file}")
     out.print(f"  skipped: already in the campaign {report.already_present}")
     out.print(f"  rejected                         {report.rejected}")

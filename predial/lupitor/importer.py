@@ -13,7 +13,10 @@ that were in flight are sent again for the server's dedup to absorb.
 Prefetch-only leads (externalId, no phone) go in bulk; the older API version
 refuses them in bulk ("leads[N]: phoneNumber is required"), and then they are sent
 one by one with bounded concurrency. `api_version="auto"` finds out from the
-server's answer.
+server's answer. That older version does not deduplicate such leads, so before the
+first one is sent the campaign is listed once, and a lead whose externalId is
+already there is journaled `already_present` and not sent: an import run again with
+a fresh journal (or `--wait` with another one) adds nothing twice.
 
 One ambiguity is reported as it is: when a request's answer is lost and the resend
 says "already present", the lead is counted as created by this import (the lost
@@ -24,6 +27,10 @@ One import at a time: the journal and the input file (into its campaign) are
 locked for the whole run (`ImportLock`), so a second import of the same file fails
 at once with `ImportInProgress` naming the first, or, with `wait=True`, waits for
 it and then resumes from the journal it wrote. A dry run takes no lock.
+
+Nothing given is overwritten by mistake: a rejects file that is the input, the
+journal or one of its files, and a journal that is the input, are refused
+(`ConfigurationError`) before anything is read or written.
 
 The file is decoded strictly (`predial.tabular`): a row with a byte that is not
 valid in the file's encoding is rejected, never sent altered; the encoding used is
@@ -37,6 +44,7 @@ import csv
 import hashlib
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -45,7 +53,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import (
+    ConfigurationError,
     ImportInProgress,
+    InputFileError,
     LupitorAnswerLost,
     LupitorRateLimited,
     LupitorUnavailable,
@@ -70,6 +80,9 @@ Progress = Callable[[int], None]  # called with the number of rows just settled
 LOCK_POLL = 0.25
 #: What a spreadsheet takes for the start of a formula (OWASP, CSV injection).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+#: A byte that did not decode (a lone surrogate, U+DC00 + byte) or a NUL: shown in
+#: the rejects file as `\xNN` text.
+_UNREADABLE = re.compile("[\x00\udc00-\udcff]")
 
 
 @dataclass
@@ -139,6 +152,9 @@ class _Importer:
         self.concurrency = concurrency
         self.progress = progress
         self.uncertain: list[_Pending] = []
+        #: Digests of the campaign's externalIds, listed once before the first lead
+        #: is sent one by one (the older API would store a lead it has again).
+        self.present: set[int] | None = None
 
     def settled(self, count: int) -> None:
         if self.progress is not None and count:
@@ -218,16 +234,34 @@ class _Importer:
             else:
                 self.journal.record(item.line, "already_present", identifier=identifier)
 
+    async def _listed(self) -> set[int]:
+        """The campaign's externalIds (as digests), listed on the first call."""
+        assert self.client is not None
+        if self.present is None:
+            present: set[int] = set()
+            async for stored in self.client.list_leads(self.campaign_id, page_size=8000):
+                digest = _digest(stored.external_id)
+                if digest is not None:
+                    present.add(digest)
+            self.present = present
+        return self.present
+
     async def _send_singles(self, items: list[_Pending]) -> None:
         assert self.client is not None
         client = self.client
         gate = asyncio.Semaphore(self.concurrency)
+        present = await self._listed() if any(not item.attempted for item in items) else set()
 
         async def one(item: _Pending) -> None:
             if item.attempted:
                 # Sent by a run that was killed before the answer: the older API would
                 # not dedup a resend, so look for it in the campaign first.
                 self.uncertain.append(item)
+                return
+            if _digest(item.lead.external_id) in present:
+                # In the campaign already (an earlier import, or one with another
+                # journal): the older API would store it a second time.
+                self.journal.record(item.line, "already_present", identifier=_identifier(item.lead))
                 return
             async with gate:
                 self.report.single_requests += 1
@@ -279,14 +313,15 @@ class _Importer:
         for round_number in range(1, rounds + 1):
             if not self.uncertain:
                 return
-            present: set[str] = set()
+            present: set[int] = set()
             async for stored in self.client.list_leads(self.campaign_id, page_size=8000):
-                if stored.external_id:
-                    present.add(stored.external_id)
+                digest = _digest(stored.external_id)
+                if digest is not None:
+                    present.add(digest)
             pending, self.uncertain = self.uncertain, []
             missing = []
             for item in pending:
-                if item.lead.external_id in present:
+                if _digest(item.lead.external_id) in present:
                     self.journal.record(
                         item.line,
                         "created",
@@ -333,11 +368,82 @@ def _header(path: Path, encoding: str) -> list[str]:
     if table_format(path) == "csv":
         return read_header(path, encoding)
     names: dict[str, None] = {}
-    for index, row in enumerate(read_rows(path, encoding)):
-        names.update(dict.fromkeys(k for k in row.fields if not k.startswith("__")))
-        if index >= 100:  # JSON Lines objects may differ: look at the first hundred
+    first_error: tuple[int, str] | None = None
+    count = 0
+    for count, row in enumerate(read_rows(path, encoding), start=1):
+        if "__error__" in row.fields:
+            if first_error is None:
+                first_error = (row.line, str(row.fields["__error__"]))
+        else:
+            names.update(dict.fromkeys(k for k in row.fields if not k.startswith("__")))
+        if count > 100:  # JSON Lines objects may differ: look at the first hundred
             break
+    if not names and first_error is not None:
+        line, reason = first_error
+        if count == 1 and line == 1 and not _has_line_end(path):
+            raise InputFileError(
+                f"{path}: the file has no line ends, and its one line is no JSON object "
+                f"({reason}); JSON Lines needs one object per line, each ending with a "
+                "line feed (LF)"
+            )
+        raise InputFileError(
+            f"{path}: no JSON object could be read in its first lines (line {line}: "
+            f"{reason}); JSON Lines needs one object per line"
+        )
     return list(names)
+
+
+def _has_line_end(path: Path) -> bool:
+    """Whether the file holds a line feed (read only to word an error)."""
+    try:
+        with path.open("rb") as file:
+            while chunk := file.read(1 << 20):
+                if b"\n" in chunk:
+                    return True
+    except OSError:
+        return True  # cannot tell: say nothing about line ends
+    return False
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    """The same file: the same resolved path, or (both existing) the same inode."""
+    if os.path.realpath(first) == os.path.realpath(second):
+        return True
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return False  # one of them does not exist (yet)
+
+
+def _check_paths(source: Path, journal: Path, rejects: Path | None) -> None:
+    """Refuse what would overwrite the input or the journal, before anything is read
+    or written: a journal that is the input, a rejects file that is the input, the
+    journal or one of its files."""
+    if _same_file(journal, source):
+        raise ConfigurationError(
+            f"--journal {journal}: that is the input file; the journal needs a file of its "
+            f"own (by default {Journal.default_path(source).name}, beside the input)"
+        )
+    if rejects is None:
+        return
+    if _same_file(rejects, source):
+        raise ConfigurationError(
+            f"--rejects {rejects}: that is the input file, which the rejected rows would "
+            "overwrite; name another file"
+        )
+    bases = dict.fromkeys((str(journal), os.path.realpath(journal)))
+    for base in bases:
+        for suffix, what in (
+            ("", "the journal"),
+            ("-wal", "the journal's -wal file"),
+            ("-shm", "the journal's -shm file"),
+            (".lock", "the journal's lock file"),
+        ):
+            if _same_file(rejects, Path(base + suffix)):
+                raise ConfigurationError(
+                    f"--rejects {rejects}: that is {what} ({base + suffix}), which the "
+                    "rejected rows would overwrite; name another file"
+                )
 
 
 async def _verify(
@@ -388,6 +494,8 @@ async def import_leads_async(
         raise ValueError(f"batch_size must be between 1 and {MAX_BULK}")
     source = Path(path)
     started = time.monotonic()
+    journal_file = Path(journal_path) if journal_path else Journal.default_path(source)
+    _check_paths(source, journal_file, Path(rejects_path) if rejects_path is not None else None)
     notify = on_notice if on_notice is not None else log.warning
     codec = detect_encoding(source, encoding, notice=on_notice)
     header = _header(source, codec)
@@ -395,7 +503,6 @@ async def import_leads_async(
     if on_columns is not None:
         on_columns(columns.describe())
     policy = policy or PhonePolicy(default_region=region)
-    journal_file = Path(journal_path) if journal_path else Journal.default_path(source)
     lock = None if dry_run else ImportLock(journal_file, source, campaign_id)
     # The client first: a missing key must not leave a journal behind.
     own_client = client is None and not dry_run
@@ -545,7 +652,15 @@ async def _import_rows(
 
 def _write_rejects(source: Path, codec: str, journal: Journal, target: Path) -> None:
     """A CSV of every rejected or failed row: line, status, column, reason, then the
-    row's own values, so it can be fixed and imported again.
+    row's own values, then `extra`, so it can be fixed and imported again.
+
+    A row rejected for a byte that is not valid in the file's encoding, or a NUL,
+    keeps its values, each such byte shown as `\\xNN` text (`M\\xFCller`), which
+    shows where it is. `extra` holds what has no column: a CSV row's values past
+    the header's last column (a JSON array), a JSON Lines object's keys that are
+    not among the columns (a JSON object; the columns are those of the file's first
+    hundred objects). A row that could not be parsed at all (a field or line over
+    10 MB, invalid JSON) has its line, status and reason only.
 
     It is meant to be opened in a spreadsheet, so no cell may start a formula: a
     value starting with `=`, `+`, `-`, `@`, a tab or a carriage return gets a `'`
@@ -554,9 +669,12 @@ def _write_rejects(source: Path, codec: str, journal: Journal, target: Path) -> 
     problems = iter(journal.problems())
     upcoming = next(problems, None)
     header = _header(source, codec)
+    known = set(header)
     with target.open("w", newline="", encoding="utf-8") as file:
         writer = csv.writer(file)
-        writer.writerow([_cell(name) for name in ["line", "status", "column", "reason", *header]])
+        writer.writerow(
+            [_cell(name) for name in ["line", "status", "column", "reason", *header, "extra"]]
+        )
         if upcoming is None:
             return
         for row in read_rows(source, codec):
@@ -566,9 +684,23 @@ def _write_rejects(source: Path, codec: str, journal: Journal, target: Path) -> 
                 break
             if upcoming[0] == row.line:
                 line, status, column, reason = upcoming
-                values = [row.fields.get(name, "") for name in header]
-                writer.writerow([_cell(v) for v in (line, status, column, reason, *values)])
+                fields = row.raw if row.raw is not None else row.fields
+                values = [fields.get(name, "") for name in header]
+                extra = _extra(fields, known)
+                writer.writerow([_cell(v) for v in (line, status, column, reason, *values, extra)])
                 upcoming = next(problems, None)
+
+
+def _extra(fields: Mapping[str, Any], known: set[str]) -> Any:
+    """What a row holds that no column of the rejects file shows, or None."""
+    if "__extra__" in fields:
+        return fields["__extra__"]
+    others = {
+        key: value
+        for key, value in fields.items()
+        if key not in known and key not in ("__error__", "__extra__")
+    }
+    return others or None
 
 
 def _cell(value: Any) -> str:
@@ -584,7 +716,15 @@ def _cell(value: Any) -> str:
             text = "(a JSON value nested too deeply to write)"
     else:
         text = json.dumps(value) if isinstance(value, bool) else str(value)
+    if not text.isascii() or "\x00" in text:
+        text = _UNREADABLE.sub(_shown_byte, text)
     return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def _shown_byte(match: re.Match[str]) -> str:
+    """A byte that did not decode (U+DC00 + byte), or a NUL, as `\\xNN` text."""
+    code = ord(match.group())
+    return f"\\x{code - 0xDC00 if code else 0:02X}"
 
 
 def import_leads(path: str | Path, campaign_id: str, **options: Any) -> ImportReport:

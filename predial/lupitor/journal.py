@@ -9,9 +9,14 @@ not sent again; rows that were in flight are sent again, and the server's dedup
 the cost of a full sync per batch.
 
 What is read back is checked: a file that is not a journal (another SQLite
-database is refused before anything is written into it), an unknown status, a line
-number the input file cannot have, a missing stamp. Every SQLite failure (damage,
-permissions, a full disk) is a `JournalError` naming the journal and what to do.
+database is refused before anything is written into it), tables whose columns are
+not a journal's (names, types, primary key), an unknown status, a value of the wrong
+type, a line number the input file cannot have, a missing stamp. Every SQLite
+failure (damage, permissions, a full disk) is a `JournalError` naming the journal
+and what to do. Only a file known to be a predial journal (marked with SQLite's
+application id, or holding a journal's tables and stamp) is ever called damaged
+with the advice to delete it; any other file is "not a predial journal: pass
+another --journal".
 
 `ImportLock` is held for an import's whole run, so a second import of the same
 file into the same campaign, or through the same journal, stops at once with
@@ -20,6 +25,7 @@ file into the same campaign, or through the same journal, stops at once with
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -36,7 +42,13 @@ from typing import Any
 
 import filelock
 
-from ..errors import ConfigurationError, ImportInProgress, JournalError
+from ..errors import (
+    ConfigurationError,
+    ImportInProgress,
+    InputFileError,
+    JournalError,
+    PredialError,
+)
 
 __all__ = ["FINAL", "STATUSES", "ImportLock", "Journal"]
 
@@ -66,16 +78,27 @@ CREATE TABLE rows (
     reason TEXT
 );
 """
+#: Each table's columns as `PRAGMA table_info` gives them: name, type, not null, pk.
 _COLUMNS = {
-    "meta": ["key", "value"],
-    "rows": ["line", "status", "identifier", "lead_id", "column_name", "reason"],
+    "meta": [("key", "TEXT", 0, 1), ("value", "TEXT", 1, 0)],
+    "rows": [
+        ("line", "INTEGER", 0, 1),
+        ("status", "TEXT", 1, 0),
+        ("identifier", "TEXT", 0, 0),
+        ("lead_id", "TEXT", 0, 0),
+        ("column_name", "TEXT", 0, 0),
+        ("reason", "TEXT", 0, 0),
+    ],
 }
 _STAMP_KEYS = ("source", "fingerprint", "campaign")
+#: SQLite's application id of a predial journal ("pred"), in its file header.
+APPLICATION_ID = 0x70726564
+_SQLITE_MAGIC = b"SQLite format 3\x00"
 _START_OVER = (
     "delete it (with its -wal and -shm files) to start over, as the server skips leads "
-    "it already has (the older API version only those with a phone number), "
-    "or pass another --journal"
+    "it already has, or pass another --journal"
 )
+_NOT_OURS = "nothing was written to it: pass another --journal"
 
 
 def fingerprint(path: Path) -> str:
@@ -88,28 +111,95 @@ def fingerprint(path: Path) -> str:
     return f"{path.stat().st_size}:{digest.hexdigest()}"
 
 
-def _explain(path: Path, error: sqlite3.Error) -> str:
-    """One line: what went wrong with the journal, and what to do."""
-    name = getattr(error, "sqlite_errorname", "")
-    if name in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
-        return f"{path}: not a predial journal, or damaged ({error}); {_START_OVER}"
-    if name == "SQLITE_FULL":
+# SQLite's primary result codes (an extended code's low byte is its primary code).
+_PRIMARY = {
+    "SQLITE_PERM": 3,
+    "SQLITE_BUSY": 5,
+    "SQLITE_LOCKED": 6,
+    "SQLITE_READONLY": 8,
+    "SQLITE_CORRUPT": 11,
+    "SQLITE_FULL": 13,
+    "SQLITE_CANTOPEN": 14,
+    "SQLITE_AUTH": 23,
+    "SQLITE_NOTADB": 26,
+}
+_DAMAGED = frozenset({_PRIMARY["SQLITE_NOTADB"], _PRIMARY["SQLITE_CORRUPT"]})
+_NOT_WRITABLE = frozenset(
+    _PRIMARY[name] for name in ("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH")
+)
+_IN_USE = frozenset({_PRIMARY["SQLITE_BUSY"], _PRIMARY["SQLITE_LOCKED"]})
+
+
+def _primary_code(error: sqlite3.Error) -> int | None:
+    """The error's primary result code: SQLITE_READONLY_DIRECTORY (1544, a folder
+    the user cannot write) is SQLITE_READONLY (8)."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF
+    name = getattr(error, "sqlite_errorname", None)
+    if isinstance(name, str):
+        for prefix, primary in _PRIMARY.items():
+            if name == prefix or name.startswith(prefix + "_"):
+                return primary
+    return None
+
+
+def _explain(path: Path, error: sqlite3.Error, ours: bool) -> str:
+    """One line: what went wrong with the journal, and what to do. `ours`: the file
+    is known to be a predial journal (only then may the advice be to delete it)."""
+    code = _primary_code(error)
+    text = str(error).lower()
+    if code in _DAMAGED:
+        if ours:
+            return f"{path}: a damaged predial journal ({error}); {_START_OVER}"
+        return f"{path}: not a predial journal ({_what_file(path)}); {_NOT_OURS}"
+    if code == _PRIMARY["SQLITE_FULL"]:
         return (
             f"{path}: the journal cannot be written: the disk is full; free some space "
             "and rerun the same command (the import resumes), or pass a --journal on "
             "another disk"
         )
-    if name in ("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH"):
+    if code in _NOT_WRITABLE or any(
+        word in text for word in ("readonly", "read-only", "unable to open", "permission")
+    ):
         return (
             f"{path}: the journal cannot be opened for writing ({error}); make the file "
-            "and its folder writable, or pass another --journal"
+            f"and its folder ({_folder(path)}) writable, or pass another --journal"
         )
-    if name in ("SQLITE_BUSY", "SQLITE_LOCKED"):
+    if code in _IN_USE:
         return (
             f"{path}: the journal is locked by another program ({error}); close it, "
             "or pass another --journal"
         )
-    return f"{path}: journal error ({error}); {_START_OVER}"
+    if ours:
+        return f"{path}: journal error ({error}); {_START_OVER}"
+    return f"{path}: journal error ({error}); pass another --journal"
+
+
+def _folder(path: Path) -> str:
+    return str(path.parent.resolve()) if path.parent != Path() else os.getcwd()
+
+
+def _what_file(path: Path) -> str:
+    """What a file that SQLite cannot read as a database is, from its first bytes."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(len(_SQLITE_MAGIC))
+    except OSError as error:
+        return f"it cannot be read: {error.strerror or error}"
+    if head.startswith(_SQLITE_MAGIC):
+        return "a damaged SQLite database, not marked as a predial journal"
+    return "not an SQLite database"
+
+
+def _marked(path: Path) -> bool:
+    """Whether the file's SQLite header carries the predial journal's application id."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(72)
+    except OSError:
+        return False
+    return head.startswith(_SQLITE_MAGIC) and head[68:72] == APPLICATION_ID.to_bytes(4, "big")
 
 
 class Journal:
@@ -129,7 +219,10 @@ class Journal:
         # A file of S bytes has at most S + 1 lines: a bigger line number is not a
         # row's, and would size the status array past the file.
         self._source = source
-        self._top_line = source.stat().st_size + 1
+        self._size = source.stat().st_size
+        self._top_line = self._size + 1
+        #: Known to be a predial journal: only such a file is ever called damaged.
+        self._ours = not memory and _marked(path)
         stamp = {
             "source": str(source.resolve()),
             "fingerprint": fingerprint(source),
@@ -158,16 +251,22 @@ class Journal:
             held = ", ".join(f"{kind} {name}" for name, kind in objects)
             raise JournalError(
                 f"{path}: an SQLite database that is not a predial journal (it holds "
-                f"{held}); nothing was written to it: pass another --journal"
+                f"{held}); {_NOT_OURS}"
             )
         if objects:
             for table, columns in _COLUMNS.items():
-                found = [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
-                if found != columns:
+                info = db.execute(f"PRAGMA table_info({table})").fetchall()
+                found = [
+                    (name, str(kind).upper(), notnull, pk) for _, name, kind, notnull, _, pk in info
+                ]
+                # A table WITHOUT ROWID has an index for its primary key: there `line
+                # INTEGER PRIMARY KEY` is no rowid and could hold text.
+                indexed = table == "rows" and db.execute("PRAGMA index_list(rows)").fetchall()
+                if found != columns or indexed:
+                    shown = ", ".join(f"{name} {kind}".strip() for name, kind, _, _ in found)
                     raise JournalError(
                         f"{path}: its table {table} is not a predial journal's (columns "
-                        f"{', '.join(found)}); nothing was written to it: pass another "
-                        "--journal"
+                        f"{shown}); {_NOT_OURS}"
                     )
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
@@ -183,10 +282,12 @@ class Journal:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         db.execute(statement)
+            db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             if encoding is not None:
                 stamp = {**stamp, "encoding": encoding}
             db.executemany("INSERT INTO meta VALUES (?, ?)", stamp.items())
             db.execute("COMMIT")
+            self._ours = True
             return False
         missing = [key for key in _STAMP_KEYS if not isinstance(existing.get(key), str)]
         if missing:
@@ -194,6 +295,7 @@ class Journal:
                 f"{path}: the journal has no stamp ({', '.join(missing)} missing): not "
                 f"written by predial, or damaged; {_START_OVER}"
             )
+        self._ours = True  # a journal's tables, exactly, and its stamp
         for key, value in stamp.items():
             if existing[key] != value:
                 what = {
@@ -207,6 +309,11 @@ class Journal:
                 )
         if encoding is not None:
             recorded = existing.get("encoding")
+            if recorded is not None and not isinstance(recorded, str):
+                raise JournalError(
+                    f"{path}: its recorded encoding is not text ({_shown(recorded)}): "
+                    f"damaged, or written by another program; {_START_OVER}"
+                )
             if recorded is None:
                 # A journal from before encodings were recorded: this run's is kept.
                 db.execute("INSERT INTO meta VALUES ('encoding', ?)", (encoding,))
@@ -224,7 +331,7 @@ class Journal:
         try:
             yield
         except sqlite3.Error as error:
-            raise JournalError(_explain(self.path, error)) from error
+            raise JournalError(_explain(self.path, error, self._ours)) from error
 
     @classmethod
     def default_path(cls, source: Path) -> Path:
@@ -236,22 +343,33 @@ class Journal:
             low, top = self._db.execute("SELECT MIN(line), MAX(line) FROM rows").fetchone()
             if top is None:
                 return bytearray(1)
-            if low < 1 or top > self._top_line:
-                bad = low if low < 1 else top
-                raise JournalError(
-                    f"{self.path}: records line {bad}, which {self._source.name} cannot "
-                    f"have (it has at most {self._top_line} lines): damaged; {_START_OVER}"
-                )
+            self._check_line(low)
+            self._check_line(top)
             codes = bytearray(top + 1)
             for line, status in self._db.execute("SELECT line, status FROM rows"):
-                code = _CODES.get(status)
+                self._check_line(line)
+                code = _CODES.get(status) if isinstance(status, str) else None
                 if code is None:
                     raise JournalError(
-                        f"{self.path}: line {line} has the unknown status {status!r}: "
+                        f"{self.path}: line {line} has the unknown status {_shown(status)}: "
                         f"damaged, or written by another program; {_START_OVER}"
                     )
                 codes[line] = code
         return codes
+
+    def _check_line(self, line: object) -> None:
+        """A line number read back: an int the input file can have."""
+        if type(line) is not int:
+            raise JournalError(
+                f"{self.path}: records the line number {_shown(line)}, which is not a "
+                f"whole number: damaged, or written by another program; {_START_OVER}"
+            )
+        if not 1 <= line <= self._top_line:
+            raise JournalError(
+                f"{self.path}: records line {line}, which {self._source.name} cannot "
+                f"have (the file is {self._size} bytes long, so no line can be numbered "
+                f"over {self._top_line}): damaged; {_START_OVER}"
+            )
 
     @staticmethod
     def is_final(code: int) -> bool:
@@ -296,9 +414,16 @@ class Journal:
     def counts(self) -> dict[str, int]:
         self.flush()
         with self._guard():
-            return dict(
+            counts = dict(
                 self._db.execute("SELECT status, COUNT(*) FROM rows GROUP BY status").fetchall()
             )
+        for status in counts:
+            if not isinstance(status, str) or status not in _CODES:
+                raise JournalError(
+                    f"{self.path}: a row has the unknown status {_shown(status)}: damaged, "
+                    f"or written by another program; {_START_OVER}"
+                )
+        return counts
 
     def problems(self) -> Iterable[tuple[int, str, str | None, str | None]]:
         """(line, status, column, reason) of every rejected or failed row, in file order."""
@@ -313,7 +438,16 @@ class Journal:
                 batch = cursor.fetchmany(1000)
             if not batch:
                 return
-            yield from batch
+            for line, status, column, reason in batch:
+                self._check_line(line)
+                for value in (column, reason):
+                    if value is not None and not isinstance(value, str):
+                        raise JournalError(
+                            f"{self.path}: line {line} has a column or reason that is not "
+                            f"text ({_shown(value)}): damaged, or written by another "
+                            f"program; {_START_OVER}"
+                        )
+                yield line, status, column, reason
 
     def close(self) -> None:
         try:
@@ -330,6 +464,12 @@ class Journal:
             log.warning("%s (the outcomes of the last rows were not recorded)", error)
 
 
+def _shown(value: object) -> str:
+    """A value read from a journal, for a message: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def remove_journal(path: Path) -> None:
     for suffix in ("", "-wal", "-shm"):
         candidate = Path(str(path) + suffix)
@@ -344,19 +484,34 @@ def holder(owner: dict[str, Any] | None) -> str:
     return f"pid {owner['pid']} on host {owner['host']}, started {owner['started']}"
 
 
+#: Why a lock beside the input file may be impossible without anything being wrong
+#: with the import: a folder the user cannot write, or a name too long for one more
+#: suffix. That lock is then skipped, with a warning.
+_BESIDE_SKIPPABLE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG})
+
+
 class ImportLock:
-    """Two file locks held for an import's whole run (filelock: released by the
+    """Three file locks held for an import's whole run (filelock: released by the
     system when the process dies, however it dies):
 
-    - `<journal>.lock`, beside the journal: one import per journal;
-    - one per input file (its device and inode, so any path to it) and campaign, in
-      a private folder of the user under the system's temporary folder: the same
-      file into the same campaign through two different journals.
+    - `<journal>.lock`, beside the journal, at its resolved path (a symlink to the
+      journal is the same journal): one import per journal;
+    - `<input>.<campaign digest>.import.lock`, beside the input file's resolved
+      path: the same file into the same campaign through another journal, whatever
+      temporary folder each import has (cron and a shell differ). Skipped, with a
+      warning, when the input's folder cannot be written;
+    - one per input file's device and inode (so a hard link to it too) and
+      campaign, in a private folder of the user under the system's temporary folder.
 
     Who holds a lock is written beside it, in `<lock>.owner` (JSON: pid, host,
     started, journal, source, campaign), for the message of the one refused; the
     details cannot live in the lock file itself, which some versions of filelock
-    truncate when they open it.
+    truncate when they open it. The lock files stay (empty) after the import.
+
+    A lock file that cannot be created is an error naming it, its folder and the
+    system's reason (`JournalError` for the journal's, `InputFileError` beside the
+    input, `ConfigurationError` in the temporary folder), never "another import is
+    running": only a lock another process holds means that.
     """
 
     def __init__(self, journal: Path, source: Path, campaign_id: str) -> None:
@@ -364,17 +519,30 @@ class ImportLock:
         self.source = source
         self.campaign_id = campaign_id
         self._held: list[tuple[filelock.BaseFileLock, Path]] = []
+        self._warned = False
 
-    def _paths(self) -> list[tuple[Path, int | None]]:
-        journal_lock = self.journal.with_name(self.journal.name + ".lock")
-        identity = self.source.stat()
+    def _sites(self) -> list[tuple[Path, int | None, str]]:
+        """(lock file, its mode or None for filelock's, which lock) in the order taken."""
+        journal = Path(os.path.realpath(self.journal))
+        source = Path(os.path.realpath(self.source))
+        try:
+            identity = source.stat()
+        except OSError as error:
+            raise InputFileError(
+                f"{self.source}: cannot be read: {error.strerror or error}"
+            ) from None
+        campaign = hashlib.sha256(self.campaign_id.encode()).hexdigest()[:8]
         key = f"{identity.st_dev}:{identity.st_ino}:{self.campaign_id}"
         name = hashlib.sha256(key.encode()).hexdigest()[:24]
-        return [(journal_lock, None), (_private_folder() / f"{name}.lock", 0o600)]
+        return [
+            (journal.with_name(journal.name + ".lock"), None, "journal"),
+            (source.with_name(f"{source.name}.{campaign}.import.lock"), None, "source"),
+            (_private_folder() / f"{name}.lock", 0o600, "temp"),
+        ]
 
     def acquire(self) -> None:
-        """Take both locks, or neither: `ImportInProgress` naming the holder when
-        another import has one."""
+        """Take every lock, or none: `ImportInProgress` naming the holder when another
+        import has one."""
         owner = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
@@ -384,7 +552,16 @@ class ImportLock:
             "campaign": self.campaign_id,
         }
         try:
-            for path, mode in self._paths():
+            for path, mode, which in self._sites():
+                try:
+                    # Created here, not by filelock: it makes missing folders, and
+                    # reports a file it cannot create as a lock it could not get.
+                    _create_lock_file(path, 0o644 if mode is None else mode)
+                except OSError as error:
+                    if which == "source" and error.errno in _BESIDE_SKIPPABLE:
+                        self._skip_beside(path, error)
+                        continue
+                    raise _cannot_lock(which, path, error) from None
                 lock = (
                     filelock.FileLock(path, timeout=0)
                     if mode is None
@@ -395,16 +572,25 @@ class ImportLock:
                 except filelock.Timeout:
                     raise self._busy(path) from None
                 except OSError as error:
-                    raise JournalError(
-                        f"{path}: cannot take the import lock ({error.strerror or error}); "
-                        "make its folder writable, or pass another --journal"
-                    ) from None
+                    raise _cannot_lock(which, path, error) from None
                 sidecar = path.with_name(path.name + ".owner")
                 self._held.append((lock, sidecar))
                 _write_owner(sidecar, owner)
         except BaseException:
             self.release()
             raise
+
+    def _skip_beside(self, path: Path, error: OSError) -> None:
+        if self._warned:
+            return  # once per import, not once per try of --wait
+        self._warned = True
+        log.warning(
+            "%s: cannot create the import lock beside the input file (%s); an import of "
+            "it through another journal is stopped only if it has the same temporary "
+            "folder ($TMPDIR)",
+            path,
+            error.strerror or error,
+        )
 
     def release(self) -> None:
         """Let go of what is held (the owner files first, while still held)."""
@@ -425,6 +611,37 @@ class ImportLock:
             f"{holder(owner)}; wait for it to finish, or rerun with --wait",
             owner,
         )
+
+
+def _create_lock_file(path: Path, mode: int) -> None:
+    """Create the lock file if it is not there (never through a symbolic link)."""
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    os.close(os.open(path, flags, mode))
+
+
+def _cannot_lock(which: str, path: Path, error: OSError) -> PredialError:
+    """The error for a lock file that cannot be created or locked: its path, its
+    folder, the system's reason and what to do."""
+    reason = error.strerror or str(error)
+    folder = path.parent
+    if error.errno == errno.ENOENT and not folder.is_dir():
+        problem = f"the folder {folder} does not exist ({reason})"
+    elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        problem = f"the folder {folder} cannot be written ({reason})"
+    else:
+        problem = f"it cannot be created in {folder} ({reason})"
+    if which == "journal":
+        return JournalError(
+            f"{path}: cannot take the journal's lock: {problem}; pass a --journal in a "
+            "folder you can write"
+        )
+    if which == "source":
+        return InputFileError(
+            f"{path}: cannot take the import lock beside the input file: {problem}"
+        )
+    return ConfigurationError(
+        f"{path}: cannot take the import lock: {problem}; set TMPDIR to a folder you can write"
+    )
 
 
 def _private_folder() -> Path:
