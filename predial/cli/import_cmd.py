@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import cast
@@ -18,6 +17,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from .._threads import run as run_to_end
 from ..errors import InputFileError
 from ..lupitor.client import API_URL_ENV, AsyncLupitorClient
 from ..lupitor.importer import ApiVersion, ImportReport, import_leads_async
@@ -225,7 +225,7 @@ def import_(
             if resolver is not None:
                 await resolver.close()
 
-    report = asyncio.run(run())
+    report = run_to_end(run())
     if as_json:
         click.echo(json.dumps(report.to_dict()))
     else:

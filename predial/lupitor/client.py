@@ -44,6 +44,7 @@ from ..errors import (
     LupitorValidationError,
 )
 from ..models import Lead
+from ..redaction import register_secret
 from .limiter import SlidingWindowLimiter
 from .models import BulkCreateResult, BulkDeleteResult, CreatedLead, StoredLead
 
@@ -164,6 +165,7 @@ class _Core:
         if not key:
             raise ConfigurationError(f"no Lupitor API key: pass api_key or set {API_KEY_ENV}")
         key = key.strip()  # a key pasted from a file often ends with a newline
+        register_secret(key)  # redacted by value wherever a message might quote it
         if not key.isascii() or not key.isprintable() or " " in key:
             raise ConfigurationError(
                 f"the Lupitor API key ({API_KEY_ENV}) has characters an HTTP header cannot "
