@@ -118,8 +118,9 @@ class Resolver:
         ] = weakref.WeakKeyDictionary()
         self._last_loop: asyncio.AbstractEventLoop | None = None
         self._last_flights: dict[CacheKey, Flight[Answer | Outcome, Outcome]] = {}
-        # Fetch tasks still running, on whichever loop (set operations are atomic).
-        self._fetches: set[asyncio.Task[None]] = set()
+        # Fetch tasks past their deadline whose adapters run on (on whichever loop;
+        # set operations are atomic), cancelled again at close().
+        self._overdue: set[asyncio.Task[None]] = set()
         self._closed = False
         if registry is None:
             self.registry = load_plugins(plugins, entrypoints=load_entrypoints)
@@ -430,13 +431,7 @@ class Resolver:
         if flight is None:
             flight = flights[key] = Flight()
             remaining = runtime.deadline - (perf_counter() - started)
-            task = start_task(loop, self._fly(runtime, key, remaining, flight, flights))
-            if not task.done():
-                # Kept until it ends, so close() can cancel fetches their adapters
-                # still run after the deadline; an interrupt it ends with is read.
-                self._fetches.add(task)
-                task.add_done_callback(self._fetch_ended)
-            flight.task = task
+            flight.task = start_task(loop, self._fly(runtime, key, remaining, flight, flights))
         if not flight.done:  # an eager start may have finished it already
             await flight.follow(loop)
         return self._outcome(runtime, key, flight)
@@ -462,6 +457,10 @@ class Resolver:
             nonlocal expired
             expired = True
             task.cancel()
+            # Kept until it ends, so close() can cancel it again if its adapter
+            # ignores this cancellation and runs on.
+            self._overdue.add(task)
+            task.add_done_callback(self._overdue.discard)
             # The callers are answered in the next step, not when the adapter's call
             # ends: an adapter may swallow its cancellation and run on for seconds.
             # (One that answers as it is cancelled does so first, and is believed.)
@@ -488,6 +487,7 @@ class Resolver:
                 # propagates, as Python expects, once the callers are answered and
                 # the key is free.
                 self._land(runtime, key, flight, flights, Outcome.failed("adapter_error"))
+                task.add_done_callback(_read_exception)  # it propagates: not "unretrieved"
                 raise
             answer = Outcome.failed("adapter_error", detail=type(error).__name__)
         except BaseException as error:  # fetch_raw maps every adapter failure: a bug of ours
@@ -506,11 +506,6 @@ class Resolver:
                 # the key may have a new flight. The late answer is dropped.
                 return
         self._land(runtime, key, flight, flights, answer)
-
-    def _fetch_ended(self, task: asyncio.Task[None]) -> None:
-        self._fetches.discard(task)
-        if not task.cancelled():
-            task.exception()  # an interrupt it ended with has propagated: not "unretrieved"
 
     def _land(
         self,
@@ -754,7 +749,15 @@ class Resolver:
     async def _cancel_fetches(self, grace: float) -> None:
         loop = asyncio.get_running_loop()
         own = []
-        for task in list(self._fetches):
+        running = [
+            flight.task
+            for flights in list(self._inflight.values())
+            for flight in list(flights.values())
+            if flight.task is not None
+        ]
+        for task in {*self._overdue, *running}:
+            if task.done():
+                continue
             if task.get_loop() is loop:
                 task.cancel()
                 own.append(task)
@@ -794,3 +797,8 @@ class Resolver:
         traceback: TracebackType | None,
     ) -> None:
         self.close_sync()
+
+
+def _read_exception(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
