@@ -197,18 +197,15 @@ def test_a_second_import_with_another_journal_is_stopped_too(
     assert f"pid {first.pid}" in second.stderr
 
 
-@pytest.mark.parametrize("slow_api", ["v1"], indirect=True)
-def test_wait_runs_the_second_import_after_the_first(
-    tmp_path: Path, slow_api: tuple[FakeLupitor, str]
-) -> None:
-    """--wait: the second says whose import it waits for, then resumes from the
-    journal the first wrote; every lead once, both exit 0."""
-    fake, url = slow_api
-    source, expected = _leads_file(tmp_path)
+def _run_waiting_second(
+    url: str, source: Path, fake: FakeLupitor, first: subprocess.Popen[str], *extra: str
+) -> tuple[str, str, int, str]:
+    """Start a second import with --wait while `first` is held by the slow fake; let
+    the first finish once the second says it waits. Returns the second's stdout,
+    stderr and exit code, and the first's stderr."""
     env = {**os.environ, "LUPITOR_API_KEY": KEY}
-    first = _start_first(url, source, tmp_path / "leads.csv.journal.sqlite", fake)
     second = subprocess.Popen(
-        _command(url, source, "--wait"),
+        _command(url, source, "--wait", *extra),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -226,10 +223,22 @@ def test_wait_runs_the_second_import_after_the_first(
     finally:
         fake.faults = Faults()
     _, first_err = first.communicate(timeout=120)
-    second_out, rest = second.communicate(timeout=120)
-    second_err = "".join(early) + rest
     assert first.returncode == 0, first_err
-    assert second.returncode == 0, second_err
+    second_out, rest = second.communicate(timeout=120)
+    return second_out, "".join(early) + rest, second.returncode, first_err
+
+
+@pytest.mark.parametrize("slow_api", ["v1"], indirect=True)
+def test_wait_runs_the_second_import_after_the_first(
+    tmp_path: Path, slow_api: tuple[FakeLupitor, str]
+) -> None:
+    """--wait: the second says whose import it waits for, then resumes from the
+    journal the first wrote; every lead once, both exit 0."""
+    fake, url = slow_api
+    source, expected = _leads_file(tmp_path)
+    first = _start_first(url, source, tmp_path / "leads.csv.journal.sqlite", fake)
+    second_out, second_err, code, _ = _run_waiting_second(url, source, fake, first)
+    assert code == 0, second_err
     waited = [line for line in second_err.splitlines() if line.startswith("waiting for")]
     assert len(waited) == 1, second_err
     assert f"pid {first.pid} on host {socket.gethostname()}" in waited[0]
@@ -980,29 +989,12 @@ def test_wait_with_another_journal_adds_nothing_twice(
     finds every lead already present; each is stored once."""
     fake, url = slow_api
     source, expected = _leads_file(tmp_path)
-    env = {**os.environ, "LUPITOR_API_KEY": KEY}
     first = _start_first(url, source, tmp_path / "leads.csv.journal.sqlite", fake)
-    second = subprocess.Popen(
-        _command(url, source, "--wait", "--journal", str(tmp_path / "other.journal")),
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    other = str(tmp_path / "other.journal")
+    second_out, second_err, code, _ = _run_waiting_second(
+        url, source, fake, first, "--journal", other
     )
-    assert second.stderr is not None
-    early: list[str] = []
-    try:
-        while not (early and early[-1].startswith("waiting for")):
-            line = second.stderr.readline()
-            if not line:
-                break
-            early.append(line)
-    finally:
-        fake.faults = Faults()
-    _, first_err = first.communicate(timeout=120)
-    second_out, rest = second.communicate(timeout=120)
-    assert first.returncode == 0, first_err
-    assert second.returncode == 0, "".join(early) + rest
+    assert code == 0, second_err
     report = json.loads(second_out)
     assert not report["resumed"]
     assert (report["created"], report["already_present"]) == (0, len(expected))

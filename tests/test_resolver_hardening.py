@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from conftest import VALID_US, VALID_US_2, Script, make_resolver
+from hostile import Ambiguous, Boom, Impostor, Incomparable, Treacherous, Unprintable
 
 import predial
 from predial import (
@@ -35,61 +36,6 @@ LEAD = Lead(campaign_id="cmp", external_id="ext-1")
 NO_CACHE = CacheSettings(positive_ttl=0, negative_ttl=0, stale_grace=0)
 #: Long enough that a hang fails the test instead of stalling the suite.
 HANG = 5.0
-
-
-class Boom(BaseException):
-    """A BaseException of an adapter's own."""
-
-
-class Ambiguous:
-    """A numpy array used as a flag: its truth value raises."""
-
-    def __bool__(self) -> bool:
-        raise ValueError("The truth value of an array with more than one element is ambiguous")
-
-
-class Incomparable:
-    """A state whose comparison raises."""
-
-    def __eq__(self, other: object) -> bool:
-        raise RuntimeError("cannot compare")
-
-    __hash__ = None  # type: ignore[assignment]
-
-
-class Unprintable:
-    """A value whose text raises."""
-
-    def __str__(self) -> str:
-        raise RuntimeError("no text")
-
-    __repr__ = __str__
-
-
-class Treacherous(str):
-    """Text whose own methods all raise."""
-
-    def strip(self, chars: str | None = None) -> str:
-        raise RuntimeError("strip")
-
-    def __str__(self) -> str:
-        raise RuntimeError("str")
-
-    def __hash__(self) -> int:
-        raise RuntimeError("hash")
-
-    def __eq__(self, other: object) -> bool:
-        raise RuntimeError("eq")
-
-
-class Impostor(str):
-    """The text of one number that hashes and compares like another."""
-
-    def __hash__(self) -> int:
-        return hash(VALID_US)
-
-    def __eq__(self, other: object) -> bool:
-        return True
 
 
 async def refused(resolver: Any, lead: Lead = LEAD) -> Unresolvable:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from hostile import Ambiguous, Boom, Impostor, Incomparable, Treacherous, Unprintable
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -40,57 +41,6 @@ DEADLINE = 0.15
 SLACK = 0.1
 VALID = ["+12024561111", "+12024561414", "+447911123456", "+4930123456789"]
 STORED = "+12025550143"
-
-
-class Boom(BaseException):
-    """A BaseException of an adapter's own."""
-
-
-class Ambiguous:
-    """A numpy array as a flag: its truth value raises."""
-
-    def __bool__(self) -> bool:
-        raise ValueError("ambiguous")
-
-
-class Incomparable:
-    def __eq__(self, other: object) -> bool:
-        raise RuntimeError("cannot compare")
-
-    __hash__ = None  # type: ignore[assignment]
-
-
-class Unprintable:
-    def __str__(self) -> str:
-        raise RuntimeError("no text")
-
-    __repr__ = __str__
-
-
-class Treacherous(str):
-    """Text whose own methods raise."""
-
-    def strip(self, chars: str | None = None) -> str:
-        raise RuntimeError("strip")
-
-    def __str__(self) -> str:
-        raise RuntimeError("str")
-
-    def __hash__(self) -> int:
-        raise RuntimeError("hash")
-
-    def __eq__(self, other: object) -> bool:
-        raise RuntimeError("eq")
-
-
-class Impostor(str):
-    """Text that hashes and compares like another number."""
-
-    def __hash__(self) -> int:
-        return hash(VALID[0])
-
-    def __eq__(self, other: object) -> bool:
-        return True
 
 
 # -- what an adapter may give back ---------------------------------------------------
