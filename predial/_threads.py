@@ -99,13 +99,20 @@ class DaemonThreadPool:
 
 
 class LoopThread:
-    """A private event loop in a daemon thread, for callers without one (`resolve_sync`)."""
+    """A private event loop in a daemon thread, for callers without one (`resolve_sync`).
+
+    The loop runs until `stop()`: code on it that stops it (an adapter calling
+    `loop.stop()`) or lets an exception out of a task does not end it, since no
+    caller could be answered after that.
+    """
 
     def __init__(self, name: str = "predial-sync") -> None:
         self._name = name
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._stopping = False
+        self._grace = 5.0
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
@@ -116,6 +123,7 @@ class LoopThread:
             if self._loop is None:
                 loop = asyncio.new_event_loop()
                 ready = threading.Event()
+                self._stopping = False
 
                 def run() -> None:
                     asyncio.set_event_loop(loop)
@@ -131,8 +139,10 @@ class LoopThread:
                                 type(error).__name__,
                             )
                             continue
-                        break
-                    _end_tasks(loop)
+                        if self._stopping:
+                            break
+                        log.error("something stopped resolve_sync's event loop; it goes on")
+                    _end_tasks(loop, self._grace)
 
                 self._thread = threading.Thread(target=run, name=self._name, daemon=True)
                 self._thread.start()
@@ -149,14 +159,17 @@ class LoopThread:
             future.cancel()
             raise
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 5.0) -> None:
+        """Stop the loop; what still runs on it is cancelled and given `grace` seconds."""
         with self._lock:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
+            self._stopping = True
+            self._grace = grace
         if loop is None or thread is None:
             return
         loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
+        thread.join(timeout=grace + 10)
         if not thread.is_alive():
             loop.close()
 

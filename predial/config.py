@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import itertools
 import os
 import re
 import sys
@@ -60,23 +61,54 @@ __all__ = [
     "find_config",
     "is_secret_setting",
     "load_config",
+    "secret_values",
 ]
 
 DEFAULT_CONFIG = "predial.toml"
 CONFIG_ENV = "PREDIAL_CONFIG"
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_SECRET_KEY = re.compile(
-    r"(^|_)(token|secret|password|passwd|api_?key|apikey|credentials?)($|_)", re.IGNORECASE
+# A setting's name split into words: snake_case, kebab-case, camelCase, dotted.
+_WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
+_SECRET_WORDS = frozenset(
+    {"token", "secret", "password", "passwd", "pwd", "passphrase", "apikey", "credential"}
+    | {"credentials", "cookie"}
+)
+_SECRET_PAIRS = frozenset(
+    {("api", "key"), ("private", "key"), ("access", "key"), ("client", "key")}
+    | {("signing", "key"), ("secret", "key")}
 )
 
 
 def is_secret_setting(key: str) -> bool:
-    """Whether a setting named `key` holds a secret; `refresh_token_file` and the like
+    """Whether a setting named `key` holds a secret (`api_token`, `clientSecret`,
+    `X-Api-Key`, `private_key`, `passphrase`...); `refresh_token_file` and the like
     name where one is kept, which is not itself secret."""
     if key.lower().endswith(("_file", "_path", "_url")):
         return False
-    return _SECRET_KEY.search(key) is not None
+    words = [word.lower() for word in _WORD.findall(key)]
+    if any(word in _SECRET_WORDS for word in words):
+        return True
+    return any(pair in _SECRET_PAIRS for pair in itertools.pairwise(words))
+
+
+def secret_values(settings: Mapping[str, Any]) -> list[object]:
+    """Every value held under a secret setting, nested tables (`headers = {X-Api-Key =
+    ...}`) included: what `predial.redaction.register_secret` should know."""
+    found: list[object] = []
+
+    def walk(value: object, secret: bool) -> None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                walk(item, secret or is_secret_setting(str(key)))
+        elif isinstance(value, list | tuple):
+            for item in value:
+                walk(item, secret)
+        elif secret:
+            found.append(value)
+
+    walk(settings, False)
+    return found
 
 
 class _Strict(BaseModel):

@@ -126,6 +126,7 @@ class CampaignRuntime:
             raise CircuitOpen("circuit open", retry_after=self.breaker.retry_after())
         started = time.monotonic()
         self._stats.adapter_calls += 1
+        awaiting = asyncio.current_task()
         try:
             if inspect.iscoroutinefunction(self.fetch_batch):
                 answers = await self.fetch_batch(list(external_ids))
@@ -138,7 +139,7 @@ class CampaignRuntime:
             self.breaker.record_success(time.monotonic() - started)
             return {}
         except BaseException as error:
-            if not is_adapter_fault(error):
+            if not is_adapter_fault(error, awaiting):
                 raise
             self.breaker.record_failure()
             if isinstance(error, Exception):
@@ -221,6 +222,7 @@ class CampaignRuntime:
                 trace.notes.append(f"campaign misconfigured: {self.error}")
             return Outcome.failed("campaign_misconfigured", detail=str(self.error))
         stats = self._stats
+        awaiting = asyncio.current_task()
         attempt = 0
         while True:
             if not self.breaker.allow():
@@ -239,7 +241,7 @@ class CampaignRuntime:
             try:
                 raw = await self._call(external_id)
             except BaseException as error:
-                if not is_adapter_fault(error):
+                if not is_adapter_fault(error, awaiting):
                     raise
                 if record is not None:
                     record.duration = time.monotonic() - started

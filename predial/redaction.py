@@ -27,9 +27,11 @@ object whose `__str__` raises is shown by its type's name).
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from typing import Final
+from urllib.parse import quote, quote_plus
 
 from ._faults import is_adapter_fault
 from .phone import mask_phone
@@ -47,28 +49,42 @@ MAX_SECRETS: Final = 256
 # A separator between a key and its value: `=`, `:`, URL-encoded `%3D`/`%3A`, with
 # optional quotes, JSON-escaped (`\"`) or not.
 _SEP = r"""(\\?["']?\s*(?:[=:]|%3[dDaA])\s*\\?["']?)"""
+# A credential's value: up to a delimiter; a part already redacted is taken along.
+_VALUE = r"((?:<redacted>|[^\s\"'&,;}{<>()\[\]\\])+)"
 # `Authorization: <scheme> <credential>`: the whole value goes.
 _AUTHORIZATION = re.compile(
     r"(?i)(?<![\w-])((?:proxy-)?authorization" + _SEP + r")[^\"'\n\r,;}\\]+"
 )
-# `Bearer abc…`, `Basic dXNl…` anywhere else: an auth scheme and the credential after it.
-_SCHEME_CREDENTIAL = re.compile(r"(?i)(?<![\w-])(bearer|basic|digest)(\s+)[^\s\"',;\\]{4,}")
+# `Bearer abc…`, `Basic dXNl…` anywhere else: an auth scheme and, after it, something
+# shaped like a credential (not the next word of a sentence: "Basic authentication").
+_SCHEME_CREDENTIAL = re.compile(
+    r"(?<![\w-])((?i:bearer|basic|digest))(\s+)"
+    r"(?=[^\s\"',;\\]*(?:\d|[=+/._~-]|[A-Z][^\s\"',;\\]*[a-z]|[a-z][^\s\"',;\\]*[A-Z]))"
+    r"[^\s\"',;\\]{8,}"
+)
 # `token=…`, `access_token: …`, `"client_secret": "…"`, `X-Api-Key: …`: a key whose
-# name says credential, then a separator, then its value. The key starts where a
-# run of key characters starts, and its tail is possessive: no backtracking.
-_KEY_CREDENTIAL = re.compile(
-    r"(?i)(?<![\w.-])([\w.-]*?(?:token|secret|passw(?:or)?d|passphrase|pwd|api[_-]?key|apikey"
-    r"|private[_-]?key|access[_-]?key|client[_-]?key|signing[_-]?key|auth[_-]?key"
-    r"|signature|session[_-]?id|cookie|credential)s?[\w-]*+)" + _SEP + r"([^\s\"'&,;}{<>()\[\]\\]+)"
+# name says credential, then a separator, then its value. The key is a whole run of
+# key characters, taken possessively, and its name is judged after: linear time.
+_KEY_VALUE = re.compile(r"(?<![\w.-])([\w.-]++)" + _SEP + _VALUE)
+_CREDENTIAL_NAME = re.compile(
+    r"(?i)token|secret|passw(?:or)?d|passphrase|pwd|api[_-]?key|apikey|private[_-]?key"
+    r"|access[_-]?key|client[_-]?key|signing[_-]?key|auth[_-]?key|signature|session[_-]?id"
+    r"|cookie|credential|(?:^|[_.-])pass(?:$|[_.-])"
 )
 # scheme://user:password@host (a password may hold '@': up to the last one).
 _URL_USERINFO = re.compile(r"(?i)(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*+://)[^/\s]+@")
+# HubSpot private-app tokens: a UUID behind a `pat-<region>` prefix.
+_HUBSPOT_TOKEN = re.compile(
+    r"(?i)(?<![\w-])pat-[a-z]{2,3}\d-[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}"
+)
 # Long runs of token characters: API keys, JWTs, session ids, base64 secrets.
 _OPAQUE = re.compile(r"(?<![A-Za-z0-9_\-.~+=!/])[A-Za-z0-9_\-.~+=!/]{32,}+")
-_UUID = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
+_PARTS = re.compile(r"[./-]")
+_HEX = re.compile(r"[0-9a-fA-F]+")
 _DIGIT = re.compile(r"\d")
 _UPPER = re.compile(r"[A-Z]")
 _LOWER = re.compile(r"[a-z]")
+_LETTER = re.compile(r"[A-Za-z]")
 # A phone number inside free text (a digit, then digits and separators, then a
 # digit), unless the text there is one of the digit-heavy things kept as they are:
 # a UUID, a date and time, an IPv4 address. Alternatives are tried left to right at
@@ -81,27 +97,39 @@ _NUMBER_LIKE = re.compile(
     rf"|\+?\d[\d{_SEPARATORS}]{{5,}}\d"
 )
 _LAST_WORD = re.compile(r"\S*$")
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_CONTROL_BUT_NEWLINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+# What could end a log line or disguise one: C0 and C1 controls, Unicode line and
+# paragraph separators, bidirectional overrides, lone surrogates (which no output
+# can even encode).
+_UNSAFE = "\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff"
+_CONTROL = re.compile(f"[\n{_UNSAFE}]")
+_CONTROL_BUT_NEWLINE = re.compile(f"[{_UNSAFE}]")
 
+# The secrets, longest first (one holding another is replaced whole), and the order
+# they came in (the oldest are forgotten first).
 _secrets: tuple[str, ...] = ()
+_arrivals: list[str] = []
 _secrets_lock = threading.Lock()
 
 
 def register_secret(value: object) -> None:
     """Remember `value` as a secret: `redact` replaces it wherever it appears, even
-    where nothing about its shape says "credential" (a short password, a UUID key).
-    Values shorter than `MIN_SECRET_LENGTH` are not remembered."""
+    where nothing about its shape says "credential" (a short password, a UUID key),
+    also URL-encoded or JSON-escaped. A number is remembered as its text; values
+    shorter than `MIN_SECRET_LENGTH` are not remembered."""
     global _secrets
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = str(value)
     if not isinstance(value, str) or len(value.strip()) < MIN_SECRET_LENGTH:
         return
     text = str.__str__(value.strip())
+    forms = {text, quote(text, safe=""), quote_plus(text), json.dumps(text)[1:-1]}
     with _secrets_lock:
-        if text in _secrets:
-            return
-        # Longest first, so a secret containing another is replaced whole.
-        kept = (*_secrets, text)[-MAX_SECRETS:]
-        _secrets = tuple(sorted(kept, key=len, reverse=True))
+        for form in forms:
+            if form in _arrivals:
+                _arrivals.remove(form)
+            _arrivals.append(form)
+        del _arrivals[:-MAX_SECRETS]
+        _secrets = tuple(sorted(_arrivals, key=len, reverse=True))
 
 
 def safe_text(value: object) -> str:
@@ -122,28 +150,39 @@ def safe_text(value: object) -> str:
 
 
 def _opaque(match: re.Match[str]) -> str:
+    """A long run of token characters is a secret when it looks random: one part
+    (between `.`, `/`, `-`) of 32+ random characters, or two parts of 16+ (a JWT's
+    header and payload). Host names, module paths, file names, UUIDs and URL paths
+    are words and short numbers, and are kept."""
     run = match.group()
-    if "/" not in run:
-        return _opaque_run(run)
-    # A path or a URL is kept; a base64 secret (mixed case and digits, no empty
-    # segments) is not; the segments of a path are judged one by one.
-    if not run.startswith("/") and "//" not in run and _mixed(run, upper=True):
+    if "/" in run and not run.startswith("/") and "//" not in run and len(run) >= 32:
+        # Base64 (an AWS secret key) rather than a path: random as a whole.
+        if _random(run.replace("/", "")) and _UPPER.search(run) and _LOWER.search(run):
+            return REDACTED
+    parts = _PARTS.split(run)
+    random_parts = [part for part in parts if len(part) >= 16 and _random(part)]
+    if any(len(part) >= 32 for part in random_parts) or len(random_parts) >= 2:
         return REDACTED
-    return "/".join(_opaque_run(segment) for segment in run.split("/"))
+    return run
 
 
-def _opaque_run(run: str) -> str:
-    if len(run) < 32 or _UUID.fullmatch(run) or not _mixed(run, upper=False):
-        return run
-    return REDACTED
-
-
-def _mixed(run: str, *, upper: bool) -> bool:
-    if not _DIGIT.search(run):
+def _random(part: str) -> bool:
+    """Mixed case and digits (base64, base62), or 32+ hex digits, or as many digits
+    as a random base-36 string has: what a generated key looks like, and a word not."""
+    digits = len(_DIGIT.findall(part))
+    if not digits:
         return False
-    if upper:
-        return bool(_UPPER.search(run) and _LOWER.search(run))
-    return bool(_UPPER.search(run) or _LOWER.search(run))
+    if _UPPER.search(part) and _LOWER.search(part):
+        return True
+    if len(part) >= 32 and _HEX.fullmatch(part) and _LETTER.search(part):
+        return True
+    return digits >= len(part) / 5 and len(_LETTER.findall(part)) >= len(part) / 5
+
+
+def _key_value(match: re.Match[str]) -> str:
+    if _CREDENTIAL_NAME.search(match.group(1)) is None:
+        return match.group()
+    return f"{match.group(1)}{match.group(2)}{REDACTED}"
 
 
 def _number(match: re.Match[str]) -> str:
@@ -155,7 +194,11 @@ def _number(match: re.Match[str]) -> str:
 
 def _control(match: re.Match[str]) -> str:
     char = match.group()
-    return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char, f"\\x{ord(char):02x}")
+    escaped = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char)
+    if escaped is not None:
+        return escaped
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def redact(
@@ -171,16 +214,17 @@ def redact(
         # Redacting a megabyte to show 500 characters of it is wasted work. The cut
         # word goes too: a credential cut short would no longer look like one.
         text = _LAST_WORD.sub("", text[: 4 * limit]) + " …"
-    text = _URL_USERINFO.sub(rf"\1{REDACTED}@", text)
-    text = _AUTHORIZATION.sub(rf"\1{REDACTED}", text)
-    text = _SCHEME_CREDENTIAL.sub(rf"\1\2{REDACTED}", text)
-    text = _KEY_CREDENTIAL.sub(rf"\1\2{REDACTED}", text)
-    text = _OPAQUE.sub(_opaque, text)
-    # After the shapes (a value they took whole must not be cut in two first), before
-    # the numbers (a numeric secret is not a phone number to mask in part).
+    # Known secrets first, whole (a shape could take only part of one); the shapes
+    # then take a value that holds a replaced part along with it.
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
+    text = _URL_USERINFO.sub(rf"\1{REDACTED}@", text)
+    text = _AUTHORIZATION.sub(rf"\1{REDACTED}", text)
+    text = _SCHEME_CREDENTIAL.sub(rf"\1\2{REDACTED}", text)
+    text = _KEY_VALUE.sub(_key_value, text)
+    text = _HUBSPOT_TOKEN.sub(REDACTED, text)
+    text = _OPAQUE.sub(_opaque, text)
     if not show_numbers:
         text = _NUMBER_LIKE.sub(_number, text)
     text = (_CONTROL_BUT_NEWLINE if keep_newlines else _CONTROL).sub(_control, text)

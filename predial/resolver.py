@@ -24,7 +24,7 @@ import math
 import os
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from time import perf_counter
 from types import TracebackType
@@ -39,7 +39,7 @@ from .adapters import close_adapter
 from .breaker import BreakerSettings
 from .cache import CacheEntry, CacheKey, CacheSettings, CacheTier, MemoryCache
 from .campaign import Campaign, RetrySettings
-from .config import is_secret_setting
+from .config import secret_values
 from .errors import ConfigurationError, InvalidPhoneNumber, UnknownAdapter, Unresolvable
 from .fetcher import Answer, CampaignRuntime, redacted_traceback
 from .models import Lead, Resolution
@@ -185,9 +185,8 @@ class Resolver:
     def _build_adapter(self, campaign: Campaign) -> tuple[Any, str, ConfigurationError | None]:
         # Credentials are known by value from here on: an adapter's error quoting one
         # (however it is shaped) is redacted in logs and refusals.
-        for key, value in campaign.settings.items():
-            if is_secret_setting(key):
-                register_secret(value)
+        for value in secret_values(campaign.settings):
+            register_secret(value)
         try:
             spec = self.registry.adapter_spec(campaign.adapter)
         except UnknownAdapter as error:
@@ -269,14 +268,20 @@ class Resolver:
             else:
                 deadline_at = time.monotonic() + runtime.deadline
                 fetch = asyncio.ensure_future(runtime.fetch(lead.external_id, deadline_at, trace))
+                fetch.add_done_callback(_read_exception)  # an interrupt is not "unretrieved"
                 try:
                     # Not asyncio.timeout: it would wait for an adapter that swallows
                     # its cancellation. The fetch is cancelled and left behind.
                     await asyncio.wait((fetch,), timeout=runtime.deadline)
                 finally:
-                    if not fetch.done():
+                    answered = fetch.done()
+                    if not answered:
                         fetch.cancel()
-                if fetch.done() and not fetch.cancelled():
+                if answered and fetch.cancelled():
+                    # Ended cancelled before the deadline: the adapter cancelled its task.
+                    trace.notes.append("the adapter cancelled the task it ran in")
+                    outcome = Outcome.failed("adapter_error", detail="the CRM fetch was cancelled")
+                elif answered:
                     outcome = fetch.result()
                 else:
                     trace.notes.append("the adapter did not answer within the deadline")
@@ -332,8 +337,10 @@ class Resolver:
         try:
             return self._loop_thread.run(self.resolve(lead), timeout=self._max_deadline() + 5.0)
         except concurrent.futures.CancelledError:
-            # close_sync() from another thread stopped the loop under this resolve.
-            raise RuntimeError("the resolver was closed while the lead was resolved") from None
+            # Its event loop stopped under this resolve (close_sync from another thread).
+            raise RuntimeError(
+                "the resolver's event loop stopped while the lead was resolved"
+            ) from None
         except concurrent.futures.TimeoutError:
             if not isinstance(lead, Lead):
                 lead = Lead.model_validate(lead)
@@ -481,6 +488,10 @@ class Resolver:
             # the task it runs in. There is no answer either way, and the callers
             # must not inherit a cancellation that was never theirs.
             answer = Outcome.failed("adapter_error", detail="the CRM fetch was cancelled")
+        except GeneratorExit as error:
+            if not is_adapter_fault(error, task):
+                raise  # this coroutine is being closed (an abandoned task collected)
+            answer = Outcome.failed("adapter_error", detail="GeneratorExit")
         except (KeyboardInterrupt, SystemExit) as error:
             if not is_adapter_fault(error):
                 # An interrupt of the main thread while the adapter ran: it
@@ -747,32 +758,48 @@ class Resolver:
         self._pool.shutdown()
 
     async def _cancel_fetches(self, grace: float) -> None:
+        """Cancel the fetches still running, on every loop, and wait up to `grace`
+        seconds for them to end: the adapters are closed next, under none of them."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Task[None]]] = {}
+        for task in {*self._overdue, *self._running_fetches()}:
+            if not task.done():
+                by_loop.setdefault(task.get_loop(), []).append(task)
         loop = asyncio.get_running_loop()
-        own = []
-        running = [
-            flight.task
-            for flights in list(self._inflight.values())
-            for flight in list(flights.values())
-            if flight.task is not None
-        ]
-        for task in {*self._overdue, *running}:
-            if task.done():
-                continue
-            if task.get_loop() is loop:
-                task.cancel()
-                own.append(task)
-            elif not task.get_loop().is_closed():
-                task.get_loop().call_soon_threadsafe(task.cancel)
-        if own:
-            await asyncio.wait(own, timeout=grace)
+        waits: list[Awaitable[None]] = []
+        for owner, tasks in by_loop.items():
+            if owner is loop:
+                waits.append(_cancel_and_wait(tasks, grace))
+            elif owner.is_running():
+                # Another loop's tasks (resolve_sync's): cancelled and awaited there.
+                future = asyncio.run_coroutine_threadsafe(_cancel_and_wait(tasks, grace), owner)
+                waits.append(asyncio.wrap_future(future))
+        if waits:
+            try:
+                async with asyncio.timeout(grace + 1.0):
+                    await asyncio.gather(*waits, return_exceptions=True)
+            except TimeoutError:
+                log.warning("fetches still running %.0f s after close were left", grace)
 
-    def close_sync(self) -> None:
+    def _running_fetches(self) -> list[asyncio.Task[None]]:
+        for _ in range(5):  # another thread may add a loop's table meanwhile
+            try:
+                tables = list(self._inflight.values())
+                return [f.task for t in tables for f in list(t.values()) if f.task is not None]
+            except RuntimeError:
+                continue
+        return []
+
+    def close_sync(self, grace: float = 1.0) -> None:
         """`close` for callers without an event loop."""
         if self._loop_thread.loop is not None:
-            self._loop_thread.run(self.close())
+            try:
+                # Bounded: closing adapters must not hold the caller for good either.
+                self._loop_thread.run(self.close(grace), timeout=grace + 30.0)
+            except concurrent.futures.TimeoutError:
+                log.error("closing the resolver's adapters took over %.0f s; given up", grace + 30)
         else:
-            asyncio.run(self.close())
-        self._loop_thread.stop()
+            asyncio.run(self.close(grace))
+        self._loop_thread.stop(grace)
 
     async def __aenter__(self) -> Resolver:
         return self
@@ -799,6 +826,12 @@ class Resolver:
         self.close_sync()
 
 
-def _read_exception(task: asyncio.Task[None]) -> None:
+def _read_exception(task: asyncio.Future[Any]) -> None:
     if not task.cancelled():
         task.exception()
+
+
+async def _cancel_and_wait(tasks: list[asyncio.Task[None]], grace: float) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.wait(tasks, timeout=grace)

@@ -342,6 +342,10 @@ class Odd:
             return predial.CrmContact(phones=Phones())
         if external_id == "dicts":
             return predial.CrmContact(phones=[{"number": "+12024561111"}])
+        if external_id == "surrogate":
+            raise RuntimeError("bad \\ud800 text \\u202e\\u2028FAKE LOG LINE")
+        if external_id == "surrogate-phone":
+            return predial.CrmContact(phones=[predial.CrmPhone("+1202\\ud8004561111")])
         if external_id == "label":
             return predial.CrmContact(
                 phones=[predial.CrmPhone("+12024561111", "token=sk_live_SECRET123 +1 202 456 1414")],
@@ -370,7 +374,9 @@ def odd_project(project: Path) -> Path:
     return project
 
 
-@pytest.mark.parametrize("external_id", ["flag", "phones", "dicts", "label"])
+@pytest.mark.parametrize(
+    "external_id", ["flag", "phones", "dicts", "label", "surrogate", "surrogate-phone"]
+)
 def test_check_shows_answers_it_cannot_read_without_crashing(
     odd_project: Path, external_id: str
 ) -> None:
@@ -380,6 +386,7 @@ def test_check_shows_answers_it_cannot_read_without_crashing(
         result = run("check", "o", external_id, *args)
         assert result.exit_code == (0 if external_id == "label" else 1), result.output
         assert "Traceback" not in result.output
+        assert "FAKE LOG LINE" not in result.output.splitlines()[-1:]
         assert "sk_live_SECRET123" not in result.output
         if "--show-numbers" not in args:
             assert not FULL_NUMBER.search(result.stdout)

@@ -131,3 +131,63 @@ def test_never_raises() -> None:
             raise RuntimeError("no")
 
     assert redact(Unprintable()) == "<Unprintable>"
+
+
+@pytest.mark.parametrize(
+    "kept",
+    [
+        "urllib3.exceptions.MaxRetryError",
+        "crm-prod-01.eu-central-1.rds.amazonaws.com",
+        "/srv/app/adapter_v2_with_long_module_name.py",
+        "Basic authentication failed",
+        "Digest auth nonce",
+        "api.hubapi.com/crm/v3/objects/contacts/123456/properties",
+    ],
+)
+def test_names_that_only_look_long_are_kept(kept: str) -> None:
+    """Error types, host names, file names and prose survive: only random-looking runs go."""
+    assert redact(kept) == kept
+
+
+@pytest.mark.parametrize("char", ["\u202e", "\x9b", "\u2028", "\u2029", "\x85", "\ud800", "\u2066"])
+def test_unicode_controls_and_lone_surrogates_are_escaped(char: str) -> None:
+    """Bidi overrides, C1 controls, line separators and surrogates cannot reach an output."""
+    shown = redact(f"x{char}FAKE LOG LINE")
+    assert char not in shown
+    shown.encode("utf-8")  # always encodable
+
+
+def test_a_secret_is_not_cut_in_two_by_a_shape() -> None:
+    """A registered secret holding a delimiter is replaced whole, even after `password=`."""
+    register_secret("s3cr3t;tail-part")
+    assert redact("password=s3cr3t;tail-part") == f"password={REDACTED}"
+
+
+def test_a_secret_is_found_url_encoded_and_json_escaped() -> None:
+    """The URL-encoded and JSON-escaped forms of a registered secret go too."""
+    register_secret('p@ss word"x9')
+    shown = redact('q=p%40ss%20word%22x9 body={"p": "p@ss word\\"x9"}')
+    assert "ss%20word" not in shown
+    assert "ss word" not in shown
+
+
+def test_the_oldest_secrets_are_forgotten_first() -> None:
+    """Past MAX_SECRETS, the newest are kept, whatever their length."""
+    from predial.redaction import MAX_SECRETS
+
+    register_secret("a long and old secret that stays the longest one")
+    for n in range(MAX_SECRETS):
+        register_secret(f"short{n:05d}")
+    register_secret("the newest long secret of all of them")
+    shown = redact("the newest long secret of all of them, and short00000")
+    assert "newest" not in shown
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["x " + "pwd" * 30_000, "token" * 20_000, "a1" * 50_000, 'c, "a' * 20_000, "x=" * 50_000],
+)
+def test_adversarial_runs_are_redacted(text: str) -> None:
+    """Long runs built to make patterns backtrack are handled (the patterns are linear:
+    each of these took seconds with a lazy key pattern) and cut to the limit."""
+    assert len(redact(text, limit=20_000)) <= 20_000

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import threading
 import time
 from typing import Any
 
@@ -484,3 +485,93 @@ def test_campaign_secrets_are_redacted_by_value(caplog: pytest.LogCaptureFixture
         resolver.resolve_sync(LEAD)
     assert "pa55word!x" not in caplog.text
     assert "pa55word!x" not in str(caught.value)
+
+
+# -- found by the second hostile review ---------------------------------------------------
+
+
+def test_an_adapter_stopping_resolve_syncs_loop_does_not_end_it() -> None:
+    """An adapter calling loop.stop() on resolve_sync's private loop: the loop goes on,
+    later resolves answer, and close_sync() returns."""
+
+    async def stopper(external_id: str) -> str:
+        if external_id == "stop":
+            asyncio.get_running_loop().stop()
+            await asyncio.sleep(0.05)
+        return VALID_US
+
+    resolver = make_resolver(Script(), deadline=1.0)
+    resolver.campaigns["cmp"].adapter.fetch_phone = stopper
+    # The lead that stopped the loop may fail; the ones after it must not.
+    with contextlib.suppress(Unresolvable, RuntimeError):
+        resolver.resolve_sync(Lead(campaign_id="cmp", external_id="stop"))
+    started = time.monotonic()
+    assert resolver.resolve_sync(LEAD).phone_number == VALID_US
+    assert time.monotonic() - started < 1.0
+    closer = threading.Thread(target=resolver.close_sync)
+    closer.start()
+    closer.join(10)
+    assert not closer.is_alive()
+
+
+async def test_a_cancelled_error_raised_while_reading_an_answer_is_the_adapters() -> None:
+    """Reading an answer is synchronous: a CancelledError it raises is the adapter's,
+    even in a dialer task that once swallowed a cancellation of its own."""
+
+    class Cancelling:
+        def __bool__(self) -> bool:
+            raise asyncio.CancelledError
+
+    script = Script(answer=CrmContact(phones=[CrmPhone(VALID_US)], do_not_call=Cancelling()))  # type: ignore[arg-type]
+    async with make_resolver(script) as resolver:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0)  # the pre-3.11 idiom: swallowed, cancelling() stays 1
+        assert task.cancelling() == 1
+        with pytest.raises(Unresolvable) as caught:
+            await resolver.resolve(LEAD)  # in this very task
+    assert caught.value.reason == "adapter_error"
+
+
+async def test_explain_reports_an_adapter_cancelling_its_task_as_an_adapter_error() -> None:
+    """predial check does not call a self-cancelling adapter a timeout."""
+
+    async def self_cancelling(external_id: str) -> str:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        await asyncio.sleep(0.01)
+        return VALID_US
+
+    async with make_resolver(Script(), deadline=1.0) as resolver:
+        resolver.campaigns["cmp"].adapter.fetch_phone = self_cancelling
+        trace = await resolver.explain(LEAD)
+    assert trace.refusal is not None
+    assert trace.refusal.reason == "adapter_error"
+
+
+async def test_an_export_settling_does_not_hold_other_campaigns(tmp_path: Any) -> None:
+    """Lookups waiting for one export to settle wait on the event loop, not in worker
+    threads: another campaign's export is served meanwhile."""
+    settling = tmp_path / "a.csv"
+    settling.write_text("id,phone\nA-1,+1202456")  # fresh, and cut mid-line
+    healthy = tmp_path / "b.csv"
+    healthy.write_text(f"id,phone\nB-1,{VALID_US}\n")
+    resolver = predial.Resolver(
+        [
+            predial.Campaign("a", "file", {"path": str(settling), "settle_time": 2}),
+            predial.Campaign("b", "file", {"path": str(healthy)}, default_region="US"),
+        ],
+        deadline=1.0,
+    )
+    async with resolver:
+        waiting = [
+            asyncio.create_task(resolver.resolve(Lead(campaign_id="a", external_id=f"A-{n}")))
+            for n in range(12)
+        ]
+        await asyncio.sleep(0.1)
+        resolution = await resolver.resolve(Lead(campaign_id="b", external_id="B-1"))
+        await asyncio.gather(*waiting, return_exceptions=True)
+    assert resolution.phone_number == VALID_US

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import re
 import sqlite3
@@ -188,9 +187,23 @@ class FileAdapter:
         records = self._records
         if records is not None and time.monotonic() - self._checked_at < self.reload_interval:
             return records
-        return await asyncio.to_thread(self._reload_if_changed)
+        give_up = time.monotonic() + 3 * self.settle_time
+        while True:
+            found = await asyncio.to_thread(self._reload_if_changed)
+            if not isinstance(found, float):
+                return found
+            # A first load of an export still being written: waited for here, on the
+            # event loop, not in the (shared) worker thread, which would hold it.
+            if time.monotonic() + found > give_up:
+                raise AdapterUnavailable(
+                    f"{self.path}: the export is still being written; "
+                    "publish it with a rename to make it appear at once"
+                )
+            await asyncio.sleep(found)
 
-    def _reload_if_changed(self) -> dict[str, Record]:
+    def _reload_if_changed(self) -> dict[str, Record] | float:
+        """The records to serve, or (a first load only) how long to wait for the
+        export to settle before asking again."""
         with self._reload_lock:  # one reload at a time, however many callers
             now = time.monotonic()
             records = self._records
@@ -205,42 +218,37 @@ class FileAdapter:
                 log.warning("%s", error)
                 raise
             self._failed = None
+            if isinstance(snapshot, float):
+                return snapshot
             if snapshot is not None:
                 self._records = records = snapshot
             self._checked_at = time.monotonic()
-            assert records is not None  # a first load returns a snapshot or raises
+            assert records is not None  # a first load returns a snapshot or a wait
             return records
 
-    def _snapshot(self, first: bool) -> dict[str, Record] | None:
+    def _snapshot(self, first: bool) -> dict[str, Record] | float | None:
         """The export's records if it changed and has settled; None to keep the
-        current ones (unchanged, or still being written). A first load waits for
-        the file to settle, up to three settle times."""
-        give_up = time.monotonic() + (3 * self.settle_time if first else 0.0)
-        while True:
-            version = self._version()
-            if version == self._loaded:
-                return None
-            if version != self._seen:
-                self._seen, self._seen_at = version, time.monotonic()
-            wait = self._unsettled(version)
-            # Nothing to serve yet: a file that ends a line is taken without waiting
-            # to settle (a writer cut off mid-write rarely stops at a line's end),
-            # still only if it does not change while it is read.
-            if wait <= 0 or (first and self._ends_a_line()):
-                records = self._load()
-                if self._version() == version:  # nothing changed while it was read
-                    self._loaded = version
-                    return records
-                wait = self.settle_time
-            if time.monotonic() + wait > give_up:
-                if first:
-                    raise AdapterUnavailable(
-                        f"{self.path}: the export is still being written; "
-                        "publish it with a rename to make it appear at once"
-                    )
-                log.info("%s is being written: the previous export is served", self.path)
-                return None
-            time.sleep(wait)
+        current ones (unchanged, or still being written); for a first load, which has
+        nothing to keep, the seconds to wait before asking again."""
+        version = self._version()
+        if version == self._loaded:
+            return None
+        if version != self._seen:
+            self._seen, self._seen_at = version, time.monotonic()
+        wait = self._unsettled(version)
+        # Nothing to serve yet: a file that ends a line is taken without waiting to
+        # settle (a writer cut off mid-write rarely stops at a line's end), still only
+        # if it does not change while it is read.
+        if wait <= 0 or (first and self._ends_a_line()):
+            records = self._load()
+            if self._version() == version:  # nothing changed while it was read
+                self._loaded = version
+                return records
+            wait = self.settle_time
+        if first:
+            return max(wait, 0.01)
+        log.info("%s is being written: the previous export is served", self.path)
+        return None
 
     def _version(self) -> _Version:
         try:
@@ -369,9 +377,9 @@ class FileAdapter:
 
 
 def _seconds(name: str, value: object) -> float:
-    """A setting in seconds: a finite number >= 0."""
+    """A setting in seconds: a number from 0 to a day."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{name} must be a number of seconds, not {value!r}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number of seconds >= 0, not {value!r}")
+    if not 0 <= value <= 86_400:  # NaN compares false
+        raise ValueError(f"{name} must be a number of seconds from 0 to 86400, not {value!r}")
     return float(value)

@@ -228,6 +228,7 @@ class OAuth2:
         if self._client_credentials:
             return [None]
         stored = self._load_refresh_token() if self._load_refresh_token else None
+        register_secret(stored)  # read back from its file: as secret as a configured one
         ordered = [stored, self._refresh_token, self._configured_refresh_token]
         tokens = [token for token in dict.fromkeys(ordered) if token and token not in self._refused]
         # Nothing left to try: ask with the newest anyway, so the refusal is the CRM's.

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from .fake_crm import FakeCrm, FakeOAuth, json_response
     from .fake_lupitor import ApiKey, FakeLupitor, Faults, RequestRecord
     from .openapi import OpenApiSpec
-    from .serve import serve
+    from .serving import serve
 
 __all__ = [
     "HOSTILE_IDS",
@@ -62,7 +62,7 @@ _HOMES = {
     "OpenApiSpec": "openapi",
     "RequestRecord": "fake_lupitor",
     "json_response": "fake_crm",
-    "serve": "serve",
+    "serve": "serving",  # not "serve": the submodule would shadow the function
     "served_check": "check",
 }
 

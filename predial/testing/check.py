@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .serve import serve
+from .serving import serve
 
 __all__ = ["CheckRun", "served_check"]
 
