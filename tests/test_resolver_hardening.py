@@ -372,16 +372,18 @@ def test_an_error_whose_text_raises_system_exit_leaves_resolve_sync_serving(adap
     assert len(script.calls) == 3
 
 
+async def self_cancelling(external_id: str) -> str:
+    """An adapter that cancels the task it runs in."""
+    task = asyncio.current_task()
+    assert task is not None
+    task.cancel()
+    await asyncio.sleep(0.01)
+    return VALID_US
+
+
 async def test_an_adapter_that_cancels_its_own_task_is_an_adapter_error() -> None:
     """An adapter cancelling the task it runs in: the callers get adapter_error, not a
     cancellation they never asked for, and resolve_many fills every slot."""
-
-    async def self_cancelling(external_id: str) -> str:
-        task = asyncio.current_task()
-        assert task is not None
-        task.cancel()
-        await asyncio.sleep(0.01)
-        return VALID_US
 
     leads = [Lead(campaign_id="cmp", external_id=external_id) for external_id in "ab"]
     async with make_resolver(Script()) as resolver:
@@ -537,13 +539,6 @@ async def test_a_cancelled_error_raised_while_reading_an_answer_is_the_adapters(
 
 async def test_explain_reports_an_adapter_cancelling_its_task_as_an_adapter_error() -> None:
     """predial check does not call a self-cancelling adapter a timeout."""
-
-    async def self_cancelling(external_id: str) -> str:
-        task = asyncio.current_task()
-        assert task is not None
-        task.cancel()
-        await asyncio.sleep(0.01)
-        return VALID_US
 
     async with make_resolver(Script(), deadline=1.0) as resolver:
         resolver.campaigns["cmp"].adapter.fetch_phone = self_cancelling
