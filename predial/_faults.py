@@ -21,7 +21,14 @@ import asyncio
 import threading
 from typing import Any
 
-__all__ = ["is_adapter_fault"]
+__all__ = [
+    "is_adapter_fault",
+    "retrieve_exception",
+    "safe_flag",
+    "safe_repr",
+    "safe_text",
+    "type_name",
+]
 
 
 def is_adapter_fault(error: BaseException, awaited_by: asyncio.Task[Any] | None = None) -> bool:
@@ -49,3 +56,54 @@ def is_adapter_fault(error: BaseException, awaited_by: asyncio.Task[Any] | None 
         except RuntimeError:  # no running loop: being closed, not stepped
             return False
     return True
+
+
+def type_name(value: object) -> str:
+    """The name of `value`'s type (`?` when even that raises: a hostile metaclass)."""
+    try:
+        return str.__str__(type(value).__name__)
+    except BaseException as error:
+        if not is_adapter_fault(error):
+            raise
+        return "?"
+
+
+def safe_text(value: object) -> str:
+    """`str(value)` as a plain `str`, or the type's name in angle brackets when that
+    raises. A str subclass is read by its own data: its `__str__` may lie or raise,
+    and what another `__str__` returns may be a subclass whose methods raise."""
+    try:
+        text = value if isinstance(value, str) else str(value)
+        if isinstance(text, str):
+            return str.__str__(text)
+    except BaseException as error:
+        if not is_adapter_fault(error):
+            raise
+    return f"<{type_name(value)}>"
+
+
+def safe_repr(value: object) -> str:
+    """`repr(value)` as a plain `str`, or the type's name in angle brackets."""
+    try:
+        return str.__str__(repr(value))
+    except BaseException as error:
+        if not is_adapter_fault(error):
+            raise
+    return f"<{type_name(value)}>"
+
+
+def safe_flag(value: object) -> bool | None:
+    """An adapter's flag as a bool; None when its truth value cannot be read."""
+    try:
+        return bool(value)
+    except BaseException as error:
+        if not is_adapter_fault(error):
+            raise
+        return None
+
+
+def retrieve_exception(future: asyncio.Future[Any]) -> None:
+    """A done callback: read how `future` ended, so an exception that propagated some
+    other way (or that nobody waits for) is not reported as "never retrieved"."""
+    if not future.cancelled():
+        future.exception()

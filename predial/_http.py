@@ -6,6 +6,7 @@ import email.utils
 import math
 import time
 from collections.abc import Callable
+from typing import SupportsFloat
 
 from ._faults import is_adapter_fault
 
@@ -46,9 +47,9 @@ def retry_after_hint(value: object) -> float | None:
     waits are clamped to `MAX_RETRY_AFTER`, as `retry_after_seconds` clamps headers.
     """
     try:
-        if value is None or isinstance(value, bool):
+        if isinstance(value, bool) or not isinstance(value, str | SupportsFloat):
             return None
-        seconds = float(value)  # type: ignore[arg-type]  # anything an adapter set
+        seconds = float(value)
     except BaseException as error:
         if not is_adapter_fault(error):
             raise

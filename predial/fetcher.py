@@ -197,16 +197,16 @@ class CampaignRuntime:
             # answer that failed, and the dial gets "retry later", never a crash.
             if not is_adapter_fault(error):
                 raise
-            described = _described(error)
+            detail = redact(_described(error))
             self._stats.adapter_errors["bad_return"] += 1
             log.error(
                 "campaign %s: adapter %r (plugin %s) returned an unusable value: %s",
                 self.campaign.id,
                 self.adapter_name,
                 self.plugin,
-                redact(described),
+                detail,
             )
-            return Outcome.failed("adapter_error", detail=redact(described))
+            return Outcome.failed("adapter_error", detail=detail)
 
     async def fetch_raw(
         self, external_id: str, deadline_at: float, trace: Trace | None = None
@@ -343,7 +343,9 @@ def _retry_after(error: BaseException) -> float | None:
     """The error's `retry_after`, if it has a usable one (an adapter may set anything)."""
     try:
         value = getattr(error, "retry_after", None)
-    except Exception:
+    except BaseException as failure:
+        if not is_adapter_fault(failure):
+            raise
         return None
     return retry_after_hint(value)
 

@@ -19,7 +19,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from ._faults import is_adapter_fault
+from ._faults import is_adapter_fault, safe_repr, type_name
 from .phone import mask_phone
 from .redaction import redact
 
@@ -167,7 +167,7 @@ class CrmContact:
         except BaseException as error:
             if not is_adapter_fault(error):
                 raise
-            phones = f"<{type(self.phones).__name__}>"
+            phones = f"<{type_name(self.phones)}>"
         return (
             f"CrmContact(phones=[{phones}], do_not_call={_shown(self.do_not_call)}, "
             f"state={_shown(self.state)})"
@@ -217,10 +217,6 @@ class _Shown:
 
 
 def _shown(value: object) -> str:
-    """`repr(value)`, or the type's name when that raises (adapters fill these in)."""
-    try:
-        return redact(repr(value), limit=200)  # numbers masked: a phone may be anything
-    except BaseException as error:
-        if not is_adapter_fault(error):
-            raise
-        return f"<{type(value).__name__}>"
+    """`repr(value)` with numbers masked (adapters fill these in: a phone may be
+    anything), or the type's name when that raises."""
+    return redact(safe_repr(value), limit=200)

@@ -26,7 +26,7 @@ from typing import Final, Literal
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberType, ValidationResult
 
-from ._faults import is_adapter_fault
+from ._faults import safe_text
 from .errors import InvalidPhoneNumber
 
 __all__ = [
@@ -98,15 +98,7 @@ def mask_phone(value: object) -> str:
     four of numbers of 11 digits or more, the first three and last two of 9-10
     digits, the last two of anything shorter. Never raises.
     """
-    try:
-        # A str subclass's own data, not what its __str__ says; any other object's
-        # text, as a plain str, unless producing it raises.
-        text = value if isinstance(value, str) else str(value)
-        text = str.__str__(text) if isinstance(text, str) else ""
-    except BaseException as error:
-        if not is_adapter_fault(error):
-            raise
-        return "***"
+    text = safe_text(value)  # an object whose text raises shows no digits: "***"
     digits = "".join(_DIGIT.findall(text))
     if not digits:
         return "***" if text else ""

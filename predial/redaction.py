@@ -33,7 +33,7 @@ import threading
 from typing import Final
 from urllib.parse import quote, quote_plus
 
-from ._faults import is_adapter_fault
+from ._faults import safe_text
 from .phone import mask_phone
 
 __all__ = ["DEFAULT_LIMIT", "REDACTED", "redact", "register_secret", "safe_text"]
@@ -130,23 +130,6 @@ def register_secret(value: object) -> None:
             _arrivals.append(form)
         del _arrivals[:-MAX_SECRETS]
         _secrets = tuple(sorted(_arrivals, key=len, reverse=True))
-
-
-def safe_text(value: object) -> str:
-    """`str(value)` as a plain `str`, or the type's name in angle brackets when that
-    raises (anything but an interrupt of the main thread: `is_adapter_fault`)."""
-    try:
-        # A str subclass's own data: its __str__ may lie or raise, and what another
-        # __str__ returns may be a subclass whose methods raise.
-        text = value if isinstance(value, str) else str(value)
-        return str.__str__(text) if isinstance(text, str) else f"<{type(value).__name__}>"
-    except BaseException as error:
-        if not is_adapter_fault(error):
-            raise
-        try:
-            return f"<{type(value).__name__}>"
-        except BaseException:  # a metaclass whose __name__ raises
-            return "<?>"
 
 
 def _opaque(match: re.Match[str]) -> str:

@@ -32,7 +32,7 @@ from typing import Any, cast
 
 from pydantic import ValidationError
 
-from ._faults import is_adapter_fault
+from ._faults import is_adapter_fault, retrieve_exception
 from ._flight import Flight, start_task
 from ._threads import DaemonThreadPool, LoopThread
 from .adapters import close_adapter
@@ -268,7 +268,7 @@ class Resolver:
             else:
                 deadline_at = time.monotonic() + runtime.deadline
                 fetch = asyncio.ensure_future(runtime.fetch(lead.external_id, deadline_at, trace))
-                fetch.add_done_callback(_read_exception)  # an interrupt is not "unretrieved"
+                fetch.add_done_callback(retrieve_exception)  # an interrupt is not "unretrieved"
                 try:
                     # Not asyncio.timeout: it would wait for an adapter that swallows
                     # its cancellation. The fetch is cancelled and left behind.
@@ -498,7 +498,7 @@ class Resolver:
                 # propagates, as Python expects, once the callers are answered and
                 # the key is free.
                 self._land(runtime, key, flight, flights, Outcome.failed("adapter_error"))
-                task.add_done_callback(_read_exception)  # it propagates: not "unretrieved"
+                task.add_done_callback(retrieve_exception)  # it propagates: not "unretrieved"
                 raise
             answer = Outcome.failed("adapter_error", detail=type(error).__name__)
         except BaseException as error:  # fetch_raw maps every adapter failure: a bug of ours
@@ -824,11 +824,6 @@ class Resolver:
         traceback: TracebackType | None,
     ) -> None:
         self.close_sync()
-
-
-def _read_exception(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled():
-        task.exception()
 
 
 async def _cancel_and_wait(tasks: list[asyncio.Task[None]], grace: float) -> None:

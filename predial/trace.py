@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from ._faults import is_adapter_fault
+from ._faults import safe_repr
 from .errors import Unresolvable
 from .models import Lead, Resolution
 from .phone import mask_phone
@@ -36,7 +36,7 @@ class Attempt:
         # Raw answers and errors hold numbers: masked, as every repr that reaches a log.
         return (
             f"Attempt(number={self.number!r}, started={self.started!r}, "
-            f"duration={self.duration!r}, raw={redact(_repr(self.raw), limit=200)}, "
+            f"duration={self.duration!r}, raw={redact(safe_repr(self.raw), limit=200)}, "
             f"error={redact(self.error) if self.error is not None else None!r}, "
             f"retry_after={self.retry_after!r}, wait={self.wait!r})"
         )
@@ -55,19 +55,10 @@ class PhoneVerdict:
 
     def __repr__(self) -> str:
         return (
-            f"PhoneVerdict(value={mask_phone(self.value)!r}, label={redact(_repr(self.label))}, "
-            f"primary={redact(_repr(self.primary))}, "
+            f"PhoneVerdict(value={mask_phone(self.value)!r}, "
+            f"label={redact(safe_repr(self.label))}, primary={redact(safe_repr(self.primary))}, "
             f"e164={mask_phone(self.e164) if self.e164 else None!r}, reason={self.reason!r})"
         )
-
-
-def _repr(value: object) -> str:
-    try:
-        return repr(value)
-    except BaseException as error:
-        if not is_adapter_fault(error):
-            raise
-        return "<?>"
 
 
 @dataclass

@@ -27,6 +27,7 @@ from urllib.parse import quote
 import filelock
 import httpx
 
+from .._faults import retrieve_exception
 from .._http import retry_after_seconds
 from ..errors import AdapterAuthError, AdapterUnavailable
 from ..redaction import register_secret
@@ -172,7 +173,7 @@ class OAuth2:
             task = loop.create_task(self._refresh_once(client))
             # Read the outcome even when every waiter was cancelled: no "exception
             # never retrieved" noise.
-            task.add_done_callback(lambda done: done.cancelled() or done.exception())
+            task.add_done_callback(retrieve_exception)
             self._refreshing = task
         # Shielded: a caller cancelled at its deadline leaves the refresh running, so
         # a refresh token the CRM has already rotated is still kept and persisted.

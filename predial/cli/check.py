@@ -8,12 +8,13 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from .._faults import safe_flag
 from .._threads import run as run_to_end
 from ..models import Lead
 from ..resolver import Resolver
 from ..trace import Trace
 from .app import EXIT_OK, EXIT_REFUSED
-from .output import Masker, flag, json_line, out_console
+from .output import Masker, json_line, out_console
 from .resolve import config_option, show_numbers_option
 
 __all__ = ["check"]
@@ -78,7 +79,7 @@ def _as_json(trace: Trace, masker: Masker) -> dict[str, object]:
         "verdicts": [
             {
                 "label": masker.text(verdict.label) if verdict.label is not None else None,
-                "primary": flag(verdict.primary),
+                "primary": safe_flag(verdict.primary),
                 "value": masker.number(verdict.value),
                 "e164": masker.number(verdict.e164) if verdict.e164 else None,
                 "reason": verdict.reason,
@@ -141,7 +142,7 @@ def _print(trace: Trace, masker: Masker) -> None:
             )
             verdicts.add_row(
                 escape(masker.text(verdict.label) if verdict.label is not None else ""),
-                "yes" if flag(verdict.primary) else "",
+                "yes" if safe_flag(verdict.primary) else "",
                 escape(masker.number(verdict.value)),
                 outcome,
             )

@@ -11,16 +11,15 @@ from typing import Any
 
 from rich.console import Console
 
-from .._faults import is_adapter_fault
+from .._faults import is_adapter_fault, safe_flag, safe_repr, safe_text, type_name
 from ..errors import Unresolvable
 from ..models import CrmContact, CrmPhone, Resolution
 from ..phone import mask_phone
-from ..redaction import redact, safe_text
+from ..redaction import redact
 
 __all__ = [
     "Masker",
     "err_console",
-    "flag",
     "json_line",
     "out_console",
     "percentile_ms",
@@ -67,7 +66,7 @@ class Masker:
         except BaseException as error:
             if not is_adapter_fault(error):
                 raise
-            return f"{_type_name(value)} (cannot be shown: {type(error).__name__})"
+            return f"{type_name(value)} (cannot be shown: {type(error).__name__})"
 
     def _raw(self, value: object) -> str:
         if isinstance(value, CrmContact):
@@ -76,21 +75,18 @@ class Masker:
             return repr(self.number(value))
         if value is None:
             return "None"
-        try:
-            shown = repr(value)
-        except BaseException as error:
-            if not is_adapter_fault(error):
-                raise
-            shown = "<repr failed>"
-        return self.text(f"{_type_name(value)}: {redact(shown, show_numbers=self.show, limit=200)}")
+        shown = redact(safe_repr(value), show_numbers=self.show, limit=200)
+        return self.text(f"{type_name(value)}: {shown}")
 
     def _phones(self, phones: object) -> str:
         try:
-            listed = list(islice(phones, self.shown_phones + 1))  # type: ignore[call-overload]
+            if not isinstance(phones, Iterable):
+                raise TypeError
+            listed = list(islice(phones, self.shown_phones + 1))
         except BaseException as error:
             if not is_adapter_fault(error):
                 raise
-            return f"phones: {_type_name(phones)} (not a list of phones)"
+            return f"phones: {type_name(phones)} (not a list of phones)"
         if not listed:
             return "no phones"
         described = ", ".join(self._phone(phone) for phone in listed[: self.shown_phones])
@@ -100,14 +96,14 @@ class Masker:
 
     def _phone(self, phone: object) -> str:
         if not isinstance(phone, CrmPhone):
-            return f"{_type_name(phone)} (not a CrmPhone)"
+            return f"{type_name(phone)} (not a CrmPhone)"
         label = f"{self.text(phone.label)}: " if phone.label is not None else ""
-        primary = " (primary)" if flag(phone.primary) else ""
+        primary = " (primary)" if safe_flag(phone.primary) else ""
         return f"{label}{self.number(phone.value)}{primary}"
 
     def _flags(self, contact: CrmContact) -> str:
         flags = []
-        do_not_call = flag(contact.do_not_call)
+        do_not_call = safe_flag(contact.do_not_call)
         if do_not_call is None:
             flags.append("do-not-call unreadable")
         elif do_not_call:
@@ -116,25 +112,6 @@ class Masker:
         if state != "active":
             flags.append(self.text(state))
         return f" [{', '.join(flags)}]" if flags else ""
-
-
-def flag(value: object) -> bool | None:
-    """An adapter's flag as a bool; None when its truth value cannot be read."""
-    try:
-        return bool(value)
-    except BaseException as error:
-        if not is_adapter_fault(error):
-            raise
-        return None
-
-
-def _type_name(value: object) -> str:
-    try:
-        return str.__str__(type(value).__name__)
-    except BaseException as error:
-        if not is_adapter_fault(error):
-            raise
-        return "?"
 
 
 def json_line(payload: dict[str, Any]) -> None:
