@@ -21,9 +21,12 @@ whenever it changes on disk; SQLite is queried per lookup, read-only.
 
 An export is only ever swapped in whole. A file that changed less than
 `settle_time` ago (by its modification time, or as this process has watched it) is
-still being written: the previous snapshot keeps being served meanwhile, and a
-first load waits for it (up to three settle times, then the lookup is
-"unavailable"). A file that changes while it is read is not used either. A reload
+still being written: the previous snapshot keeps being served meanwhile. A first
+load, with nothing to serve, takes a file that ends a line at once and waits for
+one that does not (up to three settle times, then the lookup is "unavailable").
+A file that changes while it is read is not used either. Settling is judged
+against this machine's clock: on a file server with a skewed clock, publish by
+rename. A reload
 that fails (the file vanished, became unreadable, lost its id or phone columns)
 makes lookups "unavailable" (retry later), never "not found". Rows that cannot be
 read (bytes invalid in the file's encoding, an oversized field) are skipped with a

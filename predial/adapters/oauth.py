@@ -124,8 +124,8 @@ class OAuth2:
         refresh_lock: Callable[[], AbstractAsyncContextManager[object]] | None = None,
         request_timeout: float = 5.0,
     ) -> None:
-        if not request_timeout > 0:
-            raise ValueError("request_timeout must be > 0 seconds")
+        if not 0 < request_timeout < math.inf:  # NaN compares false
+            raise ValueError("request_timeout must be a finite number of seconds > 0")
         self.token_url = token_url
         self._on_token = on_token
         self._client_id = client_id
