@@ -55,6 +55,9 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._probe_started: float | None = None
         self.times_opened = 0
+        #: Called with the new state on every transition (metrics); under the lock,
+        #: so it must be quick and must not call back into the breaker.
+        self.on_change: Callable[[BreakerState], None] | None = None
 
     @property
     def state(self) -> BreakerState:
@@ -80,6 +83,7 @@ class CircuitBreaker:
                     return False
                 self._state = "half_open"
                 self._probe_started = now
+                self._changed()
                 return True
             if self._state == "half_open":
                 # A probe that never reported back (its caller vanished) must not
@@ -100,8 +104,10 @@ class CircuitBreaker:
             return
         with self._lock:
             self._failures = 0
-            self._state = "closed"
             self._probe_started = None
+            if self._state != "closed":
+                self._state = "closed"
+                self._changed()
 
     def record_failure(self) -> None:
         with self._lock:
@@ -116,3 +122,8 @@ class CircuitBreaker:
         self._opened_at = self._timer()
         self._probe_started = None
         self.times_opened += 1
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change(self._state)

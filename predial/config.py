@@ -51,6 +51,7 @@ from .cache import CacheSettings
 from .campaign import Campaign, RetrySettings
 from .errors import ConfigurationError
 from .phone import DEFAULT_REFUSED_TYPES, PhonePolicy
+from .service.settings import ServiceConfig
 
 __all__ = [
     "CONFIG_ENV",
@@ -200,6 +201,7 @@ class PredialConfig(_Strict):
 
     resolver: ResolverConfig = Field(default_factory=ResolverConfig)
     campaigns: list[CampaignConfig] = Field(default_factory=list)
+    service: ServiceConfig = Field(default_factory=ServiceConfig)
     path: Path | None = None
 
     @field_validator("campaigns")
@@ -296,8 +298,24 @@ def _substitute(
     return _VARIABLE.sub(replace, value)
 
 
+def _literal_secret(value: object) -> bool:
+    return isinstance(value, str) and bool(value) and not _VARIABLE.search(value)
+
+
 def _check_secrets(raw: Mapping[str, Any], file: str) -> None:
     """Refuse secrets written literally in the file: they belong in the environment."""
+    advice = (
+        'secrets are not written in the file; set an environment variable and write "${VARIABLE}"'
+    )
+    service = raw.get("service")
+    if isinstance(service, dict):
+        for index, key in enumerate(service.get("keys") or []):
+            if isinstance(key, dict) and _literal_secret(key.get("key")):
+                raise ConfigurationError(f"{file}: service.keys[{index}].key: {advice}")
+        secrets = service.get("webhook_secrets") or []
+        for index, secret in enumerate(secrets if isinstance(secrets, list) else []):
+            if _literal_secret(secret):
+                raise ConfigurationError(f"{file}: service.webhook_secrets[{index}]: {advice}")
     for index, campaign in enumerate(raw.get("campaigns") or []):
         if not isinstance(campaign, dict):
             continue

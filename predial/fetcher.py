@@ -21,7 +21,7 @@ import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._faults import is_adapter_fault
 from ._http import retry_after_hint
@@ -31,6 +31,7 @@ from .cache import CacheSettings
 from .campaign import Campaign, RetrySettings
 from .errors import (
     AdapterAuthError,
+    AdapterRateLimited,
     AdapterRequestRejected,
     AdapterUnavailable,
     ConfigurationError,
@@ -41,6 +42,9 @@ from .redaction import redact, safe_text
 from .selection import Outcome, interpret
 from .stats import StatsRecorder
 from .trace import Attempt, Trace
+
+if TYPE_CHECKING:
+    from .metrics import ResolverMetrics
 
 __all__ = ["Answer", "BadBatchAnswer", "CampaignRuntime", "CircuitOpen"]
 
@@ -106,6 +110,7 @@ class CampaignRuntime:
         self.fetch_batch = batch if callable(batch) else None
         #: How many ids one `fetch_phones` call may take (the CRM's batch limit).
         self.batch_size = max(1, int(getattr(adapter, "batch_size", 100)))
+        self.metrics: ResolverMetrics | None = None
 
     async def _call(self, external_id: str) -> object:
         if self.is_async:
@@ -136,11 +141,15 @@ class CampaignRuntime:
         except RecordNotFound:
             # The batch endpoint found none of them (some answer a 404): each id is
             # then asked alone, which says which are really missing.
+            if self.metrics is not None:
+                self._observe_call("not_found", started)
             self.breaker.record_success(time.monotonic() - started)
             return {}
         except BaseException as error:
             if not is_adapter_fault(error, awaiting):
                 raise
+            if self.metrics is not None:
+                self._observe_call(call_outcome(error), started)
             self.breaker.record_failure()
             if isinstance(error, Exception):
                 raise
@@ -161,6 +170,8 @@ class CampaignRuntime:
             raise BadBatchAnswer(
                 f"fetch_phones returned a mapping that cannot be read ({type(error).__name__})"
             ) from error
+        if self.metrics is not None:
+            self._observe_call("ok", started)
         self.breaker.record_success(time.monotonic() - started)
         return wanted
 
@@ -242,7 +253,11 @@ class CampaignRuntime:
                 raw = await self._call(external_id)
             except BaseException as error:
                 if not is_adapter_fault(error, awaiting):
+                    if self.metrics is not None:  # cut off at the deadline
+                        self._observe_call("timeout", started)
                     raise
+                if self.metrics is not None:
+                    self._observe_call(call_outcome(error), started)
                 if record is not None:
                     record.duration = time.monotonic() - started
                     record.error = _described(error)  # masked where it is shown
@@ -258,8 +273,14 @@ class CampaignRuntime:
             if record is not None:
                 record.duration = time.monotonic() - started
                 record.raw = raw
+            if self.metrics is not None:
+                self._observe_call("ok", started)
             self.breaker.record_success(time.monotonic() - started)
             return Answer(raw)
+
+    def _observe_call(self, outcome: str, started: float) -> None:
+        assert self.metrics is not None
+        self.metrics.on_crm_call(self.campaign.id, outcome, time.monotonic() - started)
 
     def _failure(
         self, error: BaseException, started: float, deadline_at: float, attempt: int
@@ -327,6 +348,23 @@ class CampaignRuntime:
             # libraries can hold URLs with credentials, so it is redacted too.
             log.debug("adapter %r traceback:\n%s", self.adapter_name, redacted_traceback(error))
         return Outcome.failed("adapter_error", detail=_raised(error)), 0.0
+
+
+def call_outcome(error: BaseException) -> str:
+    """The `outcome` label of an adapter call that raised `error`."""
+    if isinstance(error, RecordNotFound):
+        return "not_found"
+    if isinstance(error, TimeoutError):
+        return "timeout"
+    if isinstance(error, AdapterAuthError):
+        return "auth_error"
+    if isinstance(error, AdapterRequestRejected):
+        return "rejected"
+    if isinstance(error, AdapterRateLimited):
+        return "rate_limited"
+    if isinstance(error, AdapterUnavailable):
+        return "unavailable"
+    return "error"
 
 
 def _raised(error: BaseException) -> str:

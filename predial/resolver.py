@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import math
 import os
@@ -28,7 +29,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from time import perf_counter
 from types import TracebackType
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import ValidationError
 
@@ -51,6 +52,9 @@ from .stats import ResolverStats, StatsRecorder
 from .trace import Trace
 from .warm import WarmReport
 from .warm import warm as warm_leads
+
+if TYPE_CHECKING:
+    from .metrics import ResolverMetrics
 
 __all__ = ["Resolver"]
 
@@ -122,6 +126,7 @@ class Resolver:
         # set operations are atomic), cancelled again at close().
         self._overdue: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._metrics: ResolverMetrics | None = None
         if registry is None:
             self.registry = load_plugins(plugins, entrypoints=load_entrypoints)
         else:
@@ -223,8 +228,11 @@ class Resolver:
 
         key = (lead.campaign_id, external_id)
         entry = self._cache.get(key)
+        metrics = self._metrics
         if entry is not None and self._clock() < entry.fresh_until:
             self._stats.hits += 1
+            if metrics is not None:
+                metrics.on_cache(lead.campaign_id, True)
             if entry.phone_number is not None:
                 return self._done(
                     Resolution(
@@ -240,6 +248,8 @@ class Resolver:
             return self._permanent(lead, runtime, entry.reason or "not_found", started)
 
         self._stats.misses += 1
+        if metrics is not None:
+            metrics.on_cache(lead.campaign_id, False)
         outcome = await self._shared_fetch(runtime, key, started)
         return self._after_fetch(lead, runtime, key, outcome, started)
 
@@ -683,6 +693,14 @@ class Resolver:
         if resolution.source == "stored":
             stats.stored += 1
         stats.latencies.append(resolution.elapsed)
+        if self._metrics is not None:
+            self._metrics.on_decision(
+                resolution.campaign_id,
+                resolution.source,
+                "ok",
+                resolution.fallback_reason or "",
+                resolution.elapsed,
+            )
         return resolution
 
     def _refuse(
@@ -700,6 +718,9 @@ class Resolver:
         stats.refused += 1
         stats.refusals[reason] += 1
         stats.latencies.append(elapsed)
+        if self._metrics is not None:
+            status = "retry_later" if retryable else "skip"
+            self._metrics.on_decision(lead.campaign_id, "", status, reason, elapsed)
         log.info(
             "campaign %s: lead %s refused: %s%s",
             lead.campaign_id,
@@ -725,6 +746,21 @@ class Resolver:
         return self._stats.snapshot(
             {campaign_id: runtime.breaker.state for campaign_id, runtime in self.campaigns.items()}
         )
+
+    @property
+    def closed(self) -> bool:
+        """Whether `close()` was called: a closed resolver resolves nothing."""
+        return self._closed
+
+    def attach_metrics(self, metrics: ResolverMetrics) -> None:
+        """Report decisions, CRM calls, cache look-ups and breaker states to
+        `metrics` (see `predial.metrics.instrument`)."""
+        metrics.campaigns = frozenset(self.campaigns)
+        self._metrics = metrics
+        for campaign_id, runtime in self.campaigns.items():
+            runtime.metrics = metrics
+            runtime.breaker.on_change = functools.partial(metrics.on_breaker, campaign_id)
+            metrics.on_breaker(campaign_id, runtime.breaker.state)
 
     def clear_cache(self) -> None:
         self._cache.clear()

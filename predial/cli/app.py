@@ -73,13 +73,14 @@ def cli(ctx: click.Context, debug: bool, verbose: int) -> None:
 
 
 def _register() -> None:
-    from . import check, config_cmd, import_cmd, plugins_cmd, resolve
+    from . import check, config_cmd, import_cmd, plugins_cmd, resolve, serve
 
     cli.add_command(resolve.resolve)
     cli.add_command(import_cmd.import_)
     cli.add_command(plugins_cmd.plugins)
     cli.add_command(check.check)
     cli.add_command(config_cmd.config)
+    cli.add_command(serve.serve)
 
 
 _register()

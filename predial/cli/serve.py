@@ -1,0 +1,68 @@
+"""`predial serve`: the resolver as the HTTP predial function."""
+
+from __future__ import annotations
+
+import click
+
+from ..config import find_config, load_config
+
+__all__ = ["serve"]
+
+
+@click.command()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="predial.toml (default: $PREDIAL_CONFIG, then ./predial.toml).",
+)
+@click.option("--host", help="Address to listen on (default: [service] host, 127.0.0.1).")
+@click.option("--port", type=click.IntRange(0, 65535), help="Port (default: [service] port, 8000).")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    help="Worker processes (default: [service] workers, 1).",
+)
+@click.option(
+    "--access-log",
+    type=click.Choice(["text", "json", "off"]),
+    help="Access lines on stdout: logfmt text, JSON, or none (default: [service] access_log).",
+)
+@click.pass_context
+def serve(
+    ctx: click.Context,
+    config_path: str | None,
+    host: str | None,
+    port: int | None,
+    workers: int | None,
+    access_log: str | None,
+) -> None:
+    """Serve the configured campaigns over HTTP: POST /v1/resolve before each dial.
+
+    \b
+    Builds every campaign's adapter first and exits 2 on a bad configuration.
+    SIGTERM drains: new requests get 503, in-flight ones finish, adapters close,
+    exit 0. The contract: docs/service.md, or GET /openapi.json.
+    """
+    try:
+        from ..service import server
+    except ImportError as error:
+        raise click.UsageError(
+            f"predial serve needs the server extra ({error.name} is missing): "
+            "pip install 'predial[server]'"
+        ) from None
+    path = find_config(config_path)
+    config = load_config(path)
+    overrides = {
+        key: value
+        for key, value in (
+            ("host", host),
+            ("port", port),
+            ("workers", workers),
+            ("access_log", access_log),
+        )
+        if value is not None
+    }
+    settings = config.service.model_validate({**config.service.model_dump(), **overrides})
+    verbose = 2 if ctx.meta.get("predial.debug") else 0
+    server.run(path, settings, verbose=verbose)

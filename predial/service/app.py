@@ -1,0 +1,487 @@
+"""The ASGI app of `predial serve`: routes, the request path, health and metrics.
+
+One resolve request goes: draining? → credentials → the caller's allowance → the
+body (bounded) → JSON → the lead → the key's campaign scope → the campaign →
+`Resolver.resolve` → a `Decision`. Everything before the resolve answers with an
+HTTP status and `{"error": {...}}`; the resolve itself always answers 200 with the
+decision in the body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+from pydantic_core import from_json
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..config import PredialConfig, find_config, load_config
+from ..errors import ConfigurationError, Unresolvable
+from ..metrics import ResolverMetrics
+from ..models import Lead, Resolution
+from ..redaction import register_secret
+from ..resolver import Resolver
+from .accesslog import AccessLog, ServiceMetrics
+from .admission import Admission, Refused
+from .auth import Authenticator, AuthFailure, Caller
+from .contract import InvalidLead, decision_for, error_json, lead_from_json, new_decision_id
+from .settings import ServiceConfig
+
+__all__ = [
+    "PredialService",
+    "Problem",
+    "app_from_environment",
+    "build_app",
+    "create_app",
+    "resolver_from_config",
+]
+
+log = logging.getLogger("predial.service")
+
+# Every live service of this process, so a signal handler can start their drain.
+LIVE: weakref.WeakSet[PredialService] = weakref.WeakSet()
+
+JSON = "application/json"
+
+
+class Problem(Exception):
+    """An answer other than a decision: an HTTP status and `{"error": {...}}`."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        field: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        self.headers = dict(headers or {})
+
+    def response(self) -> Response:
+        return JSONResponse(
+            error_json(self.code, self.message, self.field), self.status, self.headers
+        )
+
+
+class PredialService:
+    """The resolver behind HTTP: authentication, admission, decisions, drain."""
+
+    def __init__(
+        self,
+        resolver: Resolver,
+        settings: ServiceConfig,
+        *,
+        owns_resolver: bool = True,
+        registry: Any = None,
+    ) -> None:
+        from prometheus_client import CollectorRegistry
+
+        if not (settings.allow_unauthenticated or settings.keys or settings.webhook_secrets):
+            raise ConfigurationError(
+                "service: no credentials are configured; add [[service.keys]] or "
+                "webhook_secrets (or, on 127.0.0.1 only, allow_unauthenticated = true)"
+            )
+        for item in settings.keys:
+            register_secret(item.key.get_secret_value())
+        for secret in settings.webhook_secrets:
+            register_secret(secret.get_secret_value())
+        self.resolver = resolver
+        self.settings = settings
+        self.owns_resolver = owns_resolver
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = ResolverMetrics(self.registry)
+        resolver.attach_metrics(self.metrics)
+        self.http = ServiceMetrics(self.registry)
+        self.auth = Authenticator(settings)
+        self.admission = Admission()
+        self.draining = False
+        self.ready = False
+        self.batch_deadline = max(
+            (runtime.deadline for runtime in resolver.campaigns.values()),
+            default=resolver.deadline,
+        )
+        self._warned_anonymous = False
+        LIVE.add(self)
+
+    def drain(self) -> None:
+        """Stop admitting requests (503) and report not ready; in-flight ones finish."""
+        if not self.draining:
+            log.info("draining: new requests are answered 503, in-flight ones finish")
+        self.draining = True
+
+    # -- the request path ----------------------------------------------------------
+
+    async def admitted(
+        self, request: Request, handle: Callable[[Caller, bytes], Awaitable[Response]]
+    ) -> Response:
+        """Run `handle(caller, body)` for an authenticated, admitted request."""
+        if self.draining:
+            raise Problem(
+                503,
+                "shutting_down",
+                "the service is shutting down; retry on another instance",
+                headers={"Retry-After": str(self.settings.retry_after)},
+            )
+        headers = request.headers
+        try:
+            caller = self.auth.by_key(headers)
+        except AuthFailure as failure:
+            raise _unauthenticated(str(failure)) from None
+        if caller is None and not self.auth.is_signed(headers):
+            caller = self._anonymous(request)
+        if caller is not None:
+            self._enter(caller)
+            try:
+                body = await self.read_body(request)
+                request.scope.setdefault("state", {})["predial.caller"] = caller.name
+                return await handle(caller, body)
+            finally:
+                self.admission.leave(caller)
+        body = await self.read_body(request)
+        try:
+            caller = self.auth.verify(headers, body)
+        except AuthFailure as failure:
+            raise _unauthenticated(str(failure)) from None
+        self._enter(caller)
+        try:
+            request.scope.setdefault("state", {})["predial.caller"] = caller.name
+            return await handle(caller, body)
+        finally:
+            self.admission.leave(caller)
+
+    def _anonymous(self, request: Request) -> Caller:
+        server = request.scope.get("server")
+        host = server[0] if server else None
+        if self.auth.anonymous_allowed(host):
+            return self.auth.anonymous
+        if self.settings.allow_unauthenticated and not self._warned_anonymous:
+            self._warned_anonymous = True
+            log.warning(
+                "allow_unauthenticated is ignored: the service listens on %s, not loopback",
+                host,
+            )
+        raise _unauthenticated("send an API key (Authorization: Bearer …) or sign the request")
+
+    def _enter(self, caller: Caller) -> None:
+        try:
+            self.admission.enter(caller)
+        except Refused as refused:
+            raise Problem(
+                429,
+                "too_many_requests",
+                str(refused),
+                headers={"Retry-After": str(refused.retry_after)},
+            ) from None
+
+    async def read_body(self, request: Request) -> bytes:
+        limit = self.settings.max_body_bytes
+        too_large = Problem(
+            413, "body_too_large", f"the request body is over the limit of {limit} bytes"
+        )
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            try:
+                if int(declared) > limit:
+                    raise too_large
+            except ValueError:
+                raise Problem(400, "invalid_request", "Content-Length is not a number") from None
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise too_large
+                chunks.append(chunk)
+        except ClientDisconnect:
+            raise Problem(400, "client_disconnected", "the client went away") from None
+        return b"".join(chunks)
+
+    def parse(self, body: bytes) -> Any:
+        if not body:
+            raise Problem(400, "invalid_json", "the request body is empty; send a JSON object")
+        try:
+            return from_json(body, allow_inf_nan=False)
+        except ValueError as error:
+            raise Problem(400, "invalid_json", f"the body is not valid JSON: {error}") from None
+
+    def lead_for(self, caller: Caller, document: object) -> Lead:
+        """The lead of a request, checked against the caller's scope and the campaigns."""
+        try:
+            lead = lead_from_json(document)
+        except InvalidLead as invalid:
+            raise Problem(400, invalid.code, invalid.message, invalid.field) from None
+        if not caller.may_ask(lead.campaign_id):
+            raise Problem(
+                403,
+                "forbidden",
+                "this API key is not allowed to ask for that campaign",
+                "campaignId",
+            )
+        if lead.campaign_id not in self.resolver.campaigns:
+            raise Problem(
+                404,
+                "unknown_campaign",
+                "no campaign with this id is configured on this service",
+                "campaignId",
+            )
+        return lead
+
+    async def decide(self, lead: Lead) -> dict[str, Any]:
+        """The decision for a checked lead (never raises for a refusal)."""
+        outcome: Resolution | Unresolvable
+        try:
+            outcome = await self.resolver.resolve(lead)
+        except Unresolvable as refusal:
+            outcome = refusal
+        except RuntimeError:
+            if self.resolver.closed:
+                raise Problem(
+                    503,
+                    "shutting_down",
+                    "the service is shutting down",
+                    headers={"Retry-After": str(self.settings.retry_after)},
+                ) from None
+            raise
+        return decision_for(outcome, lead, new_decision_id())
+
+    # -- routes ----------------------------------------------------------------------
+
+    async def resolve(self, request: Request) -> Response:
+        async def handle(caller: Caller, body: bytes) -> Response:
+            lead = self.lead_for(caller, self.parse(body))
+            decision = await self.decide(lead)
+            request.scope["state"]["predial.decisions"] = [decision]
+            return JSONResponse(decision)
+
+        return await self.admitted(request, handle)
+
+    async def resolve_batch(self, request: Request) -> Response:
+        async def handle(caller: Caller, body: bytes) -> Response:
+            document = self.parse(body)
+            if not isinstance(document, dict):
+                raise Problem(400, "invalid_request", 'the body must be {"leads": [...]}', None)
+            leads = document.get("leads")
+            if not isinstance(leads, list):
+                raise Problem(400, "invalid_request", "leads must be a list of leads", "leads")
+            if len(leads) > self.settings.max_batch:
+                raise Problem(
+                    400,
+                    "batch_too_large",
+                    f"a batch holds at most {self.settings.max_batch} leads; "
+                    f"this one has {len(leads)}",
+                    "leads",
+                )
+            results = await self.decide_many(caller, leads)
+            request.scope["state"]["predial.decisions"] = [
+                item for item in results if "decisionId" in item
+            ]
+            return JSONResponse({"results": results})
+
+        return await self.admitted(request, handle)
+
+    async def decide_many(self, caller: Caller, items: list[Any]) -> list[dict[str, Any]]:
+        """Decisions for `items` in order, concurrently, a per-item error for a bad one."""
+        results: list[dict[str, Any]] = [{} for _ in items]
+        pending: dict[int, asyncio.Task[dict[str, Any]]] = {}
+        for index, item in enumerate(items):
+            try:
+                lead = self.lead_for(caller, item)
+            except Problem as problem:
+                results[index] = _item_error(index, problem.code, problem.message, problem.field)
+                continue
+            pending[index] = asyncio.ensure_future(self.decide(lead))
+        if pending:
+            # Each resolve holds its campaign's deadline; this bounds the whole batch
+            # even if an adapter ignores it.
+            await asyncio.wait(pending.values(), timeout=self.batch_deadline + 1.0)
+        for index, task in pending.items():
+            if not task.done():
+                task.cancel()
+                results[index] = _item_error(
+                    index, "timeout", "no decision within the deadline; retry later"
+                )
+                continue
+            error = task.exception()
+            if error is None:
+                results[index] = task.result()
+            elif isinstance(error, Problem):
+                results[index] = _item_error(index, error.code, error.message, error.field)
+            else:
+                log.error("batch item %d failed: %s", index, type(error).__name__)
+                results[index] = _item_error(index, "internal_error", "resolving this lead failed")
+        return results
+
+    async def livez(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        if self.draining:
+            return JSONResponse(
+                {"status": "draining"}, 503, {"Retry-After": str(self.settings.retry_after)}
+            )
+        if not self.ready:
+            return JSONResponse({"status": "starting"}, 503)
+        campaigns = {
+            campaign_id: ("misconfigured" if runtime.error else runtime.breaker.state)
+            for campaign_id, runtime in self.resolver.campaigns.items()
+        }
+        return JSONResponse({"status": "ready", "campaigns": campaigns})
+
+    async def metrics_text(self, request: Request) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+        from ..metrics import multiprocess_mode
+
+        if multiprocess_mode():
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            payload = generate_latest(registry)
+        else:
+            payload = generate_latest(self.registry)
+        return Response(payload, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def openapi(self, request: Request) -> Response:
+        from .openapi import openapi_document
+
+        return JSONResponse(openapi_document())
+
+    # -- lifespan --------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        self.ready = True
+        try:
+            yield
+        finally:
+            self.drain()
+            if self.owns_resolver:
+                await self.resolver.close(grace=1.0)
+            _mark_process_dead()
+
+
+def _mark_process_dead() -> None:
+    from ..metrics import multiprocess_mode
+
+    if multiprocess_mode():
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+
+def _unauthenticated(message: str) -> Problem:
+    return Problem(401, "unauthenticated", message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _item_error(index: int, code: str, message: str, field: str | None = None) -> dict[str, Any]:
+    return {"index": index, **error_json(code, message, field)}
+
+
+def _problem_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Problem)
+    return exc.response()
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.error("%s %s failed: %s", request.method, request.url.path, type(exc).__name__)
+    return JSONResponse(error_json("internal_error", "the service failed; retry later"), 500)
+
+
+def create_app(
+    resolver_or_config_path: Resolver | str | os.PathLike[str] | None = None,
+    *,
+    settings: ServiceConfig | None = None,
+    registry: Any = None,
+) -> Starlette:
+    """The ASGI app of `predial serve`, for servers of your own (gunicorn, granian).
+
+    Given a configuration path (default: `$PREDIAL_CONFIG`, then `./predial.toml`),
+    builds the resolver from it, every campaign's adapter included, and takes the
+    `[service]` settings from it; a bad configuration raises `ConfigurationError`
+    here, before the app serves anything. Given a `Resolver`, serves it with
+    `settings`; the caller keeps ownership of the resolver and closes it.
+    `registry`: the prometheus-client registry of the app's metrics (a new one by
+    default).
+    """
+    if isinstance(resolver_or_config_path, Resolver):
+        service = PredialService(
+            resolver_or_config_path,
+            settings or ServiceConfig(),
+            owns_resolver=False,
+            registry=registry,
+        )
+    else:
+        config = load_config(find_config(resolver_or_config_path))
+        resolver = resolver_from_config(config)
+        try:
+            service = PredialService(resolver, settings or config.service, registry=registry)
+        except BaseException:
+            resolver.close_sync()
+            raise
+    return build_app(service)
+
+
+def resolver_from_config(config: PredialConfig) -> Resolver:
+    """The resolver of a loaded configuration (strict: a bad campaign fails here)."""
+    from dataclasses import replace
+
+    where = str(config.path)
+    campaigns = [
+        replace(item.campaign(), origin=f"{where}: campaigns[{index}]")
+        for index, item in enumerate(config.campaigns)
+    ]
+    if not campaigns:
+        raise ConfigurationError(f"{where}: no [[campaigns]] are configured; nothing to serve")
+    return Resolver(campaigns, plugins=config.plugin_modules(), **config.resolver_options())
+
+
+def build_app(service: PredialService) -> Starlette:
+    from .shims import connect, vapi_tool
+
+    routes = [
+        Route("/v1/resolve", service.resolve, methods=["POST"]),
+        Route("/v1/resolve/batch", service.resolve_batch, methods=["POST"]),
+        Route(
+            "/v1/platforms/vapi/tool", lambda request: vapi_tool(service, request), methods=["POST"]
+        ),
+        Route("/v1/platforms/connect", lambda request: connect(service, request), methods=["POST"]),
+        Route("/livez", service.livez, methods=["GET"]),
+        Route("/readyz", service.readyz, methods=["GET"]),
+        Route("/metrics", service.metrics_text, methods=["GET"]),
+        Route("/openapi.json", service.openapi, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(AccessLog, service=service, routes={r.path for r in routes})],
+        lifespan=service.lifespan,
+        exception_handlers={Problem: _problem_handler, Exception: _internal_error},
+    )
+    app.state.predial = service
+    return app
+
+
+# -- for `predial serve --workers N`: each worker builds its app from the environment --
+
+
+def app_from_environment() -> Any:
+    """The app of one `predial serve` worker: config path and logging from the env."""
+    from .server import configure_worker
+
+    configure_worker()
+    return create_app(os.environ.get("PREDIAL_CONFIG"))

@@ -1,0 +1,233 @@
+"""`predial serve`: uvicorn around the app, with a drain on SIGTERM and N workers.
+
+On SIGTERM (or Ctrl-C) the service stops admitting requests (503 with Retry-After,
+`/readyz` 503), waits `drain_delay` seconds so a load balancer notices, closes the
+listener, lets in-flight resolves finish within their deadline, closes the adapters
+and exits 0. A second Ctrl-C stops at once.
+
+With `--workers N`, uvicorn's supervisor runs N processes on one socket; each builds
+its app from `PREDIAL_CONFIG` and the metrics use prometheus-client's multiprocess
+mode in a fresh directory (wiped at start, as its documentation requires).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from uvicorn.supervisors import Multiprocess
+
+from ..errors import ConfigurationError
+from .settings import ServiceConfig
+
+__all__ = ["DrainingServer", "configure_logging", "configure_worker", "drain_on_signal", "run"]
+
+log = logging.getLogger("predial.service")
+
+_LOG_ENV = "PREDIAL_SERVE_ACCESS_LOG"
+_VERBOSE_ENV = "PREDIAL_SERVE_VERBOSE"
+_DRAIN_ENV = "PREDIAL_SERVE_DRAIN_DELAY"
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, draining the app before it stops listening."""
+
+    def __init__(self, config: uvicorn.Config, drain_delay: float = 0.0) -> None:
+        super().__init__(config)
+        self.drain_delay = drain_delay
+        self.drain_started: float | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.drain_started is None:
+            from .app import LIVE
+
+            self.drain_started = time.monotonic()
+            for service in list(LIVE):
+                service.drain()
+            if self.drain_delay <= 0:
+                self.should_exit = True
+            # Not recorded as a captured signal: uvicorn would raise it again after
+            # the graceful stop, and the process would die of it instead of exiting 0.
+            return
+        if sig == signal.SIGINT:
+            self.force_exit = True
+        self.should_exit = True
+
+    async def on_tick(self, counter: int) -> bool:
+        if (
+            self.drain_started is not None
+            and not self.should_exit
+            and time.monotonic() >= self.drain_started + self.drain_delay
+        ):
+            self.should_exit = True
+        return await super().on_tick(counter)
+
+
+def configure_logging(access_log: str, verbose: int = 0) -> None:
+    """Access lines to stdout, everything else to stderr; nothing uvicorn-styled."""
+    err = logging.StreamHandler(sys.stderr)
+    err.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    level = logging.DEBUG if verbose > 1 else logging.INFO
+    for name in ("predial", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [err]
+        logger.setLevel(level)
+        logger.propagate = False
+    access = logging.getLogger("predial.access")
+    out = logging.StreamHandler(sys.stdout)
+    out.setFormatter(
+        logging.Formatter("%(message)s" if access_log == "json" else "%(asctime)s %(message)s")
+    )
+    access.handlers[:] = [out]
+    access.setLevel(logging.INFO if access_log != "off" else logging.WARNING)
+    access.propagate = False
+
+
+def configure_worker() -> None:
+    """In a worker process: the logging the parent was asked for."""
+    access_log = os.environ.get(_LOG_ENV)
+    if access_log:
+        configure_logging(access_log, int(os.environ.get(_VERBOSE_ENV, "0")))
+    if _DRAIN_ENV in os.environ and threading.current_thread() is threading.main_thread():
+        drain_on_signal(float(os.environ[_DRAIN_ENV]))
+
+
+def drain_on_signal(drain_delay: float) -> None:
+    """In a worker process (uvicorn's supervisor runs plain uvicorn servers): drain
+    the app on SIGTERM and hand the signal to uvicorn `drain_delay` seconds later.
+
+    Called while the app is built, which uvicorn does with its own handlers in place.
+    """
+    from .app import LIVE
+
+    previous = signal.getsignal(signal.SIGTERM)
+    if not callable(previous):
+        return
+
+    def drain(sig: int, frame: FrameType | None) -> None:
+        for service in list(LIVE):
+            service.drain()
+        if drain_delay <= 0:
+            previous(sig, frame)
+            return
+        timer = threading.Timer(drain_delay, signal.raise_signal, (sig,))
+        timer.daemon = True
+        signal.signal(signal.SIGTERM, previous)
+        timer.start()
+
+    signal.signal(signal.SIGTERM, drain)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host.strip("[]"), port))
+    except OSError as error:
+        sock.close()
+        raise ConfigurationError(
+            f"cannot listen on {host}:{port}: {error.strerror or error}"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _uvicorn_config(app: Any, settings: ServiceConfig, shutdown_timeout: float) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        factory=isinstance(app, str),
+        workers=settings.workers,
+        lifespan="on",
+        # predial logs its own access lines (masked, structured); none from uvicorn.
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=max(1, round(shutdown_timeout)),
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or None,
+    )
+
+
+def run(
+    config_path: str | os.PathLike[str],
+    settings: ServiceConfig,
+    *,
+    verbose: int = 0,
+    on_ready: Any = None,
+) -> None:
+    """Serve the campaigns of `config_path` until SIGTERM; raise on a bad setup.
+
+    Everything that can be wrong with the configuration (campaigns, adapters,
+    credentials, the address) raises `ConfigurationError` before anything listens.
+    """
+    from .app import create_app
+
+    try:
+        settings.check_listening(settings.host)
+    except ValueError as error:
+        raise ConfigurationError(f"{config_path}: {error}") from None
+    configure_logging(settings.access_log, verbose)
+    path = str(Path(config_path).resolve())
+    # Built here in every case: a bad campaign or adapter fails before any worker.
+    app = create_app(path, settings=settings)
+    service = app.state.predial
+    timeout = settings.shutdown_timeout or service.batch_deadline + 5.0
+    sock = _bind(settings.host, settings.port)
+    try:
+        address = sock.getsockname()
+        log.info(
+            "predial serve: %d campaign(s) on http://%s:%d with %d worker(s)",
+            len(service.resolver.campaigns),
+            settings.host,
+            address[1],
+            settings.workers,
+        )
+        if on_ready is not None:
+            on_ready(address[1])
+        if settings.workers == 1:
+            server = DrainingServer(_uvicorn_config(app, settings, timeout), settings.drain_delay)
+            server.run(sockets=[sock])
+            return
+        service.resolver.close_sync()
+        _run_workers(path, settings, timeout, sock, verbose)
+    finally:
+        sock.close()
+
+
+def _run_workers(
+    path: str, settings: ServiceConfig, timeout: float, sock: socket.socket, verbose: int
+) -> None:
+    metrics_dir = Path(tempfile.mkdtemp(prefix="predial-metrics-"))
+    os.environ.update(
+        {
+            "PREDIAL_CONFIG": path,
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+            _LOG_ENV: settings.access_log,
+            _VERBOSE_ENV: str(verbose),
+            _DRAIN_ENV: str(settings.drain_delay),
+        }
+    )
+    try:
+        config = _uvicorn_config("predial.service.app:app_from_environment", settings, timeout)
+        if "target" in inspect.signature(Multiprocess).parameters:  # uvicorn < 0.36
+            supervisor = Multiprocess(config, target=uvicorn.Server(config).run, sockets=[sock])  # type: ignore[call-arg,unused-ignore]
+        else:
+            supervisor = Multiprocess(config, sockets=[sock])
+        supervisor.run()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)

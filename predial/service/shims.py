@@ -1,0 +1,148 @@
+"""Platform shims: a platform's own request shape, mapped onto the same resolve.
+
+Each shim is a thin function: read the platform's request, make leads of it, call
+`PredialService.decide`, and answer in the platform's shape. Adding one (Retell,
+a Genesys data action) is the same few lines; see `docs/service.md`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from .app import PredialService, Problem
+from .auth import Caller
+
+__all__ = ["connect", "vapi_tool"]
+
+
+def _one_line(value: Any) -> str:
+    # Vapi wants single-line result strings; json.dumps escapes every newline.
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+async def vapi_tool(service: PredialService, request: Request) -> Response:
+    """Vapi's tool call: `{"message": {"type": "tool-calls", "toolCallList": [...]}}`.
+
+    Each tool call's `function.arguments` is a lead (an object, or a JSON string as
+    OpenAI-style tools send it); `?campaignId=` on the tool's URL supplies the
+    campaign when the arguments do not. Always HTTP 200, as Vapi ignores any other
+    status: a failure is an `error` string in the call's result.
+    """
+    default_campaign = request.query_params.get("campaignId")
+    calls: list[Any] = []
+
+    async def handle(caller: Caller, body: bytes) -> Response:
+        nonlocal calls
+        document = service.parse(body)
+        message = document.get("message") if isinstance(document, dict) else None
+        found = message.get("toolCallList") if isinstance(message, dict) else None
+        if found is None and isinstance(message, dict):
+            found = message.get("toolCalls")
+        if not isinstance(found, list):
+            raise Problem(400, "invalid_request", "message.toolCallList must be a list")
+        calls = found
+        leads = [_vapi_lead(call, default_campaign) for call in calls]
+        decisions = await service.decide_many(caller, leads)
+        request.scope["state"]["predial.decisions"] = [d for d in decisions if "decisionId" in d]
+        results = []
+        for call, decision in zip(calls, decisions, strict=True):
+            entry: dict[str, Any] = {"toolCallId": _call_id(call)}
+            if "error" in decision:
+                entry["error"] = _one_line(decision["error"])
+            else:
+                entry["result"] = _one_line(decision)
+            results.append(entry)
+        return JSONResponse({"results": results})
+
+    try:
+        return await service.admitted(request, handle)
+    except Problem as problem:
+        error = _one_line({"code": problem.code, "message": problem.message})
+        results = [{"toolCallId": _call_id(call), "error": error} for call in calls]
+        if not results:
+            results = [{"toolCallId": "", "error": error}]
+        return JSONResponse({"results": results}, headers=problem.headers)
+
+
+def _call_id(call: Any) -> str:
+    value = call.get("id") if isinstance(call, dict) else None
+    return value if isinstance(value, str) else ""
+
+
+def _vapi_lead(call: Any, default_campaign: str | None) -> Any:
+    function = call.get("function") if isinstance(call, dict) else None
+    arguments = function.get("arguments") if isinstance(function, dict) else None
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except ValueError:
+            return arguments  # refused as "not a lead" with the item's index
+    if isinstance(arguments, dict) and default_campaign and "campaignId" not in arguments:
+        arguments = {**arguments, "campaignId": default_campaign}
+    return arguments
+
+
+async def connect(service: PredialService, request: Request) -> Response:
+    """Amazon Connect outbound campaigns' batch: `Items.CustomerProfiles[]`.
+
+    Each profile becomes a lead: `CustomerData` (a JSON string, or an object) gives
+    `campaignId`, `externalId` and `phoneNumber`; `externalId` defaults to the
+    `ProfileId`, `campaignId` to `?campaignId=` on the URL. The answer holds one
+    entry per profile: `Id` (the ProfileId), `ResultData` (the decision) and, when
+    the profile could not be resolved, `IsFailure`, `ErrorCode` and `ErrorMessage`.
+    """
+    default_campaign = request.query_params.get("campaignId")
+
+    async def handle(caller: Caller, body: bytes) -> Response:
+        document = service.parse(body)
+        items = document.get("Items") if isinstance(document, dict) else None
+        profiles = items.get("CustomerProfiles") if isinstance(items, dict) else None
+        if not isinstance(profiles, list):
+            raise Problem(400, "invalid_request", "Items.CustomerProfiles must be a list", "Items")
+        if len(profiles) > service.settings.max_batch:
+            raise Problem(
+                400,
+                "batch_too_large",
+                f"at most {service.settings.max_batch} profiles per request",
+                "Items",
+            )
+        leads = [_connect_lead(profile, default_campaign) for profile in profiles]
+        decisions = await service.decide_many(caller, leads)
+        request.scope["state"]["predial.decisions"] = [d for d in decisions if "decisionId" in d]
+        answers = []
+        for profile, decision in zip(profiles, decisions, strict=True):
+            profile_id = profile.get("ProfileId") if isinstance(profile, dict) else None
+            entry: dict[str, Any] = {"Id": profile_id if isinstance(profile_id, str) else ""}
+            if "error" in decision:
+                entry.update(
+                    IsFailure=True,
+                    ErrorCode=decision["error"]["code"],
+                    ErrorMessage=decision["error"]["message"],
+                )
+            else:
+                entry.update(ResultData=decision, IsFailure=False)
+            answers.append(entry)
+        return JSONResponse({"Items": {"CustomerProfiles": answers}})
+
+    return await service.admitted(request, handle)
+
+
+def _connect_lead(profile: Any, default_campaign: str | None) -> Any:
+    if not isinstance(profile, dict):
+        return profile
+    data = profile.get("CustomerData")
+    if isinstance(data, str):
+        try:
+            data = json.loads(data)
+        except ValueError:
+            data = None
+    lead: dict[str, Any] = dict(data) if isinstance(data, dict) else {}
+    if "externalId" not in lead and isinstance(profile.get("ProfileId"), str):
+        lead["externalId"] = profile["ProfileId"]
+    if "campaignId" not in lead and default_campaign:
+        lead["campaignId"] = default_campaign
+    return lead
