@@ -54,6 +54,7 @@ from .warm import WarmReport
 from .warm import warm as warm_leads
 
 if TYPE_CHECKING:
+    from .config import PredialConfig
     from .metrics import ResolverMetrics
 
 __all__ = ["Resolver"]
@@ -175,6 +176,18 @@ class Resolver:
         from .config import find_config, load_config
 
         config = load_config(find_config(path), environ)
+        return cls.from_loaded_config(config, plugins=plugins, strict=strict, **options)
+
+    @classmethod
+    def from_loaded_config(
+        cls,
+        config: PredialConfig,
+        *,
+        plugins: Iterable[object] = (),
+        strict: bool = True,
+        **options: Any,
+    ) -> Resolver:
+        """A resolver built from an already loaded `PredialConfig`."""
         where = str(config.path)
         campaigns = [
             replace(item.campaign(), origin=f"{where}: campaigns[{index}]")
