@@ -454,13 +454,19 @@ def resolver_from_config(config: PredialConfig) -> Resolver:
 def build_app(service: PredialService) -> Starlette:
     from .shims import connect, vapi_tool
 
+    # Coroutine functions, not lambdas: Starlette runs any other callable in a thread
+    # and would get an un-awaited coroutine back.
+    async def vapi_route(request: Request) -> Response:
+        return await vapi_tool(service, request)
+
+    async def connect_route(request: Request) -> Response:
+        return await connect(service, request)
+
     routes = [
         Route("/v1/resolve", service.resolve, methods=["POST"]),
         Route("/v1/resolve/batch", service.resolve_batch, methods=["POST"]),
-        Route(
-            "/v1/platforms/vapi/tool", lambda request: vapi_tool(service, request), methods=["POST"]
-        ),
-        Route("/v1/platforms/connect", lambda request: connect(service, request), methods=["POST"]),
+        Route("/v1/platforms/vapi/tool", vapi_route, methods=["POST"]),
+        Route("/v1/platforms/connect", connect_route, methods=["POST"]),
         Route("/livez", service.livez, methods=["GET"]),
         Route("/readyz", service.readyz, methods=["GET"]),
         Route("/metrics", service.metrics_text, methods=["GET"]),

@@ -118,7 +118,9 @@ class Authenticator:
         except ValueError:
             raise AuthFailure("webhook-timestamp must be Unix seconds") from None
         now = self._clock()
-        if abs(now - timestamp) > self._tolerance:
+        # Whole seconds on both sides: a timestamp of hundreds of digits is a valid
+        # int but overflows a float subtraction.
+        if abs(int(now) - timestamp) > self._tolerance:
             raise AuthFailure(
                 f"webhook-timestamp is more than {self._tolerance:g} s from the service's "
                 "clock (a stale or future request; check the sender's clock)"

@@ -108,6 +108,20 @@ def openapi_document() -> dict[str, Any]:
     schemas["Lead"]["description"] = (
         "A lead as the Lupitor Leads API spells it; other fields are accepted and ignored."
     )
+    # The rules the Lead model checks in code, not in its schema: phoneNumber is
+    # E.164, and a lead has a phoneNumber or a (non-blank) externalId.
+    properties = schemas["Lead"]["properties"]
+    properties["phoneNumber"] = {
+        **properties["phoneNumber"],
+        "anyOf": [{"type": "string", "pattern": r"^\+[1-9][0-9]{1,14}$"}, {"type": "null"}],
+    }
+    schemas["Lead"]["anyOf"] = [
+        {"required": ["phoneNumber"], "properties": {"phoneNumber": {"type": "string"}}},
+        {
+            "required": ["externalId"],
+            "properties": {"externalId": {"type": "string", "pattern": r"\S"}},
+        },
+    ]
     paths: dict[str, Any] = {}
     for path, (method, summary, request, answer, errors) in ROUTES.items():
         operation: dict[str, Any] = {"summary": summary, "responses": {}}

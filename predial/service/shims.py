@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pydantic_core import from_json
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -20,8 +21,9 @@ __all__ = ["connect", "vapi_tool"]
 
 
 def _one_line(value: Any) -> str:
-    # Vapi wants single-line result strings; json.dumps escapes every newline.
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    # Vapi wants single-line result strings; json.dumps escapes every newline, and
+    # ensure_ascii the line breaks beyond ASCII too (U+0085, U+2028, U+2029).
+    return json.dumps(value, separators=(",", ":"))
 
 
 async def vapi_tool(service: PredialService, request: Request) -> Response:
@@ -78,7 +80,8 @@ def _vapi_lead(call: Any, default_campaign: str | None) -> Any:
     arguments = function.get("arguments") if isinstance(function, dict) else None
     if isinstance(arguments, str):
         try:
-            arguments = json.loads(arguments)
+            # As the body is read: a deep nesting is a ValueError, not a RecursionError.
+            arguments = from_json(arguments, allow_inf_nan=False)
         except ValueError:
             return arguments  # refused as "not a lead" with the item's index
     if isinstance(arguments, dict) and default_campaign and "campaignId" not in arguments:
@@ -137,7 +140,7 @@ def _connect_lead(profile: Any, default_campaign: str | None) -> Any:
     data = profile.get("CustomerData")
     if isinstance(data, str):
         try:
-            data = json.loads(data)
+            data = from_json(data, allow_inf_nan=False)
         except ValueError:
             data = None
     lead: dict[str, Any] = dict(data) if isinstance(data, dict) else {}
