@@ -303,6 +303,8 @@ def test_vapi_gets_200_for_bad_auth_and_admission() -> None:
                 http.post("/v1/platforms/vapi/tool", json=body, headers=headers)
             )
             assert json.loads(results[0]["error"])["code"] == "unauthenticated"
+            # Refused before its body was read, the error still names Vapi's call.
+            assert results[0]["toolCallId"] == "c1"
         # Vapi's own secret header carries an API key.
         good = _vapi_results(
             http.post("/v1/platforms/vapi/tool", json=body, headers={"x-vapi-secret": KEY_A})
@@ -328,6 +330,7 @@ def test_vapi_gets_200_for_bad_auth_and_admission() -> None:
             busy = http.post("/v1/platforms/vapi/tool", json=body, headers={"x-api-key": KEY_ALL})
             assert int(busy.headers["retry-after"]) >= 1
             assert json.loads(_vapi_results(busy)[0]["error"])["code"] == "too_many_requests"
+            assert _vapi_results(busy)[0]["toolCallId"] == "c1"
             service.service.drain()
             draining = _vapi_results(
                 http.post("/v1/platforms/vapi/tool", json=body, headers={"x-api-key": KEY_ALL})

@@ -188,6 +188,11 @@ class PredialService:
             ) from None
 
     async def read_body(self, request: Request) -> bytes:
+        """The request's body, at most `max_body_bytes` (413 above); read once."""
+        state = request.scope.setdefault("state", {})
+        if "predial.body" in state:
+            body: bytes = state["predial.body"]
+            return body
         limit = self.settings.max_body_bytes
         too_large = Problem(
             413, "body_too_large", f"the request body is over the limit of {limit} bytes"
@@ -209,7 +214,8 @@ class PredialService:
                 chunks.append(chunk)
         except ClientDisconnect:
             raise Problem(400, "client_disconnected", "the client went away") from None
-        return b"".join(chunks)
+        state["predial.body"] = body = b"".join(chunks)
+        return body
 
     def parse(self, body: bytes) -> Any:
         if not body:

@@ -39,12 +39,8 @@ async def vapi_tool(service: PredialService, request: Request) -> Response:
 
     async def handle(caller: Caller, body: bytes) -> Response:
         nonlocal calls
-        document = service.parse(body)
-        message = document.get("message") if isinstance(document, dict) else None
-        found = message.get("toolCallList") if isinstance(message, dict) else None
-        if found is None and isinstance(message, dict):
-            found = message.get("toolCalls")
-        if not isinstance(found, list):
+        found = _tool_calls(service.parse(body))
+        if found is None:
             raise Problem(400, "invalid_request", "message.toolCallList must be a list")
         calls = found
         leads = [_vapi_lead(call, default_campaign) for call in calls]
@@ -63,11 +59,33 @@ async def vapi_tool(service: PredialService, request: Request) -> Response:
     try:
         return await service.admitted(request, handle)
     except Problem as problem:
+        if not calls and problem.status not in (400, 413):
+            # Refused before the body was read (credentials, admission, drain): read
+            # it now, bounded as ever, so each error names the call Vapi waits on.
+            calls = await _calls_of_refused(service, request)
         error = _one_line({"code": problem.code, "message": problem.message})
         results = [{"toolCallId": _call_id(call), "error": error} for call in calls]
         if not results:
             results = [{"toolCallId": "", "error": error}]
         return JSONResponse({"results": results}, headers=problem.headers)
+
+
+def _tool_calls(document: Any) -> list[Any] | None:
+    message = document.get("message") if isinstance(document, dict) else None
+    if not isinstance(message, dict):
+        return None
+    found = message.get("toolCallList")
+    if found is None:
+        found = message.get("toolCalls")
+    return found if isinstance(found, list) else None
+
+
+async def _calls_of_refused(service: PredialService, request: Request) -> list[Any]:
+    try:
+        body = await service.read_body(request)
+        return _tool_calls(service.parse(body)) or []
+    except (Problem, RuntimeError):  # too large, malformed, or already consumed
+        return []
 
 
 def _call_id(call: Any) -> str:
