@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import click
+from pydantic import ValidationError
 
 from ..config import find_config, load_config
+from ..errors import ConfigurationError
 
 __all__ = ["serve"]
 
@@ -63,6 +65,16 @@ def serve(
         )
         if value is not None
     }
-    settings = config.service.model_validate({**config.service.model_dump(), **overrides})
+    try:
+        settings = config.service.model_validate({**config.service.model_dump(), **overrides})
+    except ValidationError as error:
+        # One line naming the option, like every other configuration error.
+        raise ConfigurationError(
+            "; ".join(
+                f"--{str(item['loc'][0]).replace('_', '-') if item['loc'] else 'service'}: "
+                f"{item['msg']}"
+                for item in error.errors(include_url=False, include_input=False)
+            )
+        ) from None
     verbose = 2 if ctx.meta.get("predial.debug") else 0
     server.run(path, settings, verbose=verbose)

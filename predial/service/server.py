@@ -13,6 +13,7 @@ mode in a fresh directory (wiped at start, as its documentation requires).
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import os
 import shutil
@@ -27,18 +28,30 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
+from .._faults import safe_text
 from ..errors import ConfigurationError
 from .settings import ServiceConfig
 
-__all__ = ["DrainingServer", "configure_logging", "configure_worker", "drain_on_signal", "run"]
+__all__ = [
+    "DrainingServer",
+    "configure_logging",
+    "configure_worker",
+    "drain_on_signal",
+    "run",
+    "worker_app",
+]
 
 log = logging.getLogger("predial.service")
 
 _LOG_ENV = "PREDIAL_SERVE_ACCESS_LOG"
 _VERBOSE_ENV = "PREDIAL_SERVE_VERBOSE"
 _DRAIN_ENV = "PREDIAL_SERVE_DRAIN_DELAY"
+# The settings the command line overrides (--host, --port, --workers, --access-log).
+_SETTINGS_ENV = "PREDIAL_SERVE_SETTINGS"
+_OVERRIDABLE = ("host", "port", "workers", "access_log")
 
 
 class DrainingServer(uvicorn.Server):
@@ -102,6 +115,30 @@ def configure_worker() -> None:
         configure_logging(access_log, int(os.environ.get(_VERBOSE_ENV, "0")))
     if _DRAIN_ENV in os.environ and threading.current_thread() is threading.main_thread():
         drain_on_signal(float(os.environ[_DRAIN_ENV]))
+
+
+def worker_app() -> Any:
+    """The app of one `--workers` process: the configuration at `PREDIAL_CONFIG` with
+    the parent's command-line settings (`app_from_environment` would serve the file's:
+    `--access-log json` would log text).
+
+    A worker that cannot build it exits with uvicorn's startup-failure code, on which
+    the supervisor stops, rather than dying of the exception and being restarted by
+    the supervisor, failing the same way, forever.
+    """
+    from ..config import load_config
+    from .app import create_app
+
+    try:
+        configure_worker()
+        path = os.environ["PREDIAL_CONFIG"]
+        service = load_config(path).service
+        overrides = json.loads(os.environ.get(_SETTINGS_ENV, "{}"))
+        settings = service.model_validate({**service.model_dump(), **overrides})
+        return create_app(path, settings=settings)
+    except Exception as error:
+        log.error("worker %d cannot start: %s", os.getpid(), safe_text(error))
+        sys.exit(STARTUP_FAILURE)
 
 
 def drain_on_signal(drain_delay: float) -> None:
@@ -187,13 +224,14 @@ def run(
     app = create_app(path, settings=settings)
     service = app.state.predial
     timeout = settings.shutdown_timeout or service.batch_deadline + 5.0
-    sock = _bind(settings.host, settings.port)
+    sock: socket.socket | None = None
     try:
+        sock = _bind(settings.host, settings.port)
         address = sock.getsockname()
         log.info(
             "predial serve: %d campaign(s) on http://%s:%d with %d worker(s)",
             len(service.resolver.campaigns),
-            settings.host,
+            f"[{settings.host.strip('[]')}]" if ":" in settings.host else settings.host,
             address[1],
             settings.workers,
         )
@@ -206,7 +244,11 @@ def run(
         service.resolver.close_sync()
         _run_workers(path, settings, timeout, sock, verbose)
     finally:
-        sock.close()
+        if sock is not None:
+            sock.close()
+        # The adapters built above, when no server got to close them (a port in use).
+        if not service.resolver.closed:
+            service.resolver.close_sync()
 
 
 def _run_workers(
@@ -220,14 +262,19 @@ def _run_workers(
             _LOG_ENV: settings.access_log,
             _VERBOSE_ENV: str(verbose),
             _DRAIN_ENV: str(settings.drain_delay),
+            _SETTINGS_ENV: json.dumps({key: getattr(settings, key) for key in _OVERRIDABLE}),
         }
     )
     try:
-        config = _uvicorn_config("predial.service.app:app_from_environment", settings, timeout)
+        config = _uvicorn_config(f"{__name__}:worker_app", settings, timeout)
         if "target" in inspect.signature(Multiprocess).parameters:  # uvicorn < 0.36
             supervisor = Multiprocess(config, target=uvicorn.Server(config).run, sockets=[sock])  # type: ignore[call-arg,unused-ignore]
         else:
             supervisor = Multiprocess(config, sockets=[sock])
         supervisor.run()
+        if any(
+            process.exitcode == STARTUP_FAILURE for process in getattr(supervisor, "processes", ())
+        ):
+            raise ConfigurationError("a worker could not start (its error is logged above)")
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
