@@ -289,8 +289,37 @@ async def test_allow_unauthenticated_is_ignored_off_loopback(
                 _unauthenticated(await client.post("/v1/resolve", json=lead()))
     finally:
         await resolver.close()
-    warnings = [r for r in caplog.records if "allow_unauthenticated is ignored" in r.getMessage()]
+    warnings = [r for r in caplog.records if "allow_unauthenticated applies" in r.getMessage()]
     assert len(warnings) == 1
+
+
+@pytest.mark.parametrize(
+    "forwarding",
+    [{"x-forwarded-for": "198.51.100.7"}, {"forwarded": "for=198.51.100.7"}],
+)
+def test_allow_unauthenticated_never_admits_a_forwarded_request(
+    forwarding: dict[str, str],
+) -> None:
+    """A reverse proxy on the same host connects from loopback: what it forwards
+    comes from elsewhere and needs credentials."""
+    with running(ServiceConfig(allow_unauthenticated=True)) as service, service.client() as http:
+        _unauthenticated(http.post("/v1/resolve", json=lead(), headers=forwarding))
+        _ok(http.post("/v1/resolve", json=lead()))
+
+
+async def test_allow_unauthenticated_needs_a_loopback_client() -> None:
+    """A loopback listener reached from another address (a port forward, a container
+    network) is not "local": its callers need credentials."""
+    resolver = make_resolver()
+    try:
+        app = create_app(resolver, settings=ServiceConfig(allow_unauthenticated=True))
+        for client in (("203.0.113.9", 1234), ("127.0.0.1", 1234)):
+            transport = httpx.ASGITransport(app=app, client=client)
+            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+                response = await http.post("/v1/resolve", json=lead())
+            assert response.status_code == (401 if client[0] != "127.0.0.1" else 200)
+    finally:
+        await resolver.close()
 
 
 def test_a_service_without_credentials_refuses_to_start() -> None:

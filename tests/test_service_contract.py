@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ from service_helpers import (
     RETRY_AFTER,
     Crm,
     Running,
+    access_lines,
     answer_for,
     dumps,
     keyed_settings,
@@ -44,7 +46,7 @@ from service_helpers import (
 )
 
 from predial import Lead, Resolution, Unresolvable
-from predial.service import ServiceConfig
+from predial.service import ServiceConfig, create_app
 from predial.service.openapi import openapi_document
 
 
@@ -621,3 +623,52 @@ def test_http_answers_are_resolver_resolve_decisions(
         except Unresolvable as refusal:
             outcome = refusal
         assert over_http == _in_process(outcome), body
+
+
+def test_vapi_over_max_batch_is_one_error_per_call_with_200() -> None:
+    with running(ServiceConfig(allow_unauthenticated=True, max_batch=2)) as service:
+        with service.client() as http:
+            body = _vapi(*(_call(f"c{n}", lead(f"ok-{n}")) for n in range(3)))
+            results = _vapi_results(http.post("/v1/platforms/vapi/tool", json=body))
+        assert [item["toolCallId"] for item in results] == ["c0", "c1", "c2"]
+        assert {json.loads(item["error"])["code"] for item in results} == {"batch_too_large"}
+        assert service.crm.calls == []
+
+
+def test_unknown_routes_and_methods_answer_in_the_error_shape(client: httpx.Client) -> None:
+    missing = client.get("/v1/nothing-here")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"
+    wrong = client.get("/v1/resolve")
+    assert wrong.status_code == 405
+    assert wrong.json()["error"]["code"] == "method_not_allowed"
+    assert "POST" in wrong.headers["allow"]
+
+
+async def test_extra_routes_are_served_logged_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A shim of the user's own (docs/service.md) is a route like the others."""
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    async def retell(request: Request) -> Response:
+        return JSONResponse({"call_inbound": {}})
+
+    caplog.set_level(logging.INFO, logger="predial.access")
+    resolver = make_resolver()
+    try:
+        app = create_app(
+            resolver,
+            settings=ServiceConfig(allow_unauthenticated=True),
+            extra_routes=[Route("/v1/platforms/retell", retell, methods=["POST"])],
+        )
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 1234))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+            assert (await http.post("/v1/platforms/retell")).status_code == 200
+            metrics = (await http.get("/metrics")).text
+    finally:
+        await resolver.close()
+    assert 'route="/v1/platforms/retell"' in metrics
+    assert any("path=/v1/platforms/retell" in line for line in access_lines(caplog))

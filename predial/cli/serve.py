@@ -76,5 +76,7 @@ def serve(
                 for item in error.errors(include_url=False, include_input=False)
             )
         ) from None
-    verbose = 2 if ctx.meta.get("predial.debug") else 0
+    # -v is the group's option; --debug implies the most detail.
+    parent = ctx.parent.params if ctx.parent is not None else {}
+    verbose = 2 if ctx.meta.get("predial.debug") else int(parent.get("verbose") or 0)
     server.run(path, settings, verbose=verbose)

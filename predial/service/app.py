@@ -14,15 +14,16 @@ import contextlib
 import logging
 import os
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from pydantic_core import from_json
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from ..config import PredialConfig, find_config, load_config
 from ..errors import ConfigurationError, Unresolvable
@@ -39,7 +40,6 @@ from .settings import ServiceConfig
 __all__ = [
     "PredialService",
     "Problem",
-    "app_from_environment",
     "build_app",
     "create_app",
     "resolver_from_config",
@@ -164,15 +164,20 @@ class PredialService:
             self.admission.leave(caller)
 
     def _anonymous(self, request: Request) -> Caller:
-        server = request.scope.get("server")
-        host = server[0] if server else None
-        if self.auth.anonymous_allowed(host):
+        scope = request.scope
+        server, client = scope.get("server"), scope.get("client")
+        # A reverse proxy on this host connects from loopback too: a forwarded
+        # request comes from elsewhere and is never anonymous.
+        forwarded = "x-forwarded-for" in request.headers or "forwarded" in request.headers
+        if not forwarded and self.auth.anonymous_allowed(
+            server[0] if server else None, client[0] if client else None
+        ):
             return self.auth.anonymous
         if self.settings.allow_unauthenticated and not self._warned_anonymous:
             self._warned_anonymous = True
             log.warning(
-                "allow_unauthenticated is ignored: the service listens on %s, not loopback",
-                host,
+                "allow_unauthenticated applies to loopback callers of a loopback service "
+                "only, never to forwarded requests; this one needs credentials"
             )
         raise _unauthenticated("send an API key (Authorization: Bearer …) or sign the request")
 
@@ -404,6 +409,13 @@ def _problem_handler(request: Request, exc: Exception) -> Response:
     return exc.response()
 
 
+def _http_error(request: Request, exc: Exception) -> Response:
+    # Starlette's own 404 and 405, in the service's error shape.
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return JSONResponse(error_json(code, str(exc.detail)), exc.status_code, exc.headers)
+
+
 async def _internal_error(request: Request, exc: Exception) -> Response:
     log.error("%s %s failed: %s", request.method, request.url.path, type(exc).__name__)
     return JSONResponse(error_json("internal_error", "the service failed; retry later"), 500)
@@ -414,6 +426,7 @@ def create_app(
     *,
     settings: ServiceConfig | None = None,
     registry: Any = None,
+    extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
     """The ASGI app of `predial serve`, for servers of your own (gunicorn, granian).
 
@@ -423,7 +436,8 @@ def create_app(
     here, before the app serves anything. Given a `Resolver`, serves it with
     `settings`; the caller keeps ownership of the resolver and closes it.
     `registry`: the prometheus-client registry of the app's metrics (a new one by
-    default).
+    default). `extra_routes`: routes of your own (another platform's shim), served,
+    logged and counted like the others.
     """
     if isinstance(resolver_or_config_path, Resolver):
         service = PredialService(
@@ -440,24 +454,21 @@ def create_app(
         except BaseException:
             resolver.close_sync()
             raise
-    return build_app(service)
+    return build_app(service, extra_routes)
 
 
 def resolver_from_config(config: PredialConfig) -> Resolver:
     """The resolver of a loaded configuration (strict: a bad campaign fails here)."""
-    from dataclasses import replace
-
-    where = str(config.path)
-    campaigns = [
-        replace(item.campaign(), origin=f"{where}: campaigns[{index}]")
-        for index, item in enumerate(config.campaigns)
-    ]
-    if not campaigns:
-        raise ConfigurationError(f"{where}: no [[campaigns]] are configured; nothing to serve")
-    return Resolver(campaigns, plugins=config.plugin_modules(), **config.resolver_options())
+    if not config.campaigns:
+        raise ConfigurationError(
+            f"{config.path}: no [[campaigns]] are configured; nothing to serve"
+        )
+    return Resolver.from_loaded_config(config)
 
 
-def build_app(service: PredialService) -> Starlette:
+def build_app(service: PredialService, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
+    """The Starlette app around `service`; `extra_routes` (a shim of your own) are
+    logged and counted like the built-in ones."""
     from .shims import connect, vapi_tool
 
     # Coroutine functions, not lambdas: Starlette runs any other callable in a thread
@@ -477,23 +488,18 @@ def build_app(service: PredialService) -> Starlette:
         Route("/readyz", service.readyz, methods=["GET"]),
         Route("/metrics", service.metrics_text, methods=["GET"]),
         Route("/openapi.json", service.openapi, methods=["GET"]),
+        *extra_routes,
     ]
+    paths = {getattr(route, "path", "") for route in routes}
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(AccessLog, service=service, routes={r.path for r in routes})],
+        middleware=[Middleware(AccessLog, service=service, routes=paths)],
         lifespan=service.lifespan,
-        exception_handlers={Problem: _problem_handler, Exception: _internal_error},
+        exception_handlers={
+            Problem: _problem_handler,
+            HTTPException: _http_error,
+            Exception: _internal_error,
+        },
     )
     app.state.predial = service
     return app
-
-
-# -- for `predial serve --workers N`: each worker builds its app from the environment --
-
-
-def app_from_environment() -> Any:
-    """The app of one `predial serve` worker: config path and logging from the env."""
-    from .server import configure_worker
-
-    configure_worker()
-    return create_app(os.environ.get("PREDIAL_CONFIG"))

@@ -24,7 +24,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from .settings import ServiceConfig, decode_webhook_secret
+from .settings import ServiceConfig, decode_webhook_secret, is_loopback
 
 __all__ = ["AuthFailure", "Authenticator", "Caller"]
 
@@ -94,11 +94,16 @@ class Authenticator:
     def is_signed(self, headers: Mapping[str, str]) -> bool:
         return "webhook-signature" in headers
 
-    def anonymous_allowed(self, server_host: str | None) -> bool:
-        """Unauthenticated requests: only if configured, and only on loopback."""
-        from .settings import is_loopback
-
-        return self._allow_anonymous and server_host is not None and is_loopback(server_host)
+    def anonymous_allowed(self, server_host: str | None, client_host: str | None) -> bool:
+        """Unauthenticated requests: only if configured, and only from loopback to a
+        service listening on loopback."""
+        return (
+            self._allow_anonymous
+            and server_host is not None
+            and client_host is not None
+            and is_loopback(server_host)
+            and is_loopback(client_host)
+        )
 
     def verify(self, headers: Mapping[str, str], body: bytes) -> Caller:
         """The webhook caller of a correctly signed, fresh, first-seen request."""

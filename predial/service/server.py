@@ -52,6 +52,14 @@ _DRAIN_ENV = "PREDIAL_SERVE_DRAIN_DELAY"
 # The settings the command line overrides (--host, --port, --workers, --access-log).
 _SETTINGS_ENV = "PREDIAL_SERVE_SETTINGS"
 _OVERRIDABLE = ("host", "port", "workers", "access_log")
+_WORKER_ENV = (
+    "PREDIAL_CONFIG",
+    "PROMETHEUS_MULTIPROC_DIR",
+    _LOG_ENV,
+    _VERBOSE_ENV,
+    _DRAIN_ENV,
+    _SETTINGS_ENV,
+)
 
 
 class DrainingServer(uvicorn.Server):
@@ -169,7 +177,9 @@ def drain_on_signal(drain_delay: float) -> None:
 
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are
+    # TCP; without it each keep-alive answer after the first waits out a delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host.strip("[]"), port))
@@ -255,6 +265,9 @@ def _run_workers(
     path: str, settings: ServiceConfig, timeout: float, sock: socket.socket, verbose: int
 ) -> None:
     metrics_dir = Path(tempfile.mkdtemp(prefix="predial-metrics-"))
+    # The workers read these; they are put back after, so a caller in this process
+    # (a test, an embedding program) is not left in prometheus' multiprocess mode.
+    saved = {name: os.environ.get(name) for name in _WORKER_ENV}
     os.environ.update(
         {
             "PREDIAL_CONFIG": path,
@@ -278,3 +291,8 @@ def _run_workers(
             raise ConfigurationError("a worker could not start (its error is logged above)")
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

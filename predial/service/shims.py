@@ -43,6 +43,13 @@ async def vapi_tool(service: PredialService, request: Request) -> Response:
         if found is None:
             raise Problem(400, "invalid_request", "message.toolCallList must be a list")
         calls = found
+        if len(calls) > service.settings.max_batch:
+            raise Problem(
+                400,
+                "batch_too_large",
+                f"at most {service.settings.max_batch} tool calls per request",
+                "message.toolCallList",
+            )
         leads = [_vapi_lead(call, default_campaign) for call in calls]
         decisions = await service.decide_many(caller, leads)
         request.scope["state"]["predial.decisions"] = [d for d in decisions if "decisionId" in d]
