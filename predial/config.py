@@ -44,7 +44,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .breaker import BreakerSettings
 from .cache import CacheSettings
@@ -203,6 +210,9 @@ class PredialConfig(_Strict):
     campaigns: list[CampaignConfig] = Field(default_factory=list)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     path: Path | None = None
+    #: Why `[service]` cannot be used (an environment variable it names is not set);
+    #: raised by the service only, so other users of the file are not held to it.
+    service_error: str | None = None
 
     @field_validator("campaigns")
     @classmethod
@@ -213,6 +223,25 @@ class PredialConfig(_Strict):
                 raise ValueError(f"campaign id {campaign.id!r} appears twice")
             seen.add(campaign.id)
         return campaigns
+
+    @model_validator(mode="after")
+    def _keys_name_campaigns(self) -> PredialConfig:
+        # A key scoped to a misspelt campaign would get 403 on every request.
+        known = {campaign.id for campaign in self.campaigns}
+        for index, key in enumerate(self.service.keys):
+            for name in key.campaigns:
+                if name != "*" and name not in known:
+                    raise ValueError(
+                        f"service.keys[{index}].campaigns: {name!r} is not a configured "
+                        f"campaign (configured: {', '.join(sorted(known)) or 'none'})"
+                    )
+        return self
+
+    def checked_service(self) -> ServiceConfig:
+        """`[service]`, or `ConfigurationError` if it names an unset variable."""
+        if self.service_error is not None:
+            raise ConfigurationError(self.service_error)
+        return self.service
 
     def resolver_options(self) -> dict[str, Any]:
         """Keyword arguments for `Resolver` (besides campaigns and plugins)."""
@@ -359,15 +388,28 @@ def load_config(
     except tomllib.TOMLDecodeError as error:
         raise ConfigurationError(f"{file}: invalid TOML: {error}") from None
     _check_secrets(raw, str(file))
+    # [service] is read only by the service: a dialer or an operator's CLI sharing the
+    # file need not hold the service's keys. Its missing variables are an error when
+    # the service starts (`PredialConfig.service_error`), not here.
+    service = raw.pop("service", None)
     raw = _substitute(raw, (), env, str(file))
+    service_error = None
+    if service is not None:
+        try:
+            raw["service"] = _substitute(service, ("service",), env, str(file))
+        except ConfigurationError as error:
+            service_error = str(error)
     _resolve_paths(raw, file.parent)
     try:
         config = PredialConfig.model_validate(raw)
     except ValidationError as error:
         first = error.errors(include_url=False, include_input=False)
-        problems = "; ".join(f"{_key_path(item['loc'])}: {item['msg']}" for item in first)
+        problems = "; ".join(
+            f"{_key_path(item['loc'])}: {item['msg'].removeprefix('Value error, ')}"
+            for item in first
+        )
         raise ConfigurationError(f"{file}: {problems}") from None
-    return config.model_copy(update={"path": file})
+    return config.model_copy(update={"path": file, "service_error": service_error})
 
 
 def find_config(explicit: str | os.PathLike[str] | None = None) -> Path:

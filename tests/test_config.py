@@ -170,3 +170,40 @@ def test_missing_plugin_file(tmp_path: Path) -> None:
     text = '[resolver]\nplugins = ["missing.py"]\n'
     with pytest.raises(ConfigurationError, match="missing.py"):
         Resolver.from_config(write(tmp_path, text))
+
+
+SERVICE = """
+[service]
+webhook_secrets = ["${PREDIAL_TEST_WEBHOOK_SECRET}"]
+
+[[service.keys]]
+key = "${PREDIAL_TEST_DIALER_KEY}"
+campaigns = ["%s"]
+"""
+
+
+def test_a_key_scoped_to_an_unknown_campaign_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD + SERVICE % "b")
+    env = {"PREDIAL_TEST_DIALER_KEY": "k" * 20, "PREDIAL_TEST_WEBHOOK_SECRET": "whsec_" + "A" * 32}
+    with pytest.raises(ConfigurationError, match=r"service\.keys\[0\]\.campaigns: 'b' is not"):
+        load_config(path, env)
+    assert load_config(write(tmp_path, GOOD + SERVICE % "a"), env).service.keys[0].campaigns
+
+
+def test_the_service_secrets_are_needed_by_the_service_only(tmp_path: Path) -> None:
+    """A dialer or an operator's CLI sharing the file does not hold the service's keys."""
+    path = write(tmp_path, GOOD + SERVICE % "a")
+    config = load_config(path, {})
+    resolver = Resolver.from_config(path, environ={}, load_entrypoints=False)
+    try:
+        assert resolver.resolve_sync(Lead(campaign_id="a", external_id="C-1")).source == "crm"
+    finally:
+        resolver.close_sync()
+    with pytest.raises(
+        ConfigurationError, match=r"environment variable PREDIAL_TEST_\w+ is not set"
+    ):
+        config.checked_service()
+    # The literal-secret check still covers [service].
+    literal = GOOD + SERVICE.replace("${PREDIAL_TEST_DIALER_KEY}", "k" * 20) % "a"
+    with pytest.raises(ConfigurationError, match=r"service\.keys\[0\]\.key: secrets are not"):
+        load_config(write(tmp_path, literal), {})

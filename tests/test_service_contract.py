@@ -394,12 +394,16 @@ def test_connect_campaign_from_the_query_string(client: httpx.Client) -> None:
     answers = client.post("/v1/platforms/connect?campaignId=cmp_b", json=body).json()["Items"][
         "CustomerProfiles"
     ]
-    assert [item["ResultData"]["campaignId"] for item in answers] == [
+    assert [item.get("ResultData", {}).get("campaignId") for item in answers] == [
         "cmp_b",
         "cmp_b",
-        "cmp_b",
+        None,
         "cmp_a",
     ]
+    # Unreadable CustomerData is a failed item, never a lead made of its ProfileId.
+    assert answers[2]["IsFailure"] is True
+    assert answers[2]["ErrorCode"] == "invalid_lead"
+    assert "CustomerData" in answers[2]["ErrorMessage"]
 
 
 def test_connect_bad_items_never_fail_the_batch(client: httpx.Client) -> None:
@@ -413,8 +417,20 @@ def test_connect_bad_items_never_fail_the_batch(client: httpx.Client) -> None:
     response = client.post("/v1/platforms/connect?campaignId=cmp_a", json=body)
     assert response.status_code == 200
     answers = response.json()["Items"]["CustomerProfiles"]
-    assert [item["IsFailure"] for item in answers] == [True, True, False, False]
+    assert [item["IsFailure"] for item in answers] == [True, True, True, False]
     assert answers[0]["Id"] == ""
+    assert answers[2]["ErrorCode"] == "invalid_lead"
+
+
+@pytest.mark.parametrize("data", ["[1, 2]", '"a string"', "42", [1, 2]])
+def test_connect_customer_data_that_is_not_an_object_fails_the_item(
+    client: httpx.Client, data: Any
+) -> None:
+    body = _connect({"ProfileId": "ok-f", "CustomerData": data})
+    answer = client.post("/v1/platforms/connect?campaignId=cmp_a", json=body).json()
+    (item,) = answer["Items"]["CustomerProfiles"]
+    assert item["IsFailure"] is True
+    assert item["ErrorCode"] == "invalid_lead"
 
 
 @pytest.mark.parametrize(
@@ -672,3 +688,27 @@ async def test_extra_routes_are_served_logged_and_counted(
         await resolver.close()
     assert 'route="/v1/platforms/retell"' in metrics
     assert any("path=/v1/platforms/retell" in line for line in access_lines(caplog))
+
+
+def test_the_access_line_says_why_a_request_was_refused(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Even Vapi's always-200 answers and 429s name the error, and 429s the caller."""
+    caplog.set_level(logging.INFO, logger="predial.access")
+    with running(keyed_settings(rate_limit="1/minute")) as service, service.client() as http:
+        http.post("/v1/platforms/vapi/tool", json=_vapi(_call("c1", lead())))
+        http.post("/v1/resolve", json=lead(), headers={"x-api-key": KEY_ALL})
+        limited = http.post("/v1/resolve", json=lead(), headers={"x-api-key": KEY_ALL})
+        batch = http.post(
+            "/v1/resolve/batch",
+            json={"leads": [lead(), {"bad": 1}]},
+            headers={"x-api-key": KEY_A},
+        )
+    assert limited.status_code == 429
+    assert batch.status_code == 200
+    lines = access_lines(caplog)
+    assert "error=unauthenticated" in lines[0]
+    assert "status=200" in lines[0]
+    assert "error=too_many_requests" in lines[2]
+    assert "caller=" in lines[2]
+    assert "itemErrors=1" in lines[3]

@@ -55,6 +55,7 @@ def serve(
         ) from None
     path = find_config(config_path)
     config = load_config(path)
+    service = config.checked_service()
     overrides = {
         key: value
         for key, value in (
@@ -66,7 +67,7 @@ def serve(
         if value is not None
     }
     try:
-        settings = config.service.model_validate({**config.service.model_dump(), **overrides})
+        settings = service.model_validate({**service.model_dump(), **overrides})
     except ValidationError as error:
         # One line naming the option, like every other configuration error.
         raise ConfigurationError(

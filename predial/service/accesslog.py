@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter as Tally
+from datetime import UTC, datetime
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
@@ -117,6 +118,7 @@ class AccessLog:
             "durationMs": round(elapsed * 1000, 2),
             "client": client[0] if client else None,
             "caller": state.get("predial.caller"),
+            "error": state.get("predial.error"),
         }
         decisions: list[dict[str, Any]] | None = state.get("predial.decisions")
         if decisions is not None and len(decisions) == 1 and route == "/v1/resolve":
@@ -135,8 +137,11 @@ class AccessLog:
         elif decisions:
             fields["decisions"] = dict(Tally(item["status"] for item in decisions))
             fields["decisionIds"] = [item["decisionId"] for item in decisions]
+        if state.get("predial.item_errors"):
+            fields["itemErrors"] = state["predial.item_errors"]
         if self.service.settings.access_log == "json":
-            line = json.dumps({k: v for k, v in fields.items() if v is not None})
+            stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            line = json.dumps({"time": stamp, **{k: v for k, v in fields.items() if v is not None}})
         else:
             line = logfmt(fields)
         access_log.info("%s", line)

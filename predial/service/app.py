@@ -144,10 +144,9 @@ class PredialService:
         if caller is None and not self.auth.is_signed(headers):
             caller = self._anonymous(request)
         if caller is not None:
-            self._enter(caller)
+            self._enter(request, caller)
             try:
                 body = await self.read_body(request)
-                request.scope.setdefault("state", {})["predial.caller"] = caller.name
                 return await handle(caller, body)
             finally:
                 self.admission.leave(caller)
@@ -156,9 +155,8 @@ class PredialService:
             caller = self.auth.verify(headers, body)
         except AuthFailure as failure:
             raise _unauthenticated(str(failure)) from None
-        self._enter(caller)
+        self._enter(request, caller)
         try:
-            request.scope.setdefault("state", {})["predial.caller"] = caller.name
             return await handle(caller, body)
         finally:
             self.admission.leave(caller)
@@ -179,9 +177,16 @@ class PredialService:
                 "allow_unauthenticated applies to loopback callers of a loopback service "
                 "only, never to forwarded requests; this one needs credentials"
             )
+        if forwarded and self.settings.allow_unauthenticated:
+            raise _unauthenticated(
+                "a forwarded request (X-Forwarded-For, Forwarded) always needs credentials: "
+                "send an API key (Authorization: Bearer …) or sign the request"
+            )
         raise _unauthenticated("send an API key (Authorization: Bearer …) or sign the request")
 
-    def _enter(self, caller: Caller) -> None:
+    def _enter(self, request: Request, caller: Caller) -> None:
+        # Named in the access line even when refused: which key is over its allowance.
+        request.scope.setdefault("state", {})["predial.caller"] = caller.name
         try:
             self.admission.enter(caller)
         except Refused as refused:
@@ -276,7 +281,7 @@ class PredialService:
         async def handle(caller: Caller, body: bytes) -> Response:
             lead = self.lead_for(caller, self.parse(body))
             decision = await self.decide(lead)
-            request.scope["state"]["predial.decisions"] = [decision]
+            record(request, [decision])
             return JSONResponse(decision)
 
         return await self.admitted(request, handle)
@@ -298,9 +303,7 @@ class PredialService:
                     "leads",
                 )
             results = await self.decide_many(caller, leads)
-            request.scope["state"]["predial.decisions"] = [
-                item for item in results if "decisionId" in item
-            ]
+            record(request, results)
             return JSONResponse({"results": results})
 
         return await self.admitted(request, handle)
@@ -406,7 +409,17 @@ def _item_error(index: int, code: str, message: str, field: str | None = None) -
 
 def _problem_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, Problem)
+    request.scope.setdefault("state", {})["predial.error"] = exc.code
     return exc.response()
+
+
+def record(request: Request, results: list[dict[str, Any]]) -> None:
+    """Put a request's answers where the access line finds them: its decisions (with
+    their ids, so a dialer's record joins the log) and how many items failed."""
+    state = request.scope.setdefault("state", {})
+    decisions = [item for item in results if "decisionId" in item]
+    state["predial.decisions"] = decisions
+    state["predial.item_errors"] = len(results) - len(decisions)
 
 
 def _http_error(request: Request, exc: Exception) -> Response:
@@ -448,9 +461,10 @@ def create_app(
         )
     else:
         config = load_config(find_config(resolver_or_config_path))
+        settings = settings or config.checked_service()
         resolver = resolver_from_config(config)
         try:
-            service = PredialService(resolver, settings or config.service, registry=registry)
+            service = PredialService(resolver, settings, registry=registry)
         except BaseException:
             resolver.close_sync()
             raise

@@ -118,6 +118,8 @@ def new_decision_id() -> str:
 
 def lead_from_json(body: object) -> Lead:
     """The `Lead` in a decoded JSON body, or `InvalidLead` naming the field."""
+    if isinstance(body, InvalidLead):  # a shim already knows this item is not a lead
+        raise body
     if not isinstance(body, dict):
         raise InvalidLead("the body must be a JSON object: a lead as Lupitor spells it", None)
     picked = {name: body[name] for name in LEAD_FIELDS if name in body}

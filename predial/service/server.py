@@ -12,6 +12,7 @@ mode in a fresh directory (wiped at start, as its documentation requires).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
@@ -23,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -140,7 +142,7 @@ def worker_app() -> Any:
     try:
         configure_worker()
         path = os.environ["PREDIAL_CONFIG"]
-        service = load_config(path).service
+        service = load_config(path).checked_service()
         overrides = json.loads(os.environ.get(_SETTINGS_ENV, "{}"))
         settings = service.model_validate({**service.model_dump(), **overrides})
         return create_app(path, settings=settings)
@@ -230,13 +232,19 @@ def run(
         raise ConfigurationError(f"{config_path}: {error}") from None
     configure_logging(settings.access_log, verbose)
     path = str(Path(config_path).resolve())
-    # Built here in every case: a bad campaign or adapter fails before any worker.
-    app = create_app(path, settings=settings)
+    with _stop_quietly_until_serving() as stopped:
+        # Built here in every case: a bad campaign or adapter fails before any worker.
+        app = create_app(path, settings=settings)
+    if stopped:
+        return
     service = app.state.predial
     timeout = settings.shutdown_timeout or service.batch_deadline + 5.0
     sock: socket.socket | None = None
     try:
-        sock = _bind(settings.host, settings.port)
+        with _stop_quietly_until_serving() as stopped:
+            sock = _bind(settings.host, settings.port)
+        if stopped:
+            return
         address = sock.getsockname()
         log.info(
             "predial serve: %d campaign(s) on http://%s:%d with %d worker(s)",
@@ -259,6 +267,32 @@ def run(
         # The adapters built above, when no server got to close them (a port in use).
         if not service.resolver.closed:
             service.resolver.close_sync()
+
+
+class _StoppedBeforeServing(BaseException):
+    """SIGTERM while the adapters were being built: nothing was served yet."""
+
+
+@contextlib.contextmanager
+def _stop_quietly_until_serving() -> Iterator[list[bool]]:
+    """A SIGTERM before uvicorn takes over the signals stops here, exit 0, as one
+    during serving does (its default action would kill the process: exit 143)."""
+    stopped: list[bool] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield stopped
+        return
+
+    def stop(sig: int, frame: FrameType | None) -> None:
+        raise _StoppedBeforeServing
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield stopped
+    except _StoppedBeforeServing:
+        log.info("stopped by SIGTERM before serving")
+        stopped.append(True)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run_workers(

@@ -14,8 +14,9 @@ from pydantic_core import from_json
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from .app import PredialService, Problem
+from .app import PredialService, Problem, record
 from .auth import Caller
+from .contract import InvalidLead
 
 __all__ = ["connect", "vapi_tool"]
 
@@ -52,7 +53,7 @@ async def vapi_tool(service: PredialService, request: Request) -> Response:
             )
         leads = [_vapi_lead(call, default_campaign) for call in calls]
         decisions = await service.decide_many(caller, leads)
-        request.scope["state"]["predial.decisions"] = [d for d in decisions if "decisionId" in d]
+        record(request, decisions)
         results = []
         for call, decision in zip(calls, decisions, strict=True):
             entry: dict[str, Any] = {"toolCallId": _call_id(call)}
@@ -66,6 +67,8 @@ async def vapi_tool(service: PredialService, request: Request) -> Response:
     try:
         return await service.admitted(request, handle)
     except Problem as problem:
+        # Answered 200 as Vapi requires; the access line still says what went wrong.
+        request.scope.setdefault("state", {})["predial.error"] = problem.code
         if not calls and problem.status not in (400, 413):
             # Refused before the body was read (credentials, admission, drain): read
             # it now, bounded as ever, so each error names the call Vapi waits on.
@@ -140,7 +143,7 @@ async def connect(service: PredialService, request: Request) -> Response:
             )
         leads = [_connect_lead(profile, default_campaign) for profile in profiles]
         decisions = await service.decide_many(caller, leads)
-        request.scope["state"]["predial.decisions"] = [d for d in decisions if "decisionId" in d]
+        record(request, decisions)
         answers = []
         for profile, decision in zip(profiles, decisions, strict=True):
             profile_id = profile.get("ProfileId") if isinstance(profile, dict) else None
@@ -167,8 +170,11 @@ def _connect_lead(profile: Any, default_campaign: str | None) -> Any:
         try:
             data = from_json(data, allow_inf_nan=False)
         except ValueError:
-            data = None
-    lead: dict[str, Any] = dict(data) if isinstance(data, dict) else {}
+            return InvalidLead("CustomerData is not valid JSON", "CustomerData")
+    if data is not None and not isinstance(data, dict):
+        # Not resolved by its ProfileId alone: a malformed payload is not a lead.
+        return InvalidLead("CustomerData must be a JSON object, or a string of one", "CustomerData")
+    lead: dict[str, Any] = dict(data) if data else {}
     if "externalId" not in lead and isinstance(profile.get("ProfileId"), str):
         lead["externalId"] = profile["ProfileId"]
     if "campaignId" not in lead and default_campaign:
