@@ -43,6 +43,7 @@ EXIT_TIMEOUT = 30.0
 SLOW_ADAPTER = f'''
 import asyncio
 import os
+import time
 
 import predial
 
@@ -57,9 +58,13 @@ class SlowAdapter:
         closed_file: str,
         gate_file: str = "",
         fail_in_workers: bool = False,
+        build_seconds: float = 0.0,
     ) -> None:
         if fail_in_workers and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             raise predial.ConfigurationError("no CRM session for a worker")
+        if build_seconds:
+            open(closed_file + ".building", "w").close()
+            time.sleep(build_seconds)  # a CRM login that takes a while
         self.delay = delay
         self.gate_file = gate_file
         self.calls_file = calls_file
@@ -517,4 +522,19 @@ def test_a_worker_that_cannot_start_stops_the_service(
     assert "adapter 'slow' of campaign 'cmp_slow' rejected its settings" in stderr
     assert "Traceback" not in stderr
     assert not list(Path(environment["TMPDIR"]).glob("predial-metrics-*"))
+    assert refuses(served.port)
+
+
+def test_sigterm_while_the_adapters_are_built_exits_0(
+    serve: Callable[..., Served], slow: Slow
+) -> None:
+    """Before uvicorn takes the signals, a SIGTERM (a deploy that changed its mind)
+    still ends the process cleanly, not by the signal's default action (exit 143)."""
+    config = slow.write(settings="build_seconds = 30")
+    served = serve("--config", str(config))
+    building = Path(str(slow.closed) + ".building")
+    wait_for(building.exists, STARTUP_TIMEOUT, "the adapter is being built")
+    served.terminate()
+    assert served.wait() == 0, served.stderr
+    assert "stopped by SIGTERM before serving" in served.stderr
     assert refuses(served.port)
