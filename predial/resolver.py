@@ -682,8 +682,8 @@ class Resolver:
         self._stats.fallbacks[reason] += 1
         log.info(
             "campaign %s: lead %s falls back to the %s number %s (%s)",
-            lead.campaign_id,
-            lead.external_id,
+            _shown_id(lead.campaign_id),
+            _shown_id(lead.external_id),
             source,
             mask_phone(number),
             reason,
@@ -736,8 +736,10 @@ class Resolver:
             self._metrics.on_decision(lead.campaign_id, "", status, reason, elapsed)
         log.info(
             "campaign %s: lead %s refused: %s%s",
-            lead.campaign_id,
-            lead.external_id if lead.external_id is not None else mask_phone(lead.phone_number),
+            _shown_id(lead.campaign_id),
+            _shown_id(lead.external_id)
+            if lead.external_id is not None
+            else mask_phone(lead.phone_number),
             reason,
             " (retryable)" if retryable else "",
         )
@@ -873,6 +875,13 @@ class Resolver:
         traceback: TracebackType | None,
     ) -> None:
         self.close_sync()
+
+
+def _shown_id(value: str | None) -> str:
+    """A lead's id as a log line shows it: ids come from callers (a dialer, an HTTP
+    request), so control characters are escaped (no forged lines) and phone-shaped
+    ids masked like every number."""
+    return redact(value, limit=200)
 
 
 async def _cancel_and_wait(tasks: list[asyncio.Task[None]], grace: float) -> None:

@@ -59,7 +59,9 @@ class SlowAdapter:
         gate_file: str = "",
         fail_in_workers: bool = False,
         build_seconds: float = 0.0,
+        stubborn: bool = False,
     ) -> None:
+        self.stubborn = stubborn
         if fail_in_workers and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             raise predial.ConfigurationError("no CRM session for a worker")
         if build_seconds:
@@ -73,6 +75,11 @@ class SlowAdapter:
     async def fetch_phone(self, external_id: str) -> str:
         with open(self.calls_file, "a") as calls:
             calls.write(f"{{os.getpid()}} {{external_id}}\\n")
+        while self.stubborn:  # an adapter that swallows its cancellation
+            try:
+                await asyncio.sleep(0.05)
+            except asyncio.CancelledError:
+                continue
         if self.gate_file:
             while not os.path.exists(self.gate_file):
                 await asyncio.sleep(0.02)
@@ -538,3 +545,18 @@ def test_sigterm_while_the_adapters_are_built_exits_0(
     assert served.wait() == 0, served.stderr
     assert "stopped by SIGTERM before serving" in served.stderr
     assert refuses(served.port)
+
+
+def test_sigterm_exits_0_even_past_an_adapter_that_ignores_cancellation(
+    serve: Callable[..., Served], slow: Slow
+) -> None:
+    """The lead is answered (retry_later) at its deadline; the fetch goes on. At exit
+    it is cancelled, ignores that, and is left: asyncio.run would wait for it forever."""
+    config = slow.write(settings="stubborn = true", deadline=0.5)
+    served = serve("--config", str(config))
+    served.wait_ready()
+    answer = served.resolve("C-1").json()
+    assert (answer["status"], answer["reason"]) == ("retry_later", "timeout")
+    served.terminate()
+    assert served.wait() == 0, served.stderr
+    assert "ignored their cancellation" in served.stderr

@@ -223,17 +223,27 @@ def test_a_malformed_timestamp_is_401_not_a_server_error(http: httpx.Client, sta
     _unauthenticated(http.post("/v1/resolve", content=body, headers=headers))
 
 
-def test_a_replayed_webhook_id_is_401(http: httpx.Client) -> None:
+def test_a_replayed_webhook_id_gets_the_same_answer_never_a_new_one(
+    http: httpx.Client,
+) -> None:
+    """The id is an idempotency key (Standard Webhooks): a sender retrying a lost
+    answer gets that answer again; the id never buys a second resolve."""
     body = dumps(lead())
     headers = signed_headers(body, msg_id="msg_replayed_once")
-    _ok(http.post("/v1/resolve", content=body, headers=headers))
-    message = _unauthenticated(http.post("/v1/resolve", content=body, headers=headers))
-    assert "replay" in message
+    first = _ok(http.post("/v1/resolve", content=body, headers=headers))
+    again = http.post("/v1/resolve", content=body, headers=headers)
+    assert again.status_code == 200
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first  # the same decisionId: nothing was resolved twice
     # Re-signed with a fresh timestamp, or by the other secret: still the same id.
     later = signed_headers(
         body, SECRET_OLD, msg_id="msg_replayed_once", at=datetime.now(UTC) + timedelta(seconds=2)
     )
-    assert "replay" in _unauthenticated(http.post("/v1/resolve", content=body, headers=later))
+    assert http.post("/v1/resolve", content=body, headers=later).json() == first
+    # The same id for another body (a sender reusing ids): a replay, refused.
+    other = dumps(lead("ok-3"))
+    reused = signed_headers(other, msg_id="msg_replayed_once")
+    assert "replay" in _unauthenticated(http.post("/v1/resolve", content=other, headers=reused))
     # A rejected request does not burn its id: the genuine one still goes through.
     fresh = dumps(lead("ok-2"))
     forged = {**signed_headers(fresh, UNKNOWN_SECRET, msg_id="msg_not_yet_seen")}

@@ -128,8 +128,10 @@ class AccessLog:
                 decision=decision["status"],
                 reason=decision["reason"],
                 source=decision["source"],
-                campaignId=decision["campaignId"],
-                externalId=decision["externalId"],
+                campaignId=redact(decision["campaignId"], limit=200),
+                externalId=redact(decision["externalId"], limit=200)
+                if decision["externalId"] is not None
+                else None,
                 phoneNumber=mask_phone(decision["phoneNumber"])
                 if decision["phoneNumber"]
                 else None,

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
 import os
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+from cachetools import TTLCache
 from pydantic_core import from_json
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -51,6 +54,14 @@ log = logging.getLogger("predial.service")
 LIVE: weakref.WeakSet[PredialService] = weakref.WeakSet()
 
 JSON = "application/json"
+# Headers a proxy, load balancer or CDN adds for the client it forwards: a request
+# carrying any of them did not start on this host, whatever its socket says.
+FORWARDING_HEADERS = frozenset(
+    {"forwarded", "via", "x-real-ip", "true-client-ip", "cf-connecting-ip", "x-client-ip"}
+)
+# Answers to signed requests kept for a retrying sender: single decisions and small
+# batches; a large batch's retry within the window is refused as a replay instead.
+_REPLAYED_ANSWER_LIMIT = 16_384
 
 
 class Problem(Exception):
@@ -115,6 +126,11 @@ class PredialService:
             default=resolver.deadline,
         )
         self._warned_anonymous = False
+        self._unverified_reads = 0
+        # Answers to signed requests by webhook-id, for the sender that retries one.
+        self._answers: TTLCache[str, tuple[bytes, bytes]] = TTLCache(
+            maxsize=10_000, ttl=2 * settings.signature_tolerance
+        )
         LIVE.add(self)
 
     def drain(self) -> None:
@@ -150,23 +166,61 @@ class PredialService:
                 return await handle(caller, body)
             finally:
                 self.admission.leave(caller)
-        body = await self.read_body(request)
+        return await self._signed(request, handle)
+
+    async def _signed(
+        self, request: Request, handle: Callable[[Caller, bytes], Awaitable[Response]]
+    ) -> Response:
         try:
-            caller = self.auth.verify(headers, body)
+            signed = self.auth.precheck(request.headers)
         except AuthFailure as failure:
             raise _unauthenticated(str(failure)) from None
+        # Anyone can send fresh-looking headers: the bodies read before a signature
+        # is checked are capped, so unauthenticated senders cannot fill the memory.
+        if self._unverified_reads >= self.settings.max_unverified_reads:
+            raise Problem(
+                503,
+                "busy",
+                "too many signed requests are being read; retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        self._unverified_reads += 1
+        try:
+            body = await self.read_body(request)
+        finally:
+            self._unverified_reads -= 1
+        try:
+            self.auth.check_signature(signed, body)
+        except AuthFailure as failure:
+            raise _unauthenticated(str(failure)) from None
+        caller = self.auth.webhook_caller
+        digest = hashlib.sha256(body).digest()
+        if self.auth.seen(signed.message_id):
+            kept = self._answers.get(signed.message_id)
+            if kept is None or not hmac.compare_digest(kept[0], digest):
+                raise _unauthenticated("this webhook-id was already accepted (a replay)")
+            # The same request again (a sender retrying a lost answer): the same answer.
+            request.scope.setdefault("state", {})["predial.caller"] = caller.name
+            return Response(kept[1], media_type=JSON, headers={"Idempotent-Replayed": "true"})
         self._enter(request, caller)
         try:
-            return await handle(caller, body)
+            response = await handle(caller, body)
         finally:
             self.admission.leave(caller)
+        if response.status_code == 200:
+            self.auth.remember(signed.message_id)
+            if len(response.body) <= _REPLAYED_ANSWER_LIMIT:
+                self._answers[signed.message_id] = (digest, bytes(response.body))
+        return response
 
     def _anonymous(self, request: Request) -> Caller:
         scope = request.scope
         server, client = scope.get("server"), scope.get("client")
         # A reverse proxy on this host connects from loopback too: a forwarded
         # request comes from elsewhere and is never anonymous.
-        forwarded = "x-forwarded-for" in request.headers or "forwarded" in request.headers
+        forwarded = any(name in request.headers for name in FORWARDING_HEADERS) or any(
+            name.startswith(("x-forwarded-", "x-envoy-")) for name in request.headers
+        )
         if not forwarded and self.auth.anonymous_allowed(
             server[0] if server else None, client[0] if client else None
         ):
@@ -179,7 +233,8 @@ class PredialService:
             )
         if forwarded and self.settings.allow_unauthenticated:
             raise _unauthenticated(
-                "a forwarded request (X-Forwarded-For, Forwarded) always needs credentials: "
+                "a forwarded request (X-Forwarded-For, Forwarded, Via, ...) always needs "
+                "credentials: "
                 "send an API key (Authorization: Bearer …) or sign the request"
             )
         raise _unauthenticated("send an API key (Authorization: Bearer …) or sign the request")
@@ -217,11 +272,20 @@ class PredialService:
         chunks: list[bytes] = []
         size = 0
         try:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise too_large
-                chunks.append(chunk)
+            # A body that trickles in (or stalls) must not hold its slot for good.
+            async with asyncio.timeout(self.settings.body_timeout):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        raise too_large
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise Problem(
+                408,
+                "body_timeout",
+                f"the request body did not arrive within {self.settings.body_timeout:g} s",
+                headers={"Connection": "close"},
+            ) from None
         except ClientDisconnect:
             raise Problem(400, "client_disconnected", "the client went away") from None
         state["predial.body"] = body = b"".join(chunks)
@@ -312,13 +376,20 @@ class PredialService:
         """Decisions for `items` in order, concurrently, a per-item error for a bad one."""
         results: list[dict[str, Any]] = [{} for _ in items]
         pending: dict[int, asyncio.Task[dict[str, Any]]] = {}
+        # A batch of misses is at most this many CRM calls at once, not one per lead.
+        slots = asyncio.Semaphore(self.settings.batch_concurrency)
+
+        async def decide_in_turn(lead: Lead) -> dict[str, Any]:
+            async with slots:
+                return await self.decide(lead)
+
         for index, item in enumerate(items):
             try:
                 lead = self.lead_for(caller, item)
             except Problem as problem:
                 results[index] = _item_error(index, problem.code, problem.message, problem.field)
                 continue
-            pending[index] = asyncio.ensure_future(self.decide(lead))
+            pending[index] = asyncio.ensure_future(decide_in_turn(lead))
         if pending:
             # Each resolve holds its campaign's deadline; this bounds the whole batch
             # even if an adapter ignores it.
@@ -350,11 +421,9 @@ class PredialService:
             )
         if not self.ready:
             return JSONResponse({"status": "starting"}, 503)
-        campaigns = {
-            campaign_id: ("misconfigured" if runtime.error else runtime.breaker.state)
-            for campaign_id, runtime in self.resolver.campaigns.items()
-        }
-        return JSONResponse({"status": "ready", "campaigns": campaigns})
+        # No campaign ids or breaker states here: /readyz answers anyone, and which
+        # campaigns exist is not theirs to learn (breakers are in /metrics).
+        return JSONResponse({"status": "ready"})
 
     async def metrics_text(self, request: Request) -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest

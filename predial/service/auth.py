@@ -8,10 +8,12 @@ how much of a guess was right.
 Signed requests follow the Standard Webhooks specification: `webhook-id`,
 `webhook-timestamp` and `webhook-signature` headers; HMAC-SHA256 over
 `{id}.{timestamp}.{body}`, base64, written `v1,<signature>`, several separated by
-spaces while a key rotates. A timestamp outside the tolerance is refused, and so is
-an id already accepted within it (a replay). Replays are remembered per process:
-with several workers, a replay that lands on another worker within the window is
-not caught (the shared Redis tier is the place for that).
+spaces while a key rotates. A timestamp outside the tolerance is refused before the
+body is read. An id already answered within the window is a replay: it gets the
+same answer again while the service holds it (the id is an idempotency key, as the
+specification advises), else 401. Ids are remembered per process: with several
+workers, a replay landing on another worker within the window is not caught (the
+shared Redis tier is the place for that).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 
 from .settings import ServiceConfig, decode_webhook_secret, is_loopback
 
-__all__ = ["AuthFailure", "Authenticator", "Caller"]
+__all__ = ["AuthFailure", "Authenticator", "Caller", "SignedRequest"]
 
 # Standard Webhooks ids are short (msg_<ksuid>); a longer one is not a real sender's.
 _MAX_ID = 256
@@ -45,6 +47,15 @@ class Caller:
 
     def may_ask(self, campaign_id: str) -> bool:
         return self.campaigns is None or campaign_id in self.campaigns
+
+
+@dataclass(frozen=True, slots=True)
+class SignedRequest:
+    """The Standard Webhooks headers of one request."""
+
+    message_id: str
+    timestamp: int
+    signatures: str
 
 
 class AuthFailure(Exception):
@@ -105,8 +116,10 @@ class Authenticator:
             and is_loopback(client_host)
         )
 
-    def verify(self, headers: Mapping[str, str], body: bytes) -> Caller:
-        """The webhook caller of a correctly signed, fresh, first-seen request."""
+    def precheck(self, headers: Mapping[str, str]) -> SignedRequest:
+        """What the headers of a signed request say, checked before its body is read:
+        signing configured, all three headers, a sane id, a fresh timestamp. A
+        request failing these costs the service no body read."""
         if not self._secrets:
             raise AuthFailure("signed requests are not configured on this service")
         message_id = headers.get("webhook-id", "")
@@ -122,36 +135,51 @@ class Authenticator:
             timestamp = int(stamp)
         except ValueError:
             raise AuthFailure("webhook-timestamp must be Unix seconds") from None
-        now = self._clock()
         # Whole seconds on both sides: a timestamp of hundreds of digits is a valid
         # int but overflows a float subtraction.
-        if abs(int(now) - timestamp) > self._tolerance:
+        if abs(int(self._clock()) - timestamp) > self._tolerance:
             raise AuthFailure(
                 f"webhook-timestamp is more than {self._tolerance:g} s from the service's "
                 "clock (a stale or future request; check the sender's clock)"
             )
-        signed = f"{message_id}.{timestamp}.".encode() + body
+        return SignedRequest(message_id, timestamp, signatures)
+
+    def check_signature(self, signed: SignedRequest, body: bytes) -> None:
+        """`AuthFailure` unless one of the signatures is ours over id.timestamp.body."""
+        content = f"{signed.message_id}.{signed.timestamp}.".encode() + body
         expected = [
-            base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest())
+            base64.b64encode(hmac.new(key, content, hashlib.sha256).digest())
             for key in self._secrets
         ]
-        if not _any_matches(signatures, expected):
+        if not _any_matches(signed.signatures, expected):
             raise AuthFailure("the webhook signature does not match")
-        self._remember(message_id, now)
+
+    def verify(self, headers: Mapping[str, str], body: bytes) -> Caller:
+        """The webhook caller of a correctly signed, fresh, first-seen request (which
+        is then remembered: a second one with its id is a replay)."""
+        signed = self.precheck(headers)
+        self.check_signature(signed, body)
+        if self.seen(signed.message_id):
+            raise AuthFailure("this webhook-id was already accepted (a replay)")
+        self.remember(signed.message_id)
         return self.webhook_caller
 
-    def _remember(self, message_id: str, now: float) -> None:
+    def seen(self, message_id: str) -> bool:
+        """Whether a request with this webhook-id was accepted within the window."""
         seen = self._seen
         # Ids older than twice the tolerance cannot come back with a fresh timestamp.
-        horizon = now - 2 * self._tolerance
+        horizon = self._clock() - 2 * self._tolerance
         while seen:
             at = next(iter(seen.values()))
             if at >= horizon:
                 break
             seen.popitem(last=False)
-        if message_id in seen:
-            raise AuthFailure("this webhook-id was already accepted (a replay)")
-        seen[message_id] = now
+        return message_id in seen
+
+    def remember(self, message_id: str) -> None:
+        """Record an answered request's webhook-id. Only answered ones: a sender
+        retrying after a 429 or a 503 resends the same id and must get in."""
+        self._seen[message_id] = self._clock()
 
 
 def _presented_key(headers: Mapping[str, str]) -> str | None:

@@ -32,9 +32,11 @@ _ERRORS = {
     "401": "No credentials, a wrong API key, or a bad, stale or replayed signature",
     "403": "The API key is not allowed to ask for this campaign",
     "404": "No such campaign is configured (a configuration mistake, not retry later)",
+    "408": "The body did not arrive within body_timeout (default 10 s)",
     "413": "The body is over the limit (default 1 MB)",
     "429": "The caller is over its concurrency or rate allowance; see Retry-After",
-    "503": "The service is shutting down; see Retry-After",
+    "503": "The service is shutting down, or too many signed bodies are being read; "
+    "see Retry-After",
 }
 
 Method = Literal["get", "post"]
@@ -46,14 +48,14 @@ ROUTES: dict[str, tuple[Method, str, type[BaseModel] | None, Any, tuple[str, ...
         "The number to dial for one lead, or a skip / retry-later verdict",
         Lead,
         Decision,
-        ("400", "401", "403", "404", "413", "429", "503"),
+        ("400", "401", "403", "404", "408", "413", "429", "503"),
     ),
     "/v1/resolve/batch": (
         "post",
         "Decisions for up to 1,000 leads, in input order; a bad item never fails the batch",
         BatchRequest,
         BatchResponse,
-        ("400", "401", "413", "429", "503"),
+        ("400", "401", "408", "413", "429", "503"),
     ),
     "/v1/platforms/vapi/tool": (
         "post",
@@ -67,7 +69,7 @@ ROUTES: dict[str, tuple[Method, str, type[BaseModel] | None, Any, tuple[str, ...
         "Amazon Connect outbound campaigns: a batch of customer profiles",
         ConnectRequest,
         ConnectResponse,
-        ("400", "401", "413", "429", "503"),
+        ("400", "401", "408", "413", "429", "503"),
     ),
     "/livez": ("get", "The process is up", None, "status", ()),
     "/readyz": ("get", "Adapters are built and the service is not draining", None, "ready", ()),

@@ -12,6 +12,7 @@ mode in a fresh directory (wiped at start, as its documentation requires).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 import json
@@ -87,6 +88,20 @@ class DrainingServer(uvicorn.Server):
         if sig == signal.SIGINT:
             self.force_exit = True
         self.should_exit = True
+
+    def run(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's `run`, except that a task still running after the shutdown (a
+        fetch whose adapter ignores its cancellation) is given a second and left,
+        where `asyncio.run` would wait for it forever and the process never exit."""
+        make_loop = self.config.get_loop_factory()
+        loop = make_loop() if make_loop is not None else asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self.serve(sockets=sockets))
+        finally:
+            try:
+                _cancel_stragglers(loop, grace=1.0)
+            finally:
+                loop.close()
 
     async def on_tick(self, counter: int) -> bool:
         if (
@@ -209,6 +224,8 @@ def _uvicorn_config(app: Any, settings: ServiceConfig, shutdown_timeout: float) 
         timeout_graceful_shutdown=max(1, round(shutdown_timeout)),
         proxy_headers=bool(settings.forwarded_allow_ips),
         forwarded_allow_ips=settings.forwarded_allow_ips or None,
+        http=settings.http,
+        limit_concurrency=settings.max_connections,
     )
 
 
@@ -267,6 +284,22 @@ def run(
         # The adapters built above, when no server got to close them (a port in use).
         if not service.resolver.closed:
             service.resolver.close_sync()
+
+
+def _cancel_stragglers(loop: asyncio.AbstractEventLoop, grace: float) -> None:
+    pending = asyncio.all_tasks(loop)
+    if not pending:
+        return
+    for task in pending:
+        task.cancel()
+    _, left = loop.run_until_complete(asyncio.wait(pending, timeout=grace))
+    if left:
+        log.warning(
+            "%d task(s) ignored their cancellation %.0f s after the shutdown (an adapter "
+            "that swallows it?); exiting without them",
+            len(left),
+            grace,
+        )
 
 
 class _StoppedBeforeServing(BaseException):

@@ -70,6 +70,10 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+# How signed and unauthenticated callers appear in logs and admission counters.
+_RESERVED_NAMES = frozenset({"webhook", "anonymous"})
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -132,6 +136,19 @@ class ServiceConfig(_Strict):
     max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
     #: Most leads in one `POST /v1/resolve/batch`.
     max_batch: int = Field(default=1000, ge=1, le=10_000)
+    #: Seconds a request body may take to arrive (408 after).
+    body_timeout: float = Field(default=10.0, gt=0, le=300)
+    #: Signed requests whose bodies may be read at once before their signature is
+    #: checked (503 above): what an unauthenticated sender can make the service hold.
+    max_unverified_reads: int = Field(default=64, ge=1)
+    #: Open connections and requests uvicorn serves at once (503 above), per worker.
+    max_connections: int = Field(default=2048, ge=1)
+    #: uvicorn's HTTP/1.1 implementation: h11 caps a request's headers (16 KB);
+    #: httptools is faster but caps nothing, so use it behind a proxy that does.
+    http: Literal["h11", "httptools"] = "h11"
+    #: Leads of one batch resolved at once: a 1,000-lead batch of misses must not
+    #: become 1,000 simultaneous CRM calls.
+    batch_concurrency: int = Field(default=100, ge=1, le=10_000)
     #: Requests one caller may have in flight at once (429 above); per worker.
     max_in_flight: int = Field(default=512, ge=1)
     #: Requests per caller, in limits' notation ("200/second"); none by default.
@@ -178,7 +195,17 @@ class ServiceConfig(_Strict):
             if key in seen:
                 raise ValueError(f"keys[{index}]: the same key is configured twice")
             seen.add(key)
+            if not key.isascii() or not key.isprintable():
+                raise ValueError(
+                    f"keys[{index}]: an API key must be printable ASCII (HTTP headers "
+                    "carry nothing else reliably)"
+                )
             name = self.key_name(index)
+            if name in _RESERVED_NAMES:
+                raise ValueError(
+                    f"keys[{index}]: the name {name!r} is reserved for "
+                    f"{'signed' if name == 'webhook' else 'unauthenticated'} callers"
+                )
             if name in names:
                 raise ValueError(f"keys[{index}]: the name {name!r} is used twice")
             names.add(name)
@@ -190,6 +217,12 @@ class ServiceConfig(_Strict):
 
     def check_listening(self, host: str) -> None:
         """Refuse to listen on `host` without a way to authenticate."""
+        if self.allow_unauthenticated and self.forwarded_allow_ips:
+            raise ValueError(
+                "service.allow_unauthenticated with forwarded_allow_ips: a proxy forwards "
+                "requests from elsewhere, which must authenticate; add [[service.keys]] "
+                "or webhook_secrets"
+            )
         if self.allow_unauthenticated and not is_loopback(host):
             raise ValueError(
                 f"service.allow_unauthenticated is only allowed on a loopback address, "

@@ -69,9 +69,11 @@ async def vapi_tool(service: PredialService, request: Request) -> Response:
     except Problem as problem:
         # Answered 200 as Vapi requires; the access line still says what went wrong.
         request.scope.setdefault("state", {})["predial.error"] = problem.code
-        if not calls and problem.status not in (400, 413):
-            # Refused before the body was read (credentials, admission, drain): read
-            # it now, bounded as ever, so each error names the call Vapi waits on.
+        state = request.scope.setdefault("state", {})
+        if not calls and "predial.caller" in state and problem.status not in (400, 408, 413):
+            # An authenticated caller refused before its body was read (over its
+            # allowance): read it now, bounded as ever, so each error names the call
+            # Vapi waits on. An unauthenticated body is never read.
             calls = await _calls_of_refused(service, request)
         error = _one_line({"code": problem.code, "message": problem.message})
         results = [{"toolCallId": _call_id(call), "error": error} for call in calls]
