@@ -594,7 +594,7 @@ def test_openapi_describes_every_route_and_nothing_else() -> None:
 def test_openapi_documents_the_statuses_of_the_contract() -> None:
     paths = openapi_document()["paths"]
     resolve = paths["/v1/resolve"]["post"]["responses"]
-    assert set(resolve) == {"200", "400", "401", "403", "404", "413", "429", "503"}
+    assert set(resolve) == {"200", "400", "401", "403", "404", "408", "413", "429", "503"}
     decision = openapi_document()["components"]["schemas"]["Decision"]
     assert set(decision["properties"]) >= DECISION_KEYS
     assert set(decision["properties"]["status"]["enum"]) == {"ok", "skip", "retry_later"}

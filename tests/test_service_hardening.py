@@ -27,11 +27,18 @@ from predial.service import ApiKeyConfig, ServiceConfig
 
 
 def _raw_request(url: str, head: str, body: bytes, read_timeout: float = 10.0) -> bytes:
-    """Send `head` and part of a body on a raw socket; return what comes back first."""
+    """Send `head` and part of a body on a raw socket; return the whole answer."""
     parts = urlsplit(url)
     with socket.create_connection((parts.hostname, parts.port), timeout=read_timeout) as sock:
         sock.sendall(head.encode() + body)
-        return sock.recv(65536)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(65536)
+        headers, _, content = answer.partition(b"\r\n\r\n")
+        length = int(headers.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        while len(content) < length:
+            content += sock.recv(65536)
+        return headers + b"\r\n\r\n" + content
 
 
 def _head(path: str, headers: dict[str, str], length: int) -> str:

@@ -9,7 +9,9 @@ are for the transport and admission only.
 
 from __future__ import annotations
 
-import uuid
+import itertools
+import os
+import secrets
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -112,8 +114,23 @@ class InvalidLead(ValueError):
         return ErrorDetail(code=self.code, message=self.message, field=self.field)
 
 
+# Decision ids: a random prefix per process and a counter. Unique across workers
+# and restarts like a uuid4 (96 random bits of prefix), at a fraction of its cost on
+# the hot path; not secret, as they are written to logs anyway.
+_PROCESS_PREFIX = secrets.token_hex(12)
+_COUNTER = itertools.count(1)
+
+
 def new_decision_id() -> str:
-    return f"dec_{uuid.uuid4().hex}"
+    """`dec_` + 24 hex digits of this process's prefix + 16 of a counter."""
+    return f"dec_{_PROCESS_PREFIX}{next(_COUNTER):016x}"
+
+
+def reset_decision_prefix() -> None:
+    """A fresh prefix for a forked process (workers must not share one)."""
+    global _PROCESS_PREFIX, _COUNTER
+    _PROCESS_PREFIX = secrets.token_hex(12)
+    _COUNTER = itertools.count(1)
 
 
 def lead_from_json(body: object) -> Lead:
@@ -246,3 +263,6 @@ class ConnectResponse(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     Items: ConnectResultItems
+
+
+os.register_at_fork(after_in_child=reset_decision_prefix)

@@ -160,10 +160,22 @@ def worker_app() -> Any:
         service = load_config(path).checked_service()
         overrides = json.loads(os.environ.get(_SETTINGS_ENV, "{}"))
         settings = service.model_validate({**service.model_dump(), **overrides})
-        return create_app(path, settings=settings)
+        app = create_app(path, settings=settings)
+        use_line_writer(app, settings)
+        return app
     except Exception as error:
         log.error("worker %d cannot start: %s", os.getpid(), safe_text(error))
         sys.exit(STARTUP_FAILURE)
+
+
+def use_line_writer(app: Any, settings: ServiceConfig) -> None:
+    """Access lines of the app to stdout directly (see `accesslog.LineWriter`)."""
+    from .accesslog import LineWriter
+
+    if settings.access_log != "off":
+        app.state.predial.access_writer = LineWriter(
+            sys.stdout, timestamps=settings.access_log == "text"
+        )
 
 
 def drain_on_signal(drain_delay: float) -> None:
@@ -254,6 +266,7 @@ def run(
         app = create_app(path, settings=settings)
     if stopped:
         return
+    use_line_writer(app, settings)
     service = app.state.predial
     timeout = settings.shutdown_timeout or service.batch_deadline + 5.0
     sock: socket.socket | None = None

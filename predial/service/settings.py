@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import ipaddress
 import re
 from typing import Literal
@@ -60,6 +61,7 @@ def decode_webhook_secret(secret: str) -> bytes:
     return key
 
 
+@functools.lru_cache(maxsize=256)
 def is_loopback(host: str) -> bool:
     """Whether `host` is a loopback address (or `localhost`)."""
     if host == "localhost":
