@@ -390,19 +390,23 @@ class PredialService:
             leads = document.get("leads")
             if not isinstance(leads, list):
                 raise Problem(400, "invalid_request", "leads must be a list of leads", "leads")
-            if len(leads) > self.settings.max_batch:
-                raise Problem(
-                    400,
-                    "batch_too_large",
-                    f"a batch holds at most {self.settings.max_batch} leads; "
-                    f"this one has {len(leads)}",
-                    "leads",
-                )
+            self.check_batch_size(leads, "leads", "leads")
             results = await self.decide_many(caller, leads)
             record(request, results)
             return FastJSON({"results": results})
 
         return await self.admitted(request, handle)
+
+    def check_batch_size(self, items: list[Any], noun: str, field: str) -> None:
+        """400 `batch_too_large` for more than `max_batch` items (nothing resolved)."""
+        if len(items) > self.settings.max_batch:
+            raise Problem(
+                400,
+                "batch_too_large",
+                f"a request holds at most {self.settings.max_batch} {noun}; "
+                f"this one has {len(items)}",
+                field,
+            )
 
     async def decide_many(self, caller: Caller, items: list[Any]) -> list[dict[str, Any]]:
         """Decisions for `items` in order, concurrently, a per-item error for a bad one."""

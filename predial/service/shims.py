@@ -44,13 +44,7 @@ async def vapi_tool(service: PredialService, request: Request) -> Response:
         if found is None:
             raise Problem(400, "invalid_request", "message.toolCallList must be a list")
         calls = found
-        if len(calls) > service.settings.max_batch:
-            raise Problem(
-                400,
-                "batch_too_large",
-                f"at most {service.settings.max_batch} tool calls per request",
-                "message.toolCallList",
-            )
+        service.check_batch_size(calls, "tool calls", "message.toolCallList")
         leads = [_vapi_lead(call, default_campaign) for call in calls]
         decisions = await service.decide_many(caller, leads)
         record(request, decisions)
@@ -136,13 +130,7 @@ async def connect(service: PredialService, request: Request) -> Response:
         profiles = items.get("CustomerProfiles") if isinstance(items, dict) else None
         if not isinstance(profiles, list):
             raise Problem(400, "invalid_request", "Items.CustomerProfiles must be a list", "Items")
-        if len(profiles) > service.settings.max_batch:
-            raise Problem(
-                400,
-                "batch_too_large",
-                f"at most {service.settings.max_batch} profiles per request",
-                "Items",
-            )
+        service.check_batch_size(profiles, "profiles", "Items")
         leads = [_connect_lead(profile, default_campaign) for profile in profiles]
         decisions = await service.decide_many(caller, leads)
         record(request, decisions)
