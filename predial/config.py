@@ -50,7 +50,6 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
-    model_validator,
 )
 
 from .breaker import BreakerSettings
@@ -224,23 +223,21 @@ class PredialConfig(_Strict):
             seen.add(campaign.id)
         return campaigns
 
-    @model_validator(mode="after")
-    def _keys_name_campaigns(self) -> PredialConfig:
-        # A key scoped to a misspelt campaign would get 403 on every request.
+    def checked_service(self) -> ServiceConfig:
+        """`[service]`, or `ConfigurationError` if it names an unset variable or
+        scopes a key to a campaign that is not configured (that key would get 403
+        on every request). Only the service asks: other users of the file are not
+        held to its settings."""
+        if self.service_error is not None:
+            raise ConfigurationError(self.service_error)
         known = {campaign.id for campaign in self.campaigns}
         for index, key in enumerate(self.service.keys):
             for name in key.campaigns:
                 if name != "*" and name not in known:
-                    raise ValueError(
-                        f"service.keys[{index}].campaigns: {name!r} is not a configured "
-                        f"campaign (configured: {', '.join(sorted(known)) or 'none'})"
+                    raise ConfigurationError(
+                        f"{self.path}: service.keys[{index}].campaigns: {name!r} is not a "
+                        f"configured campaign (configured: {', '.join(sorted(known)) or 'none'})"
                     )
-        return self
-
-    def checked_service(self) -> ServiceConfig:
-        """`[service]`, or `ConfigurationError` if it names an unset variable."""
-        if self.service_error is not None:
-            raise ConfigurationError(self.service_error)
         return self.service
 
     def resolver_options(self) -> dict[str, Any]:

@@ -186,8 +186,24 @@ def test_a_key_scoped_to_an_unknown_campaign_is_refused(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD + SERVICE % "b")
     env = {"PREDIAL_TEST_DIALER_KEY": "k" * 20, "PREDIAL_TEST_WEBHOOK_SECRET": "whsec_" + "A" * 32}
     with pytest.raises(ConfigurationError, match=r"service\.keys\[0\]\.campaigns: 'b' is not"):
-        load_config(path, env)
-    assert load_config(write(tmp_path, GOOD + SERVICE % "a"), env).service.keys[0].campaigns
+        load_config(path, env).checked_service()
+    assert load_config(write(tmp_path, GOOD + SERVICE % "a"), env).checked_service().keys
+
+
+def test_config_validate_checks_the_service_too(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from predial.cli.app import cli
+
+    path = write(tmp_path, GOOD + SERVICE % "b")
+    env = {"PREDIAL_TEST_DIALER_KEY": "k" * 20, "PREDIAL_TEST_WEBHOOK_SECRET": "whsec_" + "A" * 32}
+    result = CliRunner(env=env).invoke(cli, ["config", "validate", str(path)])
+    assert result.exit_code == 2
+    assert "'b' is not a configured campaign" in result.output
+    fixed = write(tmp_path, GOOD + SERVICE % "a")
+    result = CliRunner(env=env).invoke(cli, ["config", "validate", str(fixed)])
+    assert result.exit_code == 0, result.output
+    assert "[service] on 127.0.0.1:8000: 1 key(s), 1 webhook secret(s)" in result.output
 
 
 def test_the_service_secrets_are_needed_by_the_service_only(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,6 +17,7 @@ import pytest
 from service_helpers import (
     KEY_ALL,
     Crm,
+    access_lines,
     dumps,
     keyed_settings,
     lead,
@@ -57,24 +59,36 @@ def test_a_stale_signed_request_is_refused_before_its_body_is_read() -> None:
         assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
 
 
-def test_unverified_bodies_are_capped() -> None:
-    settings = keyed_settings(max_unverified_reads=1, body_timeout=30.0)
+def test_unverified_bytes_are_capped_and_idle_connections_hold_none() -> None:
+    settings = keyed_settings(max_unverified_bytes=65_536, body_timeout=30.0)
     with running(settings) as service:
         parts = urlsplit(service.url)
+        address = (parts.hostname, parts.port)
         fresh = signed_headers(b"{}")
-        # One signed request whose body stalls holds the only unverified slot...
-        with socket.create_connection((parts.hostname, parts.port), timeout=10) as held:
-            held.sendall(_head("/v1/resolve", fresh, 1000).encode() + b"{")
-            time.sleep(0.3)
+        idle = [socket.create_connection(address, timeout=10) for _ in range(8)]
+        held = socket.create_connection(address, timeout=10)
+        try:
+            # Idle senders of signed headers hold nothing: a signed request gets in.
+            for sock in idle:
+                sock.sendall(_head("/v1/resolve", fresh, 1000).encode())
             with service.client() as http:
                 body = dumps(lead())
-                busy = http.post("/v1/resolve", content=body, headers=signed_headers(body))
+                ok = http.post("/v1/resolve", content=body, headers=signed_headers(body))
+                assert ok.status_code == 200
+                # One sender holding 60 KB unverified leaves no room for another 10 KB.
+                held.sendall(_head("/v1/resolve", fresh, 100_000).encode() + b" " * 60_000)
+                time.sleep(0.3)
+                padded = dumps({**lead(), "padding": "x" * 10_000})
+                busy = http.post("/v1/resolve", content=padded, headers=signed_headers(padded))
                 assert busy.status_code == 503
                 assert busy.json()["error"]["code"] == "busy"
                 assert busy.headers["retry-after"] == "1"
                 # ...which API-key callers do not share.
-                ok = http.post("/v1/resolve", json=lead(), headers={"x-api-key": KEY_ALL})
-                assert ok.status_code == 200
+                keyed = http.post("/v1/resolve", json=lead(), headers={"x-api-key": KEY_ALL})
+                assert keyed.status_code == 200
+        finally:
+            for sock in [*idle, held]:
+                sock.close()
 
 
 def test_a_stalled_body_times_out_and_frees_the_callers_slot() -> None:
@@ -148,13 +162,14 @@ def test_ids_cannot_forge_log_lines_or_leak_numbers(caplog: pytest.LogCaptureFix
     forged = "gone-1\n2026-12-01 17:00:00,000 CRITICAL predial.service: FORGED\x1b[2J"
     with running(ServiceConfig(allow_unauthenticated=True)) as service, service.client() as http:
         assert http.post("/v1/resolve", json=lead(forged)).json()["status"] == "skip"
-        phone_shaped = "+14155550199"
-        assert http.post("/v1/resolve", json=lead(phone_shaped)).status_code == 200
+        for phone_shaped in ("+14155550199", "(415)555-2671", "tel:+44-7911-123-456"):
+            assert http.post("/v1/resolve", json=lead(phone_shaped)).status_code == 200
     for record in caplog.records:
         text = record.getMessage()
         assert "\n2026-12-01" not in text
         assert "\x1b" not in text
-        assert "4155550199" not in text
+        for digits in ("4155550199", "555-2671", "7911-123-456"):
+            assert digits not in text
 
 
 def test_a_batch_is_at_most_batch_concurrency_crm_calls_at_once() -> None:
@@ -186,3 +201,73 @@ def test_unauthenticated_with_a_trusted_proxy_is_refused() -> None:
     settings = ServiceConfig(allow_unauthenticated=True, forwarded_allow_ips=["127.0.0.1"])
     with pytest.raises(ValueError, match="forwarded_allow_ips"):
         settings.check_listening("127.0.0.1")
+
+
+def test_a_replayed_answer_is_kept_per_route_and_never_a_retry_later(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="predial.access")
+    with running(keyed_settings()) as service, service.client() as http:
+        single = dumps(lead("ok-4"))
+        headers = signed_headers(single, msg_id="msg_per_route")
+        first = http.post("/v1/resolve", content=single, headers=headers).json()
+        again = http.post("/v1/resolve", content=single, headers=headers)
+        assert again.json() == first
+        # The same id and body to another route is that route's request, not a replay.
+        other = http.post("/v1/resolve/batch", content=single, headers=headers)
+        assert other.status_code == 400  # not {"leads": [...]}
+        assert "idempotent-replayed" not in other.headers
+        # A retry_later is resolved again on retry: by then the CRM may be back.
+        down = dumps(lead("down-1"))
+        retried = signed_headers(down, msg_id="msg_retry_later")
+        one = http.post("/v1/resolve", content=down, headers=retried).json()
+        two = http.post("/v1/resolve", content=down, headers=retried)
+        assert two.status_code == 200
+        assert "idempotent-replayed" not in two.headers
+        assert two.json()["decisionId"] != one["decisionId"]
+    lines = [line for line in access_lines(caplog) if "replayed=true" in line]
+    assert len(lines) == 1
+    assert first["decisionId"] in lines[0]
+
+
+def test_line_writer_writes_whole_lines_within_pipe_buf(tmp_path: Path) -> None:
+    """Several workers share one pipe: only writes of at most PIPE_BUF bytes are atomic
+    there, so each write must end a line and fit."""
+    import os
+    import select
+
+    from predial.service.accesslog import LineWriter
+
+    read_end, write_end = os.pipe()
+    writes: list[bytes] = []
+    real_write = os.write
+
+    def spy(fd: int, data: bytes) -> int:
+        writes.append(bytes(data))
+        return real_write(fd, data)
+
+    with os.fdopen(write_end, "w") as stream:
+        writer = LineWriter(stream, timestamps=False)
+        lines = [f"line {n} " + "x" * (n % 300) for n in range(400)]
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(os, "write", spy)
+            for line in lines:
+                writer._lines.append(line)
+            writer.flush()
+    with os.fdopen(read_end) as out:
+        assert out.read().splitlines() == lines
+    assert len(writes) > 1
+    assert all(len(chunk) <= select.PIPE_BUF and chunk.endswith(b"\n") for chunk in writes)
+
+
+def test_line_writer_survives_a_broken_stdout() -> None:
+    import os
+
+    from predial.service.accesslog import LineWriter
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    with os.fdopen(write_end, "w") as stream:
+        writer = LineWriter(stream, timestamps=False)
+        writer("one")  # no event loop here: written at once
+        assert writer.dropped == 1

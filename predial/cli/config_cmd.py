@@ -29,3 +29,11 @@ def validate(path: Path | None) -> None:
     resolver.close_sync()
     campaigns = ", ".join(f"{c.id} ({c.adapter})" for c in loaded.campaigns) or "none"
     out_console().print(f"ok: {file}: {len(loaded.campaigns)} campaign(s): {campaigns}")
+    if "service" in loaded.model_fields_set or loaded.service_error is not None:
+        # [service] is checked too (the service's own variables, its keys' scopes),
+        # though only predial serve needs it.
+        service = loaded.checked_service()
+        credentials = (
+            f"{len(service.keys)} key(s), {len(service.webhook_secrets)} webhook secret(s)"
+        )
+        out_console().print(f"ok: [service] on {service.host}:{service.port}: {credentials}")

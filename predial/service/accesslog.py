@@ -12,7 +12,9 @@ import asyncio
 import json
 import logging
 import math
+import os
 import re
+import select
 import time
 from collections import Counter as Tally
 from datetime import UTC, datetime
@@ -89,8 +91,9 @@ def logfmt(fields: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-# An id shown as it is: printable ASCII, no run of digits a number could hide in.
-_PLAIN_ID = re.compile(r"(?!.*\d{5})[!-~]{1,200}")
+# An id shown as it is: printable ASCII, fewer than 5 digits in all (no number hides
+# in it, however punctuated) and shorter than the shortest API key (16).
+_PLAIN_ID = re.compile(r"(?!(?:\D*\d){5})[!-~]{1,15}")
 
 
 def _shown_id(value: str | None) -> str | None:
@@ -107,7 +110,10 @@ class LineWriter:
     `predial serve` owns its stdout: a line through `logging` (a record, a lock, a
     formatter, a write and a flush per request) cost as much as the rest of a cache
     hit. Lines written here are flushed by the event loop shortly after, and at
-    shutdown. The timestamp is formatted once per second.
+    shutdown, in writes of at most `PIPE_BUF` bytes that end a line: several
+    workers share one pipe (a container's stdout), and only such writes are atomic
+    on it, so their lines never interleave. The timestamp is formatted once per
+    second.
     """
 
     def __init__(self, stream: IO[str], *, timestamps: bool = True) -> None:
@@ -117,6 +123,7 @@ class LineWriter:
         self._second = -1
         self._stamp = ""
         self._flush_pending = False
+        self.dropped = 0
 
     def __call__(self, line: str) -> None:
         if self._timestamps:
@@ -124,7 +131,7 @@ class LineWriter:
             if int(now) != self._second:
                 self._second = int(now)
                 self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
-            line = f"{self._stamp} {line}"
+            line = f"{self._stamp},{int(now * 1000) % 1000:03d} {line}"
         self._lines.append(line)
         if not self._flush_pending:
             self._flush_pending = True
@@ -135,10 +142,37 @@ class LineWriter:
 
     def flush(self) -> None:
         self._flush_pending = False
-        if self._lines:
-            lines, self._lines = self._lines, []
-            self._stream.write("\n".join(lines) + "\n")
-            self._stream.flush()
+        if not self._lines:
+            return
+        lines, self._lines = self._lines, []
+        try:
+            self._stream.flush()  # whatever else went to the stream goes first
+            fd = self._stream.fileno()
+        except (OSError, ValueError, AttributeError):  # not a file (a test's StringIO)
+            fd = None
+        chunk: list[bytes] = []
+        size = 0
+        for line in lines:
+            data = (line + "\n").encode("utf-8", "replace")
+            if chunk and size + len(data) > select.PIPE_BUF:
+                self._write(fd, b"".join(chunk), len(chunk))
+                chunk, size = [], 0
+            chunk.append(data)
+            size += len(data)
+        self._write(fd, b"".join(chunk), len(chunk))
+
+    def _write(self, fd: int | None, data: bytes, count: int) -> None:
+        try:
+            if fd is None:
+                self._stream.write(data.decode("utf-8"))
+                self._stream.flush()
+                return
+            while data:
+                data = data[os.write(fd, data) :]
+        except OSError:
+            # A closed or broken stdout must not fail the request or the shutdown;
+            # the lines are lost, and counted.
+            self.dropped += count
 
 
 class AccessLog:
@@ -186,6 +220,7 @@ class AccessLog:
             "client": client[0] if client else None,
             "caller": state.get("predial.caller"),
             "error": state.get("predial.error"),
+            "replayed": True if state.get("predial.replayed") else None,
         }
         decisions: list[dict[str, Any]] | None = state.get("predial.decisions")
         if decisions is not None and len(decisions) == 1 and route == "/v1/resolve":

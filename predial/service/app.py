@@ -31,6 +31,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..config import PredialConfig, find_config, load_config
 from ..errors import ConfigurationError, Unresolvable
+from ..fetcher import redacted_traceback
 from ..metrics import ResolverMetrics
 from ..models import Lead, Resolution
 from ..redaction import register_secret
@@ -63,6 +64,9 @@ FORWARDING_HEADERS = frozenset(
 # Answers to signed requests kept for a retrying sender: single decisions and small
 # batches; a large batch's retry within the window is refused as a replay instead.
 _REPLAYED_ANSWER_LIMIT = 16_384
+_ANSWER_CACHE_BYTES = 16 * 1_048_576
+# Seconds a signed request's body gets before its signature can be checked.
+_UNVERIFIED_BODY_TIMEOUT = 5.0
 
 
 class FastJSON(Response):
@@ -139,10 +143,13 @@ class PredialService:
         #: Where access lines go instead of the `predial.access` logger (`predial
         #: serve` writes them to stdout directly; see `accesslog.LineWriter`).
         self.access_writer: Callable[[str], None] | None = None
-        self._unverified_reads = 0
-        # Answers to signed requests by webhook-id, for the sender that retries one.
-        self._answers: TTLCache[str, tuple[bytes, bytes]] = TTLCache(
-            maxsize=10_000, ttl=2 * settings.signature_tolerance
+        self._unverified_bytes = 0
+        # Answers to signed requests by route and webhook-id, for the sender that
+        # retries one: at most 16 MB of them, for as long as the id is remembered.
+        self._answers: TTLCache[tuple[str, bytes, str], tuple[bytes, list[Any]]] = TTLCache(
+            maxsize=_ANSWER_CACHE_BYTES,
+            ttl=2 * settings.signature_tolerance,
+            getsizeof=lambda kept: len(kept[0]) + 200,
         )
         LIVE.add(self)
 
@@ -188,42 +195,41 @@ class PredialService:
             signed = self.auth.precheck(headers_of(request))
         except AuthFailure as failure:
             raise _unauthenticated(str(failure)) from None
-        # Anyone can send fresh-looking headers: the bodies read before a signature
-        # is checked are capped, so unauthenticated senders cannot fill the memory.
-        if self._unverified_reads >= self.settings.max_unverified_reads:
-            raise Problem(
-                503,
-                "busy",
-                "too many signed requests are being read; retry shortly",
-                headers={"Retry-After": "1"},
-            )
-        self._unverified_reads += 1
-        try:
-            body = await self.read_body(request)
-        finally:
-            self._unverified_reads -= 1
+        body = await self.read_body(request, unverified=True)
         try:
             self.auth.check_signature(signed, body)
         except AuthFailure as failure:
             raise _unauthenticated(str(failure)) from None
         caller = self.auth.webhook_caller
+        state = request.scope.setdefault("state", {})
         digest = hashlib.sha256(body).digest()
-        if self.auth.seen(signed.message_id):
-            kept = self._answers.get(signed.message_id)
-            if kept is None or not hmac.compare_digest(kept[0], digest):
-                raise _unauthenticated("this webhook-id was already accepted (a replay)")
-            # The same request again (a sender retrying a lost answer): the same answer.
-            request.scope.setdefault("state", {})["predial.caller"] = caller.name
-            return Response(kept[1], media_type=JSON, headers={"Idempotent-Replayed": "true"})
+        key = (request.scope["path"], request.scope["query_string"], signed.message_id)
+        prior = self.auth.seen(signed.message_id)
+        if prior is not None:
+            if not hmac.compare_digest(prior, digest):
+                raise _unauthenticated(
+                    "this webhook-id was already used for another request (a replay)"
+                )
+            kept = self._answers.get(key)
+            if kept is not None:
+                # The same request again (a sender retrying a lost answer): the same
+                # answer, not a second resolve.
+                state.update({"predial.caller": caller.name, "predial.replayed": True})
+                state["predial.decisions"] = kept[1]
+                return Response(kept[0], media_type=JSON, headers={"Idempotent-Replayed": "true"})
+            # Its answer is not kept (large, retry_later, evicted, another route):
+            # resolving is a read, so the request is simply answered again.
         self._enter(request, caller)
         try:
             response = await handle(caller, body)
         finally:
             self.admission.leave(caller)
         if response.status_code == 200:
-            self.auth.remember(signed.message_id)
-            if len(response.body) <= _REPLAYED_ANSWER_LIMIT:
-                self._answers[signed.message_id] = (digest, bytes(response.body))
+            self.auth.remember(signed.message_id, digest)
+            answer = bytes(response.body)
+            # A retry_later is not repeated: the retry comes when it may succeed.
+            if len(answer) <= _REPLAYED_ANSWER_LIMIT and b'"retry_later"' not in answer:
+                self._answers[key] = (answer, state.get("predial.decisions", []))
         return response
 
     def _anonymous(self, request: Request) -> Caller:
@@ -266,9 +272,15 @@ class PredialService:
                 headers={"Retry-After": str(refused.retry_after)},
             ) from None
 
-    async def read_body(self, request: Request) -> bytes:
+    async def read_body(self, request: Request, *, unverified: bool = False) -> bytes:
         """The request's body, at most `max_body_bytes` (413 above), arriving within
-        `body_timeout` (408 after); read once."""
+        `body_timeout` (408 after); read once.
+
+        `unverified`: a body read before its sender is known (a signed request, read
+        to check its signature). Anyone can send one, so the bytes of all of them
+        together are capped (`max_unverified_bytes`, 503 `busy` above) and they get
+        at most 5 s: an idle connection holds nothing, a slow one not for long.
+        """
         state = request.scope.setdefault("state", {})
         kept: bytes | None = state.get("predial.body")
         if kept is not None:
@@ -293,7 +305,10 @@ class PredialService:
             expired = True
             task.cancel()
 
-        timer = asyncio.get_running_loop().call_later(self.settings.body_timeout, expire)
+        deadline = self.settings.body_timeout
+        if unverified:
+            deadline = min(deadline, _UNVERIFIED_BODY_TIMEOUT)
+        timer = asyncio.get_running_loop().call_later(deadline, expire)
         chunks: list[bytes] = []
         size = 0
         try:
@@ -305,21 +320,33 @@ class PredialService:
                 size += len(chunk)
                 if size > limit:
                     raise _too_large(limit)
+                if unverified:
+                    self._unverified_bytes += len(chunk)
+                    if self._unverified_bytes > self.settings.max_unverified_bytes:
+                        raise Problem(
+                            503,
+                            "busy",
+                            "too many signed request bodies are being read; retry shortly",
+                            headers={"Retry-After": "1"},
+                        )
                 chunks.append(chunk)
                 if not message.get("more_body", False):
                     break
         except asyncio.CancelledError:
-            if not expired:
+            # Ours only if the timer fired and no one else cancelled the task too
+            # (asyncio.timeout's own rule): a shutdown's cancellation goes on.
+            if not expired or task.uncancel() > 0:
                 raise
-            task.uncancel()
             raise Problem(
                 408,
                 "body_timeout",
-                f"the request body did not arrive within {self.settings.body_timeout:g} s",
+                f"the request body did not arrive within {deadline:g} s",
                 headers={"Connection": "close"},
             ) from None
         finally:
             timer.cancel()
+            if unverified:
+                self._unverified_bytes -= size
         state["predial.body"] = body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         return body
 
@@ -555,8 +582,20 @@ def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
-    log.error("%s %s failed: %s", request.method, request.url.path, type(exc).__name__)
+    _log_failure(request.scope, exc)
     return JSONResponse(error_json("internal_error", "the service failed; retry later"), 500)
+
+
+def _log_failure(scope: Scope, error: BaseException) -> None:
+    """One line per failed request (the handler and the app both see it), naming the
+    exception's type only: its text may quote a number or a credential."""
+    state = scope.setdefault("state", {})
+    if state.get("predial.failure_logged"):
+        return
+    state["predial.failure_logged"] = True
+    log.error("%s %s failed: %s", scope.get("method"), scope.get("path"), type(error).__name__)
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("traceback (redacted):\n%s", redacted_traceback(error))
 
 
 def create_app(
@@ -633,7 +672,13 @@ class ServiceApp(Starlette):
                 scope["app"] = self
                 await fast(scope, receive, send)
                 return
-        await super().__call__(scope, receive, send)
+        try:
+            await super().__call__(scope, receive, send)
+        except Exception as error:
+            # Starlette answered it (500, in the error shape) and raises it again for
+            # the server to log: uvicorn would print its text, which may quote a
+            # number or a credential. Logged here like the short way does.
+            _log_failure(scope, error)
 
 
 Endpoint = Callable[[Scope, Receive, Send], Awaitable[None]]

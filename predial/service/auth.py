@@ -84,7 +84,7 @@ class Authenticator:
         self.webhook_caller = Caller("webhook", None, settings.max_in_flight, settings.rate_limit)
         self.anonymous = Caller("anonymous", None, settings.max_in_flight, settings.rate_limit)
         self._allow_anonymous = settings.allow_unauthenticated
-        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._seen: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
 
     @property
     def signs(self) -> bool:
@@ -159,27 +159,30 @@ class Authenticator:
         is then remembered: a second one with its id is a replay)."""
         signed = self.precheck(headers)
         self.check_signature(signed, body)
-        if self.seen(signed.message_id):
+        if self.seen(signed.message_id) is not None:
             raise AuthFailure("this webhook-id was already accepted (a replay)")
-        self.remember(signed.message_id)
+        self.remember(signed.message_id, hashlib.sha256(body).digest())
         return self.webhook_caller
 
-    def seen(self, message_id: str) -> bool:
-        """Whether a request with this webhook-id was accepted within the window."""
+    def seen(self, message_id: str) -> bytes | None:
+        """The body digest of the request with this webhook-id answered within the
+        window, or None."""
         seen = self._seen
         # Ids older than twice the tolerance cannot come back with a fresh timestamp.
         horizon = self._clock() - 2 * self._tolerance
         while seen:
-            at = next(iter(seen.values()))
+            at = next(iter(seen.values()))[0]
             if at >= horizon:
                 break
             seen.popitem(last=False)
-        return message_id in seen
+        found = seen.get(message_id)
+        return found[1] if found is not None else None
 
-    def remember(self, message_id: str) -> None:
-        """Record an answered request's webhook-id. Only answered ones: a sender
-        retrying after a 429 or a 503 resends the same id and must get in."""
-        self._seen[message_id] = self._clock()
+    def remember(self, message_id: str, digest: bytes) -> None:
+        """Record an answered request's webhook-id and body digest. Only answered
+        ones: a sender retrying after a 429 or a 503 resends the same id."""
+        self._seen[message_id] = (self._clock(), digest)
+        self._seen.move_to_end(message_id)
 
 
 def _presented_key(headers: Mapping[str, str]) -> str | None:

@@ -289,7 +289,11 @@ def run(
             server = DrainingServer(_uvicorn_config(app, settings, timeout), settings.drain_delay)
             server.run(sockets=[sock])
             return
-        service.resolver.close_sync()
+        with _stop_quietly_until_serving() as stopped:
+            # uvicorn's supervisor takes the signals only once it runs.
+            service.resolver.close_sync()
+        if stopped:
+            return
         _run_workers(path, settings, timeout, sock, verbose)
     finally:
         if sock is not None:

@@ -140,9 +140,10 @@ class ServiceConfig(_Strict):
     max_batch: int = Field(default=1000, ge=1, le=10_000)
     #: Seconds a request body may take to arrive (408 after).
     body_timeout: float = Field(default=10.0, gt=0, le=300)
-    #: Signed requests whose bodies may be read at once before their signature is
-    #: checked (503 above): what an unauthenticated sender can make the service hold.
-    max_unverified_reads: int = Field(default=64, ge=1)
+    #: Bytes of signed requests' bodies held at once before their signatures are
+    #: checked (503 `busy` above): what an unauthenticated sender can make the
+    #: service hold. Idle connections hold none; each such body gets at most 5 s.
+    max_unverified_bytes: int = Field(default=64 * 1_048_576, ge=65_536)
     #: Open connections and requests uvicorn serves at once (503 above), per worker.
     max_connections: int = Field(default=2048, ge=1)
     #: uvicorn's HTTP/1.1 implementation: h11 caps a request's headers (16 KB);
