@@ -36,4 +36,6 @@ def validate(path: Path | None) -> None:
         credentials = (
             f"{len(service.keys)} key(s), {len(service.webhook_secrets)} webhook secret(s)"
         )
-        out_console().print(f"ok: [service] on {service.host}:{service.port}: {credentials}")
+        out_console().print(
+            f"ok: [service] on {service.host}:{service.port}: {credentials}", markup=False
+        )
