@@ -115,11 +115,9 @@ class PredialService:
     ) -> None:
         from prometheus_client import CollectorRegistry
 
-        if not (settings.allow_unauthenticated or settings.keys or settings.webhook_secrets):
-            raise ConfigurationError(
-                "service: no credentials are configured; add [[service.keys]] or "
-                "webhook_secrets (or, on 127.0.0.1 only, allow_unauthenticated = true)"
-            )
+        problem = settings.credentials_problem()
+        if problem is not None:
+            raise ConfigurationError(problem)
         for item in settings.keys:
             register_secret(item.key.get_secret_value())
         for secret in settings.webhook_secrets:
@@ -226,10 +224,15 @@ class PredialService:
             self.admission.leave(caller)
         if response.status_code == 200:
             self.auth.remember(signed.message_id, digest)
-            answer = bytes(response.body)
+            # A streamed answer (a route of the user's own) has no body to keep.
+            answer = getattr(response, "body", None)
             # A retry_later is not repeated: the retry comes when it may succeed.
-            if len(answer) <= _REPLAYED_ANSWER_LIMIT and b'"retry_later"' not in answer:
-                self._answers[key] = (answer, state.get("predial.decisions", []))
+            if (
+                isinstance(answer, bytes | memoryview)
+                and len(answer) <= _REPLAYED_ANSWER_LIMIT
+                and b'"retry_later"' not in bytes(answer)
+            ):
+                self._answers[key] = (bytes(answer), state.get("predial.decisions", []))
         return response
 
     def _anonymous(self, request: Request) -> Caller:
@@ -578,6 +581,7 @@ def _http_error(request: Request, exc: Exception) -> Response:
     # Starlette's own 404 and 405, in the service's error shape.
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    request.scope.setdefault("state", {})["predial.error"] = code
     return JSONResponse(error_json(code, str(exc.detail)), exc.status_code, exc.headers)
 
 

@@ -218,21 +218,28 @@ class ServiceConfig(_Strict):
         """How key `index` appears in logs and metrics: its name, else `key-<n>`."""
         return self.keys[index].name or f"key-{index + 1}"
 
-    def check_listening(self, host: str) -> None:
-        """Refuse to listen on `host` without a way to authenticate."""
+    def credentials_problem(self) -> str | None:
+        """Why these settings cannot authenticate anyone safely, wherever they listen."""
         if self.allow_unauthenticated and self.forwarded_allow_ips:
-            raise ValueError(
+            return (
                 "service.allow_unauthenticated with forwarded_allow_ips: a proxy forwards "
                 "requests from elsewhere, which must authenticate; add [[service.keys]] "
                 "or webhook_secrets"
             )
+        if not (self.allow_unauthenticated or self.keys or self.webhook_secrets):
+            return (
+                "service: no credentials are configured; add [[service.keys]] or "
+                "webhook_secrets (or, on 127.0.0.1 only, allow_unauthenticated = true)"
+            )
+        return None
+
+    def check_listening(self, host: str) -> None:
+        """Refuse to listen on `host` without a way to authenticate."""
+        problem = self.credentials_problem()
+        if problem is not None:
+            raise ValueError(problem)
         if self.allow_unauthenticated and not is_loopback(host):
             raise ValueError(
                 f"service.allow_unauthenticated is only allowed on a loopback address, "
                 f"not {host}: add [[service.keys]] or webhook_secrets"
-            )
-        if not (self.allow_unauthenticated or self.keys or self.webhook_secrets):
-            raise ValueError(
-                "service: no credentials are configured; add [[service.keys]] or "
-                "webhook_secrets (or, on 127.0.0.1 only, allow_unauthenticated = true)"
             )
