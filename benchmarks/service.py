@@ -54,6 +54,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -491,18 +492,12 @@ def main() -> None:
     import uvicorn
     from uvicorn.config import HTTP_PROTOCOLS
 
-    try:
-        import httptools  # noqa: F401
+    from predial.service.settings import ServiceConfig
 
-        http = "httptools"
-    except ImportError:
-        http = "h11"
-    try:
-        import uvloop  # noqa: F401
-
-        loop_name = "uvloop"
-    except ImportError:
-        loop_name = "asyncio"
+    # What every server here runs on: predial serve's own setting, and uvicorn's
+    # "auto" loop (uvloop when it is installed).
+    http = ServiceConfig().http
+    loop_name = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     assert http in HTTP_PROTOCOLS
 
     print(

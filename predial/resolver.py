@@ -358,7 +358,7 @@ class Resolver:
             raise RuntimeError("the resolver is closed")
         # The resolve holds its own deadline; the margin only guards against a wedged loop.
         try:
-            return self._loop_thread.run(self.resolve(lead), timeout=self._max_deadline() + 5.0)
+            return self._loop_thread.run(self.resolve(lead), timeout=self.max_deadline + 5.0)
         except concurrent.futures.CancelledError:
             # Its event loop stopped under this resolve (close_sync from another thread).
             raise RuntimeError(
@@ -780,7 +780,9 @@ class Resolver:
     def clear_cache(self) -> None:
         self._cache.clear()
 
-    def _max_deadline(self) -> float:
+    @property
+    def max_deadline(self) -> float:
+        """The longest deadline of any campaign (the resolver's own when none is set)."""
         return max((runtime.deadline for runtime in self.campaigns.values()), default=self.deadline)
 
     async def close(self, grace: float = 1.0) -> None:

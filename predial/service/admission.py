@@ -54,6 +54,3 @@ class Admission:
             self._in_flight[caller.name] = left
         else:
             del self._in_flight[caller.name]
-
-    def in_flight(self) -> int:
-        return sum(self._in_flight.values())

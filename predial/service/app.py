@@ -133,10 +133,7 @@ class PredialService:
         self.admission = Admission()
         self.draining = False
         self.ready = False
-        self.batch_deadline = max(
-            (runtime.deadline for runtime in resolver.campaigns.values()),
-            default=resolver.deadline,
-        )
+        self.batch_deadline = resolver.max_deadline
         self._warned_anonymous = False
         #: Where access lines go instead of the `predial.access` logger (`predial
         #: serve` writes them to stdout directly; see `accesslog.LineWriter`).
@@ -157,6 +154,14 @@ class PredialService:
             log.info("draining: new requests are answered 503, in-flight ones finish")
         self.draining = True
 
+    def _shutting_down(self) -> Problem:
+        return Problem(
+            503,
+            "shutting_down",
+            "the service is shutting down; retry on another instance",
+            headers={"Retry-After": str(self.settings.retry_after)},
+        )
+
     # -- the request path ----------------------------------------------------------
 
     async def admitted(
@@ -164,12 +169,7 @@ class PredialService:
     ) -> Response:
         """Run `handle(caller, body)` for an authenticated, admitted request."""
         if self.draining:
-            raise Problem(
-                503,
-                "shutting_down",
-                "the service is shutting down; retry on another instance",
-                headers={"Retry-After": str(self.settings.retry_after)},
-            )
+            raise self._shutting_down()
         headers = headers_of(request)
         try:
             caller = self.auth.by_key(headers)
@@ -392,12 +392,7 @@ class PredialService:
             outcome = refusal
         except RuntimeError:
             if self.resolver.closed:
-                raise Problem(
-                    503,
-                    "shutting_down",
-                    "the service is shutting down",
-                    headers={"Retry-After": str(self.settings.retry_after)},
-                ) from None
+                raise self._shutting_down() from None
             raise
         return decision_for(outcome, lead, new_decision_id())
 

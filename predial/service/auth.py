@@ -9,11 +9,11 @@ Signed requests follow the Standard Webhooks specification: `webhook-id`,
 `webhook-timestamp` and `webhook-signature` headers; HMAC-SHA256 over
 `{id}.{timestamp}.{body}`, base64, written `v1,<signature>`, several separated by
 spaces while a key rotates. A timestamp outside the tolerance is refused before the
-body is read. An id already answered within the window is a replay: it gets the
-same answer again while the service holds it (the id is an idempotency key, as the
-specification advises), else 401. Ids are remembered per process: with several
-workers, a replay landing on another worker within the window is not caught (the
-shared Redis tier is the place for that).
+body is read. An id already answered within the window is a replay: with the same
+body it gets the same answer again while the service keeps it, or is answered anew
+(a resolve is a read); with another body it is refused, 401. Ids are remembered per
+process: with several workers, a replay landing on another worker within the window
+is not caught (the shared Redis tier is the place for that).
 """
 
 from __future__ import annotations
@@ -153,16 +153,6 @@ class Authenticator:
         ]
         if not _any_matches(signed.signatures, expected):
             raise AuthFailure("the webhook signature does not match")
-
-    def verify(self, headers: Mapping[str, str], body: bytes) -> Caller:
-        """The webhook caller of a correctly signed, fresh, first-seen request (which
-        is then remembered: a second one with its id is a replay)."""
-        signed = self.precheck(headers)
-        self.check_signature(signed, body)
-        if self.seen(signed.message_id) is not None:
-            raise AuthFailure("this webhook-id was already accepted (a replay)")
-        self.remember(signed.message_id, hashlib.sha256(body).digest())
-        return self.webhook_caller
 
     def seen(self, message_id: str) -> bytes | None:
         """The body digest of the request with this webhook-id answered within the
