@@ -53,6 +53,7 @@ from .phone import PhonePolicy, mask_phone, normalize
 from .plugins import load_plugins
 from .redaction import redact
 from .resolver import Resolver
+from .shared import RedisTier
 from .stats import ResolverStats
 from .warm import WarmReport
 
@@ -92,6 +93,7 @@ __all__ = [
     "PluginLoadError",
     "PredialError",
     "RecordNotFound",
+    "RedisTier",
     "Resolution",
     "Resolver",
     "ResolverStats",

@@ -15,6 +15,7 @@ slower per get and set, and the resolver compares freshness itself anyway.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -56,6 +57,10 @@ class CacheEntry:
     fresh_until: float
     keep_until: float
     adapter: str | None = None
+    #: With a shared tier: until when this process may serve the entry without
+    #: asking the shared tier again (its `local_ttl`); it is served up to
+    #: `fresh_until` while the shared tier is unavailable.
+    local_until: float = math.inf
 
     @property
     def positive(self) -> bool:
@@ -66,7 +71,7 @@ class CacheEntry:
         return (
             f"CacheEntry(phone_number={number!r}, reason={self.reason!r}, "
             f"fresh_until={self.fresh_until!r}, keep_until={self.keep_until!r}, "
-            f"adapter={self.adapter!r})"
+            f"adapter={self.adapter!r}, local_until={self.local_until!r})"
         )
 
 

@@ -42,7 +42,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -58,6 +58,9 @@ from .campaign import Campaign, RetrySettings
 from .errors import ConfigurationError
 from .phone import DEFAULT_REFUSED_TYPES, PhonePolicy
 from .service.settings import ServiceConfig
+
+if TYPE_CHECKING:
+    from .shared import RedisTier
 
 __all__ = [
     "CONFIG_ENV",
@@ -151,6 +154,22 @@ class BreakerConfig(_Strict):
     slow_call: float | None = Field(default=None, gt=0)
 
 
+class SharedConfig(_Strict):
+    """`[resolver.shared]`: the shared tier on Redis or Valkey (`predial.RedisTier`)."""
+
+    url: str = Field(min_length=1)
+    prefix: str = "predial"
+    timeout: float = Field(default=0.05, gt=0, lt=3600)
+    cluster: bool = False
+    local_ttl: float = Field(default=1.0, gt=0, lt=3600)
+    retry_interval: float = Field(default=1.0, gt=0, lt=3600)
+
+    def tier(self) -> RedisTier:
+        from .shared import RedisTier
+
+        return RedisTier(**self.model_dump())
+
+
 class ResolverConfig(_Strict):
     deadline: float = Field(default=3.0, gt=0, le=60)
     label_preference: list[str] | None = None
@@ -159,6 +178,7 @@ class ResolverConfig(_Strict):
     cache: CacheConfig = Field(default_factory=CacheConfig)
     retry: RetryConfig = Field(default_factory=RetryConfig)
     breaker: BreakerConfig | None = None
+    shared: SharedConfig | None = None
 
 
 class CampaignConfig(_Strict):
@@ -253,6 +273,8 @@ class PredialConfig(_Strict):
             options["breaker"] = BreakerSettings(**resolver.breaker.model_dump())
         if resolver.label_preference:
             options["label_preference"] = tuple(resolver.label_preference)
+        if resolver.shared is not None:
+            options["shared"] = resolver.shared.tier()
         return options
 
     def plugin_modules(self) -> list[ModuleType]:

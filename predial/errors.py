@@ -139,9 +139,11 @@ class AdapterUnavailable(AdapterError):
 class AdapterRateLimited(AdapterUnavailable):
     """The CRM's rate limit was hit (a 429 or a provider's own limit signal).
 
-    `scope` is `"burst"` (a short window: seconds) or `"daily"` (a daily or rolling
+    `scope` is `"burst"` (a short window: seconds), `"daily"` (a daily or rolling
     quota is spent: retrying within a dial is pointless, so the adapter stops calling
-    the CRM until `retry_after` has passed).
+    the CRM until `retry_after` has passed) or `"client"` (predial's own budget for
+    the tenant is spent: the CRM was not called, so the circuit breaker does not
+    count it as the CRM failing).
     """
 
     def __init__(

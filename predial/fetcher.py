@@ -45,6 +45,7 @@ from .trace import Attempt, Trace
 
 if TYPE_CHECKING:
     from .metrics import ResolverMetrics
+    from .shared.breaker import SharedBreaker
 
 __all__ = ["Answer", "BadBatchAnswer", "CampaignRuntime", "CircuitOpen"]
 
@@ -111,6 +112,8 @@ class CampaignRuntime:
         #: How many ids one `fetch_phones` call may take (the CRM's batch limit).
         self.batch_size = max(1, int(getattr(adapter, "batch_size", 100)))
         self.metrics: ResolverMetrics | None = None
+        #: The fleet's breaker for this campaign, when the resolver has a shared tier.
+        self.shared_breaker: SharedBreaker | None = None
 
     async def _call(self, external_id: str) -> object:
         if self.is_async:
@@ -127,8 +130,9 @@ class CampaignRuntime:
         """One `fetch_phones` call: the adapter's answers by id (an id left out is asked
         alone later). Raises what the adapter raises; the breaker hears of it."""
         assert self.fetch_batch is not None
-        if not self.breaker.allow():
-            raise CircuitOpen("circuit open", retry_after=self.breaker.retry_after())
+        allowed, wait = await self.allow()
+        if not allowed:
+            raise CircuitOpen("circuit open", retry_after=wait)
         started = time.monotonic()
         self._stats.adapter_calls += 1
         awaiting = asyncio.current_task()
@@ -143,20 +147,20 @@ class CampaignRuntime:
             # then asked alone, which says which are really missing.
             if self.metrics is not None:
                 self._observe_call("not_found", started)
-            self.breaker.record_success(time.monotonic() - started)
+            self.record_success(time.monotonic() - started)
             return {}
         except BaseException as error:
             if not is_adapter_fault(error, awaiting):
                 raise
             if self.metrics is not None:
                 self._observe_call(call_outcome(error), started)
-            self.breaker.record_failure()
+            self.record_failure()
             if isinstance(error, Exception):
                 raise
             # A GeneratorExit or a stray cancellation: the batch failed, nothing more.
             raise RuntimeError(f"fetch_phones raised {type(error).__name__}") from error
         if not isinstance(answers, Mapping):
-            self.breaker.record_failure()
+            self.record_failure()
             raise BadBatchAnswer(
                 f"fetch_phones must return a mapping of id to answer, not {type(answers).__name__}"
             )
@@ -166,18 +170,40 @@ class CampaignRuntime:
         except BaseException as error:
             if not is_adapter_fault(error):
                 raise
-            self.breaker.record_failure()
+            self.record_failure()
             raise BadBatchAnswer(
                 f"fetch_phones returned a mapping that cannot be read ({type(error).__name__})"
             ) from error
         if self.metrics is not None:
             self._observe_call("ok", started)
-        self.breaker.record_success(time.monotonic() - started)
+        self.record_success(time.monotonic() - started)
         return wanted
+
+    async def allow(self) -> tuple[bool, float]:
+        """May the adapter be called now, and if not, in how many seconds? The
+        fleet's breaker decides while the shared tier is up, the local one otherwise."""
+        if self.shared_breaker is not None:
+            verdict = await self.shared_breaker.allow()
+            if verdict is not None:
+                return verdict
+        if self.breaker.allow():
+            return True, 0.0
+        return False, self.breaker.retry_after()
+
+    def record_success(self, duration: float) -> None:
+        self.breaker.record_success(duration)
+        if self.shared_breaker is not None:
+            slow = self.breaker.settings.slow_call
+            self.shared_breaker.record(slow is None or duration <= slow)
+
+    def record_failure(self) -> None:
+        self.breaker.record_failure()
+        if self.shared_breaker is not None:
+            self.shared_breaker.record(False)
 
     def timed_out(self) -> Outcome:
         """The outcome of a fetch cut off at its deadline (or timed out by the adapter)."""
-        self.breaker.record_failure()
+        self.record_failure()
         self._stats.adapter_errors["timeout"] += 1
         return Outcome.failed("timeout")
 
@@ -236,10 +262,11 @@ class CampaignRuntime:
         awaiting = asyncio.current_task()
         attempt = 0
         while True:
-            if not self.breaker.allow():
+            allowed, wait = await self.allow()
+            if not allowed:
                 if trace is not None:
                     trace.notes.append("circuit open: the adapter was not called")
-                return Outcome.failed("circuit_open", retry_after=self.breaker.retry_after())
+                return Outcome.failed("circuit_open", retry_after=wait)
             remaining = deadline_at - time.monotonic()
             if remaining <= 0:
                 return Outcome.failed("timeout")
@@ -275,7 +302,7 @@ class CampaignRuntime:
                 record.raw = raw
             if self.metrics is not None:
                 self._observe_call("ok", started)
-            self.breaker.record_success(time.monotonic() - started)
+            self.record_success(time.monotonic() - started)
             return Answer(raw)
 
     def _observe_call(self, outcome: str, started: float) -> None:
@@ -288,11 +315,13 @@ class CampaignRuntime:
         """What an adapter's exception comes to: an outcome, or (None, wait) to retry."""
         stats = self._stats
         if isinstance(error, RecordNotFound):
-            self.breaker.record_success(time.monotonic() - started)
+            self.record_success(time.monotonic() - started)
             return Outcome.permanent("not_found"), 0.0
         if isinstance(error, TimeoutError):  # the adapter's own timeout (a socket's, say)
             return self.timed_out(), 0.0
-        self.breaker.record_failure()
+        if not (isinstance(error, AdapterRateLimited) and error.scope == "client"):
+            # predial's own budget refusing a call is not the CRM failing.
+            self.record_failure()
         if isinstance(error, AdapterAuthError):
             stats.adapter_errors["auth_error"] += 1
             detail = redact(safe_text(error))

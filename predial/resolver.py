@@ -25,7 +25,7 @@ import math
 import os
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import replace
 from time import perf_counter
 from types import TracebackType
@@ -48,6 +48,7 @@ from .phone import mask_phone
 from .plugins import PluginRegistry, load_plugins
 from .redaction import redact, register_secret, safe_text
 from .selection import DEFAULT_LABEL_PREFERENCE, Outcome
+from .shared.codec import Message, encode_body, encode_message
 from .stats import ResolverStats, StatsRecorder
 from .trace import Trace
 from .warm import WarmReport
@@ -56,6 +57,7 @@ from .warm import warm as warm_leads
 if TYPE_CHECKING:
     from .config import PredialConfig
     from .metrics import ResolverMetrics
+    from .shared.redis import Lookup, RedisTier
 
 __all__ = ["Resolver"]
 
@@ -106,6 +108,7 @@ class Resolver:
         strict: bool = True,
         max_adapter_threads: int = 32,
         clock: Callable[[], float] = time.monotonic,
+        shared: RedisTier | None = None,
     ) -> None:
         if not deadline > 0 or deadline == math.inf:  # NaN compares false
             raise ValueError("deadline must be a finite number of seconds > 0")
@@ -127,6 +130,7 @@ class Resolver:
         # set operations are atomic), cancelled again at close().
         self._overdue: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._background: set[asyncio.Task[Any]] = set()
         self._metrics: ResolverMetrics | None = None
         if registry is None:
             self.registry = load_plugins(plugins, entrypoints=load_entrypoints)
@@ -160,6 +164,33 @@ class Resolver:
                 clock=clock,
                 cache=campaign.cache or self.cache_settings,
             )
+        #: The shared tier (`RedisTier`), when a fleet shares one cache, flight,
+        #: rate budget and breaker; None for a resolver of its own.
+        self.shared = shared
+        if shared is not None:
+            self._share(shared)
+
+    def _share(self, shared: RedisTier) -> None:
+        from .shared.breaker import SharedBreaker
+
+        shared.on_do_not_call = self._heard_do_not_call
+        for campaign_id, runtime in self.campaigns.items():
+            runtime.shared_breaker = SharedBreaker(shared, campaign_id, runtime.breaker)
+            share_limits = getattr(runtime.adapter, "share_limits", None)
+            if callable(share_limits):
+                share_limits(shared, f"campaign:{campaign_id}")
+
+    def _heard_do_not_call(self, campaign_id: str, external_id: str) -> None:
+        """Another process learnt that the lead is do-not-call: drop what this one
+        holds for it, so it is not dialled from this process's memory either."""
+        runtime = self.campaigns.get(campaign_id)
+        if runtime is None:
+            return
+        key = (campaign_id, external_id)
+        held = self._cache.get(key)
+        if held is not None and held.reason == "do_not_call":
+            return
+        self.store(runtime, key, Outcome.permanent("do_not_call"), share=False)
 
     @classmethod
     def from_config(
@@ -242,7 +273,7 @@ class Resolver:
         key = (lead.campaign_id, external_id)
         entry = self._cache.get(key)
         metrics = self._metrics
-        if entry is not None and self._clock() < entry.fresh_until:
+        if entry is not None and self._serves(entry):
             self._stats.hits += 1
             if metrics is not None:
                 metrics.on_cache(lead.campaign_id, True)
@@ -265,6 +296,14 @@ class Resolver:
             metrics.on_cache(lead.campaign_id, False)
         outcome = await self._shared_fetch(runtime, key, started)
         return self._after_fetch(lead, runtime, key, outcome, started)
+
+    def _serves(self, entry: CacheEntry) -> bool:
+        """Whether the local tier may answer with `entry` without asking further."""
+        now = self._clock()
+        if now >= entry.fresh_until:
+            return False
+        # Past its local time, ask the shared tier again, unless it is unavailable.
+        return now < entry.local_until or self.shared is None or not self.shared.up
 
     async def explain(self, lead: Lead | Mapping[str, Any]) -> Trace:
         """Resolve `lead` once, bypassing the cache, and record every step.
@@ -333,7 +372,7 @@ class Resolver:
             return self._done(
                 Resolution(
                     outcome.phone_number,
-                    "crm",
+                    "cache" if outcome.cached else "crm",
                     lead.campaign_id,
                     lead.external_id,
                     runtime.adapter_name,
@@ -437,7 +476,7 @@ class Resolver:
     def is_fresh(self, campaign_id: str, external_id: str) -> bool:
         """Whether the cache holds a fresh answer (a number or a refusal) for the lead."""
         entry = self._cache.get((campaign_id, external_id))
-        return entry is not None and self._clock() < entry.fresh_until
+        return entry is not None and self._serves(entry)
 
     # -- the pieces of the pipeline ----------------------------------------------
 
@@ -503,7 +542,10 @@ class Resolver:
         timer = loop.call_at(loop.time() + remaining, expire)
         answer: Answer | Outcome
         try:
-            answer = await runtime.fetch_raw(key[1], time.monotonic() + remaining)
+            if self.shared is None:
+                answer = await runtime.fetch_raw(key[1], time.monotonic() + remaining)
+            else:
+                answer = await self._fetch_shared(runtime, key, time.monotonic() + remaining)
         except asyncio.CancelledError:
             if expired:
                 return  # the deadline's cancellation: time_out() answers the callers
@@ -541,6 +583,149 @@ class Resolver:
                 return
         self._land(runtime, key, flight, flights, answer)
 
+    async def _fetch_shared(
+        self, runtime: CampaignRuntime, key: CacheKey, deadline_at: float
+    ) -> Answer | Outcome:
+        """The fetch of a key through the shared tier: its fresh entry if it has one;
+        else one CRM call across the fleet (this process's if it claims the key,
+        another's if that one holds it: its answer is handed over). Whenever the
+        tier does not answer, this process fetches on its own."""
+        shared = self.shared
+        assert shared is not None
+        campaign_id, external_id = key
+        for _ in range(3):  # a holder that vanished is followed by one more try
+            claim_ms = _ms(deadline_at - time.monotonic())
+            if claim_ms <= 0:
+                return Outcome.failed("timeout")
+            found = await shared.lookup(campaign_id, external_id, claim_ms=claim_ms)
+            if found is None:  # unavailable: on our own
+                return await runtime.fetch_raw(external_id, deadline_at)
+            lookup = found
+            if lookup.value is not None:
+                entry = self._held_entry(runtime, key, lookup)
+                if entry is not None and lookup.kind == "hit":
+                    self._cache.set(key, entry)
+                    return Outcome(entry.phone_number, entry.reason, cached=True)
+                if entry is not None:
+                    self._keep_for_stale(key, entry)
+            if lookup.kind != "wait":
+                break
+            seconds = min(lookup.lock_ms / 1000, deadline_at - time.monotonic())
+            message = await shared.wait(
+                campaign_id, external_id, holder=lookup.token, seconds=seconds
+            )
+            if message is not None:
+                handed = self._handed_outcome(runtime, message)
+                if handed is not None:
+                    return handed
+        answer = await runtime.fetch_raw(external_id, deadline_at)
+        outcome = runtime.finish(answer)
+        self._share_outcome(runtime, key, outcome, lookup)
+        return outcome
+
+    def _held_entry(
+        self, runtime: CampaignRuntime, key: CacheKey, lookup: Lookup
+    ) -> CacheEntry | None:
+        """The shared entry as this process holds it: times on its own clock, capped
+        by its own TTLs, the number checked by the campaign's policy again (a value
+        in Redis is input like any other)."""
+        value = lookup.value
+        assert value is not None
+        settings = runtime.cache_settings
+        now = self._clock()
+        fresh_left = (value.fresh_until_ms - lookup.now_ms) / 1000
+        keep_left = lookup.value_ms / 1000 if lookup.value_ms > 0 else max(fresh_left, 0.0)
+        number = value.phone_number
+        if number is not None:
+            try:
+                accepted = runtime.policy.normalize(number)
+            except InvalidPhoneNumber:
+                accepted = None
+            if accepted != number:
+                log.warning(
+                    "campaign %s: the shared tier's number for lead %s is refused by the "
+                    "phone policy and is treated as a miss",
+                    _shown_id(runtime.campaign.id),
+                    _shown_id(key[1]),
+                )
+                return None
+            fresh_until = now + min(fresh_left, settings.positive_ttl)
+            keep_until = now + min(keep_left, settings.positive_ttl + settings.stale_grace)
+        else:
+            fresh_until = now + min(fresh_left, settings.negative_ttl)
+            keep_until = now + max(keep_left, 0.0)
+        local_until = min(fresh_until, now + (self.shared.local_ttl if self.shared else math.inf))
+        return CacheEntry(number, value.reason, fresh_until, keep_until, value.adapter, local_until)
+
+    def _keep_for_stale(self, key: CacheKey, entry: CacheEntry) -> None:
+        """Hold a shared entry that is no longer fresh, for the stale fallback,
+        unless this process holds one that lives longer."""
+        held = self._cache.get(key)
+        if held is None or held.keep_until < entry.keep_until:
+            self._cache.set(key, entry)
+
+    def _handed_outcome(self, runtime: CampaignRuntime, message: Message) -> Outcome | None:
+        """What another process's flight came to, as this one's outcome."""
+        if message.phone_number is not None:
+            try:
+                accepted = runtime.policy.normalize(message.phone_number)
+            except InvalidPhoneNumber:
+                return None
+            return Outcome(accepted) if accepted == message.phone_number else None
+        assert message.reason is not None
+        if message.transient:
+            return Outcome.failed(message.reason, message.retry_after)
+        return Outcome.permanent(message.reason)
+
+    def _share_outcome(
+        self, runtime: CampaignRuntime, key: CacheKey, outcome: Outcome, lookup: Lookup
+    ) -> None:
+        """Publish what this process fetched: the cache entry, the claim released,
+        the waiters handed the outcome (in the background: the dial is not kept
+        waiting for it)."""
+        shared = self.shared
+        assert shared is not None
+        settings = runtime.cache_settings
+        body: str | None = None
+        fresh = keep = 0.0
+        if outcome.phone_number is not None:
+            body = encode_body(outcome.phone_number, None, runtime.adapter_name)
+            fresh, keep = settings.positive_ttl, settings.positive_ttl + settings.stale_grace
+        elif not outcome.transient:
+            body = encode_body(None, outcome.reason, runtime.adapter_name)
+            fresh = keep = settings.negative_ttl
+            if outcome.reason == "do_not_call":
+                keep += settings.stale_grace
+                self._spawn(shared.announce_do_not_call(*key))
+        token = lookup.token if lookup.kind == "claimed" else ""
+        if not token and body is None:
+            return  # nothing to write and nobody to wake
+        message = encode_message(
+            lookup.token,
+            outcome.phone_number,
+            outcome.reason,
+            outcome.transient,
+            outcome.retry_after,
+        )
+        self._spawn(
+            shared.publish(
+                key[0],
+                key[1],
+                token=token,
+                body=body,
+                fresh_ms=_ms(fresh),
+                keep_ms=_ms(keep),
+                message=message,
+                message_ms=_ms(max(self.max_deadline, 1.0)),
+            )
+        )
+
+    def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run `work` in the background (shared-tier writes), kept until it ends."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     def _land(
         self,
         runtime: CampaignRuntime,
@@ -570,18 +755,30 @@ class Resolver:
         if outcome is None:
             assert flight.answer is not None  # the flight has landed
             outcome = flight.outcome = runtime.finish(flight.answer)
-            self.store(runtime, key, outcome)
+            if not outcome.cached:  # a shared entry is held locally already
+                # The flight shared what it fetched itself (see _fetch_shared).
+                self.store(runtime, key, outcome, share=False)
         return outcome
 
-    def store(self, runtime: CampaignRuntime, key: CacheKey, outcome: Outcome) -> None:
-        """Cache an interpreted CRM answer, as a just-in-time fetch does."""
+    def store(
+        self, runtime: CampaignRuntime, key: CacheKey, outcome: Outcome, *, share: bool = True
+    ) -> None:
+        """Cache an interpreted CRM answer, as a just-in-time fetch does (in the
+        shared tier too, with `share`, when there is one)."""
         settings = runtime.cache_settings
         now = self._clock()
+        shared = self.shared
+        local_until = math.inf if shared is None else now + shared.local_ttl
         if outcome.phone_number is not None:
             fresh_until = now + settings.positive_ttl
             keep_until = fresh_until + settings.stale_grace
             entry = CacheEntry(
-                outcome.phone_number, None, fresh_until, keep_until, runtime.adapter_name
+                outcome.phone_number,
+                None,
+                fresh_until,
+                keep_until,
+                runtime.adapter_name,
+                local_until,
             )
         elif not outcome.transient:
             # Always written, even with a zero TTL: it replaces any older positive
@@ -592,9 +789,21 @@ class Resolver:
                 # Remembered through the grace period: if the CRM then goes down,
                 # the stored number must not be dialled either.
                 keep_until += settings.stale_grace
-            entry = CacheEntry(None, outcome.reason, fresh_until, keep_until, runtime.adapter_name)
+            entry = CacheEntry(
+                None, outcome.reason, fresh_until, keep_until, runtime.adapter_name, local_until
+            )
         else:
             return
+        if share and shared is not None:
+            self._spawn(
+                shared.store(
+                    key[0],
+                    key[1],
+                    body=encode_body(entry.phone_number, entry.reason, entry.adapter),
+                    fresh_ms=_ms(fresh_until - now),
+                    keep_ms=_ms(keep_until - now),
+                )
+            )
         try:
             self._cache.set(key, entry)
         except Exception as error:
@@ -796,6 +1005,11 @@ class Resolver:
             return
         self._closed = True
         await self._cancel_fetches(grace)
+        if self._background:
+            # Shared-tier writes still under way: each is bounded by the tier's timeout.
+            await asyncio.wait(list(self._background), timeout=grace)
+        if self.shared is not None:
+            await self.shared.close()
         for runtime in self.campaigns.values():
             if runtime.adapter is None:
                 continue
@@ -877,6 +1091,11 @@ class Resolver:
         traceback: TracebackType | None,
     ) -> None:
         self.close_sync()
+
+
+def _ms(seconds: float) -> int:
+    """Whole milliseconds for Redis (infinity, "for ever", is capped at a year)."""
+    return int(min(seconds, 31_536_000.0) * 1000)
 
 
 def _shown_id(value: str | None) -> str:

@@ -71,6 +71,9 @@ class Outcome:
     transient: bool = False
     retry_after: float | None = None
     detail: str | None = None
+    #: Read from the shared tier's cache (a fresh entry another process fetched),
+    #: not fetched from the CRM by this lookup.
+    cached: bool = False
 
     def __repr__(self) -> str:
         number = mask_phone(self.phone_number) if self.phone_number is not None else None

@@ -47,7 +47,7 @@ import ssl
 import time
 import urllib.request
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import quote
 
 import certifi
@@ -86,6 +86,10 @@ __all__ = [
     "retry_after_seconds",
     "safe_path",
 ]
+
+if TYPE_CHECKING:
+    from ..shared.budget import SharedBudget
+    from ..shared.redis import RedisTier
 
 log = logging.getLogger("predial.adapters.http")
 
@@ -259,6 +263,12 @@ class HttpAdapter:
             "Accept-Encoding": "identity",
         }
         budget = _rate_limit(rate_limit) if rate_limit is not None else type(self).rate_limit
+        self._tenant_name = (
+            f"{type(self).__module__}.{type(self).__qualname__}:{tenant}"
+            if tenant is not None
+            else None
+        )
+        self._shared_budget: SharedBudget | None = None
         if tenant is not None:
             # Campaigns on one CRM account share its limits: one budget, one pause.
             key = (f"{type(self).__module__}.{type(self).__qualname__}", tenant)
@@ -277,6 +287,20 @@ class HttpAdapter:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    def share_limits(self, tier: RedisTier, default_tenant: str) -> None:
+        """Enforce the rate budget and the daily-quota pause fleet-wide through the
+        shared tier (the resolver calls this): per `tenant` setting, else per
+        `default_tenant` (the campaign)."""
+        from ..shared.budget import SharedBudget
+
+        limit = self._tenant.limit
+        self._shared_budget = SharedBudget(
+            tier,
+            self._tenant_name or default_tenant,
+            limit[0] if limit else None,
+            limit[1] if limit else 1.0,
+        )
 
     @property
     def base_url(self) -> str:
@@ -434,10 +458,24 @@ class HttpAdapter:
                     "the CRM's daily quota is spent", retry_after=left, scope="daily"
                 )
             tenant.quota_until = 0.0
-        if tenant.budget is not None:
+        shared = self._shared_budget
+        if shared is not None:
+            verdict, wait = await shared.reserve()
+            if verdict == "paused":
+                tenant.quota_until = time.monotonic() + wait
+                raise AdapterRateLimited(
+                    "the CRM's daily quota is spent", retry_after=wait, scope="daily"
+                )
+            if verdict == "wait":
+                raise AdapterRateLimited(
+                    "client-side rate budget spent", retry_after=wait, scope="client"
+                )
+        elif tenant.budget is not None:
             wait = tenant.budget.reserve()
             if wait > 0:
-                raise AdapterRateLimited("client-side rate budget spent", retry_after=wait)
+                raise AdapterRateLimited(
+                    "client-side rate budget spent", retry_after=wait, scope="client"
+                )
         response = await self._send(method, path, params, json_body)
         if response.status_code == 401 and self.oauth is not None:
             # The token may have been revoked early: refresh once and retry once.
@@ -593,6 +631,8 @@ class HttpAdapter:
         if scope == "daily":
             pause = retry if retry is not None else self.quota_cooldown
             self._tenant.quota_until = time.monotonic() + pause
+            if self._shared_budget is not None:
+                self._shared_budget.report_pause(pause)
             log.warning(
                 "%s: the CRM's daily quota is spent (%d); no calls for %.0f s",
                 self.name,

@@ -1,0 +1,61 @@
+"""A CRM tenant's rate budget and daily-quota pause, shared by the fleet.
+
+The budget is taken in Redis by one atomic script on the server's clock (a sliding
+log: never more than the limit in any window, whatever each machine's clock says).
+While the shared tier is unavailable each process falls back to a local budget at
+its share of the limit: the limit divided by the processes last seen alive (the
+tier's heartbeat), so a fleet without Redis stays within the CRM's limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Literal
+
+from ..lupitor.limiter import SlidingWindowLimiter
+from .redis import RedisTier
+
+__all__ = ["SharedBudget"]
+
+
+class SharedBudget:
+    """The budget of one tenant: `limit` requests per `window` seconds, fleet-wide
+    (`limit` None: no budget, only the shared daily-quota pause)."""
+
+    def __init__(self, tier: RedisTier, tenant: str, limit: int | None, window: float) -> None:
+        self.tier = tier
+        self.tenant = tenant
+        self.limit = limit
+        self.window = window
+        self._local: SlidingWindowLimiter | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def local_share(self) -> int:
+        """The limit this process keeps to while Redis is unavailable."""
+        return max(1, (self.limit or 0) // max(1, self.tier.members))
+
+    async def reserve(self) -> tuple[Literal["ok", "wait", "paused"], float]:
+        """("ok", 0) with a slot taken; ("wait", seconds) or ("paused", seconds)."""
+        verdict = await self.tier.reserve(self.tenant, self.limit or 0, self.window)
+        if verdict is not None:
+            return verdict
+        if self.limit is None:
+            return "ok", 0.0
+        share = self.local_share
+        if self._local is None or self._local.limit != share:
+            self._local = SlidingWindowLimiter(share, self.window)
+        wait = self._local.reserve()
+        return ("ok", 0.0) if wait <= 0 else ("wait", wait)
+
+    def report_pause(self, seconds: float) -> None:
+        """The CRM said its daily quota is spent: pause every process (in the
+        background: the caller is answering its own request)."""
+        try:
+            task = asyncio.get_running_loop().create_task(
+                self.tier.pause_quota(self.tenant, seconds)
+            )
+        except RuntimeError:  # no loop: nothing to share it from
+            return
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,654 @@
+"""`RedisTier`: the shared tier on Redis or Valkey, through redis-py's asyncio client.
+
+What it shares, per (campaign, external id): the cache, and one CRM call at a time
+across the fleet (single flight: the holder claims the key with `SET NX PX`, the
+others register as waiters in the same script and block on a list the holder
+fills when it is done — no polling); per CRM tenant: the rate budget and the
+daily-quota pause; per campaign: the circuit breaker with one half-open probe for
+the whole fleet. Do-not-call verdicts are announced on a stream every process
+reads, so none dials a lead another has just learnt not to call.
+
+Redis is never a new way to fail a dial. Every operation is bounded by `timeout`;
+an operation that fails or times out puts the tier in the `degraded` state (logged
+once, counted), and for `retry_interval` seconds nothing is sent: the resolver
+works on its local tiers meanwhile. Then one operation tries again, and the tier
+is `up` as soon as one succeeds.
+
+redis-py's clients belong to the event loop that made them, so there is one client
+per loop (a `resolve_sync` caller and an async dialer sharing a resolver each get
+their own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import time
+import urllib.parse
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, cast
+
+from ..errors import ConfigurationError
+from ..redaction import register_secret
+from . import scripts
+from .codec import CorruptValue, Message, Value, decode_message, decode_value
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
+
+__all__ = ["Lookup", "RedisTier", "TierState", "redacted_url"]
+
+log = logging.getLogger("predial.shared")
+
+T = TypeVar("T")
+
+TierState = Literal["up", "degraded", "closed"]
+LookupKind = Literal["hit", "claimed", "wait", "miss"]
+
+#: Fields of the event stream's entries: `kind`, `campaign`, `id`.
+_EVENTS_MAXLEN: Final = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """What the shared tier holds for a key, and who fetches it.
+
+    `kind`: `hit` (a fresh value), `claimed` (this process fetches and must
+    `publish`), `wait` (another process fetches: `wait` for its message, at most
+    `lock_ms`) or `miss`. `value` is the entry, fresh or not (a stale number may
+    be served while the CRM is unavailable); `value_ms` its remaining life.
+    """
+
+    kind: LookupKind
+    value: Value | None
+    now_ms: int
+    value_ms: int
+    lock_ms: int
+    token: str
+
+
+def redacted_url(url: str) -> str:
+    """`url` without its password (for logs, `predial check` and `/readyz`)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            user, _, host = netloc.rpartition("@")
+            name = user.split(":", 1)[0]
+            netloc = f"{name}:***@{host}" if ":" in user or name else f"***@{host}"
+        return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    except ValueError:
+        return "<a Redis URL that does not parse>"
+
+
+def _key_part(value: str) -> str:
+    # Length-prefixed, so ("a:b", "c") and ("a", "b:c") never share a key.
+    return f"{len(value)}:{value}"
+
+
+class RedisTier:
+    """The shared tier on Redis or Valkey (plain, or Cluster with `cluster=True`).
+
+    `url`: `redis://[:password@]host:port/db` or `rediss://` for TLS. `prefix`
+    starts every key. `timeout` bounds each operation (seconds). `local_ttl`: how
+    long a process serves an entry from its own memory before asking Redis again
+    (how long a fleet may disagree). `retry_interval`: how long the tier stays
+    degraded after a failure before trying Redis again.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "predial",
+        timeout: float = 0.05,
+        cluster: bool = False,
+        local_ttl: float = 1.0,
+        retry_interval: float = 1.0,
+        heartbeat: float = 5.0,
+        max_connections: int = 1000,
+    ) -> None:
+        scheme = urllib.parse.urlsplit(url).scheme if isinstance(url, str) else ""
+        if scheme not in ("redis", "rediss", "valkey", "valkeys", "unix"):
+            raise ConfigurationError(
+                f"shared tier: {redacted_url(url) if isinstance(url, str) else url!r} is not a "
+                "Redis URL (redis://host:6379/0, rediss:// for TLS, redis://:password@host)"
+            )
+        for name, value in (
+            ("timeout", timeout),
+            ("local_ttl", local_ttl),
+            ("retry_interval", retry_interval),
+            ("heartbeat", heartbeat),
+        ):
+            if not 0 < value < 3600:  # NaN compares false
+                raise ConfigurationError(f"shared tier: {name} must be > 0 and < 3600 seconds")
+        if not prefix or any(c in prefix for c in "{} \n\r"):
+            raise ConfigurationError("shared tier: prefix must be non-empty, without { } or spaces")
+        self.url = url
+        self.prefix = prefix
+        self.timeout = timeout
+        self.cluster = cluster
+        self.local_ttl = local_ttl
+        self.retry_interval = retry_interval
+        self.heartbeat = heartbeat
+        self.max_connections = max_connections
+        self.shown_url = redacted_url(url)
+        password = urllib.parse.urlsplit(url).password
+        if password:
+            register_secret(password)  # redacted wherever an error might quote it
+        self._state: TierState = "up"
+        self._retry_at = 0.0
+        self._since = time.time()
+        self._last_error: str | None = None
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Client] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._member = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self.members = 1
+        #: Counters by event: hit, claimed, wait, handed, wait_timeout, miss, corrupt,
+        #: degraded, recovered, error, rate_wait, breaker_open, event.
+        self.counts: dict[str, int] = {}
+        #: Called with each counted event (metrics).
+        self.on_event: Callable[[str], None] | None = None
+        #: Called with (campaign, external id) when a process announces do-not-call.
+        self.on_do_not_call: Callable[[str, str], None] | None = None
+
+    # -- state ---------------------------------------------------------------------
+
+    @property
+    def state(self) -> TierState:
+        return self._state
+
+    @property
+    def up(self) -> bool:
+        return self._state == "up"
+
+    def describe(self) -> dict[str, Any]:
+        """The tier's state for operators (no password)."""
+        return {
+            "state": self._state,
+            "url": self.shown_url,
+            "cluster": self.cluster,
+            "since": self._since,
+            "error": self._last_error,
+            "members": self.members,
+        }
+
+    def _count(self, event: str) -> None:
+        self.counts[event] = self.counts.get(event, 0) + 1
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def _available(self) -> bool:
+        if self._state == "up":
+            return True
+        if self._state == "closed":
+            return False
+        now = time.monotonic()
+        if now < self._retry_at:
+            return False
+        self._retry_at = now + self.retry_interval  # one try per interval
+        return True
+
+    def _failed(self, what: str, error: BaseException) -> None:
+        self._count("error")
+        description = (
+            "no answer within the timeout"
+            if isinstance(error, TimeoutError)
+            else (f"{type(error).__name__}: {_safe_error(error, self.url)}")
+        )
+        self._last_error = f"{what}: {description}"
+        self._retry_at = time.monotonic() + self.retry_interval
+        if self._state == "up":
+            self._state = "degraded"
+            self._since = time.time()
+            self._count("degraded")
+            log.warning(
+                "shared tier %s unavailable (%s); the resolver uses its local tiers and "
+                "tries again every %.1f s",
+                self.shown_url,
+                self._last_error,
+                self.retry_interval,
+            )
+
+    def _succeeded(self) -> None:
+        if self._state == "degraded":
+            self._state = "up"
+            self._since = time.time()
+            self._last_error = None
+            self._count("recovered")
+            log.warning("shared tier %s is back; sharing resumes", self.shown_url)
+
+    async def _run(
+        self, what: str, operation: Callable[[_Client], Awaitable[T]], bound: float | None = None
+    ) -> T | None:
+        """`operation` on this loop's client within the timeout; None when the tier
+        is degraded or the operation fails (the failure is logged once per change)."""
+        if not self._available():
+            return None
+        try:
+            client = self._client()
+            async with asyncio.timeout(self.timeout if bound is None else bound):
+                result = await operation(client)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # redis-py's errors, OSError, timeouts, a bad reply
+            self._failed(what, error)
+            return None
+        self._succeeded()
+        return result
+
+    def _client(self) -> _Client:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = self._clients[loop] = _Client(self)
+            self._spawn(self._listen(client))
+        return client
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- keys ----------------------------------------------------------------------
+
+    def _lead(self, campaign: str, external_id: str) -> str:
+        return f"{self.prefix}:{{l:{_key_part(campaign)}:{external_id}}}"
+
+    def tenant_key(self, tenant: str) -> str:
+        return f"{self.prefix}:{{t:{tenant}}}"
+
+    def _breaker(self, campaign: str) -> str:
+        return f"{self.prefix}:{{b:{_key_part(campaign)}}}"
+
+    @property
+    def _events(self) -> str:
+        return f"{self.prefix}:{{events}}"
+
+    @property
+    def _members(self) -> str:
+        return f"{self.prefix}:{{members}}"
+
+    # -- the cache and single flight -------------------------------------------------
+
+    async def lookup(
+        self, campaign: str, external_id: str, *, claim_ms: int | None
+    ) -> Lookup | None:
+        """The key's value and, with `claim_ms`, a claim on fetching it (held at most
+        `claim_ms`, the fetch's deadline). None when the tier is unavailable."""
+        base = self._lead(campaign, external_id)
+        token = secrets.token_hex(16)
+        claim = claim_ms is not None and claim_ms > 0
+        argv: list[str | int] = [token, max(1, claim_ms or 1), "1" if claim else "0"]
+
+        async def run(client: _Client) -> Any:
+            return await client.lookup(keys=[f"{base}:c", f"{base}:l", f"{base}:w"], args=argv)
+
+        reply = await self._run("lookup", run)
+        if reply is None:
+            return None
+        try:
+            kind = _str(reply[0])
+            now_ms, ttl_ms = int(reply[2]), int(reply[3])
+            holder = _str(reply[4]) if reply[4] else token
+        except (IndexError, TypeError, ValueError):
+            self._count("corrupt")
+            return None
+        if kind not in ("hit", "claimed", "wait", "miss"):
+            self._count("corrupt")
+            return None
+        value = None
+        if reply[1]:
+            try:
+                value = decode_value(reply[1])
+            except CorruptValue as problem:
+                # A miss: the fetch that follows writes a good value over it.
+                self._count("corrupt")
+                log.warning(
+                    "shared tier: a corrupt cache entry for a lead of campaign %r (%s) is "
+                    "treated as a miss",
+                    campaign,
+                    problem,
+                )
+                kind = "miss" if kind == "hit" else kind
+        self._count(kind)
+        if kind == "wait":
+            return Lookup("wait", value, now_ms, -2, ttl_ms, holder)
+        return Lookup(cast(LookupKind, kind), value, now_ms, ttl_ms, 0, token)
+
+    async def publish(
+        self,
+        campaign: str,
+        external_id: str,
+        *,
+        token: str,
+        body: str | None,
+        fresh_ms: int,
+        keep_ms: int,
+        message: str,
+        message_ms: int,
+    ) -> bool:
+        """Write the value (`body`, unless None), release the claim and hand
+        `message` to the waiters."""
+        base = self._lead(campaign, external_id)
+        argv: list[str | int] = [
+            token,
+            body or "",
+            fresh_ms,
+            max(1, keep_ms),
+            message,
+            max(1, message_ms),
+        ]
+
+        async def run(client: _Client) -> Any:
+            return await client.publish(
+                keys=[f"{base}:c", f"{base}:l", f"{base}:w", f"{base}:d"], args=argv
+            )
+
+        return await self._run("publish", run) is not None
+
+    async def store(
+        self, campaign: str, external_id: str, *, body: str, fresh_ms: int, keep_ms: int
+    ) -> bool:
+        """Write a value outside a flight."""
+        key = f"{self._lead(campaign, external_id)}:c"
+
+        async def run(client: _Client) -> Any:
+            return await client.store(keys=[key], args=[body, fresh_ms, max(1, keep_ms)])
+
+        return await self._run("store", run) is not None
+
+    async def wait(
+        self, campaign: str, external_id: str, *, holder: str, seconds: float
+    ) -> Message | None:
+        """The holder's message, waiting at most `seconds` (a blocking pop: the
+        holder pushes one copy per waiter). None when it does not come in time."""
+        key = f"{self._lead(campaign, external_id)}:d"
+        deadline = time.monotonic() + seconds
+        while True:
+            left = deadline - time.monotonic()
+            if left < 0.001:
+                self._count("wait_timeout")
+                return None
+
+            async def run(client: _Client, left: float = left) -> Any:
+                return await client.redis.blpop([key], timeout=left)
+
+            # The pop may take `left`; only the answer after it is bounded by timeout.
+            reply = await self._run("wait", run, bound=left + self.timeout)
+            if reply is None:
+                self._count("wait_timeout")
+                return None
+            try:
+                message = decode_message(reply[1])
+            except (CorruptValue, IndexError, TypeError):
+                self._count("corrupt")
+                continue
+            if message.token == holder:
+                self._count("handed")
+                return message
+            # A copy left by an earlier flight's waiter that gave up: not ours.
+
+    # -- the rate budget -------------------------------------------------------------
+
+    async def reserve(
+        self, tenant: str, limit: int, window: float
+    ) -> tuple[Literal["ok", "wait", "paused"], float] | None:
+        """Take a slot of the tenant's budget: ("ok", 0), ("wait", seconds) or
+        ("paused", seconds) for a spent daily quota. None when unavailable."""
+        base = self.tenant_key(tenant)
+        argv: list[str | int] = [limit, int(window * 1_000_000), secrets.token_hex(6)]
+
+        async def run(client: _Client) -> Any:
+            return await client.reserve(keys=[f"{base}:rate", f"{base}:quota"], args=argv)
+
+        reply = await self._run("reserve", run)
+        if reply is None:
+            return None
+        code, amount = int(reply[0]), int(reply[1])
+        if code == 0:
+            return "ok", 0.0
+        if code == 2:
+            return "paused", amount / 1000
+        self._count("rate_wait")
+        return "wait", amount / 1_000_000
+
+    async def pause_quota(self, tenant: str, seconds: float) -> bool:
+        """Pause every process's calls for the tenant (its daily quota is spent)."""
+        key = f"{self.tenant_key(tenant)}:quota"
+
+        async def run(client: _Client) -> Any:
+            return await client.quota_pause(keys=[key], args=[max(1, int(seconds * 1000))])
+
+        return await self._run("quota", run) is not None
+
+    # -- the breaker -----------------------------------------------------------------
+
+    async def breaker_allow(
+        self, campaign: str, open_for: float, token: str
+    ) -> tuple[Literal["closed", "open", "probe"], float, int] | None:
+        base = self._breaker(campaign)
+
+        async def run(client: _Client) -> Any:
+            return await client.breaker_allow(
+                keys=[f"{base}:s", f"{base}:p"], args=[max(1, int(open_for * 1000)), token]
+            )
+
+        reply = await self._run("breaker", run)
+        if reply is None:
+            return None
+        verdict = _str(reply[0])
+        if verdict not in ("closed", "open", "probe"):
+            return None
+        if verdict == "open":
+            self._count("breaker_open")
+        return verdict, int(reply[1]) / 1000, int(reply[2])  # type: ignore[return-value]
+
+    async def breaker_failure(
+        self, campaign: str, threshold: int, token: str, open_for: float
+    ) -> bool | None:
+        base = self._breaker(campaign)
+
+        async def run(client: _Client) -> Any:
+            return await client.breaker_failure(
+                keys=[f"{base}:s", f"{base}:p"],
+                args=[threshold, token, max(1, int(open_for * 1000))],
+            )
+
+        reply = await self._run("breaker", run)
+        return None if reply is None else bool(int(reply))
+
+    async def breaker_success(self, campaign: str, token: str) -> bool | None:
+        base = self._breaker(campaign)
+
+        async def run(client: _Client) -> Any:
+            return await client.breaker_success(keys=[f"{base}:s", f"{base}:p"], args=[token])
+
+        reply = await self._run("breaker", run)
+        return None if reply is None else bool(int(reply))
+
+    # -- do-not-call and membership ----------------------------------------------------
+
+    async def announce_do_not_call(self, campaign: str, external_id: str) -> bool:
+        """Tell every process that the lead is do-not-call (each drops what it holds)."""
+
+        async def run(client: _Client) -> Any:
+            return await client.redis.xadd(
+                self._events,
+                {"kind": "dnc", "campaign": campaign, "id": external_id},
+                maxlen=_EVENTS_MAXLEN,
+                approximate=True,
+            )
+
+        return await self._run("announce", run) is not None
+
+    async def _listen(self, client: _Client) -> None:
+        """Read the event stream (do-not-call announcements) and keep this process
+        counted as a member; a failure waits `retry_interval` and tries again."""
+        last = "$"
+        next_beat = 0.0
+        block_ms = int(min(self.heartbeat, 1.0) * 1000)
+        reply: Any
+        while self._state != "closed":
+            now = time.monotonic()
+            if now >= next_beat:
+                next_beat = now + self.heartbeat
+                await self._beat(client)
+            if not self.up:
+                await asyncio.sleep(self.retry_interval)
+                continue
+            try:
+                async with asyncio.timeout(block_ms / 1000 + self.timeout + 1.0):
+                    if last == "$":
+                        # Start at the stream's end, as an id: "$" again after a
+                        # block would miss what came in between.
+                        info = await client.redis.xrevrange(self._events, count=1)
+                        last = _str(info[0][0]) if info else "0-0"
+                    reply = await client.redis.xread({self._events: last}, block=block_ms)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                self._failed("events", error)
+                last = "$"
+                continue
+            for _, entries in reply or ():
+                for entry_id, fields in entries:
+                    last = _str(entry_id)
+                    self._event(fields)
+
+    def _event(self, fields: dict[Any, Any]) -> None:
+        try:
+            values = {_str(k): _str(v) for k, v in fields.items()}
+        except (TypeError, UnicodeDecodeError):
+            self._count("corrupt")
+            return
+        if values.get("kind") == "dnc" and self.on_do_not_call is not None:
+            campaign, external_id = values.get("campaign"), values.get("id")
+            if campaign and external_id:
+                self._count("event")
+                self.on_do_not_call(campaign, external_id)
+
+    async def _beat(self, client: _Client) -> None:
+        window = int(self.heartbeat * 3 * 1000)
+
+        async def run(client: _Client) -> Any:
+            return await client.heartbeat(keys=[self._members], args=[self._member, window])
+
+        reply = await self._run("heartbeat", lambda _: run(client))
+        if reply is not None:
+            self.members = max(1, int(reply))
+
+    async def ping(self) -> bool:
+        """Whether Redis answers now (`predial check`, `/readyz`); ignores the
+        degraded state's pause."""
+        if self._state == "closed":
+            return False
+        self._retry_at = 0.0
+        return await self._run("ping", lambda client: client.redis.ping()) is not None
+
+    async def close(self) -> None:
+        """Stop the background readers and close this loop's connections."""
+        if self._state == "closed":
+            return
+        self._state = "closed"
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=1.0)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        client = self._clients.pop(loop, None)
+        if client is not None:
+            try:
+                await client.redis.aclose()
+            except Exception as error:
+                log.debug("shared tier: closing the connections failed: %s", type(error).__name__)
+
+    def __repr__(self) -> str:
+        return f"RedisTier({self.shown_url!r}, prefix={self.prefix!r}, state={self._state!r})"
+
+
+_HEARTBEAT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 2)
+return redis.call('ZCARD', KEYS[1])
+"""
+
+
+class _Client:
+    """One event loop's redis-py client and its registered scripts."""
+
+    def __init__(self, tier: RedisTier) -> None:
+        self.redis = _connect(tier)
+        register = self.redis.register_script
+        self.lookup = register(scripts.LOOKUP)
+        self.publish = register(scripts.PUBLISH)
+        self.store = register(scripts.STORE)
+        self.reserve = register(scripts.RESERVE)
+        self.quota_pause = register(scripts.QUOTA_PAUSE)
+        self.breaker_allow = register(scripts.BREAKER_ALLOW)
+        self.breaker_failure = register(scripts.BREAKER_FAILURE)
+        self.breaker_success = register(scripts.BREAKER_SUCCESS)
+        self.heartbeat = register(_HEARTBEAT)
+
+
+def _connect(tier: RedisTier) -> Redis | RedisCluster:
+    try:
+        from redis.asyncio import Redis
+        from redis.asyncio.cluster import RedisCluster
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+    except ImportError:  # pragma: no cover - the extra is checked at construction
+        raise ConfigurationError(
+            "the shared tier needs redis-py: pip install 'predial[redis]'"
+        ) from None
+    # No retries of redis-py's own: the tier's answer to a failure is to degrade to
+    # the local tiers at once, not to spend the dial's deadline reconnecting.
+    common: dict[str, Any] = {
+        "socket_connect_timeout": tier.timeout,
+        "socket_timeout": None,  # each operation is bounded by asyncio.timeout
+        "health_check_interval": 0,
+        "client_name": f"predial-{os.getpid()}",
+    }
+    if tier.cluster:
+        return RedisCluster.from_url(
+            tier.url,
+            retry=Retry(NoBackoff(), 0),
+            cluster_error_retry_attempts=1,
+            max_connections=tier.max_connections,
+            **common,
+        )
+    return Redis.from_url(
+        tier.url, retry=Retry(NoBackoff(), 0), max_connections=tier.max_connections, **common
+    )
+
+
+def _str(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, str):
+        return value
+    raise TypeError(f"a {type(value).__name__} where a string was expected")
+
+
+def _safe_error(error: BaseException, url: str) -> str:
+    """An error's text without the URL's password (redis-py may quote the URL)."""
+    from ..redaction import redact, safe_text
+
+    text = safe_text(error)
+    password = urllib.parse.urlsplit(url).password if "@" in url else None
+    if password:
+        text = text.replace(password, "***")
+    return redact(text, limit=300)

@@ -1,0 +1,190 @@
+"""The shared tier's Lua scripts: each one atomic, each touching one hash slot.
+
+Every key a script names carries the same hash tag (`{...}`), so the scripts run
+unchanged on Redis Cluster. Times come from the server (`TIME`), never from a
+client: one clock for the whole fleet, whatever the machines' clocks say.
+
+A cache value is `<fresh until, server ms>|<kind>|<payload>|<adapter>`, where kind
+is `p` (payload: an E.164 number) or `n` (payload: a permanent reason). The key's
+expiry is the end of its stale grace; freshness is inside the value.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BREAKER_ALLOW",
+    "BREAKER_FAILURE",
+    "BREAKER_SUCCESS",
+    "LOOKUP",
+    "PUBLISH",
+    "QUOTA_PAUSE",
+    "RESERVE",
+    "STORE",
+]
+
+_NOW_MS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+#: KEYS: cache, lock, waiters. ARGV: token, lock ms, claim (1/0).
+#: Returns {kind, value|false, server now ms, ttl ms, token|false} where kind is
+#: `hit` (a fresh value), `claimed` (this caller fetches), `wait` (another holds the
+#: key: ttl is its lock's) or `miss` (not claimed). A value that is not fresh comes
+#: back too: it may be served stale while the CRM is unavailable.
+LOOKUP = (
+    _NOW_MS
+    + """
+local value = redis.call('GET', KEYS[1])
+local value_ttl = -2
+if value then
+  value_ttl = redis.call('PTTL', KEYS[1])
+  local fresh = tonumber(string.match(value, '^(%d+)|'))
+  if fresh and fresh > now then
+    return {'hit', value, now, value_ttl, false}
+  end
+end
+if ARGV[3] ~= '1' then
+  return {'miss', value or false, now, value_ttl, false}
+end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {'claimed', value or false, now, value_ttl, false}
+end
+local holder = redis.call('GET', KEYS[2])
+local lock_ttl = redis.call('PTTL', KEYS[2])
+if not holder or lock_ttl <= 0 then
+  return {'miss', value or false, now, value_ttl, false}
+end
+redis.call('INCR', KEYS[3])
+redis.call('PEXPIRE', KEYS[3], lock_ttl + 1000)
+return {'wait', value or false, now, lock_ttl, holder}
+"""
+)
+
+#: KEYS: cache, lock, waiters, done list. ARGV: token, body (`kind|payload|adapter`,
+#: or '' to leave the cache as it is), fresh ms, keep ms, message, message ms.
+#: Writes the value, releases the lock if this token holds it, and hands `message`
+#: to every waiter registered by LOOKUP. Returns how many were waiting.
+PUBLISH = (
+    _NOW_MS
+    + """
+if ARGV[2] ~= '' then
+  redis.call('SET', KEYS[1], (now + tonumber(ARGV[3])) .. '|' .. ARGV[2], 'PX', ARGV[4])
+end
+if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) == ARGV[1] then
+  redis.call('DEL', KEYS[2])
+end
+local waiting = tonumber(redis.call('GET', KEYS[3]) or '0')
+redis.call('DEL', KEYS[3])
+if waiting > 0 then
+  for i = 1, waiting do
+    redis.call('RPUSH', KEYS[4], ARGV[5])
+  end
+  redis.call('PEXPIRE', KEYS[4], ARGV[6])
+end
+return waiting
+"""
+)
+
+#: KEYS: cache. ARGV: body, fresh ms, keep ms. A value written outside a flight
+#: (`Resolver.warm`, a waiter that fetched after its holder vanished).
+STORE = (
+    _NOW_MS
+    + """
+redis.call('SET', KEYS[1], (now + tonumber(ARGV[2])) .. '|' .. ARGV[1], 'PX', ARGV[3])
+return 1
+"""
+)
+
+#: KEYS: the tenant's window (a sorted set of send times), its quota pause.
+#: ARGV: limit (0: check the pause only), window µs, a unique member suffix.
+#: Returns {0, 0} when a slot was taken, {1, µs to wait} when the window is full,
+#: {2, ms left} while the daily quota is paused. A sliding log: never more than
+#: `limit` sends in any window, measured on the server's clock.
+RESERVE = """
+local paused = redis.call('PTTL', KEYS[2])
+if paused > 0 then
+  return {2, paused}
+end
+if ARGV[1] == '0' then
+  return {0, 0}
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) < limit then
+  redis.call('ZADD', KEYS[1], now, now .. ':' .. ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000) + 1000)
+  return {0, 0}
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {1, math.max(1, math.ceil(tonumber(oldest[2]) + window - now))}
+"""
+
+#: KEYS: the tenant's quota pause. ARGV: pause ms. Lengthens a pause, never shortens it.
+QUOTA_PAUSE = """
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+end
+return 1
+"""
+
+#: KEYS: the breaker's state (a hash), its probe claim. ARGV: open ms, token.
+#: Returns {verdict, ms, failures}: `closed`, `open` (ms until a probe may go) or
+#: `probe` (this caller holds the fleet's one half-open probe).
+BREAKER_ALLOW = (
+    _NOW_MS
+    + """
+local state = redis.call('HMGET', KEYS[1], 'state', 'opened', 'failures')
+local failures = tonumber(state[3] or '0') or 0
+if state[1] ~= 'open' then
+  return {'closed', 0, failures}
+end
+local left = tonumber(state[2] or '0') + tonumber(ARGV[1]) - now
+if left > 0 then
+  return {'open', left, failures}
+end
+if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[1]) then
+  return {'probe', 0, failures}
+end
+return {'open', math.max(1, redis.call('PTTL', KEYS[2])), failures}
+"""
+)
+
+#: KEYS: state, probe. ARGV: threshold, token (the probe's, or ''), open ms.
+#: Counts a failure fleet-wide; opens at the threshold, or at once when the
+#: failure was the probe's. Returns 1 when this call opened the circuit.
+BREAKER_FAILURE = (
+    _NOW_MS
+    + """
+redis.call('PEXPIRE', KEYS[1], 86400000)
+local probe = ARGV[2] ~= '' and redis.call('GET', KEYS[2]) == ARGV[2]
+local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
+local state = redis.call('HGET', KEYS[1], 'state')
+if probe or (state ~= 'open' and failures >= tonumber(ARGV[1])) then
+  redis.call('HSET', KEYS[1], 'state', 'open', 'opened', now)
+  if probe then
+    redis.call('DEL', KEYS[2])
+  end
+  return 1
+end
+return 0
+"""
+)
+
+#: KEYS: state, probe. ARGV: token (the probe's, or ''). Resets the count; closes
+#: the circuit when the success is the probe's (or the circuit is not open).
+BREAKER_SUCCESS = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'open' then
+  if ARGV[1] == '' or redis.call('GET', KEYS[2]) ~= ARGV[1] then
+    return 0
+  end
+  redis.call('DEL', KEYS[2])
+end
+redis.call('HSET', KEYS[1], 'state', 'closed', 'failures', 0)
+redis.call('PEXPIRE', KEYS[1], 86400000)
+return 1
+"""
