@@ -115,6 +115,20 @@ class ResolverMetrics:
             # Under several workers: open if any live worker's breaker is open.
             multiprocess_mode="livemax",
         )
+        self.shared_events = Counter(
+            "predial_shared_tier_events",
+            "Shared tier (Redis) events: hit, claimed, wait, handed, wait_timeout, miss, "
+            "corrupt, error, degraded, recovered, rate_wait, breaker_open, event.",
+            ["event"],
+            registry=registry,
+        )
+        self.shared_up = Gauge(
+            "predial_shared_tier_up",
+            "1 while the shared tier (Redis) answers, 0 while the resolver works on its "
+            "local tiers alone.",
+            registry=registry,
+            multiprocess_mode="livemin",
+        )
         self._decisions: dict[tuple[str, str, str, str], tuple[Counter, Histogram]] = {}
         self._calls: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
         self._cache: dict[tuple[str, str], Counter] = {}
@@ -152,6 +166,11 @@ class ResolverMetrics:
         if child is None:
             child = self._cache[key] = self.cache_lookups.labels(*key)
         child.inc()
+
+    def on_shared(self, event: str) -> None:
+        self.shared_events.labels(event).inc()
+        if event in ("degraded", "recovered"):
+            self.shared_up.set(1 if event == "recovered" else 0)
 
     def on_breaker(self, campaign_id: str, state: str) -> None:
         campaign = self._campaign(campaign_id)

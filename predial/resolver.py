@@ -324,6 +324,14 @@ class Resolver:
                 raise self._refuse(lead, None, "unknown_campaign", True, None, started)
             trace.adapter, trace.plugin = runtime.adapter_name, runtime.plugin
             trace.breaker = runtime.breaker.state
+            if self.shared is not None:
+                await self.shared.ping()
+                trace.shared = self.shared.describe()
+                if not self.shared.up:
+                    trace.notes.append(
+                        f"the shared tier is {self.shared.state}: this process works on its "
+                        "local tiers alone"
+                    )
             if lead.external_id is None:
                 trace.notes.append("standard-mode lead: the CRM is not asked")
                 trace.resolution = self._standard(lead, runtime, started)
@@ -985,6 +993,9 @@ class Resolver:
             runtime.metrics = metrics
             runtime.breaker.on_change = functools.partial(metrics.on_breaker, campaign_id)
             metrics.on_breaker(campaign_id, runtime.breaker.state)
+        if self.shared is not None:
+            self.shared.on_event = metrics.on_shared
+            metrics.shared_up.set(1 if self.shared.up else 0)
 
     def clear_cache(self) -> None:
         self._cache.clear()

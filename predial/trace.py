@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from ._faults import safe_repr
 from .errors import Unresolvable
@@ -69,6 +70,8 @@ class Trace:
     adapter: str | None = None
     plugin: str | None = None
     breaker: str | None = None
+    #: The shared tier's state when the resolver has one (`RedisTier.describe()`).
+    shared: dict[str, Any] | None = None
     attempts: list[Attempt] = field(default_factory=list)
     verdicts: list[PhoneVerdict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)

@@ -64,6 +64,7 @@ def _as_json(trace: Trace, masker: Masker) -> dict[str, object]:
         "adapter": trace.adapter,
         "plugin": trace.plugin,
         "breaker": trace.breaker,
+        "sharedTier": trace.shared,
         "attempts": [
             {
                 "attempt": attempt.number,
@@ -109,6 +110,12 @@ def _print(trace: Trace, masker: Masker) -> None:
         console.print(
             f"[bold]adapter[/] {escape(trace.adapter)}  from {escape(trace.plugin or '')}   "
             f"[bold]circuit[/] {trace.breaker}"
+        )
+    if trace.shared is not None:
+        console.print(
+            f"[bold]shared tier[/] {trace.shared['state']}  {escape(trace.shared['url'])}"
+            f"{'  (cluster)' if trace.shared['cluster'] else ''}"
+            f"   {trace.shared['members']} process(es) seen"
         )
     for note in trace.notes:
         console.print(f"note: {escape(masker.text(note))}")

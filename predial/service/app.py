@@ -483,8 +483,15 @@ class PredialService:
         if not self.ready:
             return JSONResponse({"status": "starting"}, 503)
         # No campaign ids or breaker states here: /readyz answers anyone, and which
-        # campaigns exist is not theirs to learn (breakers are in /metrics).
-        return JSONResponse({"status": "ready"})
+        # campaigns exist is not theirs to learn (breakers are in /metrics). The
+        # shared tier's state is told, but never makes the service unready: without
+        # Redis it answers from its local tiers.
+        shared = self.resolver.shared
+        if shared is None:
+            return JSONResponse({"status": "ready"})
+        if not shared.up and shared.state != "closed":
+            await shared.ping()  # a probe, bounded by the tier's timeout
+        return JSONResponse({"status": "ready", "sharedTier": shared.state})
 
     async def metrics_text(self, request: Request) -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest

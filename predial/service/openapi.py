@@ -141,7 +141,24 @@ def openapi_document() -> dict[str, Any]:
         elif answer == "openapi":
             responses["200"] = {"description": "OpenAPI 3.1", "content": _json({"type": "object"})}
         else:
-            status = {"type": "object", "properties": {"status": {"type": "string"}}}
+            status: dict[str, Any] = {
+                "type": "object",
+                "properties": {"status": {"type": "string"}},
+            }
+            if answer == "ready":
+                status = {
+                    "type": "object",
+                    "properties": {
+                        "status": {"type": "string"},
+                        "sharedTier": {
+                            "type": "string",
+                            "enum": ["up", "degraded", "closed"],
+                            "description": "With a shared tier: Redis answers (up), or the "
+                            "service works on its local tiers (degraded); never unready "
+                            "because of it",
+                        },
+                    },
+                }
             responses["200"] = {"description": "Up", "content": _json(status)}
             if answer == "ready":
                 responses["503"] = {"description": "Starting or draining", "content": _json(status)}
