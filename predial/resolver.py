@@ -617,6 +617,14 @@ class Resolver:
                 if entry is not None:
                     self._keep_for_stale(key, entry)
             if lookup.kind != "wait":
+                held = self._cache.get(key)
+                if held is not None and self._clock() < held.fresh_until:
+                    # This process holds a fresh answer the shared tier lost (a
+                    # restarted Redis): hand it back rather than ask the CRM again.
+                    outcome = Outcome(held.phone_number, held.reason, cached=True)
+                    self._cache.set(key, replace(held, local_until=self._local_until()))
+                    self._share_outcome(runtime, key, outcome, lookup, held)
+                    return outcome
                 break
             seconds = min(lookup.lock_ms / 1000, deadline_at - time.monotonic())
             message = await shared.wait(
@@ -685,8 +693,16 @@ class Resolver:
             return Outcome.failed(message.reason, message.retry_after)
         return Outcome.permanent(message.reason)
 
+    def _local_until(self) -> float:
+        return self._clock() + (self.shared.local_ttl if self.shared else math.inf)
+
     def _share_outcome(
-        self, runtime: CampaignRuntime, key: CacheKey, outcome: Outcome, lookup: Lookup
+        self,
+        runtime: CampaignRuntime,
+        key: CacheKey,
+        outcome: Outcome,
+        lookup: Lookup,
+        held: CacheEntry | None = None,
     ) -> None:
         """Publish what this process fetched: the cache entry, the claim released,
         the waiters handed the outcome (in the background: the dial is not kept
@@ -696,7 +712,11 @@ class Resolver:
         settings = runtime.cache_settings
         body: str | None = None
         fresh = keep = 0.0
-        if outcome.phone_number is not None:
+        if held is not None:  # an entry of this process's, for what is left of it
+            now = self._clock()
+            body = encode_body(held.phone_number, held.reason, held.adapter)
+            fresh, keep = held.fresh_until - now, held.keep_until - now
+        elif outcome.phone_number is not None:
             body = encode_body(outcome.phone_number, None, runtime.adapter_name)
             fresh, keep = settings.positive_ttl, settings.positive_ttl + settings.stale_grace
         elif not outcome.transient:

@@ -50,6 +50,10 @@ T = TypeVar("T")
 TierState = Literal["up", "degraded", "closed"]
 LookupKind = Literal["hit", "claimed", "wait", "miss"]
 
+#: Operations in a row that time out before the tier counts as degraded (a refused
+#: connection counts at once).
+_TIMEOUTS_TO_DEGRADE: Final = 3
+
 #: Fields of the event stream's entries: `kind`, `campaign`, `id`.
 _EVENTS_MAXLEN: Final = 10_000
 
@@ -143,12 +147,14 @@ class RedisTier:
             register_secret(password)  # redacted wherever an error might quote it
         self._state: TierState = "up"
         self._retry_at = 0.0
+        self._failures = 0
         self._since = time.time()
         self._last_error: str | None = None
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Client] = (
             weakref.WeakKeyDictionary()
         )
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._listening: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
         self._member = f"{os.getpid()}-{secrets.token_hex(4)}"
         self.members = 1
         #: Counters by event: hit, claimed, wait, handed, wait_timeout, miss, corrupt,
@@ -198,6 +204,14 @@ class RedisTier:
 
     def _failed(self, what: str, error: BaseException) -> None:
         self._count("error")
+        timed_out = isinstance(error, TimeoutError)
+        if not timed_out:
+            # A refused or reset connection: the pooled ones are likely dead too.
+            self._drop_client()
+        self._failures += 1
+        if timed_out and self._state == "up" and self._failures < _TIMEOUTS_TO_DEGRADE:
+            # One slow answer on a busy machine is not an outage; a few in a row is.
+            return
         description = (
             "no answer within the timeout"
             if isinstance(error, TimeoutError)
@@ -218,6 +232,7 @@ class RedisTier:
             )
 
     def _succeeded(self) -> None:
+        self._failures = 0
         if self._state == "degraded":
             self._state = "up"
             self._since = time.time()
@@ -249,8 +264,22 @@ class RedisTier:
         client = self._clients.get(loop)
         if client is None:
             client = self._clients[loop] = _Client(self)
-            self._spawn(self._listen(client))
+            if loop not in self._listening:
+                self._listening.add(loop)
+                self._spawn(self._listen())
         return client
+
+    def _drop_client(self) -> None:
+        """Forget this loop's client after a failure: its pooled connections may all
+        be dead (a restarted server, a failed-over node), and each would fail once
+        more. The next operation connects afresh."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        client = self._clients.pop(loop, None)
+        if client is not None:
+            self._spawn(_close_quietly(client))
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
@@ -489,7 +518,7 @@ class RedisTier:
 
         return await self._run("announce", run) is not None
 
-    async def _listen(self, client: _Client) -> None:
+    async def _listen(self) -> None:
         """Read the event stream (do-not-call announcements) and keep this process
         counted as a member; a failure waits `retry_interval` and tries again."""
         last = "$"
@@ -500,11 +529,12 @@ class RedisTier:
             now = time.monotonic()
             if now >= next_beat:
                 next_beat = now + self.heartbeat
-                await self._beat(client)
+                await self._beat()
             if not self.up:
                 await asyncio.sleep(self.retry_interval)
                 continue
             try:
+                client = self._client()
                 async with asyncio.timeout(block_ms / 1000 + self.timeout + 1.0):
                     if last == "$":
                         # Start at the stream's end, as an id: "$" again after a
@@ -535,13 +565,13 @@ class RedisTier:
                 self._count("event")
                 self.on_do_not_call(campaign, external_id)
 
-    async def _beat(self, client: _Client) -> None:
+    async def _beat(self) -> None:
         window = int(self.heartbeat * 3 * 1000)
 
         async def run(client: _Client) -> Any:
             return await client.heartbeat(keys=[self._members], args=[self._member, window])
 
-        reply = await self._run("heartbeat", lambda _: run(client))
+        reply = await self._run("heartbeat", run)
         if reply is not None:
             self.members = max(1, int(reply))
 
@@ -568,10 +598,7 @@ class RedisTier:
             return
         client = self._clients.pop(loop, None)
         if client is not None:
-            try:
-                await client.redis.aclose()
-            except Exception as error:
-                log.debug("shared tier: closing the connections failed: %s", type(error).__name__)
+            await _close_quietly(client)
 
     def __repr__(self) -> str:
         return f"RedisTier({self.shown_url!r}, prefix={self.prefix!r}, state={self._state!r})"
@@ -633,6 +660,14 @@ def _connect(tier: RedisTier) -> Redis | RedisCluster:
     return Redis.from_url(
         tier.url, retry=Retry(NoBackoff(), 0), max_connections=tier.max_connections, **common
     )
+
+
+async def _close_quietly(client: _Client) -> None:
+    try:
+        async with asyncio.timeout(1.0):
+            await client.redis.aclose()
+    except Exception as error:  # a dead server: its sockets are closed either way
+        log.debug("shared tier: closing the connections failed: %s", type(error).__name__)
 
 
 def _str(value: Any) -> str:
