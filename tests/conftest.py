@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from redis_fixtures import *  # noqa: F403  (real redis-server fixtures)
 
 import predial
 from predial import Campaign, Resolver

@@ -244,9 +244,9 @@ class RedisServer:
 
     Configuration (written to `redis.conf` in that directory, so a password is not
     on the command line): `bind 127.0.0.1`, `protected-mode yes`, `save ""`,
-    `appendonly no` (nothing persists: a restart is empty), the log to
-    `redis.log`; `password` sets `requirepass`; `args` are appended to the command
-    line (`["--maxmemory", "10mb"]`) and win over the file.
+    `appendonly no` (nothing persists: a restart is empty), the log to `redis.log`;
+    `password` sets `requirepass` (and `masterauth`, for replicas); `args` are
+    appended to the command line (`["--maxmemory", "10mb"]`) and win over the file.
 
     The port is chosen at the first `start()` and kept: `restart()` comes back on the
     same one. `kill()` keeps the directory (and the log); `stop()` removes it.
@@ -354,8 +354,9 @@ class RedisServer:
             f"dir {_config_value(str(self._dir))}",
             'logfile ""',
         ]
-        if self.password is not None:
+        if self.password is not None:  # masterauth: a replica's link to its master
             lines.append(f"requirepass {_config_value(self.password)}")
+            lines.append(f"masterauth {_config_value(self.password)}")
         conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
         conf.chmod(0o600)
         with open(self._dir / "redis.log", "ab") as log:
@@ -818,43 +819,54 @@ class RedisClusterServers:
     def failover(self, master_port: int, *, crash: bool = True, timeout: float = 15.0) -> int:
         """Make a replica of the master on `master_port` take over; return its port.
 
-        First waits (bounded) until the replica has every write the master has (equal
-        replication offsets), so writes made before the call survive. Then, with
-        `crash=True` (the default), SIGKILLs the master, as a crash, and the cluster
-        fails over by itself: the replica notices within `cluster-node-timeout`, is
-        elected and promoted (about 2 s with 1000 ms); the killed node stays down until
-        `heal()`. With `crash=False`, sends `CLUSTER FAILOVER` to the replica: a manual
-        failover coordinated with the live master, which becomes its replica.
-        Returns once the replica is a master and the cluster is healthy again.
+        First, when the master answers, waits (bounded) until the replica has every
+        write the master has (equal replication offsets), so writes made before the
+        call survive. Then, with `crash=True` (the default), SIGKILLs the master, as a
+        crash (also when it is paused or already killed), and the cluster fails over by
+        itself: a replica notices within `cluster-node-timeout`, is elected and
+        promoted (about 2 s with 1000 ms); the killed node stays down until `heal()`.
+        With `crash=False`, sends `CLUSTER FAILOVER` to the replica: a manual failover
+        coordinated with the live master, which becomes its replica (about 0.1 s).
+        Returns once a replica of that master is a master and the cluster is healthy
+        again; `RedisServerError` saying what is missing after `timeout` seconds.
         """
         if master_port not in self.masters():
             raise RedisServerError(f"{master_port} is not a master serving slots")
-        candidates = self.replicas_of(master_port)
+        candidates = [
+            self.node(port) for port in self.replicas_of(master_port) if not self.node(port).paused
+        ]
         if not candidates:
             raise RedisServerError(
                 f"the master on {master_port} has no running replica to fail over to"
             )
-        master, replica = self.node(master_port), self.node(candidates[0])
+        master = self.node(master_port)
+        answering = master.running and not master.paused
+        if not crash and not answering:
+            raise RedisServerError(
+                f"the master on {master_port} is down or paused: a manual failover needs "
+                "it; use crash=True"
+            )
         deadline = time.monotonic() + timeout
-        self._wait_synced(master, replica, deadline)
+        if answering:
+            self._wait_synced(master, candidates[0], deadline)
         if crash:
             master.kill()
         else:
-            replica.command("CLUSTER", "FAILOVER")
-        while True:
-            try:
-                if replica.info("replication").get("role") == "master":
-                    break
-            except (OSError, RedisServerError):
-                pass
+            candidates[0].command("CLUSTER", "FAILOVER")
+        while True:  # with several replicas, any of them may win the election
+            for replica in candidates:
+                try:
+                    if replica.info("replication").get("role") == "master":
+                        self.wait_healthy(max(0.1, deadline - time.monotonic()))
+                        return replica.port
+                except OSError:
+                    pass
             if time.monotonic() >= deadline:
                 raise RedisServerError(
-                    f"the replica on {replica.port} was not promoted within {timeout} s\n"
-                    f"{self._logs()}"
+                    f"no replica of {master_port} ({[r.port for r in candidates]}) was "
+                    f"promoted within {timeout} s\n{self._logs()}"
                 )
             time.sleep(0.05)
-        self.wait_healthy(max(0.1, deadline - time.monotonic()))
-        return replica.port
 
     def _wait_synced(self, master: RedisServer, replica: RedisServer, deadline: float) -> None:
         while True:
