@@ -173,6 +173,11 @@ class Resolver:
     def _share(self, shared: RedisTier) -> None:
         from .shared.breaker import SharedBreaker
 
+        if shared.on_do_not_call is not None:
+            raise ConfigurationError(
+                "this RedisTier already serves another Resolver: give each resolver a "
+                "RedisTier of its own (they share the Redis server, not the object)"
+            )
         shared.on_do_not_call = self._heard_do_not_call
         for campaign_id, runtime in self.campaigns.items():
             runtime.shared_breaker = SharedBreaker(shared, campaign_id, runtime.breaker)
@@ -1036,9 +1041,11 @@ class Resolver:
             return
         self._closed = True
         await self._cancel_fetches(grace)
-        if self._background:
+        loop = asyncio.get_running_loop()
+        writes = [task for task in self._background if task.get_loop() is loop]
+        if writes:
             # Shared-tier writes still under way: each is bounded by the tier's timeout.
-            await asyncio.wait(list(self._background), timeout=grace)
+            await asyncio.wait(writes, timeout=grace)
         if self.shared is not None:
             await self.shared.close()
         for runtime in self.campaigns.values():

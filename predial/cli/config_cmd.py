@@ -8,6 +8,7 @@ import click
 
 from ..config import find_config, load_config
 from ..resolver import Resolver
+from ..shared import redacted_url
 from .output import out_console
 
 __all__ = ["config"]
@@ -29,6 +30,15 @@ def validate(path: Path | None) -> None:
     resolver.close_sync()
     campaigns = ", ".join(f"{c.id} ({c.adapter})" for c in loaded.campaigns) or "none"
     out_console().print(f"ok: {file}: {len(loaded.campaigns)} campaign(s): {campaigns}")
+    shared = loaded.resolver.shared
+    if shared is not None:
+        # Checked for its form only: whether Redis answers is `predial check`'s job,
+        # and the resolver works without it anyway.
+        out_console().print(
+            f"ok: [resolver.shared] {redacted_url(shared.url)}"
+            f"{' (cluster)' if shared.cluster else ''}, prefix {shared.prefix!r}",
+            markup=False,
+        )
     if "service" in loaded.model_fields_set or loaded.service_error is not None:
         # [service] is checked too (the service's own variables, its keys' scopes),
         # though only predial serve needs it.

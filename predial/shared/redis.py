@@ -584,21 +584,28 @@ class RedisTier:
         return await self._run("ping", lambda client: client.redis.ping()) is not None
 
     async def close(self) -> None:
-        """Stop the background readers and close this loop's connections."""
+        """Stop the background readers and close the connections. Tasks and clients
+        of other event loops (a `resolve_sync` thread's) are stopped on their loops."""
         if self._state == "closed":
             return
         self._state = "closed"
+        loop = asyncio.get_running_loop()
+        here = []
         for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=1.0)
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        client = self._clients.pop(loop, None)
-        if client is not None:
-            await _close_quietly(client)
+            owner = task.get_loop()
+            if owner is loop:
+                task.cancel()
+                here.append(task)
+            elif not owner.is_closed():
+                owner.call_soon_threadsafe(task.cancel)
+        if here:
+            await asyncio.wait(here, timeout=1.0)
+        for owner, client in list(self._clients.items()):
+            if owner is loop:
+                await _close_quietly(client)
+            elif owner.is_running():
+                asyncio.run_coroutine_threadsafe(_close_quietly(client), owner)
+        self._clients.clear()
 
     def __repr__(self) -> str:
         return f"RedisTier({self.shown_url!r}, prefix={self.prefix!r}, state={self._state!r})"
