@@ -131,6 +131,9 @@ class Resolver:
         self._overdue: set[asyncio.Task[None]] = set()
         self._closed = False
         self._background: set[asyncio.Task[Any]] = set()
+        # Do-not-call verdicts fetched while the shared tier was unavailable, not yet
+        # written to it (see _fetch_shared).
+        self._unshared_dnc: set[CacheKey] = set()
         self._metrics: ResolverMetrics | None = None
         if registry is None:
             self.registry = load_plugins(plugins, entrypoints=load_entrypoints)
@@ -606,13 +609,25 @@ class Resolver:
         shared = self.shared
         assert shared is not None
         campaign_id, external_id = key
+        if key in self._unshared_dnc and not await self._share_dnc(runtime, key):
+            # A do-not-call this process learnt while the tier was unavailable is
+            # told to the fleet before anything is read back (the tier may hold an
+            # older number, which must not replace it); until it can be told, the
+            # CRM is asked again, as without a shared tier.
+            outcome = runtime.finish(await runtime.fetch_raw(external_id, deadline_at))
+            if not outcome.transient and outcome.reason != "do_not_call":
+                self._unshared_dnc.discard(key)  # the CRM has changed its mind
+            return outcome
         for _ in range(3):  # a holder that vanished is followed by one more try
             claim_ms = _ms(deadline_at - time.monotonic())
             if claim_ms <= 0:
                 return Outcome.failed("timeout")
             found = await shared.lookup(campaign_id, external_id, claim_ms=claim_ms)
             if found is None:  # unavailable: on our own
-                return await runtime.fetch_raw(external_id, deadline_at)
+                outcome = runtime.finish(await runtime.fetch_raw(external_id, deadline_at))
+                if outcome.reason == "do_not_call":
+                    self._unshared_dnc.add(key)  # told to the fleet once it is back
+                return outcome
             lookup = found
             if lookup.value is not None:
                 entry = self._held_entry(runtime, key, lookup)
@@ -643,6 +658,25 @@ class Resolver:
         outcome = runtime.finish(answer)
         self._share_outcome(runtime, key, outcome, lookup)
         return outcome
+
+    async def _share_dnc(self, runtime: CampaignRuntime, key: CacheKey) -> bool:
+        """Write and announce a do-not-call learnt while the tier was unavailable;
+        False when the tier still does not answer."""
+        shared = self.shared
+        assert shared is not None
+        settings = runtime.cache_settings
+        stored = await shared.store(
+            key[0],
+            key[1],
+            body=encode_body(None, "do_not_call", runtime.adapter_name),
+            fresh_ms=_ms(settings.negative_ttl),
+            keep_ms=_ms(settings.negative_ttl + settings.stale_grace),
+        )
+        if not stored:
+            return False
+        self._unshared_dnc.discard(key)
+        self._spawn(shared.announce_do_not_call(*key))
+        return True
 
     def _held_entry(
         self, runtime: CampaignRuntime, key: CacheKey, lookup: Lookup
@@ -828,6 +862,8 @@ class Resolver:
         else:
             return
         if share and shared is not None:
+            if outcome.reason == "do_not_call":
+                self._spawn(shared.announce_do_not_call(*key))
             self._spawn(
                 shared.store(
                     key[0],

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Literal
 
-from ..lupitor.limiter import SlidingWindowLimiter
 from .redis import RedisTier
 
 __all__ = ["SharedBudget"]
@@ -27,7 +26,6 @@ class SharedBudget:
         self.tenant = tenant
         self.limit = limit
         self.window = window
-        self._local: SlidingWindowLimiter | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
@@ -42,10 +40,7 @@ class SharedBudget:
             return verdict
         if self.limit is None:
             return "ok", 0.0
-        share = self.local_share
-        if self._local is None or self._local.limit != share:
-            self._local = SlidingWindowLimiter(share, self.window)
-        wait = self._local.reserve()
+        wait = self.tier.local_budget(self.tenant, self.local_share, self.window).reserve()
         return ("ok", 0.0) if wait <= 0 else ("wait", wait)
 
     def report_pause(self, seconds: float) -> None:

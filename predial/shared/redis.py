@@ -22,6 +22,7 @@ their own).
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import os
 import secrets
@@ -40,6 +41,8 @@ from .codec import CorruptValue, Message, Value, decode_message, decode_value
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.asyncio.cluster import RedisCluster
+
+    from ..lupitor.limiter import SlidingWindowLimiter
 
 __all__ = ["Lookup", "RedisTier", "TierState", "redacted_url"]
 
@@ -118,11 +121,14 @@ class RedisTier:
         max_connections: int = 1000,
     ) -> None:
         scheme = urllib.parse.urlsplit(url).scheme if isinstance(url, str) else ""
-        if scheme not in ("redis", "rediss", "valkey", "valkeys", "unix"):
+        if scheme not in ("redis", "rediss", "unix"):
             raise ConfigurationError(
                 f"shared tier: {redacted_url(url) if isinstance(url, str) else url!r} is not a "
-                "Redis URL (redis://host:6379/0, rediss:// for TLS, redis://:password@host)"
+                "Redis URL (redis://host:6379/0, rediss:// for TLS, redis://:password@host; "
+                "Valkey takes the same redis:// URLs)"
             )
+        if importlib.util.find_spec("redis") is None:
+            raise ConfigurationError("the shared tier needs redis-py: pip install 'predial[redis]'")
         for name, value in (
             ("timeout", timeout),
             ("local_ttl", local_ttl),
@@ -154,6 +160,7 @@ class RedisTier:
             weakref.WeakKeyDictionary()
         )
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._local_budgets: dict[str, SlidingWindowLimiter] = {}
         self._listening: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
         self._member = f"{os.getpid()}-{secrets.token_hex(4)}"
         self.members = 1
@@ -205,18 +212,15 @@ class RedisTier:
     def _failed(self, what: str, error: BaseException) -> None:
         self._count("error")
         timed_out = isinstance(error, TimeoutError)
-        if not timed_out:
+        if _lost_connection(error):
             # A refused or reset connection: the pooled ones are likely dead too.
+            # (An error reply, OOM or NOPERM, says nothing of the connections.)
             self._drop_client()
         self._failures += 1
         if timed_out and self._state == "up" and self._failures < _TIMEOUTS_TO_DEGRADE:
             # One slow answer on a busy machine is not an outage; a few in a row is.
             return
-        description = (
-            "no answer within the timeout"
-            if isinstance(error, TimeoutError)
-            else (f"{type(error).__name__}: {_safe_error(error, self.url)}")
-        )
+        description = self._described(error)
         self._last_error = f"{what}: {description}"
         self._retry_at = time.monotonic() + self.retry_interval
         if self._state == "up":
@@ -230,6 +234,14 @@ class RedisTier:
                 self._last_error,
                 self.retry_interval,
             )
+
+    def _described(self, error: BaseException) -> str:
+        if isinstance(error, TimeoutError):
+            return "no answer within the timeout"
+        text = f"{type(error).__name__}: {_safe_error(error, self.url)}"
+        if "MOVED" in text and not self.cluster:
+            text += " (the server is a Redis Cluster node: set cluster = true)"
+        return text
 
     def _succeeded(self) -> None:
         self._failures = 0
@@ -249,6 +261,10 @@ class RedisTier:
             return None
         try:
             client = self._client()
+            if not client.ready:
+                # A Cluster client still learning the slots (in the background,
+                # see _client): not this operation's to wait for.
+                return None
             async with asyncio.timeout(self.timeout if bound is None else bound):
                 result = await operation(client)
         except asyncio.CancelledError:
@@ -264,10 +280,27 @@ class RedisTier:
         client = self._clients.get(loop)
         if client is None:
             client = self._clients[loop] = _Client(self)
+            if not client.ready:
+                self._spawn(self._discover(client))
             if loop not in self._listening:
                 self._listening.add(loop)
                 self._spawn(self._listen())
         return client
+
+    async def _discover(self, client: _Client) -> None:
+        """A Cluster client's first step, learning which node holds which slots: a
+        few round trips, more than one operation's timeout, so it is done in the
+        background while operations go to the local tiers."""
+        try:
+            async with asyncio.timeout(max(1.0, self.timeout)):
+                await client.redis.initialize()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            if self._clients.get(asyncio.get_running_loop()) is client:
+                self._failed("cluster discovery", error)
+            return
+        client.ready = True
 
     def _drop_client(self) -> None:
         """Forget this loop's client after a failure: its pooled connections may all
@@ -427,6 +460,17 @@ class RedisTier:
 
     # -- the rate budget -------------------------------------------------------------
 
+    def local_budget(self, tenant: str, limit: int, window: float) -> SlidingWindowLimiter:
+        """The tenant's budget in this process while Redis is unavailable: one per
+        tenant, whatever number of campaigns (adapters) share it."""
+        from ..lupitor.limiter import SlidingWindowLimiter
+
+        budget = self._local_budgets.get(tenant)
+        if budget is None or budget.window != window:
+            budget = self._local_budgets[tenant] = SlidingWindowLimiter(limit, window)
+        budget.limit = limit  # the fleet's size changed: same history, new share
+        return budget
+
     async def reserve(
         self, tenant: str, limit: int, window: float
     ) -> tuple[Literal["ok", "wait", "paused"], float] | None:
@@ -545,8 +589,8 @@ class RedisTier:
             except asyncio.CancelledError:
                 raise
             except Exception as error:
+                # `last` is kept: what was announced meanwhile is read on reconnecting.
                 self._failed("events", error)
-                last = "$"
                 continue
             for _, entries in reply or ():
                 for entry_id, fields in entries:
@@ -576,12 +620,17 @@ class RedisTier:
             self.members = max(1, int(reply))
 
     async def ping(self) -> bool:
-        """Whether Redis answers now (`predial check`, `/readyz`); ignores the
-        degraded state's pause."""
+        """Whether Redis answers now (`predial check`, `/readyz`), through a keyed
+        script (a Cluster node answers PING but refuses a keyed command of another
+        slot); counts this process as a member. Ignores the degraded state's pause."""
         if self._state == "closed":
             return False
         self._retry_at = 0.0
-        return await self._run("ping", lambda client: client.redis.ping()) is not None
+        client = self._client()
+        if not client.ready:
+            await self._discover(client)  # the probe waits for it (bounded)
+        await self._beat()
+        return self.up
 
     async def close(self) -> None:
         """Stop the background readers and close the connections. Tasks and clients
@@ -626,6 +675,8 @@ class _Client:
 
     def __init__(self, tier: RedisTier) -> None:
         self.redis = _connect(tier)
+        #: Whether operations may use it (a Cluster client first learns the slots).
+        self.ready = not tier.cluster
         register = self.redis.register_script
         self.lookup = register(scripts.LOOKUP)
         self.publish = register(scripts.PUBLISH)
@@ -655,6 +706,10 @@ def _connect(tier: RedisTier) -> Redis | RedisCluster:
         "socket_timeout": None,  # each operation is bounded by asyncio.timeout
         "health_check_interval": 0,
         "client_name": f"predial-{os.getpid()}",
+        # No CLIENT SETINFO per connection: a round trip, and redis-py 8 reads its
+        # own version from package metadata for it (~0.5 ms of CPU per connection).
+        "lib_name": None,
+        "lib_version": None,
     }
     if tier.cluster:
         return RedisCluster.from_url(
@@ -675,6 +730,17 @@ async def _close_quietly(client: _Client) -> None:
             await client.redis.aclose()
     except Exception as error:  # a dead server: its sockets are closed either way
         log.debug("shared tier: closing the connections failed: %s", type(error).__name__)
+
+
+def _lost_connection(error: BaseException) -> bool:
+    """A connection refused, reset or closed (not an error reply, not a timeout,
+    not the pool's own limit)."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import MaxConnectionsError
+
+    if isinstance(error, MaxConnectionsError):
+        return False
+    return isinstance(error, RedisConnectionError | OSError)
 
 
 def _str(value: Any) -> str:

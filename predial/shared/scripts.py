@@ -87,7 +87,7 @@ return waiting
 )
 
 #: KEYS: cache. ARGV: body, fresh ms, keep ms. A value written outside a flight
-#: (`Resolver.warm`, a waiter that fetched after its holder vanished).
+#: (`Resolver.warm`, a do-not-call learnt while the tier was unavailable).
 STORE = (
     _NOW_MS
     + """
@@ -159,9 +159,9 @@ return {'open', math.max(1, redis.call('PTTL', KEYS[2])), failures}
 BREAKER_FAILURE = (
     _NOW_MS
     + """
-redis.call('PEXPIRE', KEYS[1], 86400000)
 local probe = ARGV[2] ~= '' and redis.call('GET', KEYS[2]) == ARGV[2]
 local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
+redis.call('PEXPIRE', KEYS[1], 86400000)
 local state = redis.call('HGET', KEYS[1], 'state')
 if probe or (state ~= 'open' and failures >= tonumber(ARGV[1])) then
   redis.call('HSET', KEYS[1], 'state', 'open', 'opened', now)
