@@ -44,7 +44,7 @@ class Flight(Generic[R, T]):
     """One fetch in flight: its task, the callers' futures, its raw answer `R`
     and, once a caller has interpreted it, the outcome `T`."""
 
-    __slots__ = ("answer", "done", "outcome", "task", "waiters")
+    __slots__ = ("answer", "calling", "done", "outcome", "task", "waiters")
 
     def __init__(self) -> None:
         self.task: asyncio.Task[None] | None = None
@@ -52,6 +52,9 @@ class Flight(Generic[R, T]):
         self.answer: R | None = None
         self.outcome: T | None = None
         self.done = False
+        #: Whether the adapter is being called (not the shared tier being waited on):
+        #: only then is a deadline cut the CRM's failure, for the breaker.
+        self.calling = False
 
     def follow(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
         """A future of the caller's own, completed when the fetch ends."""

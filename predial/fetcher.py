@@ -201,9 +201,12 @@ class CampaignRuntime:
         if self.shared_breaker is not None:
             self.shared_breaker.record(False)
 
-    def timed_out(self) -> Outcome:
-        """The outcome of a fetch cut off at its deadline (or timed out by the adapter)."""
-        self.record_failure()
+    def timed_out(self, *, crm: bool = True) -> Outcome:
+        """The outcome of a fetch cut off at its deadline (or timed out by the
+        adapter); with `crm` False the CRM was not being called (the wait was for
+        another process's call), so the breaker does not count it."""
+        if crm:
+            self.record_failure()
         self._stats.adapter_errors["timeout"] += 1
         return Outcome.failed("timeout")
 

@@ -553,15 +553,18 @@ class Resolver:
 
         def time_out() -> None:
             if not flight.done:
-                self._land(runtime, key, flight, flights, runtime.timed_out())
+                self._land(runtime, key, flight, flights, runtime.timed_out(crm=flight.calling))
 
         timer = loop.call_at(loop.time() + remaining, expire)
         answer: Answer | Outcome
         try:
             if self.shared is None:
+                flight.calling = True
                 answer = await runtime.fetch_raw(key[1], time.monotonic() + remaining)
             else:
-                answer = await self._fetch_shared(runtime, key, time.monotonic() + remaining)
+                answer = await self._fetch_shared(
+                    runtime, key, time.monotonic() + remaining, flight
+                )
         except asyncio.CancelledError:
             if expired:
                 return  # the deadline's cancellation: time_out() answers the callers
@@ -600,7 +603,11 @@ class Resolver:
         self._land(runtime, key, flight, flights, answer)
 
     async def _fetch_shared(
-        self, runtime: CampaignRuntime, key: CacheKey, deadline_at: float
+        self,
+        runtime: CampaignRuntime,
+        key: CacheKey,
+        deadline_at: float,
+        flight: Flight[Answer | Outcome, Outcome],
     ) -> Answer | Outcome:
         """The fetch of a key through the shared tier: its fresh entry if it has one;
         else one CRM call across the fleet (this process's if it claims the key,
@@ -614,6 +621,7 @@ class Resolver:
             # told to the fleet before anything is read back (the tier may hold an
             # older number, which must not replace it); until it can be told, the
             # CRM is asked again, as without a shared tier.
+            flight.calling = True
             outcome = runtime.finish(await runtime.fetch_raw(external_id, deadline_at))
             if not outcome.transient and outcome.reason != "do_not_call":
                 self._unshared_dnc.discard(key)  # the CRM has changed its mind
@@ -624,6 +632,7 @@ class Resolver:
                 return Outcome.failed("timeout")
             found = await shared.lookup(campaign_id, external_id, claim_ms=claim_ms)
             if found is None:  # unavailable: on our own
+                flight.calling = True
                 outcome = runtime.finish(await runtime.fetch_raw(external_id, deadline_at))
                 if outcome.reason == "do_not_call":
                     self._unshared_dnc.add(key)  # told to the fleet once it is back
@@ -654,7 +663,9 @@ class Resolver:
                 handed = self._handed_outcome(runtime, message)
                 if handed is not None:
                     return handed
+        flight.calling = True
         answer = await runtime.fetch_raw(external_id, deadline_at)
+        flight.calling = False
         outcome = runtime.finish(answer)
         self._share_outcome(runtime, key, outcome, lookup)
         return outcome

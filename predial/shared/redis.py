@@ -22,6 +22,7 @@ their own).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib.util
 import logging
 import os
@@ -56,6 +57,9 @@ LookupKind = Literal["hit", "claimed", "wait", "miss"]
 #: Operations in a row that time out before the tier counts as degraded (a refused
 #: connection counts at once).
 _TIMEOUTS_TO_DEGRADE: Final = 3
+
+#: The longest a waiter blocks in one pop before it looks at the tier's state again.
+_WAIT_SLICE: Final = 0.25
 
 #: Fields of the event stream's entries: `kind`, `campaign`, `id`.
 _EVENTS_MAXLEN: Final = 10_000
@@ -209,7 +213,7 @@ class RedisTier:
         self._retry_at = now + self.retry_interval  # one try per interval
         return True
 
-    def _failed(self, what: str, error: BaseException) -> None:
+    def _failed(self, what: str, error: BaseException, *, probing: bool = True) -> None:
         self._count("error")
         timed_out = isinstance(error, TimeoutError)
         if _lost_connection(error):
@@ -222,7 +226,9 @@ class RedisTier:
             return
         description = self._described(error)
         self._last_error = f"{what}: {description}"
-        self._retry_at = time.monotonic() + self.retry_interval
+        if probing or self._state == "up":
+            # (A hand-over tried while degraded does not put off the next probe.)
+            self._retry_at = time.monotonic() + self.retry_interval
         if self._state == "up":
             self._state = "degraded"
             self._since = time.time()
@@ -253,11 +259,18 @@ class RedisTier:
             log.warning("shared tier %s is back; sharing resumes", self.shown_url)
 
     async def _run(
-        self, what: str, operation: Callable[[_Client], Awaitable[T]], bound: float | None = None
+        self,
+        what: str,
+        operation: Callable[[_Client], Awaitable[T]],
+        bound: float | None = None,
+        *,
+        always: bool = False,
     ) -> T | None:
         """`operation` on this loop's client within the timeout; None when the tier
-        is degraded or the operation fails (the failure is logged once per change)."""
-        if not self._available():
+        is degraded or the operation fails (the failure is logged once per change).
+        With `always`, it is tried even while the tier is degraded (a holder's
+        hand-over: its waiters would otherwise wait out their deadlines)."""
+        if self._state == "closed" or not (always or self._available()):
             return None
         try:
             client = self._client()
@@ -270,7 +283,7 @@ class RedisTier:
         except asyncio.CancelledError:
             raise
         except Exception as error:  # redis-py's errors, OSError, timeouts, a bad reply
-            self._failed(what, error)
+            self._failed(what, error, probing=not always or self._state == "up")
             return None
         self._succeeded()
         return result
@@ -414,7 +427,7 @@ class RedisTier:
                 keys=[f"{base}:c", f"{base}:l", f"{base}:w", f"{base}:d"], args=argv
             )
 
-        return await self._run("publish", run) is not None
+        return await self._run("publish", run, always=True) is not None
 
     async def store(
         self, campaign: str, external_id: str, *, body: str, fresh_ms: int, keep_ms: int
@@ -436,9 +449,12 @@ class RedisTier:
         deadline = time.monotonic() + seconds
         while True:
             left = deadline - time.monotonic()
-            if left < 0.001:
+            if left < 0.001 or not self.up:
+                # Out of time, or the tier went away meanwhile: the caller fetches
+                # on its own rather than wait for a hand-over that may not come.
                 self._count("wait_timeout")
                 return None
+            left = min(left, _WAIT_SLICE)
 
             async def run(client: _Client, left: float = left) -> Any:
                 return await client.redis.blpop([key], timeout=left)
@@ -446,8 +462,7 @@ class RedisTier:
             # The pop may take `left`; only the answer after it is bounded by timeout.
             reply = await self._run("wait", run, bound=left + self.timeout)
             if reply is None:
-                self._count("wait_timeout")
-                return None
+                continue  # this slice passed (or the pop failed): look again
             try:
                 message = decode_message(reply[1])
             except (CorruptValue, IndexError, TypeError):
@@ -670,23 +685,116 @@ return redis.call('ZCARD', KEYS[1])
 """
 
 
+class _Script:
+    """A Lua script known by its SHA-1; loaded on the server when it says NOSCRIPT."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+
 class _Client:
-    """One event loop's redis-py client and its registered scripts."""
+    """One event loop's redis-py client, sending the scripts called in one loop
+    step as one pipeline.
+
+    A dialer's burst of lookups would otherwise take one pooled connection each
+    (a connection storm at start-up, where each new connection costs a handshake
+    and most of the operation's timeout), and redis-py's per-command overhead is
+    about a third in a pipeline. An operation that gives up waiting leaves the
+    pipeline to finish, so its connection is not torn down either.
+    """
 
     def __init__(self, tier: RedisTier) -> None:
         self.redis = _connect(tier)
+        self.tier = tier
         #: Whether operations may use it (a Cluster client first learns the slots).
         self.ready = not tier.cluster
-        register = self.redis.register_script
-        self.lookup = register(scripts.LOOKUP)
-        self.publish = register(scripts.PUBLISH)
-        self.store = register(scripts.STORE)
-        self.reserve = register(scripts.RESERVE)
-        self.quota_pause = register(scripts.QUOTA_PAUSE)
-        self.breaker_allow = register(scripts.BREAKER_ALLOW)
-        self.breaker_failure = register(scripts.BREAKER_FAILURE)
-        self.breaker_success = register(scripts.BREAKER_SUCCESS)
-        self.heartbeat = register(_HEARTBEAT)
+        self._queue: list[tuple[_Script, list[str], list[str | int], asyncio.Future[Any]]] = []
+        self._sends: set[asyncio.Task[None]] = set()
+        self.lookup = self._caller(scripts.LOOKUP)
+        self.publish = self._caller(scripts.PUBLISH)
+        self.store = self._caller(scripts.STORE)
+        self.reserve = self._caller(scripts.RESERVE)
+        self.quota_pause = self._caller(scripts.QUOTA_PAUSE)
+        self.breaker_allow = self._caller(scripts.BREAKER_ALLOW)
+        self.breaker_failure = self._caller(scripts.BREAKER_FAILURE)
+        self.breaker_success = self._caller(scripts.BREAKER_SUCCESS)
+        self.heartbeat = self._caller(_HEARTBEAT)
+
+    def _caller(self, source: str) -> Callable[..., asyncio.Future[Any]]:
+        script = _Script(source)
+
+        def call(*, keys: list[str], args: list[str | int]) -> asyncio.Future[Any]:
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[Any] = loop.create_future()
+            if not self._queue:
+                loop.call_soon(self._flush)
+            self._queue.append((script, keys, args, future))
+            return future
+
+        return call
+
+    def _flush(self) -> None:
+        batch, self._queue = self._queue, []
+        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
+
+    async def _send(
+        self, batch: list[tuple[_Script, list[str], list[str | int], asyncio.Future[Any]]]
+    ) -> None:
+        try:
+            # Bounded on its own: the callers stop waiting at their timeouts, and a
+            # server that does not answer must not pile up sends.
+            async with asyncio.timeout(max(1.0, self.tier.timeout * 4)):
+                results = await self._evalshas(batch)
+                missing = [i for i, r in enumerate(results) if _no_script(r)]
+                if missing:  # a restarted or failed-over server forgot the scripts
+                    for source in {batch[i][0].source for i in missing}:
+                        await self.redis.script_load(source)
+                    again = await self._evalshas([batch[i] for i in missing])
+                    for i, result in zip(missing, again, strict=True):
+                        results[i] = result
+        except Exception as error:
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        except asyncio.CancelledError:
+            for *_, future in batch:
+                future.cancel()
+            raise
+        for (*_, future), result in zip(batch, results, strict=True):
+            if future.done():  # its caller gave up waiting
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    async def _evalshas(
+        self, batch: list[tuple[_Script, list[str], list[str | int], asyncio.Future[Any]]]
+    ) -> list[Any]:
+        if len(batch) == 1:
+            script, keys, args, _ = batch[0]
+            try:
+                return [await self.redis.evalsha(script.sha, len(keys), *keys, *args)]
+            except Exception as error:
+                if _no_script(error):
+                    return [error]
+                raise
+        pipe = self.redis.pipeline(transaction=False)
+        for script, keys, args, _ in batch:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        return list(await pipe.execute(raise_on_error=False))
+
+
+def _no_script(result: object) -> bool:
+    from redis.exceptions import NoScriptError
+
+    return isinstance(result, NoScriptError) or (
+        isinstance(result, Exception) and str(result).startswith("NOSCRIPT")
+    )
 
 
 def _connect(tier: RedisTier) -> Redis | RedisCluster:
