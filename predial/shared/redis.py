@@ -22,6 +22,7 @@ their own).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import importlib.util
 import logging
@@ -54,12 +55,17 @@ T = TypeVar("T")
 TierState = Literal["up", "degraded", "closed"]
 LookupKind = Literal["hit", "claimed", "wait", "miss"]
 
-#: Operations in a row that time out before the tier counts as degraded (a refused
-#: connection counts at once).
-_TIMEOUTS_TO_DEGRADE: Final = 3
+#: The operation being queued for the next pipeline: its timeout and its bound.
+_BOUND: contextvars.ContextVar[tuple[asyncio.Timeout, float] | None] = contextvars.ContextVar(
+    "predial_shared_bound", default=None
+)
+#: How long an operation may wait on this loop for its pipeline to be sent.
+_QUEUEING: Final = 0.5
 
-#: The longest a waiter blocks in one pop before it looks at the tier's state again.
-_WAIT_SLICE: Final = 0.25
+#: How long the inbox reader blocks in one pop (seconds).
+_INBOX_BLOCK: Final = 1.0
+#: Messages kept for waiters that have not started waiting yet.
+_EARLY_KEPT: Final = 1000
 
 #: Fields of the event stream's entries: `kind`, `campaign`, `id`.
 _EVENTS_MAXLEN: Final = 10_000
@@ -157,14 +163,22 @@ class RedisTier:
             register_secret(password)  # redacted wherever an error might quote it
         self._state: TierState = "up"
         self._retry_at = 0.0
-        self._failures = 0
+        self._last_success = time.monotonic()
+        self._timeouts_since: float | None = None
+        # How long timeouts must go on, with no operation succeeding, to degrade.
+        self._patience = max(0.25, timeout * 5)
         self._since = time.time()
         self._last_error: str | None = None
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Client] = (
             weakref.WeakKeyDictionary()
         )
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Hand-overs under way: finished (within the timeout) before close() stops.
+        self._handing_over: set[asyncio.Future[None]] = set()
         self._local_budgets: dict[str, SlidingWindowLimiter] = {}
+        self._inboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Inbox] = (
+            weakref.WeakKeyDictionary()
+        )
         self._listening: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
         self._member = f"{os.getpid()}-{secrets.token_hex(4)}"
         self.members = 1
@@ -197,6 +211,12 @@ class RedisTier:
             "members": self.members,
         }
 
+    @property
+    def _background_bound(self) -> float:
+        """The bound of writes no dial waits for (hand-overs, announcements): a
+        slow answer there costs nothing, a write given up too early is lost."""
+        return max(1.0, self.timeout * 4)
+
     def _count(self, event: str) -> None:
         self.counts[event] = self.counts.get(event, 0) + 1
         if self.on_event is not None:
@@ -215,15 +235,19 @@ class RedisTier:
 
     def _failed(self, what: str, error: BaseException, *, probing: bool = True) -> None:
         self._count("error")
-        timed_out = isinstance(error, TimeoutError)
+        timed_out = _timed_out(error)
         if _lost_connection(error):
             # A refused or reset connection: the pooled ones are likely dead too.
             # (An error reply, OOM or NOPERM, says nothing of the connections.)
             self._drop_client()
-        self._failures += 1
-        if timed_out and self._state == "up" and self._failures < _TIMEOUTS_TO_DEGRADE:
-            # One slow answer on a busy machine is not an outage; a few in a row is.
-            return
+        if timed_out and self._state == "up":
+            # Slow answers in a burst on a busy machine are not an outage; timeouts
+            # going on for a while with nothing answered are.
+            now = time.monotonic()
+            if self._timeouts_since is None or self._timeouts_since < self._last_success:
+                self._timeouts_since = now
+            if now - self._timeouts_since < self._patience:
+                return
         description = self._described(error)
         self._last_error = f"{what}: {description}"
         if probing or self._state == "up":
@@ -232,6 +256,10 @@ class RedisTier:
         if self._state == "up":
             self._state = "degraded"
             self._since = time.time()
+            # Waiters fetch on their own now, rather than wait for a hand-over.
+            for owner, inbox in list(self._inboxes.items()):
+                if not owner.is_closed():
+                    owner.call_soon_threadsafe(inbox.wake_all)
             self._count("degraded")
             log.warning(
                 "shared tier %s unavailable (%s); the resolver uses its local tiers and "
@@ -242,7 +270,7 @@ class RedisTier:
             )
 
     def _described(self, error: BaseException) -> str:
-        if isinstance(error, TimeoutError):
+        if _timed_out(error):
             return "no answer within the timeout"
         text = f"{type(error).__name__}: {_safe_error(error, self.url)}"
         if "MOVED" in text and not self.cluster:
@@ -250,7 +278,7 @@ class RedisTier:
         return text
 
     def _succeeded(self) -> None:
-        self._failures = 0
+        self._last_success = time.monotonic()
         if self._state == "degraded":
             self._state = "up"
             self._since = time.time()
@@ -278,8 +306,22 @@ class RedisTier:
                 # A Cluster client still learning the slots (in the background,
                 # see _client): not this operation's to wait for.
                 return None
-            async with asyncio.timeout(self.timeout if bound is None else bound):
-                result = await operation(client)
+            if bound is not None:
+                async with asyncio.timeout(bound):
+                    result = await operation(client)
+            else:
+                # A new client's first operations also open its connection.
+                bound = self.timeout if client.connected else max(self.timeout, 0.25)
+                # `bound` counts from when the pipeline carrying the operation is
+                # sent (see _Client._send): a burst's own CPU work on this loop is
+                # not the server being slow. Until then, a queueing allowance.
+                async with asyncio.timeout(max(_QUEUEING, bound)) as limit:
+                    reset = _BOUND.set((limit, bound))
+                    try:
+                        result = await operation(client)
+                    finally:
+                        _BOUND.reset(reset)
+            client.connected = True
         except asyncio.CancelledError:
             raise
         except Exception as error:  # redis-py's errors, OSError, timeouts, a bad reply
@@ -361,7 +403,12 @@ class RedisTier:
         base = self._lead(campaign, external_id)
         token = secrets.token_hex(16)
         claim = claim_ms is not None and claim_ms > 0
-        argv: list[str | int] = [token, max(1, claim_ms or 1), "1" if claim else "0"]
+        argv: list[str | int] = [
+            token,
+            max(1, claim_ms or 1),
+            "1" if claim else "0",
+            self._inbox_name(),
+        ]
 
         async def run(client: _Client) -> Any:
             return await client.lookup(keys=[f"{base}:c", f"{base}:l", f"{base}:w"], args=argv)
@@ -411,23 +458,35 @@ class RedisTier:
         message_ms: int,
     ) -> bool:
         """Write the value (`body`, unless None), release the claim and hand
-        `message` to the waiters."""
+        `message` to the waiting processes' inboxes."""
         base = self._lead(campaign, external_id)
-        argv: list[str | int] = [
-            token,
-            body or "",
-            fresh_ms,
-            max(1, keep_ms),
-            message,
-            max(1, message_ms),
-        ]
+        argv: list[str | int] = [token, body or "", fresh_ms, max(1, keep_ms)]
 
         async def run(client: _Client) -> Any:
-            return await client.publish(
-                keys=[f"{base}:c", f"{base}:l", f"{base}:w", f"{base}:d"], args=argv
-            )
+            return await client.publish(keys=[f"{base}:c", f"{base}:l", f"{base}:w"], args=argv)
 
-        return await self._run("publish", run, always=True) is not None
+        waiting = await self._run("publish", run, self._background_bound, always=True)
+        if waiting is None:
+            return False
+        hand_over = [message, max(1, message_ms)]
+        for inbox in waiting or ():
+            try:
+                key = f"{self.prefix}:{{i:{_str(inbox)}}}"
+            except (TypeError, UnicodeDecodeError):
+                continue
+
+            async def push(client: _Client, key: str = key) -> Any:
+                return await client.hand_over(keys=[key], args=hand_over)
+
+            # All go out in the next pipeline: started now, awaited together.
+            task = asyncio.ensure_future(self._hand_over(push))
+            self._handing_over.add(task)
+            task.add_done_callback(self._handing_over.discard)
+        return True
+
+    async def _hand_over(self, push: Callable[[_Client], Awaitable[Any]]) -> None:
+        if await self._run("hand over", push, self._background_bound, always=True) is not None:
+            self._count("pushed")
 
     async def store(
         self, campaign: str, external_id: str, *, body: str, fresh_ms: int, keep_ms: int
@@ -438,40 +497,72 @@ class RedisTier:
         async def run(client: _Client) -> Any:
             return await client.store(keys=[key], args=[body, fresh_ms, max(1, keep_ms)])
 
-        return await self._run("store", run) is not None
+        return await self._run("store", run, self._background_bound) is not None
 
     async def wait(
         self, campaign: str, external_id: str, *, holder: str, seconds: float
     ) -> Message | None:
-        """The holder's message, waiting at most `seconds` (a blocking pop: the
-        holder pushes one copy per waiter). None when it does not come in time."""
-        key = f"{self._lead(campaign, external_id)}:d"
-        deadline = time.monotonic() + seconds
-        while True:
-            left = deadline - time.monotonic()
-            if left < 0.001 or not self.up:
-                # Out of time, or the tier went away meanwhile: the caller fetches
-                # on its own rather than wait for a hand-over that may not come.
-                self._count("wait_timeout")
-                return None
-            left = min(left, _WAIT_SLICE)
+        """The holder's message, waiting at most `seconds`. It arrives in this
+        loop's inbox (one blocking pop per process and loop, not one connection per
+        waiter); None when it does not come in time or the tier goes away meanwhile
+        (the caller then fetches on its own)."""
+        inbox = self._inbox()
+        early = inbox.early.pop(holder, None)
+        if early is not None:
+            self._count("handed")
+            return early
+        if not self.up:
+            self._count("wait_timeout")
+            return None
+        future: asyncio.Future[Message | None] = asyncio.get_running_loop().create_future()
+        inbox.waiting[holder] = future
+        try:
+            async with asyncio.timeout(seconds):
+                message = await future
+        except TimeoutError:
+            message = None
+        finally:
+            if inbox.waiting.get(holder) is future:
+                del inbox.waiting[holder]
+        self._count("handed" if message is not None else "wait_timeout")
+        return message
 
-            async def run(client: _Client, left: float = left) -> Any:
-                return await client.redis.blpop([key], timeout=left)
+    def _inbox_name(self) -> str:
+        return self._inbox().name
 
-            # The pop may take `left`; only the answer after it is bounded by timeout.
-            reply = await self._run("wait", run, bound=left + self.timeout)
+    def _inbox(self) -> _Inbox:
+        loop = asyncio.get_running_loop()
+        inbox = self._inboxes.get(loop)
+        if inbox is None:
+            inbox = self._inboxes[loop] = _Inbox(f"{self._member}-{len(self._inboxes)}")
+            self._spawn(self._read_inbox(inbox))
+        return inbox
+
+    async def _read_inbox(self, inbox: _Inbox) -> None:
+        """Pop this loop's inbox and wake the waiter each message is for."""
+        key = f"{self.prefix}:{{i:{inbox.name}}}"
+        while self._state != "closed":
+            if not self.up:
+                inbox.wake_all()  # they fetch on their own now
+                await asyncio.sleep(min(self.retry_interval, 0.25))
+                continue
+
+            async def run(client: _Client) -> Any:
+                return await client.redis.blpop([key], timeout=_INBOX_BLOCK)
+
+            reply = await self._run("inbox", run, bound=_INBOX_BLOCK + 1.0)
             if reply is None:
-                continue  # this slice passed (or the pop failed): look again
+                continue
             try:
                 message = decode_message(reply[1])
             except (CorruptValue, IndexError, TypeError):
                 self._count("corrupt")
                 continue
-            if message.token == holder:
-                self._count("handed")
-                return message
-            # A copy left by an earlier flight's waiter that gave up: not ours.
+            future = inbox.waiting.pop(message.token, None)
+            if future is None:
+                inbox.keep_early(message)  # its waiter has not started waiting yet
+            elif not future.done():
+                future.set_result(message)
 
     # -- the rate budget -------------------------------------------------------------
 
@@ -515,7 +606,7 @@ class RedisTier:
         async def run(client: _Client) -> Any:
             return await client.quota_pause(keys=[key], args=[max(1, int(seconds * 1000))])
 
-        return await self._run("quota", run) is not None
+        return await self._run("quota", run, self._background_bound) is not None
 
     # -- the breaker -----------------------------------------------------------------
 
@@ -550,7 +641,7 @@ class RedisTier:
                 args=[threshold, token, max(1, int(open_for * 1000))],
             )
 
-        reply = await self._run("breaker", run)
+        reply = await self._run("breaker", run, self._background_bound)
         return None if reply is None else bool(int(reply))
 
     async def breaker_success(self, campaign: str, token: str) -> bool | None:
@@ -559,7 +650,7 @@ class RedisTier:
         async def run(client: _Client) -> Any:
             return await client.breaker_success(keys=[f"{base}:s", f"{base}:p"], args=[token])
 
-        reply = await self._run("breaker", run)
+        reply = await self._run("breaker", run, self._background_bound)
         return None if reply is None else bool(int(reply))
 
     # -- do-not-call and membership ----------------------------------------------------
@@ -575,7 +666,7 @@ class RedisTier:
                 approximate=True,
             )
 
-        return await self._run("announce", run) is not None
+        return await self._run("announce", run, self._background_bound) is not None
 
     async def _listen(self) -> None:
         """Read the event stream (do-not-call announcements) and keep this process
@@ -652,8 +743,11 @@ class RedisTier:
         of other event loops (a `resolve_sync` thread's) are stopped on their loops."""
         if self._state == "closed":
             return
-        self._state = "closed"
         loop = asyncio.get_running_loop()
+        pending = [task for task in self._handing_over if task.get_loop() is loop]
+        if pending:  # waiters in other processes are counting on these
+            await asyncio.wait(pending, timeout=max(1.0, self.timeout * 4))
+        self._state = "closed"
         here = []
         for task in list(self._tasks):
             owner = task.get_loop()
@@ -685,12 +779,43 @@ return redis.call('ZCARD', KEYS[1])
 """
 
 
+class _Inbox:
+    """One event loop's inbox: the flights its waiters wait for, by holder token."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.waiting: dict[str, asyncio.Future[Message | None]] = {}
+        # A message can arrive before its waiter, which registers in the lookup
+        # script and starts waiting once the reply is in: kept briefly for it.
+        self.early: dict[str, Message] = {}
+
+    def keep_early(self, message: Message) -> None:
+        if len(self.early) >= _EARLY_KEPT:
+            self.early.pop(next(iter(self.early)))
+        self.early[message.token] = message
+
+    def wake_all(self) -> None:
+        waiting, self.waiting = self.waiting, {}
+        for future in waiting.values():
+            if not future.done():
+                future.set_result(None)
+
+
 class _Script:
     """A Lua script known by its SHA-1; loaded on the server when it says NOSCRIPT."""
 
     def __init__(self, source: str) -> None:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+
+_Queued = tuple[
+    _Script,
+    list[str],
+    list[str | int],
+    "asyncio.Future[Any]",
+    "tuple[asyncio.Timeout, float] | None",
+]
 
 
 class _Client:
@@ -709,7 +834,9 @@ class _Client:
         self.tier = tier
         #: Whether operations may use it (a Cluster client first learns the slots).
         self.ready = not tier.cluster
-        self._queue: list[tuple[_Script, list[str], list[str | int], asyncio.Future[Any]]] = []
+        #: Whether an operation has succeeded on it (its connection is open).
+        self.connected = False
+        self._queue: list[_Queued] = []
         self._sends: set[asyncio.Task[None]] = set()
         self.lookup = self._caller(scripts.LOOKUP)
         self.publish = self._caller(scripts.PUBLISH)
@@ -720,6 +847,7 @@ class _Client:
         self.breaker_failure = self._caller(scripts.BREAKER_FAILURE)
         self.breaker_success = self._caller(scripts.BREAKER_SUCCESS)
         self.heartbeat = self._caller(_HEARTBEAT)
+        self.hand_over = self._caller(scripts.HAND_OVER)
 
     def _caller(self, source: str) -> Callable[..., asyncio.Future[Any]]:
         script = _Script(source)
@@ -729,7 +857,7 @@ class _Client:
             future: asyncio.Future[Any] = loop.create_future()
             if not self._queue:
                 loop.call_soon(self._flush)
-            self._queue.append((script, keys, args, future))
+            self._queue.append((script, keys, args, future, _BOUND.get()))
             return future
 
         return call
@@ -740,9 +868,13 @@ class _Client:
         self._sends.add(task)
         task.add_done_callback(self._sends.discard)
 
-    async def _send(
-        self, batch: list[tuple[_Script, list[str], list[str | int], asyncio.Future[Any]]]
-    ) -> None:
+    async def _send(self, batch: list[_Queued]) -> None:
+        now = asyncio.get_running_loop().time()
+        for *_, future, bound in batch:
+            if bound is not None and not future.done():
+                limit, seconds = bound
+                if not limit.expired():
+                    limit.reschedule(now + seconds)  # the server's time starts now
         try:
             # Bounded on its own: the callers stop waiting at their timeouts, and a
             # server that does not answer must not pile up sends.
@@ -756,15 +888,16 @@ class _Client:
                     for i, result in zip(missing, again, strict=True):
                         results[i] = result
         except Exception as error:
-            for *_, future in batch:
-                if not future.done():
-                    future.set_exception(error)
+            for item in batch:
+                if not item[3].done():
+                    item[3].set_exception(error)
             return
         except asyncio.CancelledError:
-            for *_, future in batch:
-                future.cancel()
+            for item in batch:
+                item[3].cancel()
             raise
-        for (*_, future), result in zip(batch, results, strict=True):
+        for item, result in zip(batch, results, strict=True):
+            future = item[3]
             if future.done():  # its caller gave up waiting
                 continue
             if isinstance(result, Exception):
@@ -772,11 +905,9 @@ class _Client:
             else:
                 future.set_result(result)
 
-    async def _evalshas(
-        self, batch: list[tuple[_Script, list[str], list[str | int], asyncio.Future[Any]]]
-    ) -> list[Any]:
+    async def _evalshas(self, batch: list[_Queued]) -> list[Any]:
         if len(batch) == 1:
-            script, keys, args, _ = batch[0]
+            script, keys, args, *_ = batch[0]
             try:
                 return [await self.redis.evalsha(script.sha, len(keys), *keys, *args)]
             except Exception as error:
@@ -784,7 +915,7 @@ class _Client:
                     return [error]
                 raise
         pipe = self.redis.pipeline(transaction=False)
-        for script, keys, args, _ in batch:
+        for script, keys, args, *_ in batch:
             pipe.evalsha(script.sha, len(keys), *keys, *args)
         return list(await pipe.execute(raise_on_error=False))
 
@@ -810,7 +941,10 @@ def _connect(tier: RedisTier) -> Redis | RedisCluster:
     # No retries of redis-py's own: the tier's answer to a failure is to degrade to
     # the local tiers at once, not to spend the dial's deadline reconnecting.
     common: dict[str, Any] = {
-        "socket_connect_timeout": tier.timeout,
+        # Each operation is bounded by its own timeout; a connection opened for a
+        # background reader (the inbox, the event stream) may take longer on a
+        # busy machine without that being an outage.
+        "socket_connect_timeout": max(tier.timeout, 0.5),
         "socket_timeout": None,  # each operation is bounded by asyncio.timeout
         "health_check_interval": 0,
         "client_name": f"predial-{os.getpid()}",
@@ -838,6 +972,12 @@ async def _close_quietly(client: _Client) -> None:
             await client.redis.aclose()
     except Exception as error:  # a dead server: its sockets are closed either way
         log.debug("shared tier: closing the connections failed: %s", type(error).__name__)
+
+
+def _timed_out(error: BaseException) -> bool:
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    return isinstance(error, TimeoutError | RedisTimeoutError)
 
 
 def _lost_connection(error: BaseException) -> bool:

@@ -15,6 +15,7 @@ __all__ = [
     "BREAKER_ALLOW",
     "BREAKER_FAILURE",
     "BREAKER_SUCCESS",
+    "HAND_OVER",
     "LOOKUP",
     "PUBLISH",
     "QUOTA_PAUSE",
@@ -27,7 +28,8 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-#: KEYS: cache, lock, waiters. ARGV: token, lock ms, claim (1/0).
+#: KEYS: cache, lock, waiters (a set). ARGV: token, lock ms, claim (1/0), the
+#: caller's inbox (registered as a waiter when another process holds the key).
 #: Returns {kind, value|false, server now ms, ttl ms, token|false} where kind is
 #: `hit` (a fresh value), `claimed` (this caller fetches), `wait` (another holds the
 #: key: ttl is its lock's) or `miss` (not claimed). A value that is not fresh comes
@@ -55,16 +57,16 @@ local lock_ttl = redis.call('PTTL', KEYS[2])
 if not holder or lock_ttl <= 0 then
   return {'miss', value or false, now, value_ttl, false}
 end
-redis.call('INCR', KEYS[3])
+redis.call('SADD', KEYS[3], ARGV[4])
 redis.call('PEXPIRE', KEYS[3], lock_ttl + 1000)
 return {'wait', value or false, now, lock_ttl, holder}
 """
 )
 
-#: KEYS: cache, lock, waiters, done list. ARGV: token, body (`kind|payload|adapter`,
-#: or '' to leave the cache as it is), fresh ms, keep ms, message, message ms.
-#: Writes the value, releases the lock if this token holds it, and hands `message`
-#: to every waiter registered by LOOKUP. Returns how many were waiting.
+#: KEYS: cache, lock, waiters. ARGV: token, body (`kind|payload|adapter`, or '' to
+#: leave the cache as it is), fresh ms, keep ms. Writes the value, releases the lock
+#: if this token holds it, and returns the inboxes of the waiters LOOKUP registered
+#: (the holder then pushes its answer to each: another slot on a Cluster).
 PUBLISH = (
     _NOW_MS
     + """
@@ -74,17 +76,18 @@ end
 if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) == ARGV[1] then
   redis.call('DEL', KEYS[2])
 end
-local waiting = tonumber(redis.call('GET', KEYS[3]) or '0')
+local waiting = redis.call('SMEMBERS', KEYS[3])
 redis.call('DEL', KEYS[3])
-if waiting > 0 then
-  for i = 1, waiting do
-    redis.call('RPUSH', KEYS[4], ARGV[5])
-  end
-  redis.call('PEXPIRE', KEYS[4], ARGV[6])
-end
 return waiting
 """
 )
+
+#: KEYS: a process's inbox. ARGV: a flight's message, how long it may wait (ms).
+HAND_OVER = """
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
 
 #: KEYS: cache. ARGV: body, fresh ms, keep ms. A value written outside a flight
 #: (`Resolver.warm`, a do-not-call learnt while the tier was unavailable).
