@@ -626,11 +626,15 @@ class Resolver:
             if not outcome.transient and outcome.reason != "do_not_call":
                 self._unshared_dnc.discard(key)  # the CRM has changed its mind
             return outcome
-        for _ in range(3):  # a holder that vanished is followed by one more try
+        retry: str | None = None  # the token of a lookup whose answer was lost
+        while True:
             claim_ms = _ms(deadline_at - time.monotonic())
             if claim_ms <= 0:
                 return Outcome.failed("timeout")
-            found = await shared.lookup(campaign_id, external_id, claim_ms=claim_ms)
+            found = await shared.lookup(campaign_id, external_id, claim_ms=claim_ms, token=retry)
+            if found is not None and found.kind == "lost" and retry is None:
+                retry = found.token  # asked once more: the claim may be ours
+                continue
             if found is None:  # unavailable: on our own
                 flight.calling = True
                 outcome = runtime.finish(await runtime.fetch_raw(external_id, deadline_at))
@@ -655,7 +659,9 @@ class Resolver:
                     self._share_outcome(runtime, key, outcome, lookup, held)
                     return outcome
                 break
-            seconds = min(lookup.lock_ms / 1000, deadline_at - time.monotonic())
+            # The hand-over is pushed; looking again after a while covers one that
+            # was lost (a holder that died, or whose publish went unanswered).
+            seconds = min(lookup.lock_ms / 1000, deadline_at - time.monotonic(), _RECHECK)
             message = await shared.wait(
                 campaign_id, external_id, holder=lookup.token, seconds=seconds
             )
@@ -667,6 +673,8 @@ class Resolver:
         answer = await runtime.fetch_raw(external_id, deadline_at)
         flight.calling = False
         outcome = runtime.finish(answer)
+        if lookup.kind == "lost" and outcome.reason == "do_not_call":
+            self._unshared_dnc.add(key)  # written again once the tier surely has it
         self._share_outcome(runtime, key, outcome, lookup)
         return outcome
 
@@ -775,7 +783,7 @@ class Resolver:
             if outcome.reason == "do_not_call":
                 keep += settings.stale_grace
                 self._spawn(shared.announce_do_not_call(*key))
-        token = lookup.token if lookup.kind == "claimed" else ""
+        token = lookup.token if lookup.kind in ("claimed", "lost") else ""
         if not token and body is None:
             return  # nothing to write and nobody to wake
         message = encode_message(
@@ -1176,6 +1184,11 @@ class Resolver:
         traceback: TracebackType | None,
     ) -> None:
         self.close_sync()
+
+
+#: How long a waiter waits for another process's hand-over before it looks at the
+#: key again (the value may be in, or the claim gone).
+_RECHECK = 0.5
 
 
 def _ms(seconds: float) -> int:

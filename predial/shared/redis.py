@@ -53,7 +53,7 @@ log = logging.getLogger("predial.shared")
 T = TypeVar("T")
 
 TierState = Literal["up", "degraded", "closed"]
-LookupKind = Literal["hit", "claimed", "wait", "miss"]
+LookupKind = Literal["hit", "claimed", "wait", "miss", "lost"]
 
 #: The operation being queued for the next pipeline: its timeout and its bound.
 _BOUND: contextvars.ContextVar[tuple[asyncio.Timeout, float] | None] = contextvars.ContextVar(
@@ -77,8 +77,10 @@ class Lookup:
 
     `kind`: `hit` (a fresh value), `claimed` (this process fetches and must
     `publish`), `wait` (another process fetches: `wait` for its message, at most
-    `lock_ms`) or `miss`. `value` is the entry, fresh or not (a stale number may
-    be served while the CRM is unavailable); `value_ms` its remaining life.
+    `lock_ms`), `miss`, or `lost` (the answer did not come back: this process
+    fetches, and publishes in case its claim was taken). `value` is the entry,
+    fresh or not (a stale number may be served while the CRM is unavailable);
+    `value_ms` its remaining life.
     """
 
     kind: LookupKind
@@ -293,6 +295,7 @@ class RedisTier:
         bound: float | None = None,
         *,
         always: bool = False,
+        probing: bool | None = None,
     ) -> T | None:
         """`operation` on this loop's client within the timeout; None when the tier
         is degraded or the operation fails (the failure is logged once per change).
@@ -325,7 +328,9 @@ class RedisTier:
         except asyncio.CancelledError:
             raise
         except Exception as error:  # redis-py's errors, OSError, timeouts, a bad reply
-            self._failed(what, error, probing=not always or self._state == "up")
+            if probing is None:
+                probing = not always or self._state == "up"
+            self._failed(what, error, probing=probing)
             return None
         self._succeeded()
         return result
@@ -396,12 +401,19 @@ class RedisTier:
     # -- the cache and single flight -------------------------------------------------
 
     async def lookup(
-        self, campaign: str, external_id: str, *, claim_ms: int | None
+        self,
+        campaign: str,
+        external_id: str,
+        *,
+        claim_ms: int | None,
+        token: str | None = None,
     ) -> Lookup | None:
         """The key's value and, with `claim_ms`, a claim on fetching it (held at most
-        `claim_ms`, the fetch's deadline). None when the tier is unavailable."""
+        `claim_ms`, the fetch's deadline). None when the tier is unavailable. A
+        `lost` lookup's `token` may be passed again: a claim it took is then this
+        caller's."""
         base = self._lead(campaign, external_id)
-        token = secrets.token_hex(16)
+        token = token or secrets.token_hex(16)
         claim = claim_ms is not None and claim_ms > 0
         argv: list[str | int] = [
             token,
@@ -413,9 +425,14 @@ class RedisTier:
         async def run(client: _Client) -> Any:
             return await client.lookup(keys=[f"{base}:c", f"{base}:l", f"{base}:w"], args=argv)
 
-        reply = await self._run("lookup", run)
-        if reply is None:
+        if self._state == "closed" or not self._available():
             return None
+        reply = await self._run("lookup", run, always=True, probing=True)
+        if reply is None:
+            # Sent, but the answer was lost (a timeout, a dropped connection): the
+            # claim may have been taken, so the caller fetches on its own and still
+            # publishes under this token (releasing it, handing over to waiters).
+            return Lookup("lost", None, 0, 0, 0, token)
         try:
             kind = _str(reply[0])
             now_ms, ttl_ms = int(reply[2]), int(reply[3])
@@ -838,6 +855,7 @@ class _Client:
         self.connected = False
         self._queue: list[_Queued] = []
         self._sends: set[asyncio.Task[None]] = set()
+        self._directs = 0  # operations sent on their own, under way
         self.lookup = self._caller(scripts.LOOKUP)
         self.publish = self._caller(scripts.PUBLISH)
         self.store = self._caller(scripts.STORE)
@@ -849,18 +867,45 @@ class _Client:
         self.heartbeat = self._caller(_HEARTBEAT)
         self.hand_over = self._caller(scripts.HAND_OVER)
 
-    def _caller(self, source: str) -> Callable[..., asyncio.Future[Any]]:
+    def _caller(self, source: str) -> Callable[..., Awaitable[Any]]:
         script = _Script(source)
 
-        def call(*, keys: list[str], args: list[str | int]) -> asyncio.Future[Any]:
+        def call(*, keys: list[str], args: list[str | int]) -> Awaitable[Any]:
+            bound = _BOUND.get()
+            if not self._queue and not self._sends and not self._directs:
+                # Nothing else under way: sent at once, in the caller's own task
+                # (a pipeline of one would only add two loop steps).
+                return self._direct(script, keys, args, bound)
             loop = asyncio.get_running_loop()
             future: asyncio.Future[Any] = loop.create_future()
             if not self._queue:
                 loop.call_soon(self._flush)
-            self._queue.append((script, keys, args, future, _BOUND.get()))
+            self._queue.append((script, keys, args, future, bound))
             return future
 
         return call
+
+    async def _direct(
+        self,
+        script: _Script,
+        keys: list[str],
+        args: list[str | int],
+        bound: tuple[asyncio.Timeout, float] | None,
+    ) -> Any:
+        if bound is not None:
+            limit, seconds = bound
+            limit.reschedule(asyncio.get_running_loop().time() + seconds)
+        self._directs += 1
+        try:
+            try:
+                return await self.redis.evalsha(script.sha, len(keys), *keys, *args)
+            except Exception as error:
+                if not _no_script(error):
+                    raise
+            await self.redis.script_load(script.source)
+            return await self.redis.evalsha(script.sha, len(keys), *keys, *args)
+        finally:
+            self._directs -= 1
 
     def _flush(self) -> None:
         batch, self._queue = self._queue, []
@@ -986,8 +1031,8 @@ def _lost_connection(error: BaseException) -> bool:
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import MaxConnectionsError
 
-    if isinstance(error, MaxConnectionsError):
-        return False
+    if isinstance(error, MaxConnectionsError) or _timed_out(error):
+        return False  # (TimeoutError is an OSError)
     return isinstance(error, RedisConnectionError | OSError)
 
 

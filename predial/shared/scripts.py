@@ -53,6 +53,10 @@ if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return {'claimed', value or false, now, value_ttl, false}
 end
 local holder = redis.call('GET', KEYS[2])
+if holder == ARGV[1] then
+  -- This caller's own claim, taken by a try whose answer was lost.
+  return {'claimed', value or false, now, value_ttl, false}
+end
 local lock_ttl = redis.call('PTTL', KEYS[2])
 if not holder or lock_ttl <= 0 then
   return {'miss', value or false, now, value_ttl, false}
