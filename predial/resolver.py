@@ -182,11 +182,17 @@ class Resolver:
                 "RedisTier of its own (they share the Redis server, not the object)"
             )
         shared.on_do_not_call = self._heard_do_not_call
+        shared.on_breaker = self._heard_breaker
         for campaign_id, runtime in self.campaigns.items():
             runtime.shared_breaker = SharedBreaker(shared, campaign_id, runtime.breaker)
             share_limits = getattr(runtime.adapter, "share_limits", None)
             if callable(share_limits):
                 share_limits(shared, f"campaign:{campaign_id}")
+
+    def _heard_breaker(self, campaign_id: str, state: str, seconds: float) -> None:
+        runtime = self.campaigns.get(campaign_id)
+        if runtime is not None and runtime.shared_breaker is not None:
+            runtime.shared_breaker.heard(state, seconds)
 
     def _heard_do_not_call(self, campaign_id: str, external_id: str) -> None:
         """Another process learnt that the lead is do-not-call: drop what this one

@@ -1,10 +1,16 @@
 """A campaign's circuit breaker, shared by the fleet.
 
 Failures are counted in Redis, so consecutive failures anywhere in the fleet open
-the circuit everywhere: every process asks before each CRM call (one round trip),
-and once it is open every process refuses at once. When the open period is over,
-exactly one process in the fleet claims the half-open probe (`SET NX` in the
-script); its result closes or re-opens the circuit for all.
+the circuit everywhere. The process whose failure opens it announces it on the
+event stream, and every process then refuses at once, without asking Redis before
+each call: the check costs nothing on the way to the CRM. While the circuit is
+closed the view is trusted; it is asked again (one round trip) when the tier
+comes back after an outage (announcements may have been missed) and when an open
+period ends, where exactly one process in the fleet claims the half-open probe
+(`SET NX` in the script). Its result closes or re-opens the circuit for all.
+
+A success resets the fleet's count of consecutive failures, at most every 0.1 s
+per process (a reset per CRM call would cost a round trip per call).
 
 The local breaker is always told too: while Redis is unavailable it decides alone,
 starting from what this process saw.
@@ -14,12 +20,17 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from typing import Any
+import time
+from collections.abc import Coroutine
+from typing import Any, Literal
 
 from ..breaker import CircuitBreaker
 from .redis import RedisTier
 
 __all__ = ["SharedBreaker"]
+
+#: How often a process's successes reset the fleet's failure count, at most.
+_RESET_EVERY = 0.1
 
 
 class SharedBreaker:
@@ -27,39 +38,71 @@ class SharedBreaker:
         self.tier = tier
         self.campaign_id = campaign_id
         self.local = local
+        self._view: Literal["unknown", "closed", "open"] = "unknown"
+        self._open_until = 0.0
+        self._generation = tier.generation
         self._probe = ""  # the token of the fleet's probe, while this process holds it
-        self._failures_seen = 0
+        self._failing = False  # failures were counted since the last reset
+        self._last_reset = 0.0
         self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def view(self) -> str:
+        """What this process believes of the fleet's circuit: closed, open, unknown."""
+        return self._view
+
+    def heard(self, state: str, seconds: float) -> None:
+        """An announcement: another process opened (or closed) the circuit."""
+        if state == "open":
+            self._view = "open"
+            self._open_until = time.monotonic() + seconds
+        elif state == "closed":
+            self._view = "closed"
 
     async def allow(self) -> tuple[bool, float] | None:
         """(allowed, seconds until a probe may go); None when Redis is unavailable
         (the local breaker decides)."""
+        tier = self.tier
+        if not tier.up:
+            return None
+        if self._generation != tier.generation:  # back after an outage
+            self._generation = tier.generation
+            self._view = "unknown"
+        now = time.monotonic()
+        if self._view == "closed":
+            return True, 0.0
+        if self._view == "open" and now < self._open_until:
+            return False, self._open_until - now
         token = secrets.token_hex(16)
-        reply = await self.tier.breaker_allow(self.campaign_id, self.local.settings.open_for, token)
+        reply = await tier.breaker_allow(self.campaign_id, self.local.settings.open_for, token)
         if reply is None:
             return None
         verdict, wait, failures = reply
-        self._failures_seen = failures
+        self._failing = failures > 0
         if verdict == "probe":
             self._probe = token
             return True, 0.0
         if verdict == "open":
+            self._view = "open"
+            self._open_until = time.monotonic() + wait
             return False, max(wait, 0.001)
+        self._view = "closed"
         return True, 0.0
 
     def record(self, ok: bool) -> None:
         """Tell the fleet how a call went (in the background: one round trip)."""
-        if ok and not self._probe and self._failures_seen == 0:
-            return  # nothing to reset: spare the round trip on the hot path
+        now = time.monotonic()
+        if ok and not self._probe and (not self._failing or now - self._last_reset < _RESET_EVERY):
+            return  # nothing to reset, or reset a moment ago
         token, self._probe = self._probe, ""
-        self._failures_seen = 0 if ok else self._failures_seen + 1
+        work: Coroutine[Any, Any, Any]
         if ok:
+            self._failing = False
+            self._last_reset = now
             work = self.tier.breaker_success(self.campaign_id, token)
         else:
-            settings = self.local.settings
-            work = self.tier.breaker_failure(
-                self.campaign_id, settings.failure_threshold, token, settings.open_for
-            )
+            self._failing = True
+            work = self._failed(token)
         try:
             task = asyncio.get_running_loop().create_task(work)
         except RuntimeError:
@@ -67,3 +110,11 @@ class SharedBreaker:
             return
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _failed(self, token: str) -> None:
+        settings = self.local.settings
+        reply = await self.tier.breaker_failure(
+            self.campaign_id, settings.failure_threshold, token, settings.open_for
+        )
+        if reply is not None and reply[1] >= 0:  # open: by this failure or already
+            self.heard("open", reply[1])

@@ -191,6 +191,12 @@ class RedisTier:
         self.on_event: Callable[[str], None] | None = None
         #: Called with (campaign, external id) when a process announces do-not-call.
         self.on_do_not_call: Callable[[str, str], None] | None = None
+        #: Called with (campaign, "open" or "closed", seconds open) when a process
+        #: announces that a campaign's circuit opened or closed.
+        self.on_breaker: Callable[[str, str, float], None] | None = None
+        #: Incremented each time the tier comes back: what a process learnt from
+        #: announcements may be out of date (some were missed meanwhile).
+        self.generation = 0
 
     # -- state ---------------------------------------------------------------------
 
@@ -282,6 +288,7 @@ class RedisTier:
     def _succeeded(self) -> None:
         self._last_success = time.monotonic()
         if self._state == "degraded":
+            self.generation += 1
             self._state = "up"
             self._since = time.time()
             self._last_error = None
@@ -649,7 +656,9 @@ class RedisTier:
 
     async def breaker_failure(
         self, campaign: str, threshold: int, token: str, open_for: float
-    ) -> bool | None:
+    ) -> tuple[bool, float] | None:
+        """Count a failure fleet-wide: (opened by this call, seconds the circuit
+        stays open; negative while it is closed)."""
         base = self._breaker(campaign)
 
         async def run(client: _Client) -> Any:
@@ -659,7 +668,12 @@ class RedisTier:
             )
 
         reply = await self._run("breaker", run, self._background_bound)
-        return None if reply is None else bool(int(reply))
+        if reply is None:
+            return None
+        opened, left_ms = int(reply[0]), int(reply[1])
+        if opened:
+            await self._announce({"kind": "open", "campaign": campaign, "ms": left_ms})
+        return bool(opened), left_ms / 1000
 
     async def breaker_success(self, campaign: str, token: str) -> bool | None:
         base = self._breaker(campaign)
@@ -668,19 +682,22 @@ class RedisTier:
             return await client.breaker_success(keys=[f"{base}:s", f"{base}:p"], args=[token])
 
         reply = await self._run("breaker", run, self._background_bound)
-        return None if reply is None else bool(int(reply))
+        if reply is None:
+            return None
+        if token and int(reply):  # the probe's success closed it for everyone
+            await self._announce({"kind": "closed", "campaign": campaign})
+        return bool(int(reply))
 
     # -- do-not-call and membership ----------------------------------------------------
 
     async def announce_do_not_call(self, campaign: str, external_id: str) -> bool:
         """Tell every process that the lead is do-not-call (each drops what it holds)."""
+        return await self._announce({"kind": "dnc", "campaign": campaign, "id": external_id})
 
+    async def _announce(self, fields: dict[Any, Any]) -> bool:
         async def run(client: _Client) -> Any:
             return await client.redis.xadd(
-                self._events,
-                {"kind": "dnc", "campaign": campaign, "id": external_id},
-                maxlen=_EVENTS_MAXLEN,
-                approximate=True,
+                self._events, fields, maxlen=_EVENTS_MAXLEN, approximate=True
             )
 
         return await self._run("announce", run, self._background_bound) is not None
@@ -726,11 +743,22 @@ class RedisTier:
         except (TypeError, UnicodeDecodeError):
             self._count("corrupt")
             return
-        if values.get("kind") == "dnc" and self.on_do_not_call is not None:
-            campaign, external_id = values.get("campaign"), values.get("id")
-            if campaign and external_id:
+        kind, campaign = values.get("kind"), values.get("campaign")
+        if not campaign:
+            return
+        if kind == "dnc" and self.on_do_not_call is not None:
+            external_id = values.get("id")
+            if external_id:
                 self._count("event")
                 self.on_do_not_call(campaign, external_id)
+        elif kind in ("open", "closed") and self.on_breaker is not None:
+            try:
+                seconds = int(values.get("ms", "0")) / 1000
+            except ValueError:
+                self._count("corrupt")
+                return
+            self._count("event")
+            self.on_breaker(campaign, kind, seconds)
 
     async def _beat(self) -> None:
         window = int(self.heartbeat * 3 * 1000)

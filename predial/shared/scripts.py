@@ -162,22 +162,26 @@ return {'open', math.max(1, redis.call('PTTL', KEYS[2])), failures}
 
 #: KEYS: state, probe. ARGV: threshold, token (the probe's, or ''), open ms.
 #: Counts a failure fleet-wide; opens at the threshold, or at once when the
-#: failure was the probe's. Returns 1 when this call opened the circuit.
+#: failure was the probe's. Returns {1, open ms} when this call opened the
+#: circuit, {0, ms left} when it was open already, {0, -1} while it is closed.
 BREAKER_FAILURE = (
     _NOW_MS
     + """
 local probe = ARGV[2] ~= '' and redis.call('GET', KEYS[2]) == ARGV[2]
 local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
 redis.call('PEXPIRE', KEYS[1], 86400000)
-local state = redis.call('HGET', KEYS[1], 'state')
-if probe or (state ~= 'open' and failures >= tonumber(ARGV[1])) then
+local state = redis.call('HMGET', KEYS[1], 'state', 'opened')
+if probe or (state[1] ~= 'open' and failures >= tonumber(ARGV[1])) then
   redis.call('HSET', KEYS[1], 'state', 'open', 'opened', now)
   if probe then
     redis.call('DEL', KEYS[2])
   end
-  return 1
+  return {1, tonumber(ARGV[3])}
 end
-return 0
+if state[1] == 'open' then
+  return {0, math.max(0, tonumber(state[2] or '0') + tonumber(ARGV[3]) - now)}
+end
+return {0, -1}
 """
 )
 
