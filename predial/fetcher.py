@@ -347,6 +347,14 @@ class CampaignRuntime:
                 detail,
             )
             return Outcome.failed("adapter_error", detail=detail), 0.0
+        if isinstance(error, AdapterRateLimited) and error.scope == "client":
+            # predial's own budget for the tenant is spent: the CRM was not called.
+            # Waiting for a slot inside the dial would spend its deadline (and a
+            # call started late would be cut off, as if the CRM were slow); the
+            # dialer is told when to come back instead.
+            stats.adapter_errors["rate_limited"] += 1
+            detail = redact(safe_text(error))
+            return Outcome.failed("unavailable", _retry_after(error), detail=detail), 0.0
         if isinstance(error, AdapterUnavailable):
             stats.adapter_errors["unavailable"] += 1
             retry_after = _retry_after(error)

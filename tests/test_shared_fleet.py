@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 from fleet_helpers import (
     Fleet,
-    FleetError,
     MemberConfig,
     RecordingCrm,
     expected_number,
@@ -47,25 +46,6 @@ def _warm(fleet: Fleet, connections: int) -> None:
 
 
 # -- 1. one CRM call per id ----------------------------------------------------------
-
-#: At cffe4dc (the head when these tests were written) a Cluster tier fails every
-#: operation sent together with another one.
-CLUSTER_PIPELINE_BUG = (
-    "BUG: on a Cluster, the scripts called in one loop step go out as a redis-py "
-    "ClusterPipeline, which refuses EVALSHA ('Calling pipelined function evalsha is "
-    "blocked when running redis in cluster mode'): concurrent operations all fail and "
-    "the tier degrades"
-)
-
-
-#: At a9caa5c a process whose Cluster tier is "up" while its client is still
-#: learning the slots (its first operation, or a client rebuilt after a failover)
-#: hangs for good.
-CLUSTER_HANG_BUG = (
-    "BUG: RedisTier._read_inbox spins without yielding while the tier is up and the "
-    "Cluster client is not ready (_run returns None at once), so _discover never runs: "
-    "the process hangs at 100 % CPU"
-)
 
 
 class MoreThanOneCall(AssertionError):
@@ -119,12 +99,7 @@ def _one_call_per_id(url: str, cluster: bool, counter: str, *, timeout: float, w
     "topology",
     [
         "plain",
-        pytest.param(
-            "cluster",
-            marks=pytest.mark.xfail(
-                strict=True, raises=MoreThanOneCall, reason=CLUSTER_PIPELINE_BUG
-            ),
-        ),
+        "cluster",
     ],
 )
 def test_one_crm_call_per_id_across_four_processes(
@@ -151,7 +126,6 @@ def test_one_crm_call_per_id_from_a_cold_start(redis_url: str, tmp_path: Path) -
     _one_call_per_id(redis_url, False, str(tmp_path / "calls.txt"), timeout=0.05, warm=False)
 
 
-@pytest.mark.xfail(strict=True, raises=FleetError, reason=CLUSTER_HANG_BUG)
 def test_a_cluster_member_answers_its_first_resolve(redis_cluster_url: str, tmp_path: Path) -> None:
     """A process whose very first use of a Cluster tier is a resolve (no PING first:
     its client learns the slots in the background meanwhile) answers it, from the
@@ -192,13 +166,6 @@ def _most_in_window(times: list[float], window: float) -> tuple[int, float]:
     return best, at
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RateWindowExceeded,
-    reason="BUG: the shared budget stamps a slot when it is reserved, not when the request "
-    "reaches the CRM: requests delayed after their reservation (tens of ms under load) "
-    "and the next window's prompt ones land in one 10 s window at the CRM (53-62 of 50)",
-)
 def test_rate_budget_is_shared_by_the_fleet(redis_url: str) -> None:
     """4 processes hammer one tenant limited to 50 requests / 10 s for 30 s, each
     resolving new ids in 3 loops: the fleet uses at least 90 % of what the limit
@@ -267,13 +234,6 @@ class BreakerOpened(AssertionError):
     """The fleet's breaker opened though the CRM never failed."""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=BreakerOpened,
-    reason="BUG: a resolve that sleeps for the rate budget (retry_after < time left) sends "
-    "its request too late to finish; the deadline cuts it and the timeout counts as a CRM "
-    "failure: the fleet's breaker opens on a healthy CRM",
-)
 def test_waiting_for_the_rate_budget_does_not_open_the_breaker(redis_url: str) -> None:
     """A tenant of 1 request per second, a CRM that answers in 0.3 s, a deadline of
     0.8 s. Right after a first answer, a second resolve finds the budget spent for
@@ -516,24 +476,8 @@ def test_redis_stalled_mid_load(fresh_redis_server: RedisServer, tmp_path: Path)
 @pytest.mark.parametrize(
     "victim",
     [
-        pytest.param(
-            "another-master",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=(SharingNotResumed, FleetError),
-                reason=f"{CLUSTER_PIPELINE_BUG}; {CLUSTER_HANG_BUG} (when a client is rebuilt)",
-            ),
-        ),
-        pytest.param(
-            "url-master",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=(SharingNotResumed, FleetError),
-                reason="BUG: a Cluster tier rebuilds its client from the URL's one node after "
-                "a connection error; when that node is the failed master, slot discovery "
-                f"fails until it is back, and the tier stays degraded; {CLUSTER_HANG_BUG}",
-            ),
-        ),
+        "another-master",
+        "url-master",
     ],
 )
 def test_cluster_master_failed_over_mid_load(

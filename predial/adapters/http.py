@@ -459,8 +459,9 @@ class HttpAdapter:
                 )
             tenant.quota_until = 0.0
         shared = self._shared_budget
+        slot = None
         if shared is not None:
-            verdict, wait = await shared.reserve()
+            verdict, wait, slot = await shared.reserve()
             if verdict == "paused":
                 tenant.quota_until = time.monotonic() + wait
                 raise AdapterRateLimited(
@@ -476,11 +477,17 @@ class HttpAdapter:
                 raise AdapterRateLimited(
                     "client-side rate budget spent", retry_after=wait, scope="client"
                 )
-        response = await self._send(method, path, params, json_body)
-        if response.status_code == 401 and self.oauth is not None:
-            # The token may have been revoked early: refresh once and retry once.
-            refused = response.request.headers.get("authorization", "").removeprefix("Bearer ")
-            response = await self._send(method, path, params, json_body, refused)
+        try:
+            response = await self._send(method, path, params, json_body)
+            if response.status_code == 401 and self.oauth is not None:
+                # The token may have been revoked early: refresh once and retry once.
+                refused = response.request.headers.get("authorization", "")
+                refused = refused.removeprefix("Bearer ")
+                response = await self._send(method, path, params, json_body, refused)
+        finally:
+            if shared is not None:
+                # The request reached the CRM before now: its slot counts from now.
+                shared.settle(slot)
         self.raise_for_status(response)
         return response
 

@@ -10,6 +10,7 @@ tier's heartbeat), so a fleet without Redis stays within the CRM's limit.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from typing import Any, Literal
 
 from .redis import RedisTier
@@ -33,24 +34,33 @@ class SharedBudget:
         """The limit this process keeps to while Redis is unavailable."""
         return max(1, (self.limit or 0) // max(1, self.tier.members))
 
-    async def reserve(self) -> tuple[Literal["ok", "wait", "paused"], float]:
-        """("ok", 0) with a slot taken; ("wait", seconds) or ("paused", seconds)."""
+    async def reserve(self) -> tuple[Literal["ok", "wait", "paused"], float, str | None]:
+        """("ok", 0, slot) with a slot taken (`settle` it when the request has
+        ended); ("wait", seconds, None) or ("paused", seconds, None)."""
         verdict = await self.tier.reserve(self.tenant, self.limit or 0, self.window)
         if verdict is not None:
             return verdict
         if self.limit is None:
-            return "ok", 0.0
+            return "ok", 0.0, None
         wait = self.tier.local_budget(self.tenant, self.local_share, self.window).reserve()
-        return ("ok", 0.0) if wait <= 0 else ("wait", wait)
+        return ("ok", 0.0, None) if wait <= 0 else ("wait", wait, None)
+
+    def settle(self, slot: str | None) -> None:
+        """The request of `slot` has ended: its slot counts from now (in the
+        background)."""
+        if slot is not None:
+            self._spawn(self.tier.settle(self.tenant, slot))
 
     def report_pause(self, seconds: float) -> None:
         """The CRM said its daily quota is spent: pause every process (in the
         background: the caller is answering its own request)."""
+        self._spawn(self.tier.pause_quota(self.tenant, seconds))
+
+    def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         try:
-            task = asyncio.get_running_loop().create_task(
-                self.tier.pause_quota(self.tenant, seconds)
-            )
+            task = asyncio.get_running_loop().create_task(work)
         except RuntimeError:  # no loop: nothing to share it from
+            work.close()
             return
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -178,6 +178,7 @@ class RedisTier:
         # Hand-overs under way: finished (within the timeout) before close() stops.
         self._handing_over: set[asyncio.Future[None]] = set()
         self._local_budgets: dict[str, SlidingWindowLimiter] = {}
+        self._cluster_nodes: list[tuple[str, int]] = []
         self._inboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Inbox] = (
             weakref.WeakKeyDictionary()
         )
@@ -368,6 +369,11 @@ class RedisTier:
                 self._failed("cluster discovery", error)
             return
         client.ready = True
+        # Remembered for the next client: after a failover the URL's node may be
+        # the one that is gone.
+        nodes = getattr(client.redis, "get_nodes", None)
+        if nodes is not None:
+            self._cluster_nodes = [(str(node.host), int(node.port)) for node in nodes()]
 
     def _drop_client(self) -> None:
         """Forget this loop's client after a failure: its pooled connections may all
@@ -570,6 +576,9 @@ class RedisTier:
                 inbox.wake_all()  # they fetch on their own now
                 await asyncio.sleep(min(self.retry_interval, 0.25))
                 continue
+            if not self._client().ready:  # a Cluster client learning the slots
+                await asyncio.sleep(0.05)
+                continue
 
             async def run(client: _Client) -> Any:
                 return await client.redis.blpop([key], timeout=_INBOX_BLOCK)
@@ -603,9 +612,10 @@ class RedisTier:
 
     async def reserve(
         self, tenant: str, limit: int, window: float
-    ) -> tuple[Literal["ok", "wait", "paused"], float] | None:
-        """Take a slot of the tenant's budget: ("ok", 0), ("wait", seconds) or
-        ("paused", seconds) for a spent daily quota. None when unavailable."""
+    ) -> tuple[Literal["ok", "wait", "paused"], float, str | None] | None:
+        """Take a slot of the tenant's budget: ("ok", 0, slot), ("wait", seconds,
+        None) or ("paused", seconds, None) for a spent daily quota. None when
+        unavailable. A slot taken is `settle`d when its request has ended."""
         base = self.tenant_key(tenant)
         argv: list[str | int] = [limit, int(window * 1_000_000), secrets.token_hex(6)]
 
@@ -617,11 +627,20 @@ class RedisTier:
             return None
         code, amount = int(reply[0]), int(reply[1])
         if code == 0:
-            return "ok", 0.0
+            return "ok", 0.0, _str(reply[2]) if len(reply) > 2 else None
         if code == 2:
-            return "paused", amount / 1000
+            return "paused", amount / 1000, None
         self._count("rate_wait")
-        return "wait", amount / 1_000_000
+        return "wait", amount / 1_000_000, None
+
+    async def settle(self, tenant: str, slot: str) -> bool:
+        """Stamp a slot with the time its request ended."""
+        key = f"{self.tenant_key(tenant)}:rate"
+
+        async def run(client: _Client) -> Any:
+            return await client.settle(keys=[key], args=[slot])
+
+        return await self._run("settle", run, self._background_bound) is not None
 
     async def pause_quota(self, tenant: str, seconds: float) -> bool:
         """Pause every process's calls for the tenant (its daily quota is spent)."""
@@ -717,8 +736,11 @@ class RedisTier:
             if not self.up:
                 await asyncio.sleep(self.retry_interval)
                 continue
+            client = self._client()
+            if not client.ready:  # a Cluster client learning the slots
+                await asyncio.sleep(0.05)
+                continue
             try:
-                client = self._client()
                 async with asyncio.timeout(block_ms / 1000 + self.timeout + 1.0):
                     if last == "$":
                         # Start at the stream's end, as an id: "$" again after a
@@ -894,6 +916,7 @@ class _Client:
         self.breaker_success = self._caller(scripts.BREAKER_SUCCESS)
         self.heartbeat = self._caller(_HEARTBEAT)
         self.hand_over = self._caller(scripts.HAND_OVER)
+        self.settle = self._caller(scripts.SETTLE)
 
     def _caller(self, source: str) -> Callable[..., Awaitable[Any]]:
         script = _Script(source)
@@ -989,7 +1012,9 @@ class _Client:
                 raise
         pipe = self.redis.pipeline(transaction=False)
         for script, keys, args, *_ in batch:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            # (Through execute_command: a Cluster pipeline refuses `evalsha` by
+            # name, but routes EVALSHA by its keys like any keyed command.)
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
         return list(await pipe.execute(raise_on_error=False))
 
 
@@ -1027,8 +1052,11 @@ def _connect(tier: RedisTier) -> Redis | RedisCluster:
         "lib_version": None,
     }
     if tier.cluster:
+        from redis.asyncio.cluster import ClusterNode
+
         return RedisCluster.from_url(
             tier.url,
+            startup_nodes=[ClusterNode(host, port) for host, port in tier._cluster_nodes],
             retry=Retry(NoBackoff(), 0),
             cluster_error_retry_attempts=1,
             max_connections=tier.max_connections,

@@ -20,6 +20,7 @@ __all__ = [
     "PUBLISH",
     "QUOTA_PAUSE",
     "RESERVE",
+    "SETTLE",
     "STORE",
 ]
 
@@ -105,9 +106,11 @@ return 1
 
 #: KEYS: the tenant's window (a sorted set of send times), its quota pause.
 #: ARGV: limit (0: check the pause only), window µs, a unique member suffix.
-#: Returns {0, 0} when a slot was taken, {1, µs to wait} when the window is full,
-#: {2, ms left} while the daily quota is paused. A sliding log: never more than
-#: `limit` sends in any window, measured on the server's clock.
+#: Returns {0, 0, slot} when a slot was taken, {1, µs to wait} when the window is
+#: full, {2, ms left} while the daily quota is paused. A sliding log: never more
+#: than `limit` sends in any window, measured on the server's clock; a slot is
+#: stamped again when its request has ended (SETTLE), so a request that reached the
+#: CRM late still counts in the window it arrived in.
 RESERVE = """
 local paused = redis.call('PTTL', KEYS[2])
 if paused > 0 then
@@ -122,12 +125,21 @@ local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 if redis.call('ZCARD', KEYS[1]) < limit then
-  redis.call('ZADD', KEYS[1], now, now .. ':' .. ARGV[3])
+  local member = now .. ':' .. ARGV[3]
+  redis.call('ZADD', KEYS[1], now, member)
   redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000) + 1000)
-  return {0, 0}
+  return {0, 0, member}
 end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return {1, math.max(1, math.ceil(tonumber(oldest[2]) + window - now))}
+"""
+
+#: KEYS: the tenant's window. ARGV: the slot RESERVE gave. Moves the slot to now,
+#: the end of its request (a request reaches the CRM between its slot's two times).
+SETTLE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+return redis.call('ZADD', KEYS[1], 'XX', now, ARGV[1])
 """
 
 #: KEYS: the tenant's quota pause. ARGV: pause ms. Lengthens a pause, never shortens it.
