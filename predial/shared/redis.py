@@ -930,7 +930,11 @@ class _Client:
             loop = asyncio.get_running_loop()
             future: asyncio.Future[Any] = loop.create_future()
             if not self._queue:
-                loop.call_soon(self._flush)
+                # The send starts in the next loop step and takes whatever this
+                # step queued: one step from call to wire.
+                task = loop.create_task(self._send_queued())
+                self._sends.add(task)
+                task.add_done_callback(self._sends.discard)
             self._queue.append((script, keys, args, future, bound))
             return future
 
@@ -958,11 +962,9 @@ class _Client:
         finally:
             self._directs -= 1
 
-    def _flush(self) -> None:
+    async def _send_queued(self) -> None:
         batch, self._queue = self._queue, []
-        task = asyncio.get_running_loop().create_task(self._send(batch))
-        self._sends.add(task)
-        task.add_done_callback(self._sends.discard)
+        await self._send(batch)
 
     async def _send(self, batch: list[_Queued]) -> None:
         now = asyncio.get_running_loop().time()
