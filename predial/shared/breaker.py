@@ -102,6 +102,10 @@ class SharedBreaker:
             work = self.tier.breaker_success(self.campaign_id, token)
         else:
             self._failing = True
+            # Until the count's answer is in, this process's next call asks Redis
+            # (queued after this failure, so it sees it) rather than trust "closed".
+            if self._view == "closed":
+                self._view = "unknown"
             work = self._failed(token)
         try:
             task = asyncio.get_running_loop().create_task(work)
