@@ -142,8 +142,10 @@ class AdapterRateLimited(AdapterUnavailable):
     `scope` is `"burst"` (a short window: seconds), `"daily"` (a daily or rolling
     quota is spent: retrying within a dial is pointless, so the adapter stops calling
     the CRM until `retry_after` has passed) or `"client"` (predial's own budget for
-    the tenant is spent: the CRM was not called, so the circuit breaker does not
-    count it as the CRM failing).
+    the tenant is spent). `called` is False when predial refused the call itself
+    (its budget spent, or the tenant's daily quota paused): the CRM was not
+    called, so the circuit breaker does not count it as the CRM failing, and the
+    dial is answered at once with `retry_after` rather than waiting inside it.
     """
 
     def __init__(
@@ -152,8 +154,10 @@ class AdapterRateLimited(AdapterUnavailable):
         *,
         retry_after: float | None = None,
         scope: str = "burst",
+        called: bool = True,
     ) -> None:
         self.scope = scope
+        self.called = called
         super().__init__(message, retry_after=retry_after)
 
 

@@ -322,7 +322,7 @@ class CampaignRuntime:
             return Outcome.permanent("not_found"), 0.0
         if isinstance(error, TimeoutError):  # the adapter's own timeout (a socket's, say)
             return self.timed_out(), 0.0
-        if not (isinstance(error, AdapterRateLimited) and error.scope == "client"):
+        if not _refused_by_predial(error):
             # predial's own budget refusing a call is not the CRM failing.
             self.record_failure()
         if isinstance(error, AdapterAuthError):
@@ -347,8 +347,9 @@ class CampaignRuntime:
                 detail,
             )
             return Outcome.failed("adapter_error", detail=detail), 0.0
-        if isinstance(error, AdapterRateLimited) and error.scope == "client":
-            # predial's own budget for the tenant is spent: the CRM was not called.
+        if _refused_by_predial(error):
+            # predial refused the call itself (the tenant's budget spent, its daily
+            # quota paused): the CRM was not called.
             # Waiting for a slot inside the dial would spend its deadline (and a
             # call started late would be cut off, as if the CRM were slow); the
             # dialer is told when to come back instead.
@@ -388,6 +389,13 @@ class CampaignRuntime:
             # libraries can hold URLs with credentials, so it is redacted too.
             log.debug("adapter %r traceback:\n%s", self.adapter_name, redacted_traceback(error))
         return Outcome.failed("adapter_error", detail=_raised(error)), 0.0
+
+
+def _refused_by_predial(error: BaseException) -> bool:
+    """predial refused the call itself: the CRM was not called."""
+    return isinstance(error, AdapterRateLimited) and (
+        error.scope == "client" or getattr(error, "called", True) is False
+    )
 
 
 def call_outcome(error: BaseException) -> str:

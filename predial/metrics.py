@@ -117,8 +117,8 @@ class ResolverMetrics:
         )
         self.shared_events = Counter(
             "predial_shared_tier_events",
-            "Shared tier (Redis) events: hit, claimed, wait, handed, wait_timeout, miss, "
-            "corrupt, error, degraded, recovered, rate_wait, breaker_open, event.",
+            "Shared tier (Redis) events: hit, claimed, wait, handed, wait_timeout, pushed, "
+            "miss, lost, corrupt, error, degraded, recovered, rate_wait, breaker_open, event.",
             ["event"],
             registry=registry,
         )

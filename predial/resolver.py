@@ -696,6 +696,7 @@ class Resolver:
             body=encode_body(None, "do_not_call", runtime.adapter_name),
             fresh_ms=_ms(settings.negative_ttl),
             keep_ms=_ms(settings.negative_ttl + settings.stale_grace),
+            waited_for=True,
         )
         if not stored:
             return False

@@ -454,8 +454,12 @@ class HttpAdapter:
         if tenant.quota_until:
             left = tenant.quota_until - time.monotonic()
             if left > 0:
+                # predial's own refusal: the CRM is not called.
                 raise AdapterRateLimited(
-                    "the CRM's daily quota is spent", retry_after=left, scope="daily"
+                    "the CRM's daily quota is spent (calls paused)",
+                    retry_after=left,
+                    scope="daily",
+                    called=False,
                 )
             tenant.quota_until = 0.0
         shared = self._shared_budget
@@ -465,17 +469,20 @@ class HttpAdapter:
             if verdict == "paused":
                 tenant.quota_until = time.monotonic() + wait
                 raise AdapterRateLimited(
-                    "the CRM's daily quota is spent", retry_after=wait, scope="daily"
+                    "the CRM's daily quota is spent (calls paused)",
+                    retry_after=wait,
+                    scope="daily",
+                    called=False,
                 )
             if verdict == "wait":
                 raise AdapterRateLimited(
-                    "client-side rate budget spent", retry_after=wait, scope="client"
+                    "client-side rate budget spent", retry_after=wait, scope="client", called=False
                 )
         elif tenant.budget is not None:
             wait = tenant.budget.reserve()
             if wait > 0:
                 raise AdapterRateLimited(
-                    "client-side rate budget spent", retry_after=wait, scope="client"
+                    "client-side rate budget spent", retry_after=wait, scope="client", called=False
                 )
         try:
             response = await self._send(method, path, params, json_body)

@@ -4,10 +4,12 @@ Failures are counted in Redis, so consecutive failures anywhere in the fleet ope
 the circuit everywhere. The process whose failure opens it announces it on the
 event stream, and every process then refuses at once, without asking Redis before
 each call: the check costs nothing on the way to the CRM. While the circuit is
-closed the view is trusted; it is asked again (one round trip) when the tier
-comes back after an outage (announcements may have been missed) and when an open
-period ends, where exactly one process in the fleet claims the half-open probe
-(`SET NX` in the script). Its result closes or re-opens the circuit for all.
+closed the view is trusted, except right after a failure of this process's own
+(its count's answer may still be on its way); Redis is asked (one round trip)
+then, when the tier comes back after an outage (announcements may have been
+missed) and when an open period ends, where exactly one process in the fleet
+claims the half-open probe (`SET NX` in the script). Its result closes or
+re-opens the circuit for all.
 
 A success resets the fleet's count of consecutive failures, at most every 0.1 s
 per process (a reset per CRM call would cost a round trip per call).

@@ -185,8 +185,8 @@ class RedisTier:
         self._listening: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
         self._member = f"{os.getpid()}-{secrets.token_hex(4)}"
         self.members = 1
-        #: Counters by event: hit, claimed, wait, handed, wait_timeout, miss, corrupt,
-        #: degraded, recovered, error, rate_wait, breaker_open, event.
+        #: Counters by event: hit, claimed, wait, handed, wait_timeout, pushed, miss,
+        #: lost, corrupt, degraded, recovered, error, rate_wait, breaker_open, event.
         self.counts: dict[str, int] = {}
         #: Called with each counted event (metrics).
         self.on_event: Callable[[str], None] | None = None
@@ -282,7 +282,7 @@ class RedisTier:
         if _timed_out(error):
             return "no answer within the timeout"
         text = f"{type(error).__name__}: {_safe_error(error, self.url)}"
-        if "MOVED" in text and not self.cluster:
+        if ("MOVED" in text or type(error).__name__ == "MovedError") and not self.cluster:
             text += " (the server is a Redis Cluster node: set cluster = true)"
         return text
 
@@ -365,8 +365,13 @@ class RedisTier:
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            if self._clients.get(asyncio.get_running_loop()) is client:
+            loop = asyncio.get_running_loop()
+            if self._clients.get(loop) is client:
                 self._failed("cluster discovery", error)
+                # Forgotten, so the next operation (after retry_interval when the
+                # tier is degraded) starts a discovery again with a fresh client.
+                del self._clients[loop]
+                self._spawn(_close_quietly(client))
             return
         client.ready = True
         # Remembered for the next client: after a failover the URL's node may be
@@ -445,6 +450,7 @@ class RedisTier:
             # Sent, but the answer was lost (a timeout, a dropped connection): the
             # claim may have been taken, so the caller fetches on its own and still
             # publishes under this token (releasing it, handing over to waiters).
+            self._count("lost")
             return Lookup("lost", None, 0, 0, 0, token)
         try:
             kind = _str(reply[0])
@@ -519,15 +525,24 @@ class RedisTier:
             self._count("pushed")
 
     async def store(
-        self, campaign: str, external_id: str, *, body: str, fresh_ms: int, keep_ms: int
+        self,
+        campaign: str,
+        external_id: str,
+        *,
+        body: str,
+        fresh_ms: int,
+        keep_ms: int,
+        waited_for: bool = False,
     ) -> bool:
-        """Write a value outside a flight."""
+        """Write a value outside a flight (`waited_for`: a dial waits for it, so it
+        is bounded by `timeout`, not the background writes' bound)."""
         key = f"{self._lead(campaign, external_id)}:c"
 
         async def run(client: _Client) -> Any:
             return await client.store(keys=[key], args=[body, fresh_ms, max(1, keep_ms)])
 
-        return await self._run("store", run, self._background_bound) is not None
+        bound = None if waited_for else self._background_bound
+        return await self._run("store", run, bound) is not None
 
     async def wait(
         self, campaign: str, external_id: str, *, holder: str, seconds: float

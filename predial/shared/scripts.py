@@ -80,10 +80,12 @@ if ARGV[2] ~= '' then
 end
 if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) == ARGV[1] then
   redis.call('DEL', KEYS[2])
+  local waiting = redis.call('SMEMBERS', KEYS[3])
+  redis.call('DEL', KEYS[3])
+  return waiting
 end
-local waiting = redis.call('SMEMBERS', KEYS[3])
-redis.call('DEL', KEYS[3])
-return waiting
+-- Not the holder: the waiters are another flight's, left to it.
+return {}
 """
 )
 
