@@ -164,6 +164,25 @@ class SharedConfig(_Strict):
     local_ttl: float = Field(default=1.0, gt=0, lt=3600)
     retry_interval: float = Field(default=1.0, gt=0, lt=3600)
 
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        # The value may hold a password: the message never quotes it.
+        scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(
+                "is not a Redis URL: use redis://host:6379/0, rediss:// for TLS, "
+                "redis://:password@host:6379/0 (Valkey takes the same)"
+            )
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not value or any(c in value for c in "{} \n\r"):
+            raise ValueError("must be non-empty, without { } or spaces")
+        return value
+
     def tier(self) -> RedisTier:
         from .shared import RedisTier
 

@@ -527,6 +527,10 @@ class PredialService:
                 flush()
             if self.owns_resolver:
                 await self.resolver.close(grace=1.0)
+            elif self.resolver.shared is not None:
+                # The caller closes its resolver later, from another loop: this
+                # loop's Redis connections and readers end with it.
+                await self.resolver.shared.release_loop()
             _mark_process_dead()
 
 

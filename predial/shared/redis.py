@@ -304,6 +304,7 @@ class RedisTier:
         *,
         always: bool = False,
         probing: bool | None = None,
+        wrong_type: list[str] | None = None,
     ) -> T | None:
         """`operation` on this loop's client within the timeout; None when the tier
         is degraded or the operation fails (the failure is logged once per change).
@@ -336,6 +337,14 @@ class RedisTier:
         except asyncio.CancelledError:
             raise
         except Exception as error:  # redis-py's errors, OSError, timeouts, a bad reply
+            if _wrong_type(error):
+                # A key of predial's holding another type: one corrupt entry, not
+                # an outage (the server answered).
+                self._count("corrupt")
+                self._succeeded()
+                if wrong_type is not None:
+                    wrong_type.append(what)
+                return None
             if probing is None:
                 probing = not always or self._state == "up"
             self._failed(what, error, probing=probing)
@@ -445,7 +454,18 @@ class RedisTier:
 
         if self._state == "closed" or not self._available():
             return None
-        reply = await self._run("lookup", run, always=True, probing=True)
+        wrong_type: list[str] = []
+        reply = await self._run("lookup", run, always=True, probing=True, wrong_type=wrong_type)
+        if reply is None and wrong_type:
+            # A key of this lead holds something predial did not write: removed,
+            # so the fetch that follows (a miss) writes good values.
+            log.warning(
+                "shared tier: a key of a lead of campaign %r holds another type; removed",
+                campaign,
+            )
+            keys = [f"{base}:c", f"{base}:l", f"{base}:w"]
+            await self._run("repair", lambda client: client.redis.delete(*keys))
+            return Lookup("miss", None, 0, 0, 0, token)
         if reply is None:
             # Sent, but the answer was lost (a timeout, a dropped connection): the
             # claim may have been taken, so the caller fetches on its own and still
@@ -820,6 +840,26 @@ class RedisTier:
         await self._beat()
         return self.up
 
+    async def release_loop(self) -> None:
+        """Stop this event loop's readers and close its connections, leaving the
+        tier usable elsewhere (and here again later): for a loop that ends before
+        the resolver is closed, such as a server's serving a resolver it does not
+        own."""
+        loop = asyncio.get_running_loop()
+        pending = [task for task in self._handing_over if task.get_loop() is loop]
+        if pending:
+            await asyncio.wait(pending, timeout=self._background_bound)
+        mine = [task for task in self._tasks if task.get_loop() is loop]
+        for task in mine:
+            task.cancel()
+        if mine:
+            await asyncio.wait(mine, timeout=1.0)
+        self._listening.discard(loop)
+        self._inboxes.pop(loop, None)
+        client = self._clients.pop(loop, None)
+        if client is not None:
+            await _close_quietly(client)
+
     async def close(self) -> None:
         """Stop the background readers and close the connections. Tasks and clients
         of other event loops (a `resolve_sync` thread's) are stopped on their loops."""
@@ -1063,10 +1103,7 @@ def _connect(tier: RedisTier) -> Redis | RedisCluster:
         "socket_timeout": None,  # each operation is bounded by asyncio.timeout
         "health_check_interval": 0,
         "client_name": f"predial-{os.getpid()}",
-        # No CLIENT SETINFO per connection: a round trip, and redis-py 8 reads its
-        # own version from package metadata for it (~0.5 ms of CPU per connection).
-        "lib_name": None,
-        "lib_version": None,
+        **_no_setinfo(),
     }
     if tier.cluster:
         from redis.asyncio.cluster import ClusterNode
@@ -1075,7 +1112,6 @@ def _connect(tier: RedisTier) -> Redis | RedisCluster:
             tier.url,
             startup_nodes=[ClusterNode(host, port) for host, port in tier._cluster_nodes],
             retry=Retry(NoBackoff(), 0),
-            cluster_error_retry_attempts=1,
             max_connections=tier.max_connections,
             **common,
         )
@@ -1090,6 +1126,23 @@ async def _close_quietly(client: _Client) -> None:
             await client.redis.aclose()
     except Exception as error:  # a dead server: its sockets are closed either way
         log.debug("shared tier: closing the connections failed: %s", type(error).__name__)
+
+
+def _no_setinfo() -> dict[str, Any]:
+    """No CLIENT SETINFO per connection: a round trip, and redis-py 8 reads its own
+    version from package metadata for it (~0.5 ms of CPU per connection). redis-py
+    8 takes it as `driver_info` (its `lib_name` is deprecated); 5 to 7 as `lib_*`."""
+    try:
+        from redis.driver_info import DriverInfo
+    except ImportError:
+        return {"lib_name": None, "lib_version": None}
+    return {"driver_info": DriverInfo(name=None, lib_version=None)}
+
+
+def _wrong_type(error: BaseException) -> bool:
+    from redis.exceptions import ResponseError
+
+    return isinstance(error, ResponseError) and "WRONGTYPE" in str(error)
 
 
 def _timed_out(error: BaseException) -> bool:
