@@ -168,12 +168,18 @@ class SharedConfig(_Strict):
     @classmethod
     def _redis_url(cls, value: str) -> str:
         # The value may hold a password: the message never quotes it.
+        from .shared import url_problem
+
         scheme = value.split("://", 1)[0].lower() if "://" in value else ""
         if scheme not in ("redis", "rediss", "unix"):
             raise ValueError(
                 "is not a Redis URL: use redis://host:6379/0, rediss:// for TLS, "
-                "redis://:password@host:6379/0 (Valkey takes the same)"
+                "redis://:password@host:6379/0, unix:///path/redis.sock (Valkey "
+                "takes the same)"
             )
+        problem = url_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("prefix")

@@ -92,17 +92,47 @@ class Lookup:
 
 
 def redacted_url(url: str) -> str:
-    """`url` without its password (for logs, `predial check` and `/readyz`)."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            user, _, host = netloc.rpartition("@")
-            name = user.split(":", 1)[0]
-            netloc = f"{name}:***@{host}" if ":" in user or name else f"***@{host}"
-        return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-    except ValueError:
+    """`url` without its password (for logs, `predial check` and `/readyz`).
+
+    Whatever precedes the URL's last `@` is user info: a password with `/`, `#` or
+    `?` left unencoded would otherwise end the address early and show."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
         return "<a Redis URL that does not parse>"
+    if "@" in rest:
+        user, _, rest = rest.rpartition("@")
+        name = user.split(":", 1)[0] if ":" in user else ""
+        rest = f"{name}:***@{rest}"
+    address, _, _ = rest.partition("?")  # options are not shown (nor needed)
+    return f"{scheme}://{address}"
+
+
+def url_secrets(url: str) -> list[str]:
+    """The password of `url`, as written and decoded (both are redacted)."""
+    _, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return []
+    user = rest.rpartition("@")[0]
+    password = user.split(":", 1)[1] if ":" in user else user
+    if not password:
+        return []
+    return sorted({password, urllib.parse.unquote(password)})
+
+
+def url_problem(url: str) -> str | None:
+    """Why redis-py cannot read `url`, without quoting it; None when it can."""
+    try:
+        from redis.connection import parse_url
+    except ImportError:
+        return None
+    try:
+        parse_url(url)  # type: ignore[no-untyped-call]
+    except (ValueError, TypeError):
+        return (
+            "the Redis URL does not parse: check its port and database, and "
+            "percent-encode a password holding / # ? @ or % (e.g. %2F for /)"
+        )
+    return None
 
 
 def _key_part(value: str) -> str:
@@ -140,7 +170,10 @@ class RedisTier:
                 "Valkey takes the same redis:// URLs)"
             )
         if importlib.util.find_spec("redis") is None:
-            raise ConfigurationError("the shared tier needs redis-py: pip install 'predial[redis]'")
+            raise ConfigurationError(
+                "the shared tier needs redis-py: pip install 'predial[redis]' "
+                "(from a clone: pip install -e '.[redis]')"
+            )
         for name, value in (
             ("timeout", timeout),
             ("local_ttl", local_ttl),
@@ -160,9 +193,15 @@ class RedisTier:
         self.heartbeat = heartbeat
         self.max_connections = max_connections
         self.shown_url = redacted_url(url)
-        password = urllib.parse.urlsplit(url).password
-        if password:
-            register_secret(password)  # redacted wherever an error might quote it
+        for secret in url_secrets(url):
+            register_secret(secret)  # redacted wherever an error might quote it
+        problem = url_problem(url)
+        if problem is not None:
+            raise ConfigurationError(f"shared tier: {problem}")
+        # redis-py's import takes ~0.5 s: here, not in the first dial's deadline.
+        import redis.asyncio
+        import redis.asyncio.cluster  # noqa: F401
+
         self._state: TierState = "up"
         self._retry_at = 0.0
         self._last_success = time.monotonic()
@@ -834,7 +873,11 @@ class RedisTier:
         if self._state == "closed":
             return False
         self._retry_at = 0.0
-        client = self._client()
+        try:
+            client = self._client()
+        except Exception as error:  # a client redis-py cannot build: not up
+            self._failed("ping", error)
+            return False
         if not client.ready:
             await self._discover(client)  # the probe waits for it (bounded)
         await self._beat()
@@ -1175,7 +1218,6 @@ def _safe_error(error: BaseException, url: str) -> str:
     from ..redaction import redact, safe_text
 
     text = safe_text(error)
-    password = urllib.parse.urlsplit(url).password if "@" in url else None
-    if password:
-        text = text.replace(password, "***")
+    for secret in url_secrets(url):
+        text = text.replace(secret, "***")
     return redact(text, limit=300)
