@@ -216,6 +216,7 @@ class RedisTier:
         self._tasks: set[asyncio.Task[Any]] = set()
         # Hand-overs under way: finished (within the timeout) before close() stops.
         self._handing_over: set[asyncio.Future[None]] = set()
+        self._closing: set[asyncio.Future[None]] = set()
         self._local_budgets: dict[str, SlidingWindowLimiter] = {}
         self._cluster_nodes: list[tuple[str, int]] = []
         self._inboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Inbox] = (
@@ -438,7 +439,16 @@ class RedisTier:
             return
         client = self._clients.pop(loop, None)
         if client is not None:
-            self._spawn(_close_quietly(client))
+            # Kept apart from the readers: close() waits for these rather than
+            # cancel them, or their sockets would be left to the garbage collector.
+            task = asyncio.ensure_future(_close_quietly(client))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def _finish_closing(self, loop: asyncio.AbstractEventLoop) -> None:
+        closing = [task for task in self._closing if task.get_loop() is loop]
+        if closing:
+            await asyncio.wait(closing, timeout=2.0)
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
@@ -826,7 +836,11 @@ class RedisTier:
                 raise
             except Exception as error:
                 # `last` is kept: what was announced meanwhile is read on reconnecting.
-                self._failed("events", error)
+                if self._clients.get(asyncio.get_running_loop()) is client:
+                    self._failed("events", error)
+                # (else the client was already dropped: a failure that says nothing
+                # of the one in use now, which may have come back meanwhile)
+                await asyncio.sleep(0.05)
                 continue
             for _, entries in reply or ():
                 for entry_id, fields in entries:
@@ -892,11 +906,13 @@ class RedisTier:
         pending = [task for task in self._handing_over if task.get_loop() is loop]
         if pending:
             await asyncio.wait(pending, timeout=self._background_bound)
+        await self._finish_closing(loop)
         mine = [task for task in self._tasks if task.get_loop() is loop]
         for task in mine:
             task.cancel()
         if mine:
             await asyncio.wait(mine, timeout=1.0)
+        await self._finish_closing(loop)
         self._listening.discard(loop)
         self._inboxes.pop(loop, None)
         client = self._clients.pop(loop, None)
@@ -923,6 +939,7 @@ class RedisTier:
                 owner.call_soon_threadsafe(task.cancel)
         if here:
             await asyncio.wait(here, timeout=1.0)
+        await self._finish_closing(loop)
         for owner, client in list(self._clients.items()):
             if owner is loop:
                 await _close_quietly(client)
