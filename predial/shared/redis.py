@@ -366,8 +366,10 @@ class RedisTier:
                 bound = self.timeout if client.connected else max(self.timeout, 0.25)
                 # `bound` counts from when the pipeline carrying the operation is
                 # sent (see _Client._send): a burst's own CPU work on this loop is
-                # not the server being slow. Until then, a queueing allowance.
-                async with asyncio.timeout(max(_QUEUEING, bound)) as limit:
+                # not the server being slow. Until then, a queueing allowance. The
+                # script call sets the deadline (one timer for an operation sent at
+                # once): an operation without an explicit bound must be a script.
+                async with asyncio.timeout(None) as limit:
                     reset = _BOUND.set((limit, bound))
                     try:
                         result = await operation(client)
@@ -513,7 +515,7 @@ class RedisTier:
                 campaign,
             )
             keys = [f"{base}:c", f"{base}:l", f"{base}:w"]
-            await self._run("repair", lambda client: client.redis.delete(*keys))
+            await self._run("repair", lambda client: client.redis.delete(*keys), self.timeout)
             return Lookup("miss", None, 0, 0, 0, token)
         if reply is None:
             # Sent, but the answer was lost (a timeout, a dropped connection): the
@@ -1038,11 +1040,15 @@ class _Client:
 
         def call(*, keys: list[str], args: list[str | int]) -> Awaitable[Any]:
             bound = _BOUND.get()
+            loop = asyncio.get_running_loop()
             if not self._queue and not self._sends and not self._directs:
                 # Nothing else under way: sent at once, in the caller's own task
                 # (a pipeline of one would only add two loop steps).
-                return self._direct(script, keys, args, bound)
-            loop = asyncio.get_running_loop()
+                if bound is not None:
+                    bound[0].reschedule(loop.time() + bound[1])
+                return self._direct(script, keys, args)
+            if bound is not None:
+                bound[0].reschedule(loop.time() + max(_QUEUEING, bound[1]))
             future: asyncio.Future[Any] = loop.create_future()
             if not self._queue:
                 # The send starts in the next loop step and takes whatever this
@@ -1060,11 +1066,7 @@ class _Client:
         script: _Script,
         keys: list[str],
         args: list[str | int],
-        bound: tuple[asyncio.Timeout, float] | None,
     ) -> Any:
-        if bound is not None:
-            limit, seconds = bound
-            limit.reschedule(asyncio.get_running_loop().time() + seconds)
         self._directs += 1
         try:
             try:
