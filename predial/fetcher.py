@@ -21,7 +21,7 @@ import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._faults import is_adapter_fault
 from ._http import retry_after_hint
@@ -61,6 +61,12 @@ class Answer:
 
 class BadBatchAnswer(TypeError):
     """`fetch_phones` returned something other than a mapping (a bug in the adapter)."""
+
+
+class Calling(Protocol):
+    """Told when the adapter is being called (a flight, for its deadline's cut)."""
+
+    calling: bool
 
 
 class CircuitOpen(AdapterUnavailable):
@@ -249,7 +255,11 @@ class CampaignRuntime:
             return Outcome.failed("adapter_error", detail=detail)
 
     async def fetch_raw(
-        self, external_id: str, deadline_at: float, trace: Trace | None = None
+        self,
+        external_id: str,
+        deadline_at: float,
+        trace: Trace | None = None,
+        calling: Calling | None = None,
     ) -> Answer | Outcome:
         """Ask the adapter, retrying within `deadline_at` (a `time.monotonic()` instant).
 
@@ -279,13 +289,19 @@ class CampaignRuntime:
             if trace is not None:
                 record = Attempt(len(trace.attempts) + 1, started - trace.started, 0.0)
                 trace.attempts.append(record)
+            if calling is not None:
+                # Only a cut while the adapter runs is the CRM's (the breaker's
+                # round trip before it, or a wait on another process, is not).
+                calling.calling = True
             try:
                 raw = await self._call(external_id)
             except BaseException as error:
                 if not is_adapter_fault(error, awaiting):
                     if self.metrics is not None:  # cut off at the deadline
                         self._observe_call("timeout", started)
-                    raise
+                    raise  # (still `calling`: the deadline's cut is the CRM's)
+                if calling is not None:
+                    calling.calling = False
                 if self.metrics is not None:
                     self._observe_call(call_outcome(error), started)
                 if record is not None:
@@ -300,6 +316,8 @@ class CampaignRuntime:
                     record.wait = wait
                 await asyncio.sleep(wait)
                 continue
+            if calling is not None:
+                calling.calling = False
             if record is not None:
                 record.duration = time.monotonic() - started
                 record.raw = raw

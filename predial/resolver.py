@@ -184,7 +184,9 @@ class Resolver:
         shared.on_do_not_call = self._heard_do_not_call
         shared.on_breaker = self._heard_breaker
         for campaign_id, runtime in self.campaigns.items():
-            runtime.shared_breaker = SharedBreaker(shared, campaign_id, runtime.breaker)
+            runtime.shared_breaker = SharedBreaker(
+                shared, campaign_id, runtime.breaker, runtime.deadline
+            )
             share_limits = getattr(runtime.adapter, "share_limits", None)
             if callable(share_limits):
                 share_limits(shared, f"campaign:{campaign_id}")
@@ -565,8 +567,9 @@ class Resolver:
         answer: Answer | Outcome
         try:
             if self.shared is None:
-                flight.calling = True
-                answer = await runtime.fetch_raw(key[1], time.monotonic() + remaining)
+                answer = await runtime.fetch_raw(
+                    key[1], time.monotonic() + remaining, calling=flight
+                )
             else:
                 answer = await self._fetch_shared(
                     runtime, key, time.monotonic() + remaining, flight
@@ -627,8 +630,9 @@ class Resolver:
             # told to the fleet before anything is read back (the tier may hold an
             # older number, which must not replace it); until it can be told, the
             # CRM is asked again, as without a shared tier.
-            flight.calling = True
-            outcome = runtime.finish(await runtime.fetch_raw(external_id, deadline_at))
+            outcome = runtime.finish(
+                await runtime.fetch_raw(external_id, deadline_at, calling=flight)
+            )
             if not outcome.transient and outcome.reason != "do_not_call":
                 self._unshared_dnc.discard(key)  # the CRM has changed its mind
             return outcome
@@ -642,8 +646,9 @@ class Resolver:
                 retry = found.token  # asked once more: the claim may be ours
                 continue
             if found is None:  # unavailable: on our own
-                flight.calling = True
-                outcome = runtime.finish(await runtime.fetch_raw(external_id, deadline_at))
+                outcome = runtime.finish(
+                    await runtime.fetch_raw(external_id, deadline_at, calling=flight)
+                )
                 if outcome.reason == "do_not_call":
                     self._unshared_dnc.add(key)  # told to the fleet once it is back
                 return outcome
@@ -651,6 +656,12 @@ class Resolver:
             if lookup.value is not None:
                 entry = self._held_entry(runtime, key, lookup)
                 if entry is not None and lookup.kind == "hit":
+                    if entry.phone_number is not None and self._holds_dnc(key):
+                        # This process learnt do-not-call after that number was
+                        # written: its verdict stands, and the fleet is told again.
+                        self._unshared_dnc.add(key)
+                        self._spawn(self._share_dnc(runtime, key))
+                        return Outcome.permanent("do_not_call")
                     self._cache.set(key, entry)
                     return Outcome(entry.phone_number, entry.reason, cached=True)
                 if entry is not None:
@@ -665,19 +676,28 @@ class Resolver:
                     self._share_outcome(runtime, key, outcome, lookup, held)
                     return outcome
                 break
+            left = deadline_at - time.monotonic()
+            if lookup.lock_ms / 1000 > left + _RECHECK:
+                # A claim held far past this dial's deadline (a holder configured
+                # with a longer one, or a tampered key): waiting would only end in
+                # a timeout, so this process asks the CRM itself.
+                break
             # The hand-over is pushed; looking again after a while covers one that
             # was lost (a holder that died, or whose publish went unanswered).
-            seconds = min(lookup.lock_ms / 1000, deadline_at - time.monotonic(), _RECHECK)
+            seconds = min(lookup.lock_ms / 1000, left, _RECHECK)
             message = await shared.wait(
                 campaign_id, external_id, holder=lookup.token, seconds=seconds
             )
             if message is not None:
                 handed = self._handed_outcome(runtime, message)
+                if handed is not None and handed.phone_number is not None:
+                    if self._holds_dnc(key):
+                        self._unshared_dnc.add(key)
+                        self._spawn(self._share_dnc(runtime, key))
+                        return Outcome.permanent("do_not_call")
                 if handed is not None:
                     return handed
-        flight.calling = True
-        answer = await runtime.fetch_raw(external_id, deadline_at)
-        flight.calling = False
+        answer = await runtime.fetch_raw(external_id, deadline_at, calling=flight)
         outcome = runtime.finish(answer)
         if lookup.kind == "lost" and outcome.reason == "do_not_call":
             self._unshared_dnc.add(key)  # written again once the tier surely has it
@@ -742,8 +762,17 @@ class Resolver:
         """Hold a shared entry that is no longer fresh, for the stale fallback,
         unless this process holds one that lives longer."""
         held = self._cache.get(key)
+        if held is not None and held.reason == "do_not_call" and entry.reason != "do_not_call":
+            return  # a number never replaces a do-not-call held for the stale fallback
         if held is None or held.keep_until < entry.keep_until:
             self._cache.set(key, entry)
+
+    def _holds_dnc(self, key: CacheKey) -> bool:
+        """Whether this process holds a fresh do-not-call for the lead."""
+        held = self._cache.get(key)
+        return (
+            held is not None and held.reason == "do_not_call" and self._clock() < held.fresh_until
+        )
 
     def _handed_outcome(self, runtime: CampaignRuntime, message: Message) -> Outcome | None:
         """What another process's flight came to, as this one's outcome."""
@@ -889,7 +918,10 @@ class Resolver:
             return
         if share and shared is not None:
             if outcome.reason == "do_not_call":
-                self._spawn(shared.announce_do_not_call(*key))
+                # Written and announced by _share_dnc (remembered until it is).
+                self._unshared_dnc.add(key)
+                self._spawn(self._share_dnc(runtime, key))
+                return
             self._spawn(
                 shared.store(
                     key[0],

@@ -467,7 +467,9 @@ class HttpAdapter:
         if shared is not None:
             verdict, wait, slot = await shared.reserve()
             if verdict == "paused":
-                tenant.quota_until = time.monotonic() + wait
+                # Asked of Redis on every call: not copied here, where a tampered
+                # or outdated pause would outlive the key.
+                wait = min(wait, 86_400.0)
                 raise AdapterRateLimited(
                     "the CRM's daily quota is spent (calls paused)",
                     retry_after=wait,

@@ -36,8 +36,15 @@ _RESET_EVERY = 0.1
 
 
 class SharedBreaker:
-    def __init__(self, tier: RedisTier, campaign_id: str, local: CircuitBreaker) -> None:
+    def __init__(
+        self,
+        tier: RedisTier,
+        campaign_id: str,
+        local: CircuitBreaker,
+        deadline: float = 0.0,
+    ) -> None:
         self.tier = tier
+        self.deadline = deadline
         self.campaign_id = campaign_id
         self.local = local
         self._view: Literal["unknown", "closed", "open"] = "unknown"
@@ -57,6 +64,8 @@ class SharedBreaker:
         """An announcement: another process opened (or closed) the circuit."""
         if state == "open":
             self._view = "open"
+            # Never longer than an open period, whatever the announcement says.
+            seconds = min(max(seconds, 0.0), self.local.settings.open_for)
             self._open_until = time.monotonic() + seconds
         elif state == "closed":
             self._view = "closed"
@@ -76,7 +85,8 @@ class SharedBreaker:
         if self._view == "open" and now < self._open_until:
             return False, self._open_until - now
         token = secrets.token_hex(16)
-        reply = await tier.breaker_allow(self.campaign_id, self.local.settings.open_for, token)
+        open_for = self.local.settings.open_for
+        reply = await tier.breaker_allow(self.campaign_id, open_for, token, self.deadline)
         if reply is None:
             return None
         verdict, wait, failures = reply
@@ -85,6 +95,7 @@ class SharedBreaker:
             self._probe = token
             return True, 0.0
         if verdict == "open":
+            wait = min(wait, open_for)
             self._view = "open"
             self._open_until = time.monotonic() + wait
             return False, max(wait, 0.001)

@@ -669,8 +669,15 @@ class RedisTier:
             async def run(client: _Client) -> Any:
                 return await client.redis.blpop([key], timeout=_INBOX_BLOCK)
 
-            reply = await self._run("inbox", run, bound=_INBOX_BLOCK + 1.0)
+            wrong_type: list[str] = []
+            started = time.monotonic()
+            reply = await self._run("inbox", run, bound=_INBOX_BLOCK + 1.0, wrong_type=wrong_type)
+            if wrong_type:  # not a list: predial's own key, so it is repaired
+                log.warning("shared tier: this process's inbox key held another type; removed")
+                await self._run("repair", lambda client: client.redis.delete(key), self.timeout)
             if reply is None:
+                if time.monotonic() - started < _INBOX_BLOCK / 2:
+                    await asyncio.sleep(0.05)  # a failure at once: no busy loop
                 continue
             try:
                 message = decode_message(reply[1])
@@ -740,13 +747,17 @@ class RedisTier:
     # -- the breaker -----------------------------------------------------------------
 
     async def breaker_allow(
-        self, campaign: str, open_for: float, token: str
+        self, campaign: str, open_for: float, token: str, probe_for: float | None = None
     ) -> tuple[Literal["closed", "open", "probe"], float, int] | None:
+        """The fleet's verdict on a call; `probe_for`: how long a probe's claim lasts
+        (its call's deadline: no second probe while the first is out)."""
         base = self._breaker(campaign)
+        open_ms = max(1, int(open_for * 1000))
+        probe_ms = max(open_ms, int((probe_for or 0) * 1000))
 
         async def run(client: _Client) -> Any:
             return await client.breaker_allow(
-                keys=[f"{base}:s", f"{base}:p"], args=[max(1, int(open_for * 1000)), token]
+                keys=[f"{base}:s", f"{base}:p"], args=[open_ms, token, probe_ms]
             )
 
         reply = await self._run("breaker", run)
@@ -809,7 +820,21 @@ class RedisTier:
 
     async def _listen(self) -> None:
         """Read the event stream (do-not-call announcements) and keep this process
-        counted as a member; a failure waits `retry_interval` and tries again."""
+        counted as a member; a failure waits `retry_interval` and tries again.
+        When its loop ends (asyncio.run cancels what is left), this loop's
+        connections are closed with it."""
+        try:
+            await self._read_events()
+        finally:
+            if self._state != "closed":
+                loop = asyncio.get_running_loop()
+                self._listening.discard(loop)
+                self._inboxes.pop(loop, None)
+                client = self._clients.pop(loop, None)
+                if client is not None:
+                    await _close_quietly(client)
+
+    async def _read_events(self) -> None:
         last = "$"
         next_beat = 0.0
         block_ms = int(min(self.heartbeat, 1.0) * 1000)
@@ -837,6 +862,13 @@ class RedisTier:
             except asyncio.CancelledError:
                 raise
             except Exception as error:
+                if _wrong_type(error):  # not a stream: predial's own key, repaired
+                    log.warning("shared tier: the event stream key held another type; removed")
+                    await self._run(
+                        "repair", lambda client: client.redis.delete(self._events), self.timeout
+                    )
+                    last = "$"
+                    continue
                 # `last` is kept: what was announced meanwhile is read on reconnecting.
                 if self._clients.get(asyncio.get_running_loop()) is client:
                     self._failed("events", error)
@@ -1202,9 +1234,16 @@ def _no_setinfo() -> dict[str, Any]:
 
 
 def _wrong_type(error: BaseException) -> bool:
+    """An error reply caused by what a key holds (another type, a garbage field a
+    script cannot read), not by the server's state: one corrupt entry."""
     from redis.exceptions import ResponseError
 
-    return isinstance(error, ResponseError) and "WRONGTYPE" in str(error)
+    if not isinstance(error, ResponseError):
+        return False
+    text = str(error)
+    if "OOM" in text or "BUSY" in text or "NOSCRIPT" in text or "READONLY" in text:
+        return False
+    return "WRONGTYPE" in text or "user_script" in text or "Error running script" in text
 
 
 def _timed_out(error: BaseException) -> bool:

@@ -29,6 +29,26 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
+# Writes a value unless it would put a number over a fresh do-not-call: a number
+# fetched while another process learnt do-not-call must not undo it (last writer
+# would win otherwise). Once the do-not-call is no longer fresh, a new answer of the
+# CRM's replaces it.
+_WRITE = """
+local function write(key, body, fresh_ms, keep_ms)
+  if string.sub(body, 1, 2) == 'p|' then
+    local old = redis.call('GET', key)
+    if old then
+      local until_ms, reason = string.match(old, '^(%d+)|n|([^|]*)|')
+      if reason == 'do_not_call' and tonumber(until_ms) > now then
+        return 0
+      end
+    end
+  end
+  redis.call('SET', key, (now + tonumber(fresh_ms)) .. '|' .. body, 'PX', keep_ms)
+  return 1
+end
+"""
+
 #: KEYS: cache, lock, waiters (a set). ARGV: token, lock ms, claim (1/0), the
 #: caller's inbox (registered as a waiter when another process holds the key).
 #: Returns {kind, value|false, server now ms, ttl ms, token|false} where kind is
@@ -74,13 +94,15 @@ return {'wait', value or false, now, lock_ttl, holder}
 #: (the holder then pushes its answer to each: another slot on a Cluster).
 PUBLISH = (
     _NOW_MS
+    + _WRITE
     + """
 if ARGV[2] ~= '' then
-  redis.call('SET', KEYS[1], (now + tonumber(ARGV[3])) .. '|' .. ARGV[2], 'PX', ARGV[4])
+  write(KEYS[1], ARGV[2], ARGV[3], ARGV[4])
 end
 if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) == ARGV[1] then
   redis.call('DEL', KEYS[2])
-  local waiting = redis.call('SMEMBERS', KEYS[3])
+  -- (bounded: a waiter set grown by a tampering client must not stall the holder)
+  local waiting = redis.call('SRANDMEMBER', KEYS[3], 256)
   redis.call('DEL', KEYS[3])
   return waiting
 end
@@ -100,9 +122,9 @@ return 1
 #: (`Resolver.warm`, a do-not-call learnt while the tier was unavailable).
 STORE = (
     _NOW_MS
+    + _WRITE
     + """
-redis.call('SET', KEYS[1], (now + tonumber(ARGV[2])) .. '|' .. ARGV[1], 'PX', ARGV[3])
-return 1
+return write(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
 """
 )
 
@@ -116,7 +138,7 @@ return 1
 RESERVE = """
 local paused = redis.call('PTTL', KEYS[2])
 if paused > 0 then
-  return {2, paused}
+  return {2, math.min(paused, 86400000)}
 end
 if ARGV[1] == '0' then
   return {0, 0}
@@ -126,6 +148,8 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+-- (slots stamped in the future, a tampered or skewed entry, would hold the budget)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '(' .. (now + 1000000), '+inf')
 if redis.call('ZCARD', KEYS[1]) < limit then
   local member = now .. ':' .. ARGV[3]
   redis.call('ZADD', KEYS[1], now, member)
@@ -133,7 +157,8 @@ if redis.call('ZCARD', KEYS[1]) < limit then
   return {0, 0, member}
 end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {1, math.max(1, math.ceil(tonumber(oldest[2]) + window - now))}
+local wait = math.ceil((tonumber(oldest[2]) or now) + window - now)
+return {1, math.max(1, math.min(wait, window))}
 """
 
 #: KEYS: the tenant's window. ARGV: the slot RESERVE gave. Moves the slot to now,
@@ -152,25 +177,32 @@ end
 return 1
 """
 
-#: KEYS: the breaker's state (a hash), its probe claim. ARGV: open ms, token.
+#: KEYS: the breaker's state (a hash), its probe claim. ARGV: open ms, token, how
+#: long the probe's claim lasts (its call's deadline, at least the open period).
 #: Returns {verdict, ms, failures}: `closed`, `open` (ms until a probe may go) or
 #: `probe` (this caller holds the fleet's one half-open probe).
 BREAKER_ALLOW = (
     _NOW_MS
     + """
 local state = redis.call('HMGET', KEYS[1], 'state', 'opened', 'failures')
-local failures = tonumber(state[3] or '0') or 0
+local failures = math.floor(math.max(0, tonumber(state[3] or '0') or 0))
 if state[1] ~= 'open' then
   return {'closed', 0, failures}
 end
-local left = tonumber(state[2] or '0') + tonumber(ARGV[1]) - now
-if left > 0 then
-  return {'open', left, failures}
+-- (a garbage or future opening time counts as opened now: never open for longer)
+local opened = tonumber(state[2] or '') or now
+if opened ~= opened or opened > now then
+  opened = now
 end
-if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[1]) then
+local open_ms = tonumber(ARGV[1])
+local left = math.min(opened + open_ms - now, open_ms)
+if left > 0 then
+  return {'open', math.floor(left), failures}
+end
+if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then
   return {'probe', 0, failures}
 end
-return {'open', math.max(1, redis.call('PTTL', KEYS[2])), failures}
+return {'open', math.min(open_ms, math.max(1, redis.call('PTTL', KEYS[2]))), failures}
 """
 )
 
@@ -182,9 +214,11 @@ BREAKER_FAILURE = (
     _NOW_MS
     + """
 local probe = ARGV[2] ~= '' and redis.call('GET', KEYS[2]) == ARGV[2]
-local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
+local state = redis.call('HMGET', KEYS[1], 'state', 'opened', 'failures')
+-- (HINCRBY would fail on a garbage count: it is read and written instead)
+local failures = math.floor(math.max(0, tonumber(state[3] or '0') or 0)) + 1
+redis.call('HSET', KEYS[1], 'failures', failures)
 redis.call('PEXPIRE', KEYS[1], 86400000)
-local state = redis.call('HMGET', KEYS[1], 'state', 'opened')
 if probe or (state[1] ~= 'open' and failures >= tonumber(ARGV[1])) then
   redis.call('HSET', KEYS[1], 'state', 'open', 'opened', now)
   if probe then
@@ -193,7 +227,12 @@ if probe or (state[1] ~= 'open' and failures >= tonumber(ARGV[1])) then
   return {1, tonumber(ARGV[3])}
 end
 if state[1] == 'open' then
-  return {0, math.max(0, tonumber(state[2] or '0') + tonumber(ARGV[3]) - now)}
+  local opened = tonumber(state[2] or '') or now
+  if opened ~= opened or opened > now then
+    opened = now
+  end
+  local open_ms = tonumber(ARGV[3])
+  return {0, math.floor(math.max(0, math.min(opened + open_ms - now, open_ms)))}
 end
 return {0, -1}
 """
