@@ -921,16 +921,16 @@ class Resolver:
                 # Written and announced by _share_dnc (remembered until it is).
                 self._unshared_dnc.add(key)
                 self._spawn(self._share_dnc(runtime, key))
-                return
-            self._spawn(
-                shared.store(
-                    key[0],
-                    key[1],
-                    body=encode_body(entry.phone_number, entry.reason, entry.adapter),
-                    fresh_ms=_ms(fresh_until - now),
-                    keep_ms=_ms(keep_until - now),
+            else:
+                self._spawn(
+                    shared.store(
+                        key[0],
+                        key[1],
+                        body=encode_body(entry.phone_number, entry.reason, entry.adapter),
+                        fresh_ms=_ms(fresh_until - now),
+                        keep_ms=_ms(keep_until - now),
+                    )
                 )
-            )
         try:
             self._cache.set(key, entry)
         except Exception as error:

@@ -127,6 +127,10 @@ def url_problem(url: str) -> str | None:
         return None
     try:
         parse_url(url)  # type: ignore[no-untyped-call]
+        database = url.partition("://")[2].rpartition("@")[2].partition("?")[0]
+        database = database.partition("/")[2] if "/" in database else ""
+        if database and not (database.isdigit() or url.startswith("unix://")):
+            raise ValueError("database")  # redis-py would quietly use 0
     except (ValueError, TypeError):
         return (
             "the Redis URL does not parse: check its port and database, and "
@@ -1241,8 +1245,9 @@ def _wrong_type(error: BaseException) -> bool:
     if not isinstance(error, ResponseError):
         return False
     text = str(error)
-    if "OOM" in text or "BUSY" in text or "NOSCRIPT" in text or "READONLY" in text:
-        return False
+    server_state = ("OOM", "BUSY", "NOSCRIPT", "READONLY", "NOPERM", "no permissions")
+    if any(mark in text for mark in server_state) or "can't run this command" in text:
+        return False  # the server's state or the user's rights: an outage, not data
     return "WRONGTYPE" in text or "user_script" in text or "Error running script" in text
 
 
