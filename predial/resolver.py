@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import ValidationError
 
+from ._background import Background
 from ._faults import is_adapter_fault, retrieve_exception
 from ._flight import Flight, start_task
 from ._threads import DaemonThreadPool, LoopThread
@@ -130,7 +131,7 @@ class Resolver:
         # set operations are atomic), cancelled again at close().
         self._overdue: set[asyncio.Task[None]] = set()
         self._closed = False
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background = Background()
         # Do-not-call verdicts fetched while the shared tier was unavailable, not yet
         # written to it (see _fetch_shared).
         self._unshared_dnc: set[CacheKey] = set()
@@ -844,9 +845,7 @@ class Resolver:
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run `work` in the background (shared-tier writes), kept until it ends."""
-        task = asyncio.get_running_loop().create_task(work)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._background.spawn(work)
 
     def _land(
         self,
@@ -1136,10 +1135,8 @@ class Resolver:
         self._closed = True
         await self._cancel_fetches(grace)
         loop = asyncio.get_running_loop()
-        writes = [task for task in self._background if task.get_loop() is loop]
-        if writes:
-            # Shared-tier writes still under way: each is bounded by the tier's timeout.
-            await asyncio.wait(writes, timeout=grace)
+        # Shared-tier writes still under way: each is bounded by the tier's timeout.
+        await self._background.wait(loop, grace)
         if self.shared is not None:
             await self.shared.close()
         for runtime in self.campaigns.values():

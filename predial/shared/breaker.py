@@ -20,12 +20,12 @@ starting from what this process saw.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
 from collections.abc import Coroutine
 from typing import Any, Literal
 
+from .._background import Background
 from ..breaker import CircuitBreaker
 from .redis import RedisTier
 
@@ -53,7 +53,7 @@ class SharedBreaker:
         self._probe = ""  # the token of the fleet's probe, while this process holds it
         self._failing = False  # failures were counted since the last reset
         self._last_reset = 0.0
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = Background()
 
     @property
     def view(self) -> str:
@@ -120,13 +120,7 @@ class SharedBreaker:
             if self._view == "closed":
                 self._view = "unknown"
             work = self._failed(token)
-        try:
-            task = asyncio.get_running_loop().create_task(work)
-        except RuntimeError:
-            work.close()
-            return
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(work)
 
     async def _failed(self, token: str) -> None:
         settings = self.local.settings

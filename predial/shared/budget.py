@@ -9,10 +9,9 @@ tier's heartbeat), so a fleet without Redis stays within the CRM's limit.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Coroutine
-from typing import Any, Literal
+from typing import Literal
 
+from .._background import Background
 from .redis import RedisTier
 
 __all__ = ["SharedBudget"]
@@ -27,7 +26,7 @@ class SharedBudget:
         self.tenant = tenant
         self.limit = limit
         self.window = window
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = Background()
 
     @property
     def local_share(self) -> int:
@@ -49,18 +48,9 @@ class SharedBudget:
         """The request of `slot` has ended: its slot counts from now (in the
         background)."""
         if slot is not None:
-            self._spawn(self.tier.settle(self.tenant, slot))
+            self._tasks.spawn(self.tier.settle(self.tenant, slot))
 
     def report_pause(self, seconds: float) -> None:
         """The CRM said its daily quota is spent: pause every process (in the
         background: the caller is answering its own request)."""
-        self._spawn(self.tier.pause_quota(self.tenant, seconds))
-
-    def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
-        try:
-            task = asyncio.get_running_loop().create_task(work)
-        except RuntimeError:  # no loop: nothing to share it from
-            work.close()
-            return
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self.tier.pause_quota(self.tenant, seconds))

@@ -31,10 +31,11 @@ import secrets
 import time
 import urllib.parse
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, cast
 
+from .._background import Background
 from ..errors import ConfigurationError
 from ..redaction import register_secret
 from . import scripts
@@ -217,10 +218,12 @@ class RedisTier:
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Client] = (
             weakref.WeakKeyDictionary()
         )
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = Background()
         # Hand-overs under way: finished (within the timeout) before close() stops.
-        self._handing_over: set[asyncio.Future[None]] = set()
-        self._closing: set[asyncio.Future[None]] = set()
+        self._handing_over = Background()
+        # Dropped clients being closed: waited for, never cancelled (a socket would
+        # be left to the garbage collector).
+        self._closing = Background()
         self._local_budgets: dict[str, SlidingWindowLimiter] = {}
         self._cluster_nodes: list[tuple[str, int]] = []
         self._inboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Inbox] = (
@@ -445,21 +448,10 @@ class RedisTier:
             return
         client = self._clients.pop(loop, None)
         if client is not None:
-            # Kept apart from the readers: close() waits for these rather than
-            # cancel them, or their sockets would be left to the garbage collector.
-            task = asyncio.ensure_future(_close_quietly(client))
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+            self._closing.spawn(_close_quietly(client))
 
-    async def _finish_closing(self, loop: asyncio.AbstractEventLoop) -> None:
-        closing = [task for task in self._closing if task.get_loop() is loop]
-        if closing:
-            await asyncio.wait(closing, timeout=2.0)
-
-    def _spawn(self, coro: Awaitable[Any]) -> None:
-        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        self._tasks.spawn(work)
 
     # -- keys ----------------------------------------------------------------------
 
@@ -590,9 +582,7 @@ class RedisTier:
                 return await client.hand_over(keys=[key], args=hand_over)
 
             # All go out in the next pipeline: started now, awaited together.
-            task = asyncio.ensure_future(self._hand_over(push))
-            self._handing_over.add(task)
-            task.add_done_callback(self._handing_over.discard)
+            self._handing_over.spawn(self._hand_over(push))
         return True
 
     async def _hand_over(self, push: Callable[[_Client], Awaitable[Any]]) -> None:
@@ -768,11 +758,15 @@ class RedisTier:
         if reply is None:
             return None
         verdict = _str(reply[0])
-        if verdict not in ("closed", "open", "probe"):
-            return None
+        ms, failures = int(reply[1]), int(reply[2])
         if verdict == "open":
             self._count("breaker_open")
-        return verdict, int(reply[1]) / 1000, int(reply[2])  # type: ignore[return-value]
+            return "open", ms / 1000, failures
+        if verdict == "probe":
+            return "probe", 0.0, failures
+        if verdict == "closed":
+            return "closed", 0.0, failures
+        return None
 
     async def breaker_failure(
         self, campaign: str, threshold: int, token: str, open_for: float
@@ -831,12 +825,15 @@ class RedisTier:
             await self._read_events()
         finally:
             if self._state != "closed":
-                loop = asyncio.get_running_loop()
-                self._listening.discard(loop)
-                self._inboxes.pop(loop, None)
-                client = self._clients.pop(loop, None)
-                if client is not None:
-                    await _close_quietly(client)
+                await self._forget_loop(asyncio.get_running_loop())
+
+    async def _forget_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Drop this loop's reader, inbox and client, closing the client."""
+        self._listening.discard(loop)
+        self._inboxes.pop(loop, None)
+        client = self._clients.pop(loop, None)
+        if client is not None:
+            await _close_quietly(client)
 
     async def _read_events(self) -> None:
         last = "$"
@@ -941,21 +938,13 @@ class RedisTier:
         the resolver is closed, such as a server's serving a resolver it does not
         own."""
         loop = asyncio.get_running_loop()
-        pending = [task for task in self._handing_over if task.get_loop() is loop]
-        if pending:
-            await asyncio.wait(pending, timeout=self._background_bound)
-        await self._finish_closing(loop)
-        mine = [task for task in self._tasks if task.get_loop() is loop]
-        for task in mine:
+        await self._handing_over.wait(loop, self._background_bound)
+        await self._closing.wait(loop, 2.0)
+        for task in self._tasks.on(loop):
             task.cancel()
-        if mine:
-            await asyncio.wait(mine, timeout=1.0)
-        await self._finish_closing(loop)
-        self._listening.discard(loop)
-        self._inboxes.pop(loop, None)
-        client = self._clients.pop(loop, None)
-        if client is not None:
-            await _close_quietly(client)
+        await self._tasks.wait(loop, 1.0)
+        await self._closing.wait(loop, 2.0)
+        await self._forget_loop(loop)
 
     async def close(self) -> None:
         """Stop the background readers and close the connections. Tasks and clients
@@ -963,21 +952,17 @@ class RedisTier:
         if self._state == "closed":
             return
         loop = asyncio.get_running_loop()
-        pending = [task for task in self._handing_over if task.get_loop() is loop]
-        if pending:  # waiters in other processes are counting on these
-            await asyncio.wait(pending, timeout=max(1.0, self.timeout * 4))
+        # Waiters in other processes are counting on the hand-overs.
+        await self._handing_over.wait(loop, self._background_bound)
         self._state = "closed"
-        here = []
-        for task in list(self._tasks):
+        for task in self._tasks:
             owner = task.get_loop()
             if owner is loop:
                 task.cancel()
-                here.append(task)
             elif not owner.is_closed():
                 owner.call_soon_threadsafe(task.cancel)
-        if here:
-            await asyncio.wait(here, timeout=1.0)
-        await self._finish_closing(loop)
+        await self._tasks.wait(loop, 1.0)
+        await self._closing.wait(loop, 2.0)
         for owner, client in list(self._clients.items()):
             if owner is loop:
                 await _close_quietly(client)
