@@ -30,6 +30,7 @@ from .errors import (
     DuplicateAdapter,
     ImportInProgress,
     InputFileError,
+    InvalidLead,
     InvalidPhoneNumber,
     JournalError,
     LeadAlreadyExists,
@@ -45,10 +46,11 @@ from .errors import (
     PredialError,
     RecordNotFound,
     UnknownAdapter,
+    UnknownCampaign,
     Unresolvable,
 )
 from .hookspecs import hookimpl
-from .models import CrmContact, CrmPhone, Lead, Resolution
+from .models import CrmContact, CrmPhone, Lead, Resolution, parse_lead
 from .phone import PhonePolicy, mask_phone, normalize
 from .plugins import load_plugins
 from .redaction import redact
@@ -77,6 +79,7 @@ __all__ = [
     "DuplicateAdapter",
     "ImportInProgress",
     "InputFileError",
+    "InvalidLead",
     "InvalidPhoneNumber",
     "JournalError",
     "Lead",
@@ -99,6 +102,7 @@ __all__ = [
     "ResolverStats",
     "RetrySettings",
     "UnknownAdapter",
+    "UnknownCampaign",
     "Unresolvable",
     "WarmReport",
     "__version__",
@@ -106,5 +110,6 @@ __all__ = [
     "load_plugins",
     "mask_phone",
     "normalize",
+    "parse_lead",
     "redact",
 ]

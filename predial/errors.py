@@ -15,6 +15,8 @@ PredialError
 ├── ImportInProgress          another import of the same file or journal is running (owner)
 ├── JournalError              the import journal is damaged, foreign, or cannot be written
 ├── Unresolvable              the resolver's verdict: no number to dial
+│   ├── InvalidLead           also a ValueError: the lead itself is malformed (skip)
+│   └── UnknownCampaign       no campaign with the lead's id is configured (skip)
 └── LupitorError              the Lupitor Leads API refused a request (status, message)
     ├── LupitorAuthError      401: missing, invalid or inactive API key
     ├── LupitorForbidden      403: the key lacks the write scope
@@ -33,6 +35,7 @@ configuration problem that should fail loudly.
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from ._http import retry_after_hint
@@ -47,6 +50,7 @@ __all__ = [
     "DuplicateAdapter",
     "ImportInProgress",
     "InputFileError",
+    "InvalidLead",
     "InvalidPhoneNumber",
     "JournalError",
     "LeadAlreadyExists",
@@ -62,6 +66,7 @@ __all__ = [
     "PredialError",
     "RecordNotFound",
     "UnknownAdapter",
+    "UnknownCampaign",
     "Unresolvable",
 ]
 
@@ -245,6 +250,71 @@ class Unresolvable(PredialError):
         if detail:
             text = f"{text}: {detail}"
         super().__init__(text)
+
+
+class InvalidLead(Unresolvable, ValueError):
+    """A lead that fails validation: no dial is possible, whatever the CRM says.
+
+    Raised by `Resolver.resolve`, and returned in place of a result by
+    `Resolver.resolve_many` (so one malformed lead never fails a batch). `field` is
+    the first offending field as the Lupitor API spells it (`externalId`), `index`
+    the lead's position in a batch (None for a single lead), `problems` every
+    `(field, message)` found. Also a `ValueError`, as pydantic's error was.
+    """
+
+    def __init__(
+        self,
+        problems: list[tuple[str | None, str]],
+        *,
+        index: int | None = None,
+        campaign_id: str | None = None,
+        external_id: str | None = None,
+    ) -> None:
+        self.problems = problems or [(None, "not a lead")]
+        self.index = index
+        self.field = self.problems[0][0]
+        where = f"leads[{index}]" if index is not None else "lead"
+        detail = "; ".join(
+            f"{where}.{field}: {message}" if field else f"{where}: {message}"
+            for field, message in self.problems
+        )
+        super().__init__(
+            "invalid_lead",
+            retryable=False,
+            campaign_id=campaign_id,
+            external_id=external_id,
+            detail=detail,
+        )
+
+
+class UnknownCampaign(Unresolvable):
+    """No campaign with the lead's `campaignId` is configured in this resolver.
+
+    A configuration mistake that no retry fixes: a permanent verdict (skip), not
+    "retry later". `configured` lists the campaign ids the resolver does have.
+    """
+
+    def __init__(
+        self,
+        campaign_id: str,
+        configured: list[str],
+        *,
+        external_id: str | None = None,
+        elapsed: float = 0.0,
+    ) -> None:
+        self.configured = configured
+        close = difflib.get_close_matches(campaign_id, configured, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        listed = ", ".join(configured[:10]) + (", ..." if len(configured) > 10 else "")
+        super().__init__(
+            "unknown_campaign",
+            retryable=False,
+            campaign_id=campaign_id,
+            external_id=external_id,
+            detail=f"no campaign {campaign_id!r} is configured{hint} "
+            f"(configured: {listed or 'none'})",
+            elapsed=elapsed,
+        )
 
 
 class LupitorError(PredialError):

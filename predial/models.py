@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -13,6 +14,7 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    ValidationError,
     field_serializer,
     field_validator,
     model_validator,
@@ -20,6 +22,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from ._faults import is_adapter_fault, safe_repr, type_name
+from .errors import InvalidLead
 from .phone import mask_phone
 from .redaction import redact
 
@@ -31,6 +34,7 @@ __all__ = [
     "LeadMode",
     "Resolution",
     "Source",
+    "parse_lead",
 ]
 
 LeadMode = Literal["standard", "prefetch", "both"]
@@ -67,6 +71,13 @@ class Lead(BaseModel):
     metadata: dict[str, JsonValue] | None = None
     scheduled_for: datetime | None = None
     priority: int = Field(default=0, ge=0, le=100)
+    # Read-only fields the Leads API adds to the leads it lists (GET /api/v1/leads):
+    # accepted so a listed lead resolves as it is, kept for the caller, never used
+    # to resolve and never sent back (excluded from `to_api()`).
+    id: str | None = Field(default=None, alias="_id", exclude=True)
+    status: str | None = Field(default=None, exclude=True)
+    attempts: int | None = Field(default=None, ge=0, exclude=True)
+    creation_time: float | None = Field(default=None, alias="_creationTime", exclude=True)
 
     @field_validator("phone_number", "external_id", mode="before")
     @classmethod
@@ -130,6 +141,63 @@ class Lead(BaseModel):
     def to_api(self) -> dict[str, Any]:
         """The lead as the Leads API's JSON body."""
         return self.model_dump(by_alias=True, exclude_none=True)
+
+
+def parse_lead(value: object, *, index: int | None = None) -> Lead:
+    """`value` as a `Lead`, or `InvalidLead` naming every offending field.
+
+    Takes a `Lead`, the Lupitor lead JSON (a mapping, with or without the API's
+    read-only fields), or another pydantic model of a lead (such as a listed
+    `StoredLead`). `index` is the lead's position in a batch, for the message.
+    """
+    if isinstance(value, Lead):
+        return value
+    if isinstance(value, BaseModel):
+        value = value.model_dump(by_alias=True, exclude_none=True)
+    if not isinstance(value, Mapping):
+        raise InvalidLead(
+            [
+                (
+                    None,
+                    f"expected the Lupitor lead JSON (an object) or a predial.Lead, "
+                    f"not {type(value).__name__}",
+                )
+            ],
+            index=index,
+        )
+    try:
+        return Lead.model_validate(value)
+    except ValidationError as error:
+        problems = [_problem(item) for item in error.errors(include_url=False)]
+        campaign_id = value.get("campaignId", value.get("campaign_id"))
+        external_id = value.get("externalId", value.get("external_id"))
+        raise InvalidLead(
+            problems,
+            index=index,
+            campaign_id=campaign_id if isinstance(campaign_id, str) else None,
+            external_id=external_id if isinstance(external_id, str) else None,
+        ) from None
+
+
+def _lead_fields() -> list[str]:
+    return [info.alias or name for name, info in Lead.model_fields.items()]
+
+
+def _problem(item: Any) -> tuple[str | None, str]:
+    """One pydantic error as (the field as the API spells it, our message)."""
+    location = [str(part) for part in item["loc"]]
+    kind = item["type"]
+    if not location:  # the one model-level rule: neither identifier was given
+        return "externalId", item["msg"].removeprefix("Value error, ")
+    field = ".".join(location)
+    if kind == "extra_forbidden" and len(location) == 1:
+        close = difflib.get_close_matches(location[0], _lead_fields(), n=1, cutoff=0.6)
+        if close:
+            return field, f"unknown field; did you mean {close[0]!r}?"
+        return field, "unknown field (a lead has " + ", ".join(_lead_fields()) + ")"
+    if kind == "missing":
+        return field, "required"
+    return field, item["msg"].removeprefix("Value error, ")
 
 
 @dataclass(frozen=True, slots=True, repr=False)

@@ -42,9 +42,16 @@ from .breaker import BreakerSettings
 from .cache import CacheEntry, CacheKey, CacheSettings, CacheTier, MemoryCache
 from .campaign import Campaign, RetrySettings
 from .config import secret_values
-from .errors import ConfigurationError, InvalidPhoneNumber, UnknownAdapter, Unresolvable
+from .errors import (
+    ConfigurationError,
+    InvalidLead,
+    InvalidPhoneNumber,
+    UnknownAdapter,
+    UnknownCampaign,
+    Unresolvable,
+)
 from .fetcher import Answer, CampaignRuntime, redacted_traceback
-from .models import Lead, Resolution
+from .models import Lead, Resolution, parse_lead
 from .phone import mask_phone
 from .plugins import PluginRegistry, load_plugins
 from .redaction import redact, register_secret, safe_text
@@ -277,12 +284,12 @@ class Resolver:
         """The number to dial for `lead`, or `Unresolvable` with the verdict."""
         started = perf_counter()
         if not isinstance(lead, Lead):
-            lead = Lead.model_validate(lead)
+            lead = self._parse(lead, None, started)
         if self._closed:
             raise RuntimeError("the resolver is closed")
         runtime = self.campaigns.get(lead.campaign_id)
         if runtime is None:
-            raise self._refuse(lead, None, "unknown_campaign", True, None, started)
+            raise self._unknown_campaign(lead, started)
         external_id = lead.external_id
         if external_id is None:
             return self._standard(lead, runtime, started)
@@ -330,15 +337,14 @@ class Resolver:
         resolution or refusal. The cache is read only for a stale fallback and is
         not written.
         """
-        if not isinstance(lead, Lead):
-            lead = Lead.model_validate(lead)
+        lead = parse_lead(lead)
         trace = Trace(lead)
         started = perf_counter()
         runtime = self.campaigns.get(lead.campaign_id)
         try:
             if runtime is None:
                 trace.notes.append(f"no campaign {lead.campaign_id!r} is configured")
-                raise self._refuse(lead, None, "unknown_campaign", True, None, started)
+                raise self._unknown_campaign(lead, started)
             trace.adapter, trace.plugin = runtime.adapter_name, runtime.plugin
             trace.breaker = runtime.breaker.state
             if self.shared is not None:
@@ -429,8 +435,7 @@ class Resolver:
                 "the resolver's event loop stopped while the lead was resolved"
             ) from None
         except concurrent.futures.TimeoutError:
-            if not isinstance(lead, Lead):
-                lead = Lead.model_validate(lead)
+            lead = parse_lead(lead)
             raise Unresolvable(
                 "timeout",
                 retryable=True,
@@ -447,23 +452,32 @@ class Resolver:
     ) -> list[Resolution | Unresolvable]:
         """Resolve `leads` with at most `concurrency` in flight; results keep input order.
 
-        Each result is a `Resolution` or the `Unresolvable` refusal for that lead.
+        Each result is a `Resolution` or the `Unresolvable` refusal for that lead; a
+        malformed lead is answered with an `InvalidLead` refusal carrying its `index`
+        and `field` (it never fails the batch, and the others are still resolved).
         `on_result(index, result)` is called as each one arrives (a progress bar).
         """
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        # Validate everything before the first CRM call: a bad lead is the caller's bug.
-        items = [lead if isinstance(lead, Lead) else Lead.model_validate(lead) for lead in leads]
+        items: list[Lead | InvalidLead] = []
+        for index, lead in enumerate(leads):
+            try:
+                items.append(lead if isinstance(lead, Lead) else parse_lead(lead, index=index))
+            except InvalidLead as invalid:
+                items.append(invalid)
         results: list[Resolution | Unresolvable | None] = [None] * len(items)
         pending = iter(enumerate(items))
 
         async def worker() -> None:
             for index, lead in pending:
                 result: Resolution | Unresolvable
-                try:
-                    result = await self.resolve(lead)
-                except Unresolvable as refusal:
-                    result = refusal
+                if isinstance(lead, InvalidLead):
+                    result = self._count_invalid(lead, perf_counter())
+                else:
+                    try:
+                        result = await self.resolve(lead)
+                    except Unresolvable as refusal:
+                        result = refusal
                 results[index] = result
                 if on_result is not None:
                     on_result(index, result)
@@ -1086,6 +1100,36 @@ class Resolver:
             external_id=lead.external_id,
             detail=detail,
             elapsed=elapsed,
+        )
+
+    def _parse(self, value: object, index: int | None, started: float) -> Lead:
+        """`value` as a Lead, or the `InvalidLead` refusal counted like any other."""
+        try:
+            return parse_lead(value, index=index)
+        except InvalidLead as invalid:
+            raise self._count_invalid(invalid, started) from None
+
+    def _count_invalid(self, invalid: InvalidLead, started: float) -> InvalidLead:
+        elapsed = perf_counter() - started
+        invalid.elapsed = elapsed
+        stats = self._stats
+        stats.refused += 1
+        stats.refusals[invalid.reason] += 1
+        stats.latencies.append(elapsed)
+        if self._metrics is not None:
+            self._metrics.on_decision(invalid.campaign_id, "", "skip", invalid.reason, elapsed)
+        # The fields only: the message quotes no values (a number may be among them).
+        log.info("lead refused: invalid_lead (%s)", ", ".join(str(f) for f, _ in invalid.problems))
+        return invalid
+
+    def _unknown_campaign(self, lead: Lead, started: float) -> UnknownCampaign:
+        """The permanent verdict for a lead of a campaign this resolver does not have."""
+        self._refuse(lead, None, "unknown_campaign", False, None, started)
+        return UnknownCampaign(
+            lead.campaign_id,
+            sorted(self.campaigns),
+            external_id=lead.external_id,
+            elapsed=perf_counter() - started,
         )
 
     # -- the rest ----------------------------------------------------------------

@@ -48,6 +48,9 @@ PERMANENT_REASONS: Final[dict[str, str]] = {
     "record_deleted": "the CRM record is deleted",
     "record_archived": "the CRM record is archived",
     "invalid_stored_number": "the lead's stored number does not pass the phone policy",
+    # The lead or the configuration is wrong, not the CRM: no retry fixes these.
+    "unknown_campaign": "no campaign with this id is configured",
+    "invalid_lead": "the lead itself fails validation (a field is missing or malformed)",
 }
 
 #: The CRM could not answer: try again later (stale cache or stored number first).
@@ -58,7 +61,6 @@ TRANSIENT_REASONS: Final[dict[str, str]] = {
     "auth_error": "the CRM rejected the adapter's credentials",
     "adapter_error": "the adapter raised an unexpected error (a bug in the adapter)",
     "campaign_misconfigured": "the campaign's adapter could not be set up",
-    "unknown_campaign": "no campaign with this id is configured",
 }
 
 

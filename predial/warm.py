@@ -21,9 +21,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import AdapterError, RecordNotFound, Unresolvable
+from .errors import AdapterError, InvalidLead, RecordNotFound, Unresolvable
 from .fetcher import Answer, BadBatchAnswer, CampaignRuntime, CircuitOpen
-from .models import Lead
+from .models import Lead, parse_lead
 from .redaction import redact, safe_text
 from .selection import Outcome
 
@@ -58,6 +58,7 @@ class WarmReport:
     cached as not dialable (not found, no valid number, do-not-call). `failed`: the
     CRM could not answer; nothing cached, the dial will fetch just in time.
     `skipped`: standard-mode leads and leads of unknown campaigns (nothing to warm).
+    `invalid`: malformed leads (`resolve` refuses them with `InvalidLead`), not warmed.
     `batches`: `fetch_phones` calls made.
     """
 
@@ -67,6 +68,7 @@ class WarmReport:
     refused: int = 0
     failed: int = 0
     skipped: int = 0
+    invalid: int = 0
     batches: int = 0
 
 
@@ -83,8 +85,12 @@ async def warm(
     report = WarmReport()
     wanted: dict[str, dict[str, Lead]] = {}
     seen: set[tuple[str, str]] = set()
-    for item in leads:
-        lead = item if isinstance(item, Lead) else Lead.model_validate(item)
+    for index, item in enumerate(leads):
+        try:
+            lead = parse_lead(item, index=index)
+        except InvalidLead:
+            report.invalid += 1
+            continue
         if lead.external_id is None or lead.campaign_id not in resolver.campaigns:
             report.skipped += 1
             continue

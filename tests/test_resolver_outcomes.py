@@ -218,12 +218,23 @@ async def test_unexpected_exception_is_logged_with_the_plugin_name(
     assert "Boom" in caplog.text
 
 
-async def test_unknown_campaign_is_refused_retryably() -> None:
-    """A lead of a campaign the resolver does not know: a configuration problem, not the lead's."""
+async def test_unknown_campaign_is_a_permanent_verdict() -> None:
+    """A lead of a campaign the resolver does not know: a configuration mistake that
+    no retry fixes, named as such, with the campaigns it does know."""
     async with make_resolver() as resolver:
-        with pytest.raises(Unresolvable) as caught:
-            await resolver.resolve(Lead(campaign_id="other", external_id="x"))
-    assert (caught.value.reason, caught.value.retryable) == ("unknown_campaign", True)
+        with pytest.raises(predial.UnknownCampaign) as caught:
+            await resolver.resolve(Lead(campaign_id="cmq", external_id="x"))
+        stats = resolver.stats()
+    refusal = caught.value
+    assert isinstance(refusal, Unresolvable)
+    assert (refusal.reason, refusal.retryable, refusal.retry_after) == (
+        "unknown_campaign",
+        False,
+        None,
+    )
+    assert refusal.configured == ["cmp"]
+    assert "no campaign 'cmq' is configured; did you mean 'cmp'?" in str(refusal)
+    assert stats.refusals["unknown_campaign"] == 1
 
 
 async def test_accepts_api_json_dicts() -> None:

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from .._faults import safe_flag
 from .._threads import run as run_to_end
+from ..errors import ConfigurationError, UnknownCampaign
 from ..models import Lead
 from ..resolver import Resolver
 from ..trace import Trace
@@ -45,6 +46,10 @@ def check(
 
     async def run() -> Trace:
         async with resolver:
+            if campaign not in resolver.campaigns:
+                # A configuration mistake, not a lead's verdict: exit 2, one line.
+                unknown = UnknownCampaign(campaign, sorted(resolver.campaigns))
+                raise ConfigurationError(f"{unknown.detail}; check --config")
             return await resolver.explain(lead)
 
     trace = run_to_end(run())

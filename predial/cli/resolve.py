@@ -11,12 +11,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemaining
 from rich.table import Table
 
 from .._threads import run as run_to_end
-from ..errors import InputFileError, Unresolvable
+from ..errors import InputFileError, UnknownCampaign, Unresolvable
 from ..leadfile import KNOWN_COLUMNS, LeadRow, LeadRowError, read_leads
 from ..models import Lead, Resolution
 from ..resolver import Resolver
 from ..tabular import read_header, table_format
-from .app import EXIT_OK, EXIT_REFUSED
+from .app import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
 from .output import Masker, err_console, json_line, out_console, summary_text
 
 __all__ = ["resolve"]
@@ -90,6 +90,18 @@ def resolve(
         err_console().print(summary_text(_outcomes(items)))
     else:
         _print_table(items, masker)
+    unknown = [item.result for item in items if isinstance(item.result, UnknownCampaign)]
+    if unknown:
+        # A campaign missing from the configuration is the operator's to fix, not a
+        # lead's verdict: say so once, and exit 2.
+        more = len({refusal.campaign_id for refusal in unknown}) - 1
+        also = f" (and {more} other campaign{'s' if more > 1 else ''})" if more else ""
+        err_console().print(
+            f"[bold red]error:[/] {escape(str(unknown[0].detail))}{escape(also)}; "
+            f"{len(unknown)} lead{'s' if len(unknown) > 1 else ''} not resolved: check --config",
+            highlight=False,
+        )
+        ctx.exit(EXIT_USAGE)
     refused = any(not isinstance(item.result, Resolution) for item in items)
     ctx.exit(EXIT_REFUSED if refused else EXIT_OK)
 

@@ -39,7 +39,7 @@ from ..resolver import Resolver
 from .accesslog import AccessLog, ServiceMetrics
 from .admission import Admission, Refused
 from .auth import Authenticator, AuthFailure, Caller
-from .contract import InvalidLead, decision_for, error_json, lead_from_json, new_decision_id
+from .contract import BadLeadBody, decision_for, error_json, lead_from_json, new_decision_id
 from .settings import ServiceConfig
 
 __all__ = [
@@ -365,7 +365,7 @@ class PredialService:
         """The lead of a request, checked against the caller's scope and the campaigns."""
         try:
             lead = lead_from_json(document)
-        except InvalidLead as invalid:
+        except BadLeadBody as invalid:
             raise Problem(400, invalid.code, invalid.message, invalid.field) from None
         if not caller.may_ask(lead.campaign_id):
             raise Problem(

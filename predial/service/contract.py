@@ -14,22 +14,22 @@ import os
 import secrets
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from ..errors import Unresolvable
-from ..models import Lead, Resolution
+from ..errors import InvalidLead, Unresolvable
+from ..models import Lead, Resolution, parse_lead
 from ..redaction import redact
 
 __all__ = [
     "LEAD_FIELDS",
+    "BadLeadBody",
     "BatchItemError",
     "BatchRequest",
     "BatchResponse",
     "Decision",
     "ErrorBody",
     "ErrorDetail",
-    "InvalidLead",
     "decision_for",
     "lead_from_json",
     "new_decision_id",
@@ -101,7 +101,7 @@ class BatchResponse(BaseModel):
     results: list[Decision | BatchItemError] = Field(description="In input order")
 
 
-class InvalidLead(ValueError):
+class BadLeadBody(ValueError):
     """A request body that is not a lead; `field` names the offending field."""
 
     def __init__(self, message: str, field: str | None, code: str = "invalid_lead") -> None:
@@ -144,22 +144,18 @@ reset_decision_prefix()
 
 
 def lead_from_json(body: object) -> Lead:
-    """The `Lead` in a decoded JSON body, or `InvalidLead` naming the field."""
-    if isinstance(body, InvalidLead):  # a shim already knows this item is not a lead
+    """The `Lead` in a decoded JSON body, or `BadLeadBody` naming the field."""
+    if isinstance(body, BadLeadBody):  # a shim already knows this item is not a lead
         raise body
     if not isinstance(body, dict):
-        raise InvalidLead("the body must be a JSON object: a lead as Lupitor spells it", None)
+        raise BadLeadBody("the body must be a JSON object: a lead as Lupitor spells it", None)
     picked = {name: body[name] for name in LEAD_FIELDS if name in body}
     try:
-        return Lead.model_validate(picked)
-    except ValidationError as error:
-        first = error.errors(include_url=False, include_input=False)[0]
-        location = [str(part) for part in first["loc"]]
-        # The one model-level rule: neither identifier was given.
-        field = location[0] if location else "externalId"
-        message = first["msg"].removeprefix("Value error, ")
-        where = ".".join(location) if location else field
-        raise InvalidLead(f"{where}: {message}", field) from None
+        return parse_lead(picked)
+    except InvalidLead as error:
+        field, message = error.problems[0]
+        top = field.split(".")[0] if field else None
+        raise BadLeadBody(f"{field}: {message}" if field else message, top) from None
 
 
 def decision_for(

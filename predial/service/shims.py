@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 
 from .app import PredialService, Problem, record
 from .auth import Caller
-from .contract import InvalidLead
+from .contract import BadLeadBody
 
 __all__ = ["connect", "vapi_tool"]
 
@@ -160,10 +160,10 @@ def _connect_lead(profile: Any, default_campaign: str | None) -> Any:
         try:
             data = from_json(data, allow_inf_nan=False)
         except ValueError:
-            return InvalidLead("CustomerData is not valid JSON", "CustomerData")
+            return BadLeadBody("CustomerData is not valid JSON", "CustomerData")
     if data is not None and not isinstance(data, dict):
         # Not resolved by its ProfileId alone: a malformed payload is not a lead.
-        return InvalidLead("CustomerData must be a JSON object, or a string of one", "CustomerData")
+        return BadLeadBody("CustomerData must be a JSON object, or a string of one", "CustomerData")
     lead: dict[str, Any] = dict(data) if data else {}
     if "externalId" not in lead and isinstance(profile.get("ProfileId"), str):
         lead["externalId"] = profile["ProfileId"]
