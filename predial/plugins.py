@@ -15,10 +15,10 @@ import difflib
 import importlib
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 import pluggy
 
@@ -102,6 +102,7 @@ class PluginRegistry:
         self.plugins: list[PluginInfo] = []
         self._adapters: dict[str, AdapterSpec] = {}
         self._conflicts: dict[str, DuplicateAdapter] = {}
+        self._class_plugins: dict[type[Any], _AdapterClassPlugin] = {}
 
     # -- lookups ---------------------------------------------------------------
 
@@ -155,15 +156,43 @@ class PluginRegistry:
         self._collect_adapters(plugin, info)
 
     def add_explicit(self, plugin: object) -> None:
-        """Register a plugin object or module passed in code; raise if it fails,
-        since the caller named it directly."""
-        name = getattr(plugin, "__name__", None) or type(plugin).__name__
+        """Register a plugin passed in code (`Resolver(plugins=[...])`, `load_plugins`):
+        a module or object with a `register_adapters` hook implementation, or an
+        adapter class itself (a class with `name` and `fetch_phone`), registered as
+        is. Raise if it fails or registers nothing, since the caller named it directly.
+        """
+        if self._is_adapter_class(plugin):
+            # One wrapper per class, so passing the same class twice registers it once.
+            plugin = self._class_plugins.setdefault(plugin, _AdapterClassPlugin(plugin))
+        name = _explicit_name(plugin)
+        if not self._hook_names(plugin):
+            raise PluginLoadError(name, _no_hook_reason(plugin))
         info = PluginInfo(name=name, origin="explicit")
         self.add(plugin, info)
         if info.status == "failed":
             if isinstance(info.exception, DuplicateAdapter):
                 raise info.exception
             raise PluginLoadError(name, info.error or "unknown error")
+
+    def _hook_names(self, plugin: object) -> list[str]:
+        """The attributes of `plugin` marked `@predial.hookimpl` (misspelt ones too:
+        `add` refuses those by name)."""
+        if plugin is None or isinstance(plugin, (str, bytes)):
+            return []
+        return [
+            attribute
+            for attribute in dir(plugin)
+            if self.manager.parse_hookimpl_opts(plugin, attribute) is not None
+        ]
+
+    def _is_adapter_class(self, plugin: object) -> TypeGuard[type[Any]]:
+        # A class with fetch_phone and no hook of its own is meant as an adapter; one
+        # without a valid name is still taken as one, so the error says what is wrong.
+        return (
+            isinstance(plugin, type)
+            and hasattr(plugin, "fetch_phone")
+            and not self._hook_names(plugin)
+        )
 
     def _collect_adapters(self, plugin: object, info: PluginInfo) -> None:
         collected: list[type[Any]] = []
@@ -202,6 +231,47 @@ class PluginRegistry:
                 info.adapters.append(cls.name)
 
 
+class _AdapterClassPlugin:
+    """An adapter class passed where a plugin goes: the plugin registering just it."""
+
+    def __init__(self, cls: type[Any]) -> None:
+        self.cls = cls
+        self.__name__ = cls.__qualname__
+
+    @hookspecs.hookimpl
+    def register_adapters(self, register: Callable[[type[Any]], None]) -> None:
+        register(self.cls)
+
+
+_ACCEPTED = (
+    "pass a module or object with `@predial.hookimpl def register_adapters(register)`, "
+    "or an adapter class (a class with `name` and `fetch_phone`)"
+)
+
+
+def _no_hook_reason(plugin: object) -> str:
+    """Why `plugin` registers nothing, and what is accepted instead."""
+    if isinstance(plugin, (str, bytes)):
+        return (
+            "a name, not a plugin: import the module and pass the module, or list the "
+            "name in predial.toml's [resolver] plugins"
+        )
+    if not isinstance(plugin, type) and callable(getattr(plugin, "fetch_phone", None)):
+        cls = type(plugin).__qualname__
+        return (
+            f"an adapter instance, not a class: pass {cls} itself (the resolver builds "
+            "one per campaign from its settings)"
+        )
+    return f"registers no hook: {_ACCEPTED}"
+
+
+def _explicit_name(plugin: object) -> str:
+    """How errors and `predial plugins` name a plugin passed in code."""
+    if plugin is None or isinstance(plugin, (str, bytes)):
+        return repr(plugin) if isinstance(plugin, bytes) else str(plugin)
+    return getattr(plugin, "__name__", None) or type(plugin).__name__
+
+
 def _names(value: str | None) -> set[str] | None:
     if value is None:
         return None
@@ -238,8 +308,9 @@ def load_plugins(
 ) -> PluginRegistry:
     """Load the built-in plugins, the installed entry points and `extra` plugins.
 
-    `extra` holds plugin objects or modules registered without an entry point
-    (scripts and tests); a failure among them raises `PluginLoadError`, since the
+    `extra` holds plugins registered without an entry point (scripts and tests):
+    modules or objects with a `register_adapters` hook, or adapter classes; a failure
+    among them, or one registering nothing, raises `PluginLoadError`, since the
     caller named them directly.
     """
     env = os.environ if environ is None else environ

@@ -325,3 +325,88 @@ def test_adapter_constructor_crash_is_a_configuration_error() -> None:
     with resolver, pytest.raises(predial.Unresolvable) as refused:
         resolver.resolve_sync(Lead(campaign_id="c", external_id="x"))
     assert refused.value.reason == "campaign_misconfigured"
+
+
+def test_an_adapter_class_passed_as_a_plugin_is_registered() -> None:
+    """`Resolver(plugins=[MyAdapter])`, the first thing people try, registers the class
+    (once, however often it is passed) under its own name."""
+    with Resolver(
+        [Campaign("c", "hubspot")], plugins=[HubSpotLike, HubSpotLike], load_entrypoints=False
+    ) as resolver:
+        resolution = resolver.resolve_sync(Lead(campaign_id="c", external_id="x"))
+        explicit = [p for p in resolver.registry.plugins if p.origin == "explicit"]
+    assert (resolution.phone_number, resolution.adapter) == ("+12024561111", "hubspot")
+    assert [(p.name, p.adapters, p.status) for p in explicit] == [
+        ("HubSpotLike", ["hubspot"], "active")
+    ]
+
+
+def test_an_adapter_class_beside_a_plugin_with_the_same_class_is_no_conflict() -> None:
+    registry = load_plugins([Plugin(HubSpotLike), HubSpotLike], entrypoints=False)
+    assert registry.adapter_class("hubspot") is HubSpotLike
+
+
+def test_an_adapter_class_with_a_bad_name_says_what_is_wrong() -> None:
+    """A class with fetch_phone is taken as an adapter, so the error is the adapter's."""
+
+    class NoName:
+        def fetch_phone(self, external_id: str) -> None:
+            return None
+
+    with pytest.raises(PluginLoadError, match=r"NoName\.name must be a lowercase slug"):
+        Resolver([], plugins=[NoName], load_entrypoints=False)
+
+
+def test_an_adapter_class_conflicting_with_an_installed_one_is_refused() -> None:
+    with pytest.raises(DuplicateAdapter, match="'hubspot' is registered twice"):
+        load_plugins([Plugin(HubSpotLike), OtherHubSpot], entrypoints=False)
+
+
+ACCEPTED = (
+    "pass a module or object with `@predial.hookimpl def register_adapters(register)`, "
+    "or an adapter class (a class with `name` and `fetch_phone`)"
+)
+
+
+@pytest.mark.parametrize(
+    ("plugin", "expected"),
+    [
+        (object(), f"plugin 'object' failed to load: registers no hook: {ACCEPTED}"),
+        (None, f"plugin 'None' failed to load: registers no hook: {ACCEPTED}"),
+        (type("Settings", (), {"name": "x"}), "'Settings' failed to load: registers no hook"),
+        (type(sys)("predial_test_empty"), "'predial_test_empty' failed to load: registers no hook"),
+        (
+            "my_adapters.py",
+            "plugin 'my_adapters.py' failed to load: a name, not a plugin: import the module "
+            "and pass the module, or list the name in predial.toml's [resolver] plugins",
+        ),
+        (
+            HubSpotLike(),
+            "plugin 'HubSpotLike' failed to load: an adapter instance, not a class: pass "
+            "HubSpotLike itself (the resolver builds one per campaign from its settings)",
+        ),
+    ],
+)
+def test_a_plugin_that_registers_no_hook_is_refused_saying_what_is_accepted(
+    plugin: object, expected: str
+) -> None:
+    """Before, these registered nothing and the campaign then failed 'unknown adapter'."""
+    with pytest.raises(PluginLoadError) as caught:
+        Resolver([Campaign("c", "hubspot")], plugins=[plugin], load_entrypoints=False)
+    assert expected in str(caught.value)
+    registry = load_plugins(entrypoints=False)
+    with pytest.raises(PluginLoadError):
+        registry.add_explicit(plugin)
+    assert [p.origin for p in registry.plugins] == ["builtin"]
+
+
+def test_a_plugin_whose_hook_is_misspelt_is_refused_by_the_hooks_name() -> None:
+    """A hookimpl under another name is a hook: the error names it, not 'no hook'."""
+
+    class Typo:
+        @predial.hookimpl
+        def register_adapter(self, register):
+            register(HubSpotLike)
+
+    with pytest.raises(PluginLoadError, match="unknown hook.*register_adapter"):
+        load_plugins([Typo()], entrypoints=False)
