@@ -36,7 +36,7 @@ configuration problem that should fail loudly.
 from __future__ import annotations
 
 import difflib
-from typing import Any
+from typing import Any, ClassVar
 
 from ._http import retry_after_hint
 
@@ -80,7 +80,22 @@ class ConfigurationError(PredialError):
 
 
 class UnknownAdapter(ConfigurationError):
-    """A campaign names an adapter that no loaded plugin registered."""
+    """A campaign names an adapter that no loaded plugin registered.
+
+    For an adapter of predial's own plugins (`FIRST_PARTY`), the message says which
+    distribution provides it and how to install it, or that it is installed but was
+    not loaded; a `suggestion` may be one of those adapters too.
+    """
+
+    #: The adapters predial's first-party plugins (plugins/ in its repository)
+    #: register, by the distribution that provides each: the one table of them.
+    FIRST_PARTY: ClassVar[dict[str, str]] = {
+        "gohighlevel": "predial-gohighlevel",
+        "http": "predial-http",
+        "hubspot": "predial-hubspot",
+        "pipedrive": "predial-pipedrive",
+        "salesforce": "predial-salesforce",
+    }
 
     def __init__(
         self,
@@ -93,11 +108,47 @@ class UnknownAdapter(ConfigurationError):
         self.name = name
         self.installed = installed
         self.suggestion = suggestion
-        hint = f"; did you mean {suggestion!r}?" if suggestion else ";"
+        #: The distribution that would provide `name` (or the suggestion), if first-party.
+        self.distribution = self.FIRST_PARTY.get(name)
         listed = ", ".join(installed) if installed else "none"
         where = f"{context}: " if context else ""
-        text = f"{where}unknown adapter {name!r}{hint} Installed adapters: {listed}"
+        if self.distribution is not None and name not in installed:
+            text = f"{where}unknown adapter {name!r}: {self._missing(self.distribution)}."
+        else:
+            hint = ""
+            if suggestion:
+                provider = self.FIRST_PARTY.get(suggestion)
+                if provider is not None and suggestion not in installed:
+                    hint = f" ({self._missing(provider, short=True)})"
+                    self.distribution = provider
+            ask = f"; did you mean {suggestion!r}{hint}?" if suggestion else ";"
+            text = f"{where}unknown adapter {name!r}{ask}"
+        text = f"{text} Installed adapters: {listed}"
         super().__init__(f"{text} ({note})" if note else text)
+
+    @staticmethod
+    def _missing(distribution: str, *, short: bool = False) -> str:
+        """What to do about a first-party distribution whose adapter is not loaded."""
+        from importlib import metadata
+
+        try:
+            metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            install = f"pip install {distribution}"
+            if short:
+                return install
+            return (
+                f"it comes with {distribution}, which is not installed: {install} (from a "
+                f"predial checkout: pip install -e plugins/{distribution})"
+            )
+        # Installed, so the environment or the caller kept it out, or it failed.
+        if short:
+            return f"{distribution} is installed but not loaded: see predial plugins"
+        return (
+            f"{distribution} is installed but was not loaded (left out by "
+            "PREDIAL_LOAD_PLUGINS, PREDIAL_DISABLE_PLUGINS or load_entrypoints=False, or "
+            "failed: see predial plugins)"
+        )
 
 
 class DuplicateAdapter(ConfigurationError):

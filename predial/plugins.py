@@ -117,7 +117,10 @@ class PluginRegistry:
             return self._adapters[name]
         except KeyError:
             installed = self.adapter_names()
-            close = difflib.get_close_matches(name, installed, n=1)
+            # A typo of a first-party adapter that is not installed is suggested too,
+            # with how to install it.
+            known = [*installed, *(n for n in UnknownAdapter.FIRST_PARTY if n not in installed)]
+            close = difflib.get_close_matches(name, known, n=1)
             raise UnknownAdapter(name, installed, close[0] if close else None) from None
 
     def adapter_class(self, name: str) -> type[Any]:
