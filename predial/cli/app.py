@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
-from typing import Any
+from typing import IO, Any
 
 import click
+from click.exceptions import NoArgsIsHelpError
 from rich.markup import escape
 
 from ..errors import PredialError
@@ -22,27 +24,177 @@ EXIT_USAGE = 2
 # Errors that are the user's to fix: one line, no traceback (unless --debug).
 _EXPECTED = (PredialError, OSError, ValueError)
 
+# What a file parameter expects, by its name, for "is a directory; give ..."; any
+# other file parameter is "a file".
+_FILE_KINDS = {
+    "config_path": "the predial.toml file",
+    "leads_file": "a CSV or JSONL file of leads",
+    "file": "a CSV or JSONL file of leads",
+    "journal_path": "a file for the import journal",
+    "rejects_path": "a CSV file for the rejected rows",
+}
+
+
+def _print_error(message: str) -> None:
+    # Shown as text (a "[/]" in a file name is not markup).
+    err_console().print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
+
+
+class _UsageLine(click.ClickException):
+    """A usage error as one line (`error: --config: x is a directory; give ...`),
+    instead of click's usage block."""
+
+    exit_code = EXIT_USAGE
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        _print_error(self.message)
+
+
+def _param_name(param: click.Parameter) -> str:
+    if isinstance(param, click.Option):
+        return max(param.opts, key=len)
+    return param.human_readable_name
+
+
+def _usage_line(error: click.UsageError) -> _UsageLine:
+    """click's usage error in one line. A wrong value is named by its option or
+    argument; an error about the command line as a whole (a missing argument, an
+    unknown option) points at the command's help, where the fix is."""
+    if isinstance(error, click.BadParameter) and not isinstance(error, click.MissingParameter):
+        hint = error.param_hint
+        if hint is None and error.param is not None:
+            hint = _param_name(error.param)
+        if hint is not None and not isinstance(hint, str):
+            hint = " / ".join(hint)
+        return _UsageLine(f"{hint}: {error.message}" if hint else error.message)
+    text = error.format_message().rstrip(".")
+    text = text[:1].lower() + text[1:]
+    if error.ctx is not None:
+        text += f" (see '{error.ctx.command_path} -h')"
+    return _UsageLine(text)
+
+
+class _FilePath(click.Path):
+    """`click.Path(dir_okay=False)` whose refusal of a directory says, in one line,
+    what to give instead."""
+
+    def __init__(self, kind: str, path: click.Path) -> None:
+        super().__init__(
+            exists=path.exists,
+            file_okay=path.file_okay,
+            dir_okay=False,
+            writable=path.writable,
+            readable=path.readable,
+            resolve_path=path.resolve_path,
+            allow_dash=path.allow_dash,
+            path_type=path.type,
+            executable=path.executable,
+        )
+        self.kind = kind
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str | os.PathLike) and os.path.isdir(value):
+            self.fail(f"{os.fsdecode(value)} is a directory; give {self.kind}", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+def _set_debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.meta["predial.debug"] = True
+        _apply_logging(ctx)
+
+
+def _add_verbose(ctx: click.Context, param: click.Parameter, value: int) -> None:
+    if value:
+        # Counted with the group's own -v: the root's `verbose` is the total, which
+        # is where commands (predial serve) read it.
+        root = ctx.find_root()
+        root.params["verbose"] = int(root.params.get("verbose") or 0) + value
+        _apply_logging(ctx)
+
+
+def _apply_logging(ctx: click.Context) -> None:
+    verbose = int(ctx.find_root().params.get("verbose") or 0)
+    debug = bool(ctx.meta.get("predial.debug"))
+    _configure_logging(2 if debug and verbose == 0 else verbose)
+
+
+def _adopt(command: click.Command) -> None:
+    """Make what the group offers work wherever it is written: --debug and -v after
+    the subcommand too (`predial resolve x.csv --debug`), and file parameters that
+    answer a directory in one line."""
+    taken = {name for param in command.params for name in getattr(param, "opts", ())}
+    if "--debug" not in taken:
+        command.params.append(
+            click.Option(
+                ["--debug"],
+                is_flag=True,
+                expose_value=False,
+                is_eager=True,  # before any other parameter can fail
+                callback=_set_debug,
+                help="Show tracebacks instead of one-line errors.",
+            )
+        )
+    if not taken & {"-v", "--verbose"}:
+        command.params.append(
+            click.Option(
+                ["-v", "--verbose"],
+                count=True,
+                expose_value=False,
+                is_eager=True,
+                callback=_add_verbose,
+                help="Log more (-v info, -vv debug) to stderr.",
+            )
+        )
+    for param in command.params:
+        kind = param.type
+        if isinstance(kind, click.Path) and not kind.dir_okay and not isinstance(kind, _FilePath):
+            param.type = _FilePath(_FILE_KINDS.get(param.name or "", "a file"), kind)
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _adopt(sub)
+
 
 class _Group(click.Group):
-    """Turns expected errors into one line on stderr and exit code 2."""
+    """Turns expected errors into one line on stderr and exit code 2; lets the
+    group's options be written after the subcommand."""
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        _adopt(cmd)
+        super().add_command(cmd, name)
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except NoArgsIsHelpError:
+            raise  # `predial` alone shows the help
+        except click.UsageError as error:
+            raise _usage_line(error) from error
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except NoArgsIsHelpError:
+            raise
+        except click.UsageError as error:
+            raise _usage_line(error) from error
         except _EXPECTED as error:
             if ctx.meta.get("predial.debug"):
                 raise
-            # Shown as text (a "[/]" in a file name is not markup). predial's own
-            # messages already redact what they quote from adapters and files; any
-            # other error's text is redacted here (numbers, credentials).
+            # predial's own messages already redact what they quote from adapters
+            # and files; any other error's text is redacted here (numbers,
+            # credentials).
             if isinstance(error, PredialError):
                 message = safe_text(error)
             else:
                 message = redact(error, limit=2000)
-            message = message or type(error).__name__
-            err_console().print(
-                f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False
-            )
+            _print_error(message or type(error).__name__)
             ctx.exit(EXIT_USAGE)
 
 
@@ -67,13 +219,14 @@ def cli(ctx: click.Context, debug: bool, verbose: int) -> None:
     \b
     Exit codes: 0 every lead resolved, 1 some lead refused,
                 2 usage, input or configuration error.
+    --debug and -v may be given before or after the command.
     """
     ctx.meta["predial.debug"] = debug
     _configure_logging(2 if debug and verbose == 0 else verbose)
 
 
 def _register() -> None:
-    from . import check, config_cmd, import_cmd, plugins_cmd, resolve, serve
+    from . import check, config_cmd, fake_lupitor_cmd, import_cmd, plugins_cmd, resolve, serve
 
     cli.add_command(resolve.resolve)
     cli.add_command(import_cmd.import_)
@@ -81,6 +234,7 @@ def _register() -> None:
     cli.add_command(check.check)
     cli.add_command(config_cmd.config)
     cli.add_command(serve.serve)
+    cli.add_command(fake_lupitor_cmd.fake_lupitor)
 
 
 _register()
