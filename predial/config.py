@@ -26,23 +26,29 @@ allowed_regions = ["US", "CA"]
 `${VAR}` (or `${VAR:-default}`) anywhere in a string is read from the environment; a
 missing variable is an error naming it. Settings that look like secrets (`token`,
 `client_secret`, `password`, ...) must be written that way. Relative paths in settings
-named `path` or `*_path` are read from the config file's directory. Every error names
-the file, the key path (`campaigns[2].settings.token`) and what is wrong.
+named `path` or `*_path` are read from the config file's directory. Every problem in
+the file is found at once (a missing variable does not hide a typo elsewhere), and
+each names its key path (`campaigns[2].settings.token`) and what is wrong, in
+predial's words (`resolver.deadlin: unknown setting; did you mean 'deadline'?`).
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.util
 import itertools
+import json
 import os
 import re
 import sys
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import date, time
 from pathlib import Path
-from types import ModuleType
-from typing import TYPE_CHECKING, Any, Literal
+from types import ModuleType, UnionType
+from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -51,11 +57,12 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from .breaker import BreakerSettings
 from .cache import CacheSettings
 from .campaign import Campaign, RetrySettings
-from .errors import ConfigurationError
+from .errors import ConfigurationError, PluginLoadError
 from .phone import DEFAULT_REFUSED_TYPES, PhonePolicy
 from .service.settings import ServiceConfig
 
@@ -66,12 +73,17 @@ __all__ = [
     "CONFIG_ENV",
     "DEFAULT_CONFIG",
     "CampaignConfig",
+    "ConfigCheck",
     "PredialConfig",
     "ResolverConfig",
+    "check_config",
     "find_config",
     "is_secret_setting",
     "load_config",
+    "problem_order",
+    "problems_text",
     "secret_values",
+    "validation_problems",
 ]
 
 DEFAULT_CONFIG = "predial.toml"
@@ -254,9 +266,10 @@ class PredialConfig(_Strict):
     campaigns: list[CampaignConfig] = Field(default_factory=list)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     path: Path | None = None
-    #: Why `[service]` cannot be used (an environment variable it names is not set);
-    #: raised by the service only, so other users of the file are not held to it.
-    service_error: str | None = None
+    #: `[service]`'s environment variables that are not set, as problem lines
+    #: (`service.keys[0].key: environment variable DIALER_KEY is not set`): an error
+    #: for the service only, so other users of the file are not held to them.
+    service_unset: tuple[str, ...] = ()
 
     @field_validator("campaigns")
     @classmethod
@@ -264,25 +277,40 @@ class PredialConfig(_Strict):
         seen: set[str] = set()
         for campaign in campaigns:
             if campaign.id in seen:
-                raise ValueError(f"campaign id {campaign.id!r} appears twice")
+                raise PydanticCustomError(
+                    "duplicate_campaign", "campaign id {id!r} appears twice", {"id": campaign.id}
+                )
             seen.add(campaign.id)
         return campaigns
 
-    def checked_service(self) -> ServiceConfig:
-        """`[service]`, or `ConfigurationError` if it names an unset variable or
-        scopes a key to a campaign that is not configured (that key would get 403
-        on every request). Only the service asks: other users of the file are not
-        held to its settings."""
-        if self.service_error is not None:
-            raise ConfigurationError(self.service_error)
+    def service_problems(self) -> list[str]:
+        """Every problem of `[service]`, one `key.path: what is wrong` each: an unset
+        variable, a key scoped to a campaign that is not configured (that key would
+        get 403 on every request)."""
+        problems = list(self.service_unset)
         known = {campaign.id for campaign in self.campaigns}
         for index, key in enumerate(self.service.keys):
             for name in key.campaigns:
                 if name != "*" and name not in known:
-                    raise ConfigurationError(
-                        f"{self.path}: service.keys[{index}].campaigns: {name!r} is not a "
-                        f"configured campaign (configured: {', '.join(sorted(known)) or 'none'})"
+                    problems.append(
+                        f"service.keys[{index}].campaigns: {name!r} is not a configured "
+                        f"campaign (configured: {', '.join(sorted(known)) or 'none'})"
                     )
+        return problems
+
+    @property
+    def service_error(self) -> str | None:
+        """Why `[service]` cannot be used, or None."""
+        problems = self.service_problems()
+        return problems_text(self.path or DEFAULT_CONFIG, problems) if problems else None
+
+    def checked_service(self) -> ServiceConfig:
+        """`[service]`, or `ConfigurationError` naming each of its problems
+        (`service_problems`). Only the service asks: other users of the file are not
+        held to its settings."""
+        error = self.service_error
+        if error is not None:
+            raise ConfigurationError(error)
         return self.service
 
     def resolver_options(self) -> dict[str, Any]:
@@ -302,110 +330,339 @@ class PredialConfig(_Strict):
             options["shared"] = resolver.shared.tier()
         return options
 
-    def plugin_modules(self) -> list[ModuleType]:
-        """Import the `resolver.plugins` modules (dotted names or `.py` files)."""
+    def plugin_modules(self, failed: dict[int, PluginLoadError] | None = None) -> list[ModuleType]:
+        """Import the `resolver.plugins` modules (dotted names or `.py` files).
+
+        A module that cannot be imported raises `PluginLoadError` (a
+        `ConfigurationError`) naming its key path, the plugin and why. With `failed`
+        given, each such error is put there by its index in `resolver.plugins`
+        instead, and the other modules are still imported (`predial plugins` lists
+        the failed ones; see `PluginRegistry.add_configured`).
+        """
         base = self.path.parent if self.path else Path.cwd()
-        return [_import_plugin(spec, base, self.path) for spec in self.resolver.plugins]
+        modules = []
+        for index, spec in enumerate(self.resolver.plugins):
+            try:
+                modules.append(_import_plugin(spec, base, self.path, index))
+            except PluginLoadError as error:
+                if failed is None:
+                    raise
+                failed[index] = error
+        return modules
 
 
-def _import_plugin(spec: str, base: Path, config: Path | None) -> ModuleType:
-    where = f"{config or DEFAULT_CONFIG}: resolver.plugins"
+def _import_plugin(spec: str, base: Path, config: Path | None, index: int) -> ModuleType:
+    where = f"{config or DEFAULT_CONFIG}: resolver.plugins[{index}]"
     if spec.endswith(".py"):
         file = Path(spec) if Path(spec).is_absolute() else base / spec
         if not file.is_file():
-            raise ConfigurationError(f"{where}: plugin file {str(file)!r} does not exist")
+            relative = "" if Path(spec).is_absolute() else " (relative to the configuration)"
+            raise PluginLoadError(
+                spec, f"no such file {str(file)!r}; fix the path{relative} or remove it", where
+            )
         name = f"predial_config_plugin_{file.stem}"
         module_spec = importlib.util.spec_from_file_location(name, file)
         if module_spec is None or module_spec.loader is None:
-            raise ConfigurationError(f"{where}: cannot import {str(file)!r}")
+            raise PluginLoadError(spec, f"cannot import {str(file)!r}", where)
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[name] = module
         try:
             module_spec.loader.exec_module(module)
-        except Exception as error:
+        except Exception as error:  # a syntax error or whatever the file raised
             del sys.modules[name]
-            raise ConfigurationError(
-                f"{where}: importing {str(file)!r} failed: {type(error).__name__}: {error}"
+            raise PluginLoadError(
+                spec, f"importing {str(file)!r} raised {type(error).__name__}: {error}", where
             ) from error
         return module
     try:
         return importlib.import_module(spec)
     except Exception as error:
-        raise ConfigurationError(
-            f"{where}: importing {spec!r} failed: {type(error).__name__}: {error}"
+        raise PluginLoadError(
+            spec, f"import failed: {type(error).__name__}: {error}", where
         ) from error
 
 
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def _key_path(location: tuple[int | str, ...]) -> str:
+    """`campaigns[1].settings.token`; a key TOML would quote is quoted."""
     text = ""
     for part in location:
         if isinstance(part, int):
             text += f"[{part}]"
         else:
-            text += f".{part}" if text else str(part)
+            name = part if _BARE_KEY.fullmatch(part) else json.dumps(part, ensure_ascii=False)
+            text += f".{name}" if text else name
     return text or "(top level)"
 
 
+def problems_text(file: str | os.PathLike[str], problems: list[str]) -> str:
+    """A `ConfigurationError`'s text for `problems` of `file`: one line for one, a
+    count and a line each for several."""
+    if len(problems) == 1:
+        return f"{file}: {problems[0]}"
+    listed = "".join(f"\n  {problem}" for problem in problems)
+    return f"{file}: {len(problems)} problems:{listed}"
+
+
+_SECTIONS = {"resolver": 0, "campaigns": 1, "service": 2}
+_SECTION = re.compile(r"(\w+)(?:\[(\d+)\])?")
+
+
+def problem_order(problem: str) -> tuple[int, int]:
+    """A key that sorts `key.path: ...` problems as the file is laid out: resolver,
+    then each campaign in turn, then the service (a stable sort keeps the order of
+    one key's problems)."""
+    match = _SECTION.match(problem)
+    if match is None:
+        return (len(_SECTIONS), 0)
+    index = match.group(2)
+    return (_SECTIONS.get(match.group(1), len(_SECTIONS)), int(index) if index else -1)
+
+
+# pydantic's wording, as predial says it. The input itself is never quoted (it may
+# be a secret); its type is, where the type is what is wrong.
+_TYPE_WORDS: dict[str, str] = {
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "int_type": "must be a whole number",
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "string_type": "must be text (in quotes)",
+    "list_type": "must be a list ([...])",
+    "tuple_type": "must be a list ([...])",
+    "set_type": "must be a list ([...])",
+    "dict_type": "must be a table",
+    "model_type": "must be a table",
+    "model_attributes_type": "must be a table",
+}
+_BOUND_WORDS: dict[str, tuple[str, str]] = {
+    "greater_than": ("gt", "must be greater than {}"),
+    "greater_than_equal": ("ge", "must be at least {}"),
+    "less_than": ("lt", "must be less than {}"),
+    "less_than_equal": ("le", "must be at most {}"),
+}
+
+
+def _toml_type(value: object) -> str:
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int):
+        return "a whole number"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, date | time):
+        return "a date/time"
+    return type(value).__name__
+
+
+def _unwrap(annotation: Any) -> list[Any]:
+    """The types a field's annotation may hold (`X | None` -> [X, NoneType])."""
+    if get_origin(annotation) in (Union, UnionType):
+        return [item for arg in get_args(annotation) for item in _unwrap(arg)]
+    return [annotation]
+
+
+def _known_settings(model: type[BaseModel], location: tuple[int | str, ...]) -> list[str]:
+    """The settings allowed at `location` (a table inside `model`), for "did you mean"."""
+    current: list[Any] = [model]
+    for part in location:
+        following: list[Any] = []
+        for kind in current:
+            if isinstance(part, int):
+                if get_origin(kind) in (list, tuple):
+                    following.extend(_unwrap(get_args(kind)[0]))
+            elif isinstance(kind, type) and issubclass(kind, BaseModel):
+                info = kind.model_fields.get(part)
+                if info is not None:
+                    following.extend(_unwrap(info.annotation))
+        current = following
+    for kind in current:
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            return list(kind.model_fields)
+    return []
+
+
+def _wording(item: ErrorDetails, model: type[BaseModel] | None) -> str:
+    kind = item["type"]
+    context: dict[str, Any] = dict(item.get("ctx") or {})
+    location = item["loc"]
+    if kind == "extra_forbidden" and location:
+        known = [
+            name
+            for name in (_known_settings(model, location[:-1]) if model else [])
+            if name not in _INTERNAL_FIELDS
+        ]
+        close = difflib.get_close_matches(str(location[-1]), known, n=1, cutoff=0.6)
+        if close:
+            return f"unknown setting; did you mean {close[0]!r}?"
+        if known:
+            return f"unknown setting; settings here: {', '.join(known)}"
+        return "unknown setting"
+    if kind == "missing":
+        return "missing: this setting is required"
+    if kind in _TYPE_WORDS:
+        return f"{_TYPE_WORDS[kind]}, not {_toml_type(item.get('input'))}"
+    if kind in _BOUND_WORDS:
+        key, words = _BOUND_WORDS[kind]
+        bound = context.get(key)
+        return words.format(f"{bound:g}" if isinstance(bound, float) else bound)
+    if kind in ("literal_error", "enum"):
+        return f"must be {context.get('expected')}"
+    if kind == "finite_number":
+        return "must be a finite number"
+    if kind == "string_too_short":
+        minimum = context.get("min_length")
+        return "must not be empty" if minimum == 1 else f"must be at least {minimum} characters"
+    if kind == "string_too_long":
+        return f"must be at most {context.get('max_length')} characters"
+    if kind == "too_short":
+        minimum = context.get("min_length")
+        return "must not be empty" if minimum == 1 else f"must have at least {minimum} items"
+    if kind == "too_long":
+        return f"must have at most {context.get('max_length')} items"
+    message = item["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        message = message.removeprefix(prefix)
+    message = message.replace("Input should be ", "must be ")
+    return message[:1].lower() + message[1:] if message[:2] != message[:2].upper() else message
+
+
+def validation_problems(
+    error: ValidationError,
+    model: type[BaseModel] | None = None,
+    prefix: tuple[int | str, ...] = (),
+) -> list[str]:
+    """pydantic's errors in predial's words, one `key.path: what is wrong` each
+    (`resolver.deadlin: unknown setting; did you mean 'deadline'?`). `model` (the
+    validated model) lets an unknown key be matched against the known ones; `prefix`
+    is where the validated table sits. No input value is quoted."""
+    return _lines(error, model, prefix)
+
+
+def _lines(
+    error: ValidationError,
+    model: type[BaseModel] | None,
+    prefix: tuple[int | str, ...] = (),
+    skip: Callable[[ErrorDetails], bool] | None = None,
+) -> list[str]:
+    problems = []
+    for item in error.errors(include_url=False):
+        if skip is not None and skip(item):
+            continue
+        line = f"{_key_path((*prefix, *item['loc']))}: {_wording(item, model)}"
+        problems.append(" ".join(line.split()))  # one line, whatever a message held
+    return problems
+
+
+# Fields the loader fills in, never written in the file.
+_INTERNAL_FIELDS = frozenset({"path", "service_unset"})
+
+
+class _Unset:
+    """Where `${VAR}`s that are not set were used (each is a problem of its own)."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+        self.locations: list[tuple[int | str, ...]] = []
+
+    def covers(self, location: tuple[int | str, ...]) -> bool:
+        """Whether an error at `location` may come from a missing value: it is at or
+        below one, or a table holding one."""
+        return any(
+            location[: len(where)] == where or where[: len(location)] == location
+            for where in self.locations
+        )
+
+
 def _substitute(
-    value: Any, location: tuple[int | str, ...], env: Mapping[str, str], file: str
+    value: Any, location: tuple[int | str, ...], env: Mapping[str, str], unset: _Unset
 ) -> Any:
     if isinstance(value, dict):
-        return {key: _substitute(item, (*location, key), env, file) for key, item in value.items()}
+        return {key: _substitute(item, (*location, key), env, unset) for key, item in value.items()}
     if isinstance(value, list):
         return [
-            _substitute(item, (*location, index), env, file) for index, item in enumerate(value)
+            _substitute(item, (*location, index), env, unset) for index, item in enumerate(value)
         ]
     if not isinstance(value, str):
         return value
 
-    def replace(match: re.Match[str]) -> str:
+    def value_of(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
         if name in env:
             return env[name]
         if default is not None:
             return default
-        raise ConfigurationError(
-            f"{file}: {_key_path(location)}: environment variable {name} is not set"
-        )
+        unset.problems.append(f"{_key_path(location)}: environment variable {name} is not set")
+        unset.locations.append(location)
+        return ""  # a stand-in: errors it causes are left out (`_Unset.covers`)
 
-    return _VARIABLE.sub(replace, value)
+    return _VARIABLE.sub(value_of, value)
 
 
 def _literal_secret(value: object) -> bool:
     return isinstance(value, str) and bool(value) and not _VARIABLE.search(value)
 
 
-def _check_secrets(raw: Mapping[str, Any], file: str) -> None:
-    """Refuse secrets written literally in the file: they belong in the environment."""
+def _secret_problems(raw: Mapping[str, Any]) -> list[str]:
+    """Secrets written literally in the file: they belong in the environment."""
     advice = (
         'secrets are not written in the file; set an environment variable and write "${VARIABLE}"'
     )
+    problems = []
     service = raw.get("service")
     if isinstance(service, dict):
-        for index, key in enumerate(service.get("keys") or []):
+        keys = service.get("keys") or []
+        for index, key in enumerate(keys if isinstance(keys, list) else []):
             if isinstance(key, dict) and _literal_secret(key.get("key")):
-                raise ConfigurationError(f"{file}: service.keys[{index}].key: {advice}")
+                problems.append(f"service.keys[{index}].key: {advice}")
         secrets = service.get("webhook_secrets") or []
         for index, secret in enumerate(secrets if isinstance(secrets, list) else []):
             if _literal_secret(secret):
-                raise ConfigurationError(f"{file}: service.webhook_secrets[{index}]: {advice}")
-    for index, campaign in enumerate(raw.get("campaigns") or []):
-        if not isinstance(campaign, dict):
-            continue
-        settings = campaign.get("settings") or {}
+                problems.append(f"service.webhook_secrets[{index}]: {advice}")
+    campaigns = raw.get("campaigns") or []
+    for index, campaign in enumerate(campaigns if isinstance(campaigns, list) else []):
+        settings = campaign.get("settings") if isinstance(campaign, dict) else None
         if not isinstance(settings, dict):
             continue
         for key, value in settings.items():
-            if is_secret_setting(str(key)) and isinstance(value, str) and value:
-                if not _VARIABLE.search(value):
-                    raise ConfigurationError(
-                        f"{file}: campaigns[{index}].settings.{key}: secrets are not written "
-                        f'in the file; set an environment variable and write "${{VARIABLE}}"'
-                    )
+            if is_secret_setting(str(key)) and _literal_secret(value):
+                problems.append(f"{_key_path(('campaigns', index, 'settings', key))}: {advice}")
+    return problems
+
+
+def _duplicate_ids(raw: Mapping[str, Any]) -> list[str]:
+    # Checked on the raw tables: pydantic checks the list as a whole only once every
+    # campaign in it is valid, so a typo elsewhere would hide a duplicate.
+    campaigns = raw.get("campaigns")
+    first: dict[str, int] = {}
+    problems = []
+    for index, campaign in enumerate(campaigns if isinstance(campaigns, list) else []):
+        name = campaign.get("id") if isinstance(campaign, dict) else None
+        if not isinstance(name, str):
+            continue
+        if name in first:
+            problems.append(
+                f"campaigns[{index}].id: campaign id {name!r} appears twice "
+                f"(first at campaigns[{first[name]}])"
+            )
+        else:
+            first[name] = index
+    return problems
 
 
 def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
-    for campaign in raw.get("campaigns") or []:
+    campaigns = raw.get("campaigns")
+    for campaign in campaigns if isinstance(campaigns, list) else []:
         settings = campaign.get("settings") if isinstance(campaign, dict) else None
         if not isinstance(settings, dict):
             continue
@@ -415,45 +672,128 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
                 settings[key] = str(base / value)
 
 
-def load_config(
+@dataclass(frozen=True)
+class ConfigCheck:
+    """Everything wrong with a `predial.toml`, found at once (`check_config`)."""
+
+    path: Path
+    #: The configuration, when nothing is wrong with it.
+    config: PredialConfig | None
+    #: One `key.path: what is wrong` each, in the file's order of sections.
+    problems: list[str]
+    #: `resolver.plugins` as written, when it is a list of strings (the adapters of a
+    #: file with problems can still be checked against them).
+    plugins: list[str] = field(default_factory=list)
+    #: The campaigns that are valid on their own, by index, with whether each is
+    #: complete (no unset variable in it: its adapter can be built).
+    campaigns: list[tuple[int, CampaignConfig, bool]] = field(default_factory=list)
+    #: The adapter named by each campaign that names one as text, by index.
+    adapters: dict[int, str] = field(default_factory=dict)
+    #: `[service]`'s unset variables, as problem lines: the service's problems only.
+    service_unset: list[str] = field(default_factory=list)
+
+
+def check_config(
     path: str | os.PathLike[str], environ: Mapping[str, str] | None = None
-) -> PredialConfig:
-    """Read and validate a `predial.toml`; `ConfigurationError` says where and what."""
+) -> ConfigCheck:
+    """Read `path` and find every problem in it at once: unreadable or invalid TOML
+    (then nothing more can be read), literal secrets, unset variables, unknown or
+    invalid settings, duplicate campaign ids. An unset variable does not hide the
+    rest: what it feeds is left out, everything else is checked. `[service]`'s unset
+    variables are not problems here (`PredialConfig.service_unset`)."""
     file = Path(path)
     env = os.environ if environ is None else environ
+    if file.is_dir():
+        return ConfigCheck(
+            file, None, ["is a directory; give the predial.toml file (e.g. dir/predial.toml)"]
+        )
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigurationError(f"{file}: no such configuration file") from None
+        return ConfigCheck(file, None, ["no such configuration file"])
     except (OSError, UnicodeDecodeError) as error:
-        raise ConfigurationError(f"{file}: cannot be read: {error}") from None
+        return ConfigCheck(file, None, [f"cannot be read: {error}"])
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise ConfigurationError(f"{file}: invalid TOML: {error}") from None
-    _check_secrets(raw, str(file))
+        return ConfigCheck(file, None, [f"invalid TOML: {error}"])
+    problems = _secret_problems(raw)
     # [service] is read only by the service: a dialer or an operator's CLI sharing the
-    # file need not hold the service's keys. Its missing variables are an error when
-    # the service starts (`PredialConfig.service_error`), not here.
-    service = raw.pop("service", None)
-    raw = _substitute(raw, (), env, str(file))
-    service_error = None
-    if service is not None:
-        try:
-            raw["service"] = _substitute(service, ("service",), env, str(file))
-        except ConfigurationError as error:
-            service_error = str(error)
+    # file need not hold the service's keys. Its unset variables are an error when
+    # the service starts (`PredialConfig.checked_service`), not here.
+    service_raw = raw.pop("service", None)
+    unset, service_unset = _Unset(), _Unset()
+    raw = _substitute(raw, (), env, unset)
+    if service_raw is not None:
+        raw["service"] = _substitute(service_raw, ("service",), env, service_unset)
+    problems.extend(unset.problems)
+    problems.extend(_duplicate_ids(raw))
     _resolve_paths(raw, file.parent)
+    both = _Unset()
+    both.locations = unset.locations + service_unset.locations
+    config: PredialConfig | None = None
     try:
         config = PredialConfig.model_validate(raw)
     except ValidationError as error:
-        first = error.errors(include_url=False, include_input=False)
-        problems = "; ".join(
-            f"{_key_path(item['loc'])}: {item['msg'].removeprefix('Value error, ')}"
-            for item in first
+        problems.extend(
+            _lines(
+                error,
+                PredialConfig,
+                skip=lambda item: item["type"] == "duplicate_campaign" or both.covers(item["loc"]),
+            )
         )
-        raise ConfigurationError(f"{file}: {problems}") from None
-    return config.model_copy(update={"path": file, "service_error": service_error})
+    if service_unset.locations and not problems:
+        # The stand-ins must not become the service's settings: the service gets
+        # none, and refuses to start (`checked_service`); everyone else goes on.
+        del raw["service"]
+        try:
+            config = PredialConfig.model_validate(raw)
+        except ValidationError as error:
+            problems.extend(_lines(error, PredialConfig))
+    problems.sort(key=problem_order)
+    found = ConfigCheck(file, None, problems, *_parts(raw, unset), service_unset.problems)
+    if problems or config is None:
+        return found
+    config = config.model_copy(
+        update={"path": file, "service_unset": tuple(service_unset.problems)}
+    )
+    return replace(found, config=config)
+
+
+def _parts(
+    raw: Mapping[str, Any], unset: _Unset
+) -> tuple[list[str], list[tuple[int, CampaignConfig, bool]], dict[int, str]]:
+    resolver = raw.get("resolver")
+    listed = resolver.get("plugins") if isinstance(resolver, dict) else None
+    plugins = (
+        listed if isinstance(listed, list) and all(isinstance(item, str) for item in listed) else []
+    )
+    campaigns: list[tuple[int, CampaignConfig, bool]] = []
+    adapters: dict[int, str] = {}
+    entries = raw.get("campaigns")
+    for index, entry in enumerate(entries if isinstance(entries, list) else []):
+        if not isinstance(entry, dict):
+            continue
+        if isinstance(entry.get("adapter"), str) and entry["adapter"]:
+            adapters[index] = entry["adapter"]
+        try:
+            campaign = CampaignConfig.model_validate(entry)
+        except ValidationError:
+            continue
+        complete = not unset.covers(("campaigns", index))
+        campaigns.append((index, campaign, complete))
+    return plugins, campaigns, adapters
+
+
+def load_config(
+    path: str | os.PathLike[str], environ: Mapping[str, str] | None = None
+) -> PredialConfig:
+    """Read and validate a `predial.toml`; `ConfigurationError` names the file and
+    every problem found, each with its key path (`check_config`)."""
+    checked = check_config(path, environ)
+    if checked.config is None:
+        raise ConfigurationError(problems_text(checked.path, checked.problems))
+    return checked.config
 
 
 def find_config(explicit: str | os.PathLike[str] | None = None) -> Path:

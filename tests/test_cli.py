@@ -18,7 +18,7 @@ FULL_NUMBER = re.compile(r"\+\d{9,}")
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> Result:
-    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False, prog_name="predial")
 
 
 @pytest.fixture
@@ -425,3 +425,182 @@ def test_predials_own_error_messages_are_not_redacted(project: Path) -> None:
     assert result.exit_code == 2
     assert "secrets are not written" in result.output
     assert "literal-value" not in result.output
+
+
+# -- issue 13, operators: every problem at once; options anywhere; one-line usage errors
+
+
+def test_config_validate_lists_every_problem_one_line_each(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A missing variable does not hide a misspelt adapter or a typo: all shown, exit 2."""
+    (project / "predial.toml").write_text(
+        "[resolver]\ndeadlin = 2\n"
+        '[[campaigns]]\nid = "c"\nadapter = "file"\ndefault_region = "US"\n'
+        '[campaigns.settings]\npath = "crm.csv"\n'
+        '[[campaigns]]\nid = "h"\nadapter = "hubspt"\n'
+        '[campaigns.settings]\ntoken = "${HUBSPOT_TOKEN}"\n'
+        '[[campaigns]]\nid = "d"\nadapter = "file"\n'
+        '[campaigns.settings]\npath = "crm.csv"\nid_column = "nope"\n'
+    )
+    monkeypatch.delenv("HUBSPOT_TOKEN", raising=False)
+    result = run("config", "validate")
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert lines[:3] == [
+        "error: predial.toml: resolver.deadlin: unknown setting; did you mean 'deadline'?",
+        "error: predial.toml: campaigns[1].settings.token: environment variable HUBSPOT_TOKEN "
+        "is not set",
+        "error: predial.toml: campaigns[1].adapter: unknown adapter 'hubspt'; did you mean "
+        f"'hubspot'?{lines[2].split('?', 1)[1]}",
+    ]
+    assert lines[3].startswith("error: predial.toml: campaigns[2].settings: adapter 'file'")
+    assert "nope" in lines[3]
+    assert len(lines) == 4
+    assert result.stdout == ""
+    assert "Traceback" not in result.output
+
+
+def test_config_validate_takes_config_like_the_other_commands(project: Path) -> None:
+    """`--config PATH` as everywhere else; the positional PATH still works."""
+    (project / "other.toml").write_text((project / "predial.toml").read_text())
+    (project / "predial.toml").unlink()
+    for args in (
+        ["--config", "other.toml"],
+        ["other.toml"],
+        ["other.toml", "--config", "other.toml"],
+    ):
+        result = run("config", "validate", *args)
+        assert result.exit_code == 0, result.output
+        assert "ok: other.toml: 1 campaign(s): c (file)" in result.stdout
+    result = run("config", "validate", "a.toml", "--config", "other.toml")
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1
+    assert "two files given" in result.stderr
+
+
+def test_resolve_names_every_configuration_problem(project: Path) -> None:
+    """Loading the file anywhere (here predial resolve) says all that is wrong, in our words."""
+    config = project / "predial.toml"
+    config.write_text(
+        config.read_text()
+        .replace("default_region", "default_regin")
+        .replace('adapter = "file"', 'adapter = "file"\ndeadline = "x"')
+    )
+    result = run("resolve", "leads.csv")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "error: predial.toml: 2 problems:",
+        "  campaigns[0].deadline: must be a number, not text",
+        "  campaigns[0].default_regin: unknown setting; did you mean 'default_region'?",
+    ]
+
+
+def test_debug_works_after_the_subcommand(project: Path) -> None:
+    """`predial resolve x.csv --debug` shows the traceback as `predial --debug resolve` does."""
+    (project / "predial.toml").unlink()
+    for args in (["resolve", "leads.csv", "--debug"], ["config", "validate", "--debug"]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code != 0
+        if args[0] == "resolve":
+            assert isinstance(result.exception, Exception)
+            assert "no such configuration file" in str(result.exception)
+    without = CliRunner().invoke(cli, ["resolve", "leads.csv"])
+    assert without.exit_code == 2
+    assert isinstance(without.exception, SystemExit)
+
+
+def test_verbose_works_after_the_subcommand(project: Path) -> None:
+    """-v after the subcommand counts with the group's own -v: -v -v is debug logging."""
+    import logging
+
+    logger = logging.getLogger("predial")
+    before = (logger.level, list(logger.handlers), logger.propagate)
+    try:
+        assert run("resolve", "leads.csv", "-v").exit_code == 0
+        assert logger.level == logging.INFO
+        assert run("-v", "resolve", "leads.csv", "-v").exit_code == 0
+        assert logger.level == logging.DEBUG
+        assert run("resolve", "leads.csv").exit_code == 0
+        assert logger.level == logging.WARNING
+    finally:
+        logger.setLevel(before[0])
+        logger.handlers[:] = before[1]
+        logger.propagate = before[2]
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["resolve", "{dir}"],
+            "error: LEADS_FILE: {dir} is a directory; give a CSV or JSONL file of leads",
+        ),
+        (
+            ["resolve", "leads.csv", "--config", "{dir}"],
+            "error: --config: {dir} is a directory; give the predial.toml file",
+        ),
+        (
+            ["import", "{dir}", "--campaign", "c"],
+            "error: FILE: {dir} is a directory; give a CSV or JSONL file of leads",
+        ),
+        (
+            ["config", "validate", "{dir}"],
+            "error: PATH: {dir} is a directory; give the predial.toml file",
+        ),
+        (
+            ["check", "c", "C-1", "--config", "{dir}"],
+            "error: --config: {dir} is a directory; give the predial.toml file",
+        ),
+    ],
+)
+def test_a_directory_given_as_a_file_is_one_line(project: Path, args: list[str], line: str) -> None:
+    """No four-line usage block: one line naming the option, exit 2."""
+    (project / "somedir").mkdir()
+    result = run(*[arg.format(dir="somedir") for arg in args])
+    assert result.exit_code == 2
+    assert result.stderr == line.format(dir="somedir") + "\n"
+
+
+def test_a_directory_as_predial_config_is_one_line(project: Path) -> None:
+    (project / "somedir").mkdir()
+    result = run("resolve", "leads.csv", env={"PREDIAL_CONFIG": "somedir"})
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: somedir: is a directory; give the predial.toml file (e.g. dir/predial.toml)\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["import", "leads.csv"], "error: missing option '--campaign' (see 'predial import -h')"),
+        (
+            ["resolve", "leads.csv", "--jsn"],
+            "error: no such option '--jsn'. Did you mean '--json'? (see 'predial resolve -h')",
+        ),
+        (
+            ["reslove"],
+            "error: no such command 'reslove'. Did you mean 'resolve'? (see 'predial -h')",
+        ),
+        (
+            ["resolve", "leads.csv", "--concurrency", "0"],
+            "error: --concurrency: 0 is not in the range 1<=x<=1000",
+        ),
+        (
+            ["resolve"],
+            "error: give a LEADS_FILE or --external-id (with --campaign), not both (see 'predial resolve -h')",
+        ),
+    ],
+)
+def test_usage_errors_are_one_line(project: Path, args: list[str], line: str) -> None:
+    result = run(*args)
+    assert result.exit_code == 2
+    assert result.stderr == line + "\n"
+    assert "Usage:" not in result.output
+
+
+def test_no_command_still_shows_the_help() -> None:
+    result = CliRunner().invoke(cli, [])
+    assert "Usage:" in result.output
+    assert "resolve" in result.output

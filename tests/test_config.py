@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import re
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from predial import ConfigurationError, Lead, Resolver, UnknownAdapter
-from predial.config import load_config
+from predial.config import check_config, load_config, validation_problems
 
 CRM = "id,mobile_phone\nC-1,(202) 456-1111\n"
 
@@ -223,3 +228,185 @@ def test_the_service_secrets_are_needed_by_the_service_only(tmp_path: Path) -> N
     literal = GOOD + SERVICE.replace("${PREDIAL_TEST_DIALER_KEY}", "k" * 20) % "a"
     with pytest.raises(ConfigurationError, match=r"service\.keys\[0\]\.key: secrets are not"):
         load_config(write(tmp_path, literal), {})
+
+
+# -- every problem at once, in predial's words -------------------------------------
+
+# pydantic's own wording, and its class names, that an operator should never see.
+PYDANTIC_WORDS = (
+    *("input should", "extra inputs", "value error", "field required", "validation error"),
+    *("instance of", "dictionary", "[type="),
+)
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    """A missing variable, a typo and a bad value: all three, one line each, file order."""
+    text = (
+        GOOD.replace("deadline = 2.5", "deadlin = 2.5")
+        + 'token = "${HUBSPOT_TOKEN}"\n'
+        + '[[campaigns]]\nid = "b"\nadapter = "file"\ndeadline = "soon"\n'
+    )
+    with pytest.raises(ConfigurationError) as caught:
+        load_config(write(tmp_path, text), environ={})
+    lines = str(caught.value).splitlines()
+    assert lines[0] == f"{tmp_path / 'predial.toml'}: 3 problems:"
+    assert [line.strip() for line in lines[1:]] == [
+        "resolver.deadlin: unknown setting; did you mean 'deadline'?",
+        "campaigns[0].settings.token: environment variable HUBSPOT_TOKEN is not set",
+        "campaigns[1].deadline: must be a number, not text",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("extra", "line"),
+    [
+        (
+            "[resolver.cache]\npositve_ttl = 1\n",
+            "resolver.cache.positve_ttl: unknown setting; did you mean 'positive_ttl'?",
+        ),
+        (
+            '[resolver.breaker]\nfailure_threshold = "five"\n',
+            "resolver.breaker.failure_threshold: must be a whole number, not text",
+        ),
+        ("[resolver.breaker]\nopen_for = 0\n", "resolver.breaker.open_for: must be greater than 0"),
+        ("[resolver.retry]\nattempts = 0\n", "resolver.retry.attempts: must be at least 1"),
+        (
+            "[resolver.cache]\nstale_grace = -1.5\n",
+            "resolver.cache.stale_grace: must be at least 0",
+        ),
+        ('[[campaigns]]\nid = ""\nadapter = "file"\n', "campaigns[1].id: must not be empty"),
+        ('[[campaigns]]\nid = "b"\n', "campaigns[1].adapter: missing: this setting is required"),
+        (
+            '[[campaigns]]\nid = "b"\nadapter = "file"\n[campaigns.policy]\nstrictness = "loose"\n',
+            "campaigns[1].policy.strictness: must be 'valid' or 'possible'",
+        ),
+        (
+            '[[campaigns]]\nid = "b"\nadapter = "file"\nlabel_preference = "mobile"\n',
+            "campaigns[1].label_preference: must be a list ([...]), not text",
+        ),
+        (
+            '[[campaigns]]\nid = "b"\nadapter = "file"\n"odd key" = 1\n',
+            'campaigns[1]."odd key": unknown setting; settings here: id, adapter, settings, default_region, policy, label_preference, deadline, cache',
+        ),
+        (
+            '[[campaigns]]\nid = "a"\nadapter = "file"\n',
+            "campaigns[1].id: campaign id 'a' appears twice (first at campaigns[0])",
+        ),
+        ("[servce]\nport = 1\n", "servce: unknown setting; did you mean 'service'?"),
+    ],
+)
+def test_pydantic_wording_becomes_predials(tmp_path: Path, extra: str, line: str) -> None:
+    """Each kind of mistake is said in predial's words, with its key path."""
+    base = GOOD.replace("[resolver.cache]\npositive_ttl = 60\n", "")
+    with pytest.raises(ConfigurationError) as caught:
+        load_config(write(tmp_path, base + extra), environ={})
+    message = str(caught.value)
+    assert message == f"{tmp_path / 'predial.toml'}: {line}"
+    assert not any(words in message.lower() for words in PYDANTIC_WORDS)
+
+
+def test_a_missing_variable_does_not_hide_a_duplicate_or_a_service_typo(tmp_path: Path) -> None:
+    text = (
+        GOOD + 'token = "${HUBSPOT_TOKEN}"\n[[campaigns]]\nid = "a"\nadapter = "file"\n'
+        "[service]\nprot = 8000\n"
+    )
+    checked = check_config(write(tmp_path, text), environ={})
+    assert checked.config is None
+    assert checked.problems == [
+        "campaigns[0].settings.token: environment variable HUBSPOT_TOKEN is not set",
+        "campaigns[1].id: campaign id 'a' appears twice (first at campaigns[0])",
+        "service.prot: unknown setting; did you mean 'port'?",
+    ]
+
+
+def test_a_directory_is_not_a_configuration(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match=r"is a directory; give the predial.toml file"):
+        load_config(tmp_path)
+
+
+def test_validation_problems_words_any_model() -> None:
+    """The translation serves other validated tables too (an adapter's settings)."""
+    from pydantic import BaseModel, ConfigDict, ValidationError
+
+    class Settings(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        token: str
+        timeout: float = 1.0
+
+    with pytest.raises(ValidationError) as caught:
+        Settings.model_validate({"tokn": "x", "timeout": "soon"})
+    assert validation_problems(caught.value, Settings, ("campaigns", 0, "settings")) == [
+        "campaigns[0].settings.token: missing: this setting is required",
+        "campaigns[0].settings.timeout: must be a number, not text",
+        "campaigns[0].settings.tokn: unknown setting; did you mean 'token'?",
+    ]
+
+
+# Any table a user could write: known keys and near misses, any TOML value.
+_KEYS = st.sampled_from(
+    [
+        *("resolver", "campaigns", "service", "deadline", "deadlin", "cache", "positive_ttl"),
+        *("id", "adapter", "settings", "policy", "strictness", "keys", "key", "port", "url"),
+        *("shared", "plugins", "default_region", "label_preference", "breaker", "attempts"),
+    ]
+) | st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=8)
+_SCALARS = (
+    st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats()
+    | st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=12)
+    | st.sampled_from(["${UNSET_VAR}", "${UNSET_VAR:-x}", "file", "US", "valid", "redis://h"])
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEYS, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+def _toml(value: object) -> str:
+    """`value` as a TOML inline value (tables inline, keys quoted)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return "nan" if value != value else repr(value).replace("inf", "inf")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(item) for item in value) + "]"
+    assert isinstance(value, dict)
+    return "{" + ", ".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in value.items()) + "}"
+
+
+_TABLE = st.dictionaries(_KEYS, _VALUES, max_size=6)
+
+
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "resolver": _TABLE | _VALUES,
+            "campaigns": st.lists(_TABLE, max_size=3) | _VALUES,
+            "service": _TABLE | _VALUES,
+            "deadline": _VALUES,
+        },
+    )
+)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_any_table_gets_key_path_lines_never_a_traceback(table: dict[str, object]) -> None:
+    """Whatever the file holds: a configuration, or problems that are each one line
+    naming a key path, in predial's words."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "predial.toml"
+        path.write_text("".join(f"{json.dumps(k)} = {_toml(v)}\n" for k, v in table.items()))
+        checked = check_config(path, environ={})
+        if checked.config is None:
+            assert checked.problems
+            with pytest.raises(ConfigurationError):
+                load_config(path, environ={})
+        for problem in checked.problems:
+            assert "\n" not in problem
+            assert re.match(r"^\S.*?: \S", problem), problem
+            assert not any(words in problem.lower() for words in PYDANTIC_WORDS), problem

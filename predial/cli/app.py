@@ -28,6 +28,7 @@ _EXPECTED = (PredialError, OSError, ValueError)
 # other file parameter is "a file".
 _FILE_KINDS = {
     "config_path": "the predial.toml file",
+    "config_file": "the predial.toml file",
     "leads_file": "a CSV or JSONL file of leads",
     "file": "a CSV or JSONL file of leads",
     "journal_path": "a file for the import journal",
@@ -66,7 +67,8 @@ def _usage_line(error: click.UsageError) -> _UsageLine:
             hint = _param_name(error.param)
         if hint is not None and not isinstance(hint, str):
             hint = " / ".join(hint)
-        return _UsageLine(f"{hint}: {error.message}" if hint else error.message)
+        message = error.message.rstrip(".")
+        return _UsageLine(f"{hint}: {message}" if hint else message)
     text = error.format_message().rstrip(".")
     text = text[:1].lower() + text[1:]
     if error.ctx is not None:
