@@ -404,14 +404,23 @@ def read_header(path: str | os.PathLike[str], encoding: str | None = None) -> li
     return []
 
 
-def read_rows(path: str | os.PathLike[str], encoding: str | None = None) -> Iterator[Row]:
-    """Yield the file's records one by one (memory stays flat for huge files)."""
+def read_rows(
+    path: str | os.PathLike[str],
+    encoding: str | None = None,
+    *,
+    on_blank: Callable[[int], None] | None = None,
+) -> Iterator[Row]:
+    """Yield the file's records one by one (memory stays flat for huge files).
+
+    Blank records (an empty line; a CSV record whose values are all blank, such as
+    `,,,`) are skipped; `on_blank(line)` is called for each, so a report can count
+    them."""
     file = Path(path)
     if table_format(file) == "jsonl":
-        yield from _read_jsonl(file, encoding)
+        yield from _read_jsonl(file, encoding, on_blank)
     else:
         with _Csv(file, encoding) as table:
-            yield from table.rows()
+            yield from table.rows(on_blank)
 
 
 class _Lines:
@@ -495,7 +504,7 @@ class _Csv:
             raise InputFileError(f"{path}: duplicate column names: {', '.join(duplicates)}")
         return names
 
-    def rows(self) -> Iterator[Row]:
+    def rows(self, on_blank: Callable[[int], None] | None = None) -> Iterator[Row]:
         names = self.names
         if not names:
             return
@@ -522,6 +531,8 @@ class _Csv:
                 yield Row(line, {"__error__": reason}, raw=self._fields(values))
                 continue
             if not any(value.strip() for value in values):
+                if on_blank is not None:
+                    on_blank(line)
                 continue  # blank line
             yield Row(line, self._fields(values))
 
@@ -596,7 +607,9 @@ def _ends_quoted(line: str, quoted: bool, dialect: type[csv.Dialect] | csv.Diale
         field_start = True
 
 
-def _read_jsonl(path: Path, encoding: str | None) -> Iterator[Row]:
+def _read_jsonl(
+    path: Path, encoding: str | None, on_blank: Callable[[int], None] | None = None
+) -> Iterator[Row]:
     # Lines end with "\n" only (the JSON Lines spec): a "\r" before it is whitespace.
     text, decoding = _open_text(path, encoding, newline="\n")
     check = decoding.check
@@ -625,6 +638,8 @@ def _read_jsonl(path: Path, encoding: str | None) -> Iterator[Row]:
                 yield Row(number, {"__error__": "a line longer than 10 MB"})
                 continue
             if not line.strip():
+                if on_blank is not None:
+                    on_blank(number)
                 continue
             if check and ("\x00" in line or (not line.isascii() and _ESCAPED.search(line))):
                 reason = _bad_byte(line, decoding.codec)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from predial.cli.app import cli
-from predial.testing import FakeLupitor, serve
+from predial.lupitor import RetryPolicy
+from predial.lupitor import client as client_module
+from predial.testing import FakeLupitor, Faults, serve
 
 KEY = "sk_test_write"
 
@@ -159,3 +162,184 @@ def test_verify_reports_leads_that_would_not_resolve(
     assert report["would_not_resolve"] == 1
     assert report["not_resolving"] == [[3, "not_found"]]
     assert report["created"] == 2
+
+
+# -- issue 13: the plain report says what the operator needs ----------------------------
+
+
+@pytest.fixture
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client's six attempts without its seconds of backoff."""
+    monkeypatch.setattr(
+        client_module, "RetryPolicy", lambda: RetryPolicy(initial=0.001, maximum=0.002)
+    )
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def test_send_failures_show_their_cause_grouped(fast_retries: None, leads: Path) -> None:
+    """`failed to send 2` comes with why (grouped, counted), in the report as in the
+    rejects file, and says what to do; exit 1."""
+    rejects = leads.parent / "rejects.csv"
+    url = f"http://127.0.0.1:{closed_port()}"
+    result = run_import(
+        url, str(leads), "--campaign", "cmp_1", "--region", "US", "--rejects", str(rejects)
+    )
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    cause = "ConnectError after 6 attempts (POST /api/v1/leads/bulk)"
+    assert "  failed to send                   2" in lines
+    assert f"           2  {cause}" in lines
+    assert "  rerun the same command to send the rows not settled" in lines
+    with rejects.open() as file:
+        failed = [row for row in csv.DictReader(file) if row["status"] == "failed"]
+    assert [row["reason"] for row in failed] == [cause, cause]
+    # The rerun fails the same way: the JSON report carries the causes too.
+    report = json.loads(
+        run_import(url, str(leads), "--campaign", "cmp_1", "--region", "US", "--json").stdout
+    )
+    assert report["failed_causes"] == [[cause, 2]]
+
+
+def test_a_server_error_cause_names_the_answer(fast_retries: None, leads: Path) -> None:
+    fake = FakeLupitor(window=0.05, faults=Faults(error_rate=1.0))
+    with serve(fake) as url:
+        result = run_import(url, str(leads), "--campaign", "cmp_1", "--region", "US")
+    assert result.exit_code == 1
+    assert "           2  500 Internal server error after 6 attempts" in result.stdout.splitlines()
+
+
+def test_rejections_are_grouped_by_column(api: tuple[FakeLupitor, str], leads: Path) -> None:
+    _, url = api
+    result = run_import(url, str(leads), "--campaign", "cmp_1", "--region", "US")
+    lines = result.stdout.splitlines()
+    at = lines.index("  rejected                         1")
+    assert lines[at + 1] == "           1  in column Phone Number"
+
+
+def test_dry_run_says_how_many_would_be_sent(api: tuple[FakeLupitor, str], leads: Path) -> None:
+    """Not `created 0`: `would send N`; nothing about sending or the campaign."""
+    fake, url = api
+    result = run_import(url, str(leads), "--campaign", "cmp_1", "--region", "US", "--dry-run")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert "  would send                       2" in lines
+    assert not [line for line in lines if "created" in line or "failed to send" in line]
+    assert not [line for line in lines if "already in the campaign" in line]
+    report = json.loads(
+        run_import(
+            url, str(leads), "--campaign", "cmp_1", "--region", "US", "--dry-run", "--json"
+        ).stdout
+    )
+    assert (report["dry_run"], report["sendable"], report["created"]) == (True, 2, 0)
+    assert fake.requests == []
+
+
+def test_blank_rows_are_counted(api: tuple[FakeLupitor, str], tmp_path: Path) -> None:
+    """Blank rows are skipped and said so, not silently dropped from the counts."""
+    _, url = api
+    source = tmp_path / "leads.csv"
+    source.write_text("externalId,name\nA-1,x\n\n,\nA-2,y\n  ,  \n")
+    result = run_import(url, str(source), "--campaign", "cmp_1")
+    assert result.exit_code == 0
+    assert result.stdout.startswith("import: 2 rows in ")
+    assert "  skipped: blank rows              3" in result.stdout.splitlines()
+    report = json.loads(run_import(url, str(source), "--campaign", "cmp_1", "--json").stdout)
+    assert (report["rows"], report["blank_rows"]) == (2, 3)
+
+
+def test_verify_prints_and_writes_the_leads_that_would_not_resolve(
+    api: tuple[FakeLupitor, str], tmp_path: Path
+) -> None:
+    """--verify: the leads that would not resolve, grouped by reason with their lines,
+    and in the rejects file with the reason (they are still imported)."""
+    fake, url = api
+    (tmp_path / "crm.csv").write_text("id,mobile,do_not_call\nA-1,(202) 456-1111,no\n")
+    config = tmp_path / "predial.toml"
+    config.write_text(
+        '[[campaigns]]\nid = "cmp_1"\nadapter = "file"\ndefault_region = "US"\n'
+        '[campaigns.settings]\npath = "crm.csv"\n'
+    )
+    source = tmp_path / "leads.csv"
+    source.write_text("externalId,name\nA-1,found\nA-2,missing\nA-3,missing too\n")
+    rejects = tmp_path / "rejects.csv"
+    result = run_import(
+        url,
+        str(source),
+        "--campaign",
+        "cmp_1",
+        "--verify",
+        "--config",
+        str(config),
+        "--rejects",
+        str(rejects),
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert "  would not resolve (--verify)     2" in lines
+    assert "           2  not_found (lines 3, 4)" in lines
+    assert fake.count("cmp_1") == 3
+    with rejects.open() as file:
+        rows = list(csv.DictReader(file))
+    assert [(r["line"], r["status"], r["column"], r["name"]) for r in rows] == [
+        ("3", "would_not_resolve", "externalId", "missing"),
+        ("4", "would_not_resolve", "externalId", "missing too"),
+    ]
+    assert all(r["reason"].startswith("would not resolve: not_found (skip)") for r in rows)
+
+
+@pytest.mark.parametrize("key", ["", "   "])
+def test_missing_key_says_what_the_command_accepts(
+    api: tuple[FakeLupitor, str], leads: Path, key: str
+) -> None:
+    """The CLI's words, not the library's: there is no api_key option, the key is an
+    environment variable only (never a flag); nothing is written."""
+    _, url = api
+    result = CliRunner().invoke(
+        cli,
+        ["import", str(leads), "--campaign", "cmp_1", "--api-url", url],
+        env={"LUPITOR_API_KEY": key},
+    )
+    assert result.exit_code == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: no Lupitor API key: set LUPITOR_API_KEY in the environment")
+    assert "api_key" not in line
+    assert "predial fake-lupitor" in line
+    assert not (leads.parent / "leads.csv.journal.sqlite").exists()
+
+
+@pytest.mark.parametrize(
+    ("encoding", "marked"),
+    [("utf-8-sig", True), ("utf-8", False), ("utf-16", True)],
+)
+def test_the_rejects_file_keeps_the_inputs_byte_order_mark(
+    api: tuple[FakeLupitor, str], tmp_path: Path, encoding: str, marked: bool
+) -> None:
+    """A spreadsheet needs the mark to read UTF-8: kept when the input had one."""
+    _, url = api
+    source = tmp_path / "leads.csv"
+    source.write_bytes("CRM ID,Phone,Name\nA-1,555-1234,Müller\nA-2,,José\n".encode(encoding))
+    rejects = tmp_path / "rejects.csv"
+    result = run_import(
+        url, str(source), "--campaign", "cmp_1", "--region", "US", "--rejects", str(rejects)
+    )
+    assert result.exit_code == 0, result.output
+    raw = rejects.read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf") is marked
+    rows = list(csv.DictReader(raw.decode("utf-8-sig").splitlines()))
+    assert [(row["line"], row["Name"]) for row in rows] == [("2", "Müller")]
+
+
+def test_blank_lines_of_json_lines_are_counted(
+    api: tuple[FakeLupitor, str], tmp_path: Path
+) -> None:
+    _, url = api
+    source = tmp_path / "leads.jsonl"
+    source.write_text('{"externalId": "J-1"}\n\n   \n{"externalId": "J-2"}\n')
+    report = json.loads(run_import(url, str(source), "--campaign", "cmp_1", "--json").stdout)
+    assert (report["rows"], report["blank_rows"], report["created"]) == (2, 2, 2)

@@ -64,10 +64,15 @@ def test_a_header_with_no_identifier_is_refused() -> None:
     [
         ({"id": "", "phone": ""}, None, "At least one of phoneNumber or externalId is required"),
         ({"id": "A", "phone": "+15555551234"}, "phone", "not an assigned number"),
-        ({"id": "A", "phone": "", "priority": "500"}, "priority", "less than or equal to 100"),
-        ({"id": "A", "phone": "", "priority": "soon"}, "priority", "valid integer"),
+        ({"id": "A", "phone": "", "priority": "500"}, "priority", "whole number from 0 to 100"),
+        ({"id": "A", "phone": "", "priority": "soon"}, "priority", "whole number from 0 to 100"),
+        ({"id": "A", "phone": "", "priority": "2.5"}, "priority", "whole number from 0 to 100"),
         ({"id": "A", "phone": "", "metadata": "{oops"}, "metadata", "not a JSON object"),
-        ({"id": "A", "phone": "", "scheduledFor": "tomorrow"}, "scheduledFor", "datetime"),
+        (
+            {"id": "A", "phone": "", "scheduledFor": "tomorrow"},
+            "scheduledFor",
+            "must be a date and time (ISO 8601, e.g. 2025-03-01T09:30:00Z): input is too short",
+        ),
     ],
 )
 def test_rejections_name_column_and_reason(
@@ -79,6 +84,7 @@ def test_rejections_name_column_and_reason(
     assert isinstance(outcome, Rejection)
     assert outcome.column == column
     assert reason in outcome.reason
+    assert "Input should" not in outcome.reason  # our words, not pydantic's
 
 
 def test_rejected_numbers_are_masked() -> None:

@@ -2,31 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import cast
 
 import click
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+from rich.console import Console
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID, TextColumn
+from rich.text import Text
 
 from .._threads import run as run_to_end
-from ..errors import InputFileError
-from ..lupitor.client import API_URL_ENV, AsyncLupitorClient
-from ..lupitor.importer import ApiVersion, ImportReport, import_leads_async
+from ..errors import ConfigurationError, InputFileError
+from ..lupitor.client import API_KEY_ENV, API_URL_ENV, AsyncLupitorClient
+from ..lupitor.importer import ApiVersion, ImportProgress, ImportReport, import_leads_async
 from ..resolver import Resolver
 from .app import EXIT_OK, EXIT_REFUSED
 from .output import err_console, out_console
 from .resolve import config_option
 
 __all__ = ["import_"]
+
+#: Seconds between progress lines when stderr is not a terminal (a log, a pipe).
+PROGRESS_EVERY = 5.0
+#: Lines of a group's cause shown in the report: the rest are in the rejects file.
+_SHOWN_LINES = 10
 
 
 def _mapping(values: tuple[str, ...]) -> dict[str, str]:
@@ -39,13 +43,174 @@ def _mapping(values: tuple[str, ...]) -> dict[str, str]:
     return mapping
 
 
-def _count_rows(path: Path) -> int | None:
-    """Lines in the file, for the progress bar's total (records may span lines)."""
-    try:
-        with path.open("rb") as file:
-            return max(0, sum(1 for _ in file) - 1)
-    except OSError:
-        return None
+class _Estimate:
+    """Rows per second and the time left, at any moment, from the import's latest
+    progress. The rate is this run's rows settled over its time so far; the time
+    left is the longer of what that rate needs for the rows left and what the rate
+    limit needs at least (the observed rate alone swings: a burst of batches goes
+    out at once, then the limit holds the next ones back for most of a minute)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.started = clock()
+        self.latest: ImportProgress | None = None
+        self.at = self.started
+
+    def update(self, progress: ImportProgress) -> None:
+        if self.latest is None:
+            self.started = self.clock()  # counted from the first rows, not the count
+        self.latest = progress
+        self.at = self.clock()
+
+    def rate(self) -> float | None:
+        """Rows settled per second by this run, or None before any."""
+        latest = self.latest
+        if latest is None:
+            return None
+        done = latest.settled - latest.done_before
+        seconds = self.clock() - self.started
+        return done / seconds if done > 0 and seconds > 0 else None
+
+    def left(self) -> tuple[float | None, bool]:
+        """(seconds left or None if unknown, whether the rate limit decides it)."""
+        latest = self.latest
+        if latest is None:
+            return None, False
+        remaining = latest.total - latest.settled
+        if remaining <= 0:
+            return 0.0, False
+        floor = max(0.0, latest.rate_limit_wait - (self.clock() - self.at))
+        rate = self.rate()
+        by_rate = remaining / rate if rate else None
+        if by_rate is None or floor > by_rate:
+            return (floor, True) if floor > 0 else (None, False)
+        return by_rate, False
+
+    def line(self, sent_label: str) -> str:
+        """The progress as one line of text, for a log."""
+        latest = self.latest
+        if latest is None:
+            return "importing: counting rows"
+        share = latest.settled / latest.total if latest.total else 1.0
+        parts = [
+            f"{latest.settled:,}/{latest.total:,} rows settled ({share:.0%})",
+            f"{latest.sent:,} {sent_label}",
+            _rate_text(self.rate()),
+        ]
+        if latest.done_before:
+            parts.append(f"{latest.done_before:,} settled by an earlier run")
+        left, limited = self.left()
+        if left is not None:
+            parts.append(f"about {_duration(left)} left" + (" (rate limit)" if limited else ""))
+        return "importing: " + ", ".join(parts)
+
+
+def _rate_text(rate: float | None) -> str:
+    if rate is None:
+        return "- rows/s"
+    return f"{rate:,.1f} rows/s" if rate < 100 else f"{rate:,.0f} rows/s"
+
+
+def _duration(seconds: float) -> str:
+    """`<1 s`, `42 s`, `3 min 5 s`, `2 h 10 min`."""
+    whole = round(seconds)
+    if whole < 1:
+        return "<1 s"
+    if whole < 60:
+        return f"{whole} s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+class _RateColumn(ProgressColumn):
+    def __init__(self, estimate: _Estimate) -> None:
+        super().__init__()
+        self.estimate = estimate
+
+    def render(self, task: Task) -> Text:
+        return Text(_rate_text(self.estimate.rate()), style="progress.data.speed")
+
+
+class _LeftColumn(ProgressColumn):
+    def __init__(self, estimate: _Estimate) -> None:
+        super().__init__()
+        self.estimate = estimate
+
+    def render(self, task: Task) -> Text:
+        left, limited = self.estimate.left()
+        if left is None:
+            return Text("ETA -", style="progress.remaining")
+        if left == 0 and not limited:
+            return Text("done", style="progress.remaining")
+        text = f"ETA {_duration(left)}" + (" (rate limit)" if limited else "")
+        return Text(text, style="progress.remaining")
+
+
+@asynccontextmanager
+async def _progress_view(
+    console: Console, sent_label: str, every: float
+) -> AsyncIterator[Callable[[ImportProgress], None]]:
+    """Show the import's progress on stderr: a live bar on a terminal (rows, not
+    lines or bytes; rows/s; the time left), else a line when the count is known
+    and one every `every` seconds after it. Yields the `progress` callback."""
+    estimate = _Estimate()
+    if not console.is_terminal:
+
+        def show() -> None:
+            console.print(estimate.line(sent_label), markup=False, highlight=False)
+
+        def told(progress: ImportProgress) -> None:
+            first = estimate.latest is None
+            estimate.update(progress)
+            if first:
+                show()
+
+        async def lines() -> None:
+            # Timed, not on each change: the rate limit can hold the rows back for
+            # most of a minute, and the log should still hear from the import.
+            while True:
+                await asyncio.sleep(every)
+                if estimate.latest is not None:
+                    show()
+
+        task = asyncio.get_running_loop().create_task(lines())
+        try:
+            yield told
+        finally:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+        return
+    bar = Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f}/{task.total:,.0f} rows"),
+        TextColumn("{task.fields[sent]:,} " + sent_label),
+        _RateColumn(estimate),
+        _LeftColumn(estimate),
+        console=console,
+        transient=True,
+    )
+    shown: list[TaskID] = []
+
+    def update(progress: ImportProgress) -> None:
+        estimate.update(progress)
+        if not shown:
+            shown.append(
+                bar.add_task("importing", total=progress.total, completed=progress.settled, sent=0)
+            )
+        bar.update(
+            shown[0],
+            total=progress.total,
+            completed=progress.settled,
+            sent=progress.sent,
+        )
+
+    with bar:
+        yield update
 
 
 @click.command("import")
@@ -136,6 +301,13 @@ def _count_rows(path: Path) -> int | None:
     type=click.FloatRange(min=0.001),
     help="Seconds per rate window: only for a time-scaled test server.",
 )
+@click.option(
+    "--progress-every",
+    default=PROGRESS_EVERY,
+    hidden=True,
+    type=click.FloatRange(min=0.01),
+    help="Seconds between progress lines when stderr is not a terminal.",
+)
 @click.pass_context
 def import_(
     ctx: click.Context,
@@ -158,6 +330,7 @@ def import_(
     bulk_per_minute: int,
     calls_per_minute: int,
     rate_window: float,
+    progress_every: float,
 ) -> None:
     """Import FILE (CSV or JSONL) into a campaign: prefetch leads by externalId,
     standard leads with their numbers. The API key is read from $LUPITOR_API_KEY.
@@ -167,10 +340,20 @@ def import_(
     the first, or waits for it with --wait. Exit code 0 only when every row is
     accounted for (created, already present, duplicate or rejected); 1 when some
     failed to send; 2 on errors.
+
+    Progress goes to stderr: a bar on a terminal, else a line every few seconds.
     """
     if not file.exists():
         raise InputFileError(f"{file}: no such file")
     mapping = _mapping(maps)
+    if not dry_run and not os.environ.get(API_KEY_ENV, "").strip():
+        # The library's own message says "pass api_key": this command has no such
+        # option (a key in a flag would sit in the shell's history and ps).
+        raise ConfigurationError(
+            f"no Lupitor API key: set {API_KEY_ENV} in the environment "
+            f"(export {API_KEY_ENV}=...), the only place predial import reads it from; "
+            "to try an import without an account, `predial fake-lupitor` prints one"
+        )
     console = err_console()
     resolver = Resolver.from_config(config_path, strict=False) if verify else None
     client = (
@@ -184,23 +367,11 @@ def import_(
             window=rate_window,
         )
     )
-    total = _count_rows(file)
-    progress = Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TaskProgressColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    )
 
     async def run() -> ImportReport:
         try:
-            with progress:
-                task = progress.add_task("importing", total=total)
+            sent_label = "to send" if dry_run else "sent"
+            async with _progress_view(console, sent_label, progress_every) as progress:
                 return await import_leads_async(
                     file,
                     campaign,
@@ -213,7 +384,7 @@ def import_(
                     dry_run=dry_run,
                     api_version=cast(ApiVersion, api_version),
                     verify=resolver,
-                    progress=lambda count: progress.advance(task, count),
+                    progress=progress,
                     on_columns=lambda text: console.print(f"columns: {text}", markup=False),
                     encoding=encoding,
                     wait=wait,
@@ -235,26 +406,60 @@ def import_(
 
 def _print_report(report: ImportReport) -> None:
     out = out_console()
+
+    def count(label: str, value: int) -> None:
+        out.print(f"  {label:<33}{value:,}", markup=False)
+
+    def causes(groups: list[tuple[str, int]], lines: dict[str, list[int]] | None = None) -> None:
+        # Grouped, most first: the operator sees why without opening the rejects file.
+        for cause, number in groups[:_SHOWN_LINES]:
+            where = ""
+            if lines and lines.get(cause):
+                shown = lines[cause][:_SHOWN_LINES]
+                more = ", ..." if number > len(shown) else ""
+                where = f" (line{'s' if number > 1 else ''} {', '.join(map(str, shown))}{more})"
+            out.print(f"      {number:>6,}  {cause}{where}", markup=False)
+        if len(groups) > _SHOWN_LINES:
+            rest = sum(number for _, number in groups[_SHOWN_LINES:])
+            out.print(f"      {rest:>6,}  other causes", markup=False)
+
     title = "dry run (nothing sent)" if report.dry_run else "import"
     if report.resumed:
         title += ", resumed from its journal"
-    out.print(f"[bold]{title}[/]: {report.rows} rows in {report.elapsed:.1f} s")
+    out.print(f"[bold]{title}[/]: {report.rows:,} rows in {report.elapsed:.1f} s")
     if report.dry_run:
-        out.print(f"  would send                       {report.sendable}")
+        count("would send", report.sendable)
     else:
-        out.print(f"  created                          {report.created}")
-    out.print(f"  skipped: duplicate in the file   {report.duplicates_in_file}")
-    out.print(f"  skipped: already in the campaign {report.already_present}")
-    out.print(f"  rejected                         {report.rejected}")
-    out.print(f"  failed to send                   {report.failed}")
+        count("created", report.created)
+    count("skipped: duplicate in the file", report.duplicates_in_file)
+    if not report.dry_run:
+        count("skipped: already in the campaign", report.already_present)
+    count("skipped: blank rows", report.blank_rows)
+    count("rejected", report.rejected)
+    causes(
+        [
+            (f"in column {column}" if column else "unreadable row", number)
+            for column, number in report.rejected_columns
+        ]
+    )
+    if not report.dry_run:
+        count("failed to send", report.failed)
+        causes(report.failed_causes)
     if report.in_flight:
-        out.print(f"  in flight (rerun to settle)      {report.in_flight}")
+        count("in flight (rerun to settle)", report.in_flight)
     if report.would_not_resolve:
-        out.print(f"  would not resolve (--verify)     {report.would_not_resolve}")
-    out.print(f"  requests: {report.bulk_requests} bulk, {report.single_requests} single")
+        count("would not resolve (--verify)", report.would_not_resolve)
+        lines: dict[str, list[int]] = {}
+        for line, reason in report.not_resolving:
+            lines.setdefault(reason, []).append(line)
+        causes(report.would_not_resolve_reasons, lines)
+    if not report.dry_run:
+        out.print(f"  requests: {report.bulk_requests:,} bulk, {report.single_requests:,} single")
     if report.encoding not in ("utf-8", "utf-8-sig"):
         out.print(f"  read as: {report.encoding}", markup=False)
     if report.rejects:
-        out.print(f"  rejected and failed rows: {report.rejects}")
+        out.print(f"  rejects: {report.rejects}", markup=False)
     if report.journal:
-        out.print(f"  journal: {report.journal}")
+        out.print(f"  journal: {report.journal}", markup=False)
+    if report.failed or report.in_flight:
+        out.print("  rerun the same command to send the rows not settled", markup=False)

@@ -11,7 +11,7 @@ from .client import (
     LupitorClient,
     RetryPolicy,
 )
-from .importer import ImportReport, import_leads, import_leads_async
+from .importer import ImportProgress, ImportReport, import_leads, import_leads_async
 from .limiter import SlidingWindowLimiter
 from .models import BulkCreateResult, BulkDeleteResult, CreatedLead, StoredLead
 
@@ -24,6 +24,7 @@ __all__ = [
     "BulkCreateResult",
     "BulkDeleteResult",
     "CreatedLead",
+    "ImportProgress",
     "ImportReport",
     "LupitorClient",
     "RetryPolicy",

@@ -162,9 +162,11 @@ class _Core:
         wall_clock: Callable[[], float],
     ) -> None:
         key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+        # Stripped first: a key pasted from a file often ends with a newline, and one
+        # that is only blanks is as missing as none.
+        key = (key or "").strip()
         if not key:
             raise ConfigurationError(f"no Lupitor API key: pass api_key or set {API_KEY_ENV}")
-        key = key.strip()  # a key pasted from a file often ends with a newline
         register_secret(key)  # redacted by value wherever a message might quote it
         if not key.isascii() or not key.isprintable() or " " in key:
             raise ConfigurationError(
@@ -247,9 +249,10 @@ class _Core:
                         ) from answer
                 failures += 1
                 if failures >= retry.attempts:
+                    # The cause first: an import report groups failed rows by it.
                     raise LupitorUnavailable(
-                        f"{request.method} {request.url.path}: {type(answer).__name__} "
-                        f"after {failures} attempts"
+                        f"{type(answer).__name__} after {failures} attempts "
+                        f"({request.method} {request.url.path})"
                     ) from answer
                 yield _Sleep(retry.backoff(failures))
                 continue
@@ -269,7 +272,9 @@ class _Core:
                     raise LupitorAnswerLost(_error_text(answer), status=status)
                 failures += 1
                 if failures >= retry.attempts:
-                    raise LupitorUnavailable(_error_text(answer), status=status)
+                    raise LupitorUnavailable(
+                        f"{_error_text(answer)} after {failures} attempts", status=status
+                    )
                 yield _Sleep(retry.backoff(failures))
                 continue
             if notes is not None and may_have_landed:
@@ -604,6 +609,12 @@ class AsyncLupitorClient:
     ) -> BulkDeleteResult:
         """Delete up to 1,000 leads given as {"externalId": ...} or {"phoneNumber": ...}."""
         return await self._run(self._core.delete_leads_bulk(campaign_id, identifiers))
+
+    def rate_limit_wait(self, *, bulk: int = 0, other: int = 0) -> float:
+        """Seconds, from now, before `bulk` more bulk requests and `other` more other
+        requests can all have been sent under the rate limits (0.0 if now): the
+        least time they take whatever the server's speed."""
+        return max(self._core.bulk_limiter.time_for(bulk), self._core.call_limiter.time_for(other))
 
     async def aclose(self) -> None:
         await self._http.aclose()

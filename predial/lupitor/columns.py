@@ -79,6 +79,23 @@ def _text(value: Any) -> str | None:
     return None if isinstance(value, dict | list) else str(value)
 
 
+def _our_words(field: str, kind: str, message: str) -> str:
+    """A validation error as the operator needs it, not pydantic's wording
+    ("Input should be a valid integer, unable to parse string as an integer")."""
+    if kind == "recursion_depth_exceeded":
+        return "nested too deeply"
+    if field == "priority" and (
+        kind.startswith(("int_", "greater_than", "less_than")) or kind == "int_type"
+    ):
+        return "must be a whole number from 0 to 100"
+    if field == "scheduled_for" and kind.startswith(("datetime_", "date_")):
+        detail = message.partition(", ")[2]
+        return "must be a date and time (ISO 8601, e.g. 2025-03-01T09:30:00Z)" + (
+            f": {detail}" if detail else ""
+        )
+    return message.removeprefix("Value error, ")
+
+
 def normalise_name(name: str) -> str:
     return re.sub(r"[\s_\-.]+", "", name).lower()
 
@@ -227,9 +244,7 @@ class ColumnMap:
         except ValidationError as error:
             first = error.errors(include_url=False, include_input=False)[0]
             field = str(first["loc"][0]) if first["loc"] else ""
-            message = first["msg"].removeprefix("Value error, ")
-            if first["type"] == "recursion_depth_exceeded":
-                message = "nested too deeply"
+            message = _our_words(field, first["type"], first["msg"])
             return Rejection(columns.get(field), message)
         except RecursionError:
             return Rejection(None, "cannot be sent as JSON: nested too deeply")

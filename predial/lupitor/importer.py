@@ -42,12 +42,16 @@ from __future__ import annotations
 import asyncio
 import csv
 import hashlib
+import heapq
 import json
 import logging
+import math
 import os
 import re
 import time
-from collections.abc import Callable, Mapping
+from array import array
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -64,18 +68,18 @@ from ..errors import (
 )
 from ..models import Lead
 from ..phone import PhonePolicy
+from ..redaction import redact
 from ..resolver import Resolver
 from ..tabular import detect_encoding, read_header, read_rows, table_format
 from .client import MAX_BULK, AsyncLupitorClient
 from .columns import ColumnMap, Rejection
-from .journal import ImportLock, Journal, holder
+from .journal import STATUSES, ImportLock, Journal, holder
 
-__all__ = ["ApiVersion", "ImportReport", "import_leads", "import_leads_async"]
+__all__ = ["ApiVersion", "ImportProgress", "ImportReport", "import_leads", "import_leads_async"]
 
 log = logging.getLogger("predial.lupitor.importer")
 
 ApiVersion = Literal["auto", "v1", "v2"]
-Progress = Callable[[int], None]  # called with the number of rows just settled
 #: Seconds between tries of a lock another import holds (`wait=True`).
 LOCK_POLL = 0.25
 #: What a spreadsheet takes for the start of a formula (OWASP, CSV injection).
@@ -85,11 +89,42 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _UNREADABLE = re.compile("[\x00\udc00-\udcff]")
 
 
+@dataclass(frozen=True, slots=True)
+class ImportProgress:
+    """Where an import stands, given to `progress` as it goes.
+
+    Counts are of rows, never lines or bytes: `total` is every row of the file
+    (blank rows are not rows), `settled` the rows with an outcome, earlier runs'
+    included (`done_before` of them were settled before this run started), so a
+    resumed import starts part way and ends at `total`. `sent` is how many rows
+    this run put into requests (a dry run: would send). `rate_limit_wait` is how
+    many seconds, from when this was made, the rate limit needs at least to send
+    the rows not sent yet (an estimate: the rows still unread are assumed to be
+    sendable in the proportion seen so far)."""
+
+    total: int
+    settled: int
+    sent: int
+    done_before: int
+    rate_limit_wait: float = 0.0
+
+
+Progress = Callable[[ImportProgress], None]
+
+
 @dataclass
 class ImportReport:
-    """Counts over the whole file (earlier, resumed runs included)."""
+    """Counts over the whole file (earlier, resumed runs included).
+
+    `rows` counts the file's rows; blank rows are not rows, and `blank_rows` says
+    how many were skipped. `failed_causes` groups the failed rows by cause,
+    `rejected_columns` the rejected rows by the column at fault (None: the row as
+    a whole could not be read), and `would_not_resolve_reasons` the leads `verify`
+    found unresolvable by reason, each as (what, count), most first;
+    `not_resolving` lists the first 1,000 of those leads as (line, reason)."""
 
     rows: int = 0
+    blank_rows: int = 0
     #: Rows valid, unique and not yet settled: what this run sent (or would send).
     sendable: int = 0
     created: int = 0
@@ -110,6 +145,9 @@ class ImportReport:
     #: The codec the file was read with (`utf-8`, `utf-8-sig`, `cp1252`, ...).
     encoding: str = ""
     not_resolving: list[tuple[int, str]] = field(default_factory=list)
+    failed_causes: list[tuple[str, int]] = field(default_factory=list)
+    rejected_columns: list[tuple[str | None, int]] = field(default_factory=list)
+    would_not_resolve_reasons: list[tuple[str, int]] = field(default_factory=list)
 
     @property
     def accounted(self) -> bool:
@@ -119,7 +157,13 @@ class ImportReport:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["accounted"] = self.accounted
-        data["not_resolving"] = [list(item) for item in self.not_resolving[:100]]
+        for name in (
+            "not_resolving",
+            "failed_causes",
+            "rejected_columns",
+            "would_not_resolve_reasons",
+        ):
+            data[name] = [list(item) for item in getattr(self, name)[:100]]
         return data
 
 
@@ -132,6 +176,70 @@ class _Pending:
     attempted: bool = False
 
 
+class _Tracker:
+    """Counts rows as they go and tells `progress`, at most every `EVERY` seconds
+    for single rows (a file of rejected rows would otherwise call it per row)."""
+
+    EVERY = 0.1
+
+    def __init__(
+        self,
+        progress: Progress | None,
+        client: AsyncLupitorClient | None,
+        total: int,
+        done_before: int,
+        batch_size: int,
+    ) -> None:
+        self.progress = progress
+        self.client = client
+        self.total = total
+        self.done_before = done_before
+        self.batch_size = batch_size
+        self.settled = done_before
+        self.sent = 0
+        #: Rows this run looked at (those an earlier run settled are not), of which
+        #: `sendable` are valid and unique, `prefetch` of those without a number;
+        #: `queued` wait in the batch being filled.
+        self.read = 0
+        self.sendable = 0
+        self.prefetch = 0
+        self.queued = 0
+        self.singles = False
+        self._last = -math.inf
+
+    def tell(self, force: bool = False) -> None:
+        if self.progress is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._last < self.EVERY:
+            return
+        self._last = now
+        self.progress(
+            ImportProgress(
+                total=self.total,
+                settled=self.settled,
+                sent=self.sent,
+                done_before=self.done_before,
+                rate_limit_wait=self._rate_limit_wait(),
+            )
+        )
+
+    def _rate_limit_wait(self) -> float:
+        if self.client is None:
+            return 0.0
+        unread = max(0, self.total - self.done_before - self.read)
+        share = self.sendable / self.read if self.read else 1.0
+        unsent = round(unread * share) + self.queued
+        if not unsent:
+            return 0.0
+        singles = 0
+        if self.singles:
+            # The older API takes prefetch leads one by one, under the other limit.
+            singles = round(unsent * (self.prefetch / self.sendable if self.sendable else 0.0))
+        batches = math.ceil((unsent - singles) / self.batch_size)
+        return self.client.rate_limit_wait(bulk=batches, other=singles)
+
+
 class _Importer:
     def __init__(
         self,
@@ -141,7 +249,7 @@ class _Importer:
         report: ImportReport,
         api_version: ApiVersion,
         concurrency: int,
-        progress: Progress | None,
+        tracker: _Tracker,
     ) -> None:
         self.client = client
         self.campaign_id = campaign_id
@@ -150,19 +258,25 @@ class _Importer:
         self.singles_for_prefetch = api_version == "v1"
         self.auto = api_version == "auto"
         self.concurrency = concurrency
-        self.progress = progress
+        self.tracker = tracker
+        tracker.singles = self.singles_for_prefetch
         self.uncertain: list[_Pending] = []
         #: Digests of the campaign's externalIds, listed once before the first lead
         #: is sent one by one (the older API would store a lead it has again).
         self.present: set[int] | None = None
 
     def settled(self, count: int) -> None:
-        if self.progress is not None and count:
-            self.progress(count)
+        if count:
+            self.tracker.settled += count
+            self.tracker.tell(force=count > 1)
 
     async def send(self, batch: list[_Pending]) -> None:
         """Send one batch and journal each row's outcome."""
         journal = self.journal
+        tracker = self.tracker
+        tracker.queued -= len(batch)
+        tracker.sent += len(batch)
+        tracker.tell(force=True)
         for item in batch:
             journal.record(item.line, "sending", identifier=_identifier(item.lead))
         journal.flush()
@@ -203,7 +317,7 @@ class _Importer:
                     return
             if "phoneNumber is required" in error.message and not self.singles_for_prefetch:
                 # The older API version: prefetch-only leads must go one by one.
-                self.singles_for_prefetch = True
+                self.singles_for_prefetch = self.tracker.singles = True
                 with_phone = [item for item in batch if item.lead.phone_number is not None]
                 without = [item for item in batch if item.lead.phone_number is None]
                 if with_phone:
@@ -213,7 +327,7 @@ class _Importer:
             self._fail(batch, f"the API refused the batch: {error.message}")
             return
         except (LupitorUnavailable, LupitorRateLimited) as error:
-            self._fail(batch, f"not sent after retries: {error}")
+            self._fail(batch, str(error))
             return
         skipped = set(result.skipped_identifiers)
         created_ids = iter(result.created_ids)
@@ -277,7 +391,7 @@ class _Importer:
                     self.uncertain.append(item)
                     return
                 except (LupitorUnavailable, LupitorRateLimited) as error:
-                    self._fail([item], f"not sent after retries: {error}")
+                    self._fail([item], str(error))
                     return
                 except LupitorValidationError as error:
                     self._fail([item], f"the API refused the lead: {error.message}")
@@ -345,6 +459,7 @@ class _Importer:
 
 
 _BULK_ROW = re.compile(r"leads\[(\d+)\]: (.*)")
+_FINAL_CODES = [code for code in range(1, len(STATUSES) + 1) if Journal.is_final(code)]
 
 
 def _identifier(lead: Lead) -> str:
@@ -446,8 +561,46 @@ def _check_paths(source: Path, journal: Path, rejects: Path | None) -> None:
                 )
 
 
+class _Unresolved:
+    """The leads `verify` found would not resolve: line and reason of each, kept
+    compact (a few bytes a row) for the rejects file, counted by reason."""
+
+    #: Distinct reason texts kept; past it, a lead's text is its reason code alone.
+    TEXTS = 10_000
+
+    def __init__(self) -> None:
+        self.lines = array("q")
+        self.texts = array("l")
+        self._text_ids: dict[str, int] = {}
+        self._text_list: list[str] = []
+        self.reasons: Counter[str] = Counter()
+
+    def add(self, line: int, refusal: Unresolvable) -> None:
+        self.reasons[refusal.reason] += 1
+        # Numbers masked and credentials redacted: the text may quote the CRM.
+        text = redact(str(refusal), limit=300)
+        if text not in self._text_ids and len(self._text_list) >= self.TEXTS:
+            text = refusal.reason
+        ident = self._text_ids.get(text)
+        if ident is None:
+            ident = self._text_ids[text] = len(self._text_list)
+            self._text_list.append(text)
+        self.lines.append(line)
+        self.texts.append(ident)
+
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        """(line, reason text), in file order."""
+        for line, ident in zip(self.lines, self.texts, strict=True):
+            yield line, self._text_list[ident]
+
+
 async def _verify(
-    resolver: Resolver, campaign_id: str, lead: Lead, report: ImportReport, line: int
+    resolver: Resolver,
+    campaign_id: str,
+    lead: Lead,
+    report: ImportReport,
+    line: int,
+    unresolved: _Unresolved,
 ) -> None:
     if lead.external_id is None:
         return
@@ -455,6 +608,7 @@ async def _verify(
         await resolver.resolve(Lead(campaign_id=campaign_id, external_id=lead.external_id))
     except Unresolvable as refusal:
         report.would_not_resolve += 1
+        unresolved.add(line, refusal)
         if len(report.not_resolving) < 1000:
             report.not_resolving.append((line, refusal.reason))
 
@@ -521,13 +675,34 @@ async def import_leads_async(
             columns=columns.describe(),
             encoding=codec,
         )
-        importer = _Importer(
-            client, campaign_id, journal, report, api_version, concurrency, progress
-        )
+        unresolved = _Unresolved()
         try:
-            await _import_rows(
-                source, codec, columns, policy, importer, verify, dry_run, batch_size
+            statuses = journal.statuses()
+            tracker = _Tracker(None, client, 0, 0, batch_size)
+            if progress is not None:
+                # The bar's total is the file's rows, counted first (a read without
+                # validation, small beside the import's rate-limited minutes), and a
+                # resumed run starts at the rows its journal has settled.
+                total = sum(1 for _ in read_rows(source, codec))
+                done = sum(statuses.count(code) for code in _FINAL_CODES)
+                tracker = _Tracker(progress, client, total, done, batch_size)
+                tracker.tell(force=True)
+            importer = _Importer(
+                client, campaign_id, journal, report, api_version, concurrency, tracker
             )
+            await _import_rows(
+                source,
+                codec,
+                columns,
+                policy,
+                importer,
+                verify,
+                dry_run,
+                batch_size,
+                statuses,
+                unresolved,
+            )
+            tracker.tell(force=True)
         except BaseException:
             journal.abandon()
             raise
@@ -539,9 +714,21 @@ async def import_leads_async(
             report.rejected = counts.get("rejected", 0)
             report.failed = counts.get("failed", 0)
             report.in_flight = counts.get("sending", 0)
+            report.failed_causes = [
+                (cause or "unknown", count) for cause, count in journal.grouped("failed")
+            ]
+            report.rejected_columns = journal.grouped("rejected", by="column")
+            report.would_not_resolve_reasons = unresolved.reasons.most_common()
             if rejects_path is not None:
                 report.rejects = str(rejects_path)
-                _write_rejects(source, codec, journal, Path(rejects_path))
+                _write_rejects(
+                    source,
+                    codec,
+                    journal,
+                    Path(rejects_path),
+                    unresolved,
+                    columns.columns.get("external_id"),
+                )
         except BaseException:
             journal.abandon()
             raise
@@ -591,19 +778,27 @@ async def _import_rows(
     verify: Resolver | None,
     dry_run: bool,
     batch_size: int,
+    statuses: bytearray,
+    unresolved: _Unresolved,
 ) -> None:
     """Validate, deduplicate and send every row not settled by an earlier run."""
     journal = importer.journal
     report = importer.report
+    tracker = importer.tracker
     campaign_id = importer.campaign_id
-    statuses = journal.statuses()
     seen_external: set[int] = set()
     seen_phone: set[int] = set()
     batch: list[_Pending] = []
-    for row in read_rows(source, codec):
+
+    def blank(line: int) -> None:
+        report.blank_rows += 1
+
+    for row in read_rows(source, codec, on_blank=blank):
         report.rows += 1
         code = statuses[row.line] if row.line < len(statuses) else 0
         final = Journal.is_final(code)
+        if not final:
+            tracker.read += 1
         outcome = columns.lead(row.fields, campaign_id, policy)
         if isinstance(outcome, Rejection):
             if not final:
@@ -634,14 +829,18 @@ async def _import_rows(
         if final:
             continue
         if verify is not None:
-            await _verify(verify, campaign_id, lead, report, row.line)
+            await _verify(verify, campaign_id, lead, report, row.line, unresolved)
+        report.sendable += 1
+        tracker.sendable += 1
+        if lead.phone_number is None:
+            tracker.prefetch += 1
         if dry_run:
-            report.sendable += 1
+            tracker.sent += 1  # would be sent
             importer.settled(1)
             continue
-        report.sendable += 1
         attempted = code != 0 and not final  # "sending" or "failed" in an earlier run
         batch.append(_Pending(row.line, lead, attempted))
+        tracker.queued += 1
         if len(batch) >= batch_size:
             await importer.send(batch)
             batch = []
@@ -650,9 +849,22 @@ async def _import_rows(
     await importer.settle_uncertain()
 
 
-def _write_rejects(source: Path, codec: str, journal: Journal, target: Path) -> None:
-    """A CSV of every rejected or failed row: line, status, column, reason, then the
-    row's own values, then `extra`, so it can be fixed and imported again.
+def _write_rejects(
+    source: Path,
+    codec: str,
+    journal: Journal,
+    target: Path,
+    unresolved: _Unresolved,
+    id_column: str | None,
+) -> None:
+    """A CSV of every rejected or failed row, and of every lead `verify` found
+    would not resolve (status `would_not_resolve`, its id's column, the reason;
+    such a lead was still imported): line, status, column, reason, then the row's
+    own values, then `extra`, so it can be fixed and imported again. A failed row
+    that would not resolve either is one row, both reasons given.
+
+    It starts with a UTF-8 byte-order mark when the input had one (a UTF-8 or
+    UTF-16 mark): the spreadsheet that wrote the file needs it to read UTF-8.
 
     A row rejected for a byte that is not valid in the file's encoding, or a NUL,
     keeps its values, each such byte shown as `\\xNN` text (`M\\xFCller`), which
@@ -666,11 +878,12 @@ def _write_rejects(source: Path, codec: str, journal: Journal, target: Path) -> 
     value starting with `=`, `+`, `-`, `@`, a tab or a carriage return gets a `'`
     in front (OWASP's advice for CSV export), the header's too. Values are
     otherwise kept as they were (JSON Lines objects and arrays as JSON)."""
-    problems = iter(journal.problems())
+    problems = _merged(journal.problems(), unresolved, id_column)
     upcoming = next(problems, None)
     header = _header(source, codec)
     known = set(header)
-    with target.open("w", newline="", encoding="utf-8") as file:
+    marked = codec in ("utf-8-sig", "utf-16")
+    with target.open("w", newline="", encoding="utf-8-sig" if marked else "utf-8") as file:
         writer = csv.writer(file)
         writer.writerow(
             [_cell(name) for name in ["line", "status", "column", "reason", *header, "extra"]]
@@ -689,6 +902,31 @@ def _write_rejects(source: Path, codec: str, journal: Journal, target: Path) -> 
                 extra = _extra(fields, known)
                 writer.writerow([_cell(v) for v in (line, status, column, reason, *values, extra)])
                 upcoming = next(problems, None)
+
+
+def _merged(
+    problems: Iterable[tuple[int, str, str | None, str | None]],
+    unresolved: _Unresolved,
+    id_column: str | None,
+) -> Iterator[tuple[int, str, str | None, str | None]]:
+    """The journal's problem rows and the leads that would not resolve, in file
+    order, one entry per line."""
+    verified = (
+        (line, "would_not_resolve", id_column, f"would not resolve: {text}")
+        for line, text in unresolved
+    )
+    merged = heapq.merge(problems, verified, key=lambda entry: entry[0])
+    held = next(merged, None)
+    while held is not None:
+        following = next(merged, None)
+        if following is not None and following[0] == held[0]:
+            # A row of the journal's (failed) that would not resolve either.
+            first, second = sorted((held, following), key=lambda e: e[1] == "would_not_resolve")
+            line, status, column, reason = first
+            held = (line, status, column, f"{reason or status}; and it {second[3]}")
+            continue
+        yield held
+        held = following
 
 
 def _extra(fields: Mapping[str, Any], known: set[str]) -> Any:

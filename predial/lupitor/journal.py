@@ -425,6 +425,27 @@ class Journal:
                 )
         return counts
 
+    def grouped(self, status: str, by: str = "reason") -> list[tuple[str | None, int]]:
+        """How many rows of `status` share each reason (or, `by="column"`, each
+        column), most first: the causes a report shows beside a count."""
+        field = {"reason": "reason", "column": "column_name"}.get(by)
+        if status not in _CODES or field is None:
+            raise ValueError(f"cannot group {status!r} rows by {by!r}")
+        self.flush()
+        with self._guard():
+            found = self._db.execute(
+                f"SELECT {field}, COUNT(*) FROM rows WHERE status = ? GROUP BY {field} "
+                f"ORDER BY COUNT(*) DESC, {field}",
+                (status,),
+            ).fetchall()
+        for value, _ in found:
+            if value is not None and not isinstance(value, str):
+                raise JournalError(
+                    f"{self.path}: a {status} row has a {by} that is not text "
+                    f"({_shown(value)}): damaged, or written by another program; {_START_OVER}"
+                )
+        return [(value, count) for value, count in found]
+
     def problems(self) -> Iterable[tuple[int, str, str | None, str | None]]:
         """(line, status, column, reason) of every rejected or failed row, in file order."""
         self.flush()

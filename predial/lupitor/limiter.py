@@ -63,6 +63,35 @@ class SlidingWindowLimiter:
             self._sent.append(now)
             return 0.0, now
 
+    def time_for(self, count: int) -> float:
+        """Seconds from now until the last of `count` more acquisitions can be made,
+        each as early as this limiter allows (0.0 if they all fit now). An import's
+        progress uses it for the part of its time the rate limit decides."""
+        if count <= 0:
+            return 0.0
+        with self._lock:
+            now = self._clock()
+            start = max(now, self._blocked_until)
+            window, limit = self.window, self.limit
+            # The send times that will still count at `start`, oldest first.
+            recent = deque(t for t in self._sent if t > start - window)
+            while len(recent) > limit:  # the server lowered the limit below the log's size
+                recent.popleft()
+        # The next `limit` slots, one by one: each is free once the request `limit`
+        # places before it has left the window.
+        first = min(count, limit)
+        last = start
+        for _ in range(first):
+            last = start if len(recent) < limit else max(start, recent.popleft() + window)
+            recent.append(last)
+        left = count - first
+        if left:
+            # From here on the slots repeat those `limit` times, one window later per
+            # round: no need to step through a million of them.
+            rounds, place = divmod(left - 1, limit)
+            last = recent[place] + window * (rounds + 1)
+        return max(0.0, last - now)
+
     def release(self, stamp: float) -> None:
         """Give back the slot taken at `stamp`: its request never left (it failed to
         connect). Another caller's newer slot is not touched."""
