@@ -164,12 +164,19 @@ class DuplicateAdapter(ConfigurationError):
 
 
 class PluginLoadError(ConfigurationError):
-    """A plugin could not be imported or registered."""
+    """A plugin could not be imported or registered.
 
-    def __init__(self, plugin: str, reason: str) -> None:
+    `plugin` names it (an entry point, what was passed in code, or the file or module
+    as `[resolver] plugins` names it), `reason` says why, and `context`, when the
+    plugin was configured, where (`predial.toml: resolver.plugins[0]`).
+    """
+
+    def __init__(self, plugin: str, reason: str, context: str | None = None) -> None:
         self.plugin = plugin
         self.reason = reason
-        super().__init__(f"plugin {plugin!r} failed to load: {reason}")
+        self.context = context
+        where = f"{context}: " if context else ""
+        super().__init__(f"{where}plugin {plugin!r} failed to load: {reason}")
 
 
 class AdapterError(PredialError):

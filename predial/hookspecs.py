@@ -9,6 +9,8 @@ def register_adapters(register):
 ```
 
 Plugins register classes; the resolver then calls the one adapter a campaign names.
+In code, the class itself may be passed instead of a plugin:
+`Resolver(campaigns, plugins=[MyCrmAdapter])`.
 There is deliberately no `fetch_phone` hook: pluggy would call every plugin's
 implementation, and the first to answer could dial a number from the wrong CRM.
 """

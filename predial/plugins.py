@@ -18,7 +18,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, Literal, TypeGuard
+from typing import TYPE_CHECKING, Any, Literal, TypeGuard
 
 import pluggy
 
@@ -26,6 +26,9 @@ from . import hookspecs
 from .adapters import adapter_problems
 from .errors import DuplicateAdapter, PluginLoadError, UnknownAdapter
 from .redaction import redact
+
+if TYPE_CHECKING:
+    from .config import PredialConfig
 
 __all__ = [
     "BUILTIN_PLUGINS",
@@ -53,7 +56,7 @@ class PluginInfo:
     """One plugin as `predial plugins` shows it."""
 
     name: str
-    origin: Literal["builtin", "entry point", "explicit"]
+    origin: Literal["builtin", "entry point", "explicit", "config"]
     distribution: str | None = None
     version: str | None = None
     status: PluginStatus = "active"
@@ -67,6 +70,8 @@ class PluginInfo:
         if self.distribution:
             version = f" {self.version}" if self.version else ""
             return f"{self.distribution}{version} (entry point {self.name!r})"
+        if self.origin == "config":
+            return f"{self.name} ([resolver] plugins)"
         return f"{self.name} ({self.origin})"
 
     def fail(self, error: str, exception: Exception | None = None) -> None:
@@ -177,6 +182,40 @@ class PluginRegistry:
                 raise info.exception
             raise PluginLoadError(name, info.error or "unknown error")
 
+    def add_configured(self, config: PredialConfig) -> list[PluginInfo]:
+        """Import and register the plugins `config` names in `[resolver] plugins`.
+
+        Like entry points, and unlike plugins passed in code, a configured plugin that
+        fails (its file missing or raising at import, no hook, a bad adapter) is
+        recorded as failed, with a `PluginLoadError` naming its key path as
+        `exception`, and the others still load. Returns their `PluginInfo`s, in
+        the configuration's order.
+        """
+        from .config import DEFAULT_CONFIG
+
+        failed: dict[int, PluginLoadError] = {}
+        modules = iter(config.plugin_modules(failed))
+        infos = []
+        for index, spec in enumerate(config.resolver.plugins):
+            info = PluginInfo(name=spec, origin="config")
+            if index in failed:
+                self.plugins.append(info)
+                info.fail(failed[index].reason, failed[index])
+            else:
+                module = next(modules)
+                if self.manager.is_registered(module):
+                    continue  # named twice: registered once
+                if self._hook_names(module):
+                    self.add(module, info)
+                else:
+                    self.plugins.append(info)
+                    info.fail(_NO_REGISTER_ADAPTERS)
+                if info.status == "failed" and info.exception is None:
+                    context = f"{config.path or DEFAULT_CONFIG}: resolver.plugins[{index}]"
+                    info.exception = PluginLoadError(spec, info.error or "unknown error", context)
+            infos.append(info)
+        return infos
+
     def _hook_names(self, plugin: object) -> list[str]:
         """The attributes of `plugin` marked `@predial.hookimpl` (misspelt ones too:
         `add` refuses those by name)."""
@@ -246,6 +285,10 @@ class _AdapterClassPlugin:
         register(self.cls)
 
 
+_NO_REGISTER_ADAPTERS = (
+    "defines no hook: add `@predial.hookimpl def register_adapters(register)` calling "
+    "register(YourAdapter)"
+)
 _ACCEPTED = (
     "pass a module or object with `@predial.hookimpl def register_adapters(register)`, "
     "or an adapter class (a class with `name` and `fetch_phone`)"
@@ -294,7 +337,10 @@ def _entry_point_info(entry_point: EntryPoint) -> PluginInfo:
 def _unique_entry_points() -> list[EntryPoint]:
     seen: set[tuple[str, str]] = set()
     unique = []
-    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+    # By name: `predial plugins` lists them in a stable order, and a name registered
+    # twice is reported the same way on every machine.
+    found = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (e.name, e.value))
+    for entry_point in found:
         key = (entry_point.name, entry_point.value)
         if key not in seen:
             seen.add(key)

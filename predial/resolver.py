@@ -242,16 +242,29 @@ class Resolver:
         strict: bool = True,
         **options: Any,
     ) -> Resolver:
-        """A resolver built from an already loaded `PredialConfig`."""
+        """A resolver built from an already loaded `PredialConfig`.
+
+        A plugin named in `[resolver] plugins` that fails (a missing file, one that
+        raises at import, no hook) raises its `PluginLoadError` when `strict`; with
+        `strict=False` it is recorded as failed, as an installed plugin's failure
+        is, so only the campaigns needing its adapter are refused (naming it)."""
         where = str(config.path)
         campaigns = [
             replace(item.campaign(), origin=f"{where}: campaigns[{index}]")
             for index, item in enumerate(config.campaigns)
         ]
+        registry = options.pop("registry", None)
+        load_entrypoints = options.pop("load_entrypoints", True)
+        if registry is None:
+            registry = load_plugins(entrypoints=load_entrypoints)
+        for info in registry.add_configured(config):
+            if strict and info.exception is not None:
+                raise info.exception
         return cls(
             campaigns,
-            plugins=[*config.plugin_modules(), *plugins],
+            plugins=plugins,
             strict=strict,
+            registry=registry,
             **{**config.resolver_options(), **options},
         )
 

@@ -2,32 +2,55 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import tomllib
 from pathlib import Path
+from typing import cast
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
-from ..config import find_config, load_config
-from ..plugins import load_plugins
+from ..config import PredialConfig, ResolverConfig, find_config, load_config
+from ..errors import ConfigurationError
+from ..plugins import PluginInfo, PluginRegistry, load_plugins
+from ..redaction import safe_text
 from .output import err_console, out_console
 from .resolve import config_option
 
 __all__ = ["plugins"]
+
+_STATUS = {
+    "active": "[green]active[/]",
+    "disabled": "[yellow]disabled[/]",
+    "failed": "[red]failed[/]",
+}
 
 
 @click.command()
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per plugin.")
 def plugins(config_path: Path | None, as_json: bool) -> None:
-    """List plugins: version, adapters, status (active, disabled, failed: why)."""
-    extra: list[object] = []
+    """List plugins: where each comes from, its adapters and status (active, disabled,
+    failed: why). Plugin files named in predial.toml's [resolver] plugins count too;
+    one that fails is listed as failed, as an installed plugin would be."""
     path = find_config(config_path)
-    if path.exists():  # plugin files named by the configuration count too
-        extra.extend(load_config(path).plugin_modules())
-    elif config_path is not None:
+    if not path.exists() and config_path is not None:
         raise click.BadParameter(f"{path}: no such file", param_hint="--config")
-    registry = load_plugins(extra)
+    plugin_log = logging.getLogger("predial.plugins")
+    level = plugin_log.level
+    if plugin_log.getEffectiveLevel() >= logging.WARNING:
+        # Each failure is listed below the table; its warning would say it twice
+        # (-v keeps them).
+        plugin_log.setLevel(logging.ERROR)
+    try:
+        registry = load_plugins()
+        if path.exists():
+            registry.add_configured(_plugins_of(path))
+    finally:
+        plugin_log.setLevel(level)
     if as_json:
         for info in registry.plugins:
             click.echo(
@@ -44,22 +67,62 @@ def plugins(config_path: Path | None, as_json: bool) -> None:
                 )
             )
         return
-    table = Table(show_edge=False, header_style="bold")
-    for column in ("plugin", "origin", "distribution", "version", "adapters", "status"):
-        table.add_column(column)
-    for info in registry.plugins:
-        status = {"active": "[green]active[/]", "disabled": "[yellow]disabled[/]"}.get(
-            info.status, f"[red]failed[/]: {info.error}"
-        )
-        table.add_row(
-            info.name,
-            info.origin,
-            info.distribution or "",
-            info.version or "",
-            ", ".join(info.adapters),
-            status,
-        )
-    out_console().print(table)
+    console = out_console()
+    console.print(plugins_table(registry))
     failed = registry.failures()
+    for info in failed:
+        # Below the table, a line each: a reason squeezed into a column would wrap
+        # over a dozen lines at 80 columns.
+        console.print(
+            f"{escape(info.name)} [red]failed[/]: {escape(info.error or '')}", soft_wrap=True
+        )
     if failed:
-        err_console().print(f"{len(failed)} plugin(s) failed to load; see the status column")
+        err_console().print(f"{len(failed)} plugin(s) failed to load; the reasons are listed above")
+
+
+def _plugins_of(path: Path) -> PredialConfig:
+    """The configuration, or when it has problems (an unset variable for a campaign's
+    token, say) just its `[resolver] plugins`: listing plugins needs no secret."""
+    try:
+        return load_config(path)
+    except ConfigurationError as error:
+        problem = safe_text(error)
+    named: object = None
+    # Unreadable or not TOML: the problem above says so, and no plugin is listed.
+    with contextlib.suppress(OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        resolver = tomllib.loads(path.read_text(encoding="utf-8")).get("resolver")
+        named = resolver.get("plugins") if isinstance(resolver, dict) else None
+    readable = isinstance(named, list) and all(isinstance(spec, str) for spec in named)
+    also = "its [resolver] plugins are listed all the same" if readable else "its plugins are not"
+    err_console().print(
+        f"note: {problem}; {also} (predial config validate lists every problem)",
+        markup=False,
+        highlight=False,
+    )
+    plugins = cast(list[str], named) if readable else []
+    return PredialConfig(resolver=ResolverConfig(plugins=plugins), path=path)
+
+
+def plugins_table(registry: PluginRegistry) -> Table:
+    """The plugins as a table that stays readable at 80 columns: the distribution and
+    its version, or where the plugin came from, share one column, and a failure's
+    reason goes below the table."""
+    table = Table(show_edge=False, header_style="bold")
+    table.add_column("plugin", overflow="fold")
+    table.add_column("from", overflow="fold")
+    table.add_column("adapters", overflow="fold")
+    table.add_column("status", no_wrap=True)
+    for info in registry.plugins:
+        table.add_row(
+            escape(info.name),
+            escape(_origin(info)),
+            escape(", ".join(info.adapters)),
+            _STATUS[info.status],
+        )
+    return table
+
+
+def _origin(info: PluginInfo) -> str:
+    if info.distribution:
+        return f"{info.distribution} {info.version}" if info.version else info.distribution
+    return {"config": "[resolver] plugins", "explicit": "code"}.get(info.origin, info.origin)
