@@ -31,6 +31,7 @@ from .errors import InvalidPhoneNumber
 
 __all__ = [
     "DEFAULT_REFUSED_TYPES",
+    "EXAMPLE_NUMBER",
     "MAX_INPUT_LENGTH",
     "NUMBER_TYPES",
     "REASONS",
@@ -85,6 +86,14 @@ _POSSIBILITY_REASONS: Final[dict[int, str]] = {
     ValidationResult.INVALID_LENGTH: "invalid_length",
 }
 
+#: The number predial's messages give as an example (`e.g. +14155550123`). It is in
+#: the North American 555-0100 to 555-0199 range, reserved for fiction: nobody can be
+#: reached at it, so masking has nothing to protect and leaves it whole (`mask_phone`,
+#: `predial.redaction.redact`), and an example in a masked message stays readable.
+#: Only this number: other fictional numbers stand for real ones in tests and demos.
+EXAMPLE_NUMBER: Final = "+14155550123"
+_EXAMPLE_DIGITS: Final = EXAMPLE_NUMBER[1:]
+
 #: The longest input the policy reads (whitespace and an extension included):
 #: anything longer is not a phone number, and is refused before parsing.
 MAX_INPUT_LENGTH: Final = 250
@@ -96,7 +105,8 @@ def mask_phone(value: object) -> str:
 
     Shows at most half the digits: the first four (country and area) and the last
     four of numbers of 11 digits or more, the first three and last two of 9-10
-    digits, the last two of anything shorter. Never raises.
+    digits, the last two of anything shorter. `EXAMPLE_NUMBER`, nobody's number, is
+    shown whole. Never raises.
     """
     if type(value) is str and value[:1] == "+" and value[1:].isdigit() and value.isascii():
         # E.164, as every number predial hands out is: no scan needed (the hot path
@@ -107,6 +117,8 @@ def mask_phone(value: object) -> str:
         digits = "".join(_DIGIT.findall(text))
     if not digits:
         return "***" if text else ""
+    if digits == _EXAMPLE_DIGITS:
+        return text
     plus = "+" if text.lstrip().startswith("+") else ""
     if len(digits) >= 11:
         return f"{plus}{digits[:4]}***{digits[-4:]}"
@@ -234,7 +246,7 @@ class PhonePolicy:
         # two calls costs a region look-up (the bulk of a parse for +1 numbers).
         kind = phonenumbers.number_type(number)
         if self.strictness == "valid" and kind == PhoneNumberType.UNKNOWN:
-            raise _refuse("not_assigned", value, "phonenumbers.is_valid_number")
+            raise _refuse("not_assigned", value)
         if self.allowed_regions is not None:
             region = phonenumbers.region_code_for_number(number)
             if region not in self.allowed_regions:

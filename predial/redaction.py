@@ -14,7 +14,9 @@ through `redact`:
   API key, OAuth tokens: `register_secret`) are replaced wherever they appear;
 - phone numbers (7 or more digits, with spaces, dots, dashes, slashes, underscores,
   brackets or invisible separators) are masked as `mask_phone` masks them
-  (`+1202***0123`), unless `show_numbers`; dates, times and IPv4 addresses are kept;
+  (`+1202***0123`), unless `show_numbers`; dates, times and IPv4 addresses are kept,
+  and so is predial's example number (`predial.phone.EXAMPLE_NUMBER`, nobody's), so
+  the example in a message survives;
 - control characters are escaped (newlines too, unless `keep_newlines`), so a value
   cannot forge a log line of its own;
 - the result is at most `limit` characters.

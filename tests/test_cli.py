@@ -604,3 +604,29 @@ def test_no_command_still_shows_the_help() -> None:
     result = CliRunner().invoke(cli, [])
     assert "Usage:" in result.output
     assert "resolve" in result.output
+
+
+def test_the_example_in_a_message_survives_masking(project: Path) -> None:
+    """`e.g. +14155550123` is shown whole (it is nobody's number); real numbers stay masked."""
+    (project / "leads.csv").write_text(
+        "campaignId,externalId,phoneNumber\nc,C-1,4155550123\nc,C-1,\n"
+    )
+    for args in ([], ["--json"]):
+        result = run("resolve", "leads.csv", *args)
+        assert result.exit_code == 1
+        assert "(e.g. +14155550123)" in result.stdout
+        assert "+1415***0123" not in result.stdout
+        assert "+1202***1111" in result.stdout
+        assert "+12024561111" not in result.stdout
+
+
+def test_a_lead_given_on_the_command_line_is_refused_in_one_line(project: Path) -> None:
+    """pydantic's block (title, [type=...], a URL) becomes one line naming the field."""
+    result = run("check", "c", "C-1", "--phone", "4155550123")
+    assert result.exit_code == 2
+    assert result.stderr.startswith(
+        "error: phone_number: phoneNumber must be in E.164 format (e.g. +14155550123)"
+    )
+    assert result.stderr.count("\n") == 1
+    for pydantics in ("validation error", "[type=", "pydantic.dev", "\\n"):
+        assert pydantics not in result.stderr

@@ -9,8 +9,10 @@ from typing import IO, Any
 
 import click
 from click.exceptions import NoArgsIsHelpError
+from pydantic import ValidationError
 from rich.markup import escape
 
+from ..config import validation_problems
 from ..errors import PredialError
 from ..redaction import redact, safe_text
 from .output import err_console
@@ -194,6 +196,9 @@ class _Group(click.Group):
             # credentials).
             if isinstance(error, PredialError):
                 message = safe_text(error)
+            elif isinstance(error, ValidationError):
+                # pydantic's block (title, `[type=...]`, a URL) as our one line.
+                message = redact("; ".join(validation_problems(error)), limit=2000)
             else:
                 message = redact(error, limit=2000)
             _print_error(message or type(error).__name__)
