@@ -5,7 +5,9 @@ seconds otherwise."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
+import io
 import re
 import tempfile
 from collections.abc import Iterator
@@ -16,9 +18,11 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
+from rich.console import Console
+from rich.progress import Progress
 
 from predial.cli.app import cli
-from predial.cli.import_cmd import _duration, _Estimate
+from predial.cli.import_cmd import _duration, _Estimate, _progress_view, _RowsColumn
 from predial.lupitor import AsyncLupitorClient, ImportProgress, RetryPolicy, import_leads_async
 from predial.lupitor.limiter import SlidingWindowLimiter
 from predial.testing import FakeLupitor, Faults, serve
@@ -313,3 +317,29 @@ def test_a_csv_with_quoted_newlines_counts_records_not_lines(tmp_path: Path) -> 
         cli, ["import", str(source), "--campaign", "cmp_1", "--dry-run"], catch_exceptions=False
     )
     assert "importing: 0/2 rows settled" in result.stderr
+
+
+def test_the_bar_says_counting_before_the_total_is_known() -> None:
+    """A big file's rows take seconds to count: the bar says so, then shows rows."""
+    bar = Progress()
+    task_id = bar.add_task("importing", total=None, sent=0)
+    column = _RowsColumn("sent")
+    assert column.render(bar.tasks[0]).plain == "counting rows"
+    bar.update(task_id, total=10_000, completed=2_500, sent=3_000)
+    assert column.render(bar.tasks[0]).plain == "2,500/10,000 rows 3,000 sent"
+
+
+@pytest.mark.parametrize("width", [80, 100, 120, 160])
+async def test_the_bar_is_one_line_from_80_columns(width: int) -> None:
+    """Rows, rows/s and the ETA always fit one line; what matters least goes first."""
+    output = io.StringIO()
+    console = Console(file=output, width=width, force_terminal=True, color_system=None)
+    async with _progress_view(console, "sent", 5.0) as progress:
+        progress(ImportProgress(1_000_000, 250_000, 300_000, 0, rate_limit_wait=7_358))
+        await asyncio.sleep(0.15)  # a refresh of the live display
+    frame = output.getvalue().split("\r\x1b[2K")[-1].split("\n")[0]
+    assert len(frame) <= width
+    assert "250,000/1,000,000 rows" in frame
+    assert "rows/s" in frame
+    assert "ETA 2 h 2 min (rate limit)" in frame
+    assert ("300,000 sent" in frame) is (width >= 120)

@@ -13,7 +13,7 @@ from typing import cast
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID, TextColumn
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn
 from rich.text import Text
 
 from .._threads import run as run_to_end
@@ -134,6 +134,23 @@ class _RateColumn(ProgressColumn):
         return Text(_rate_text(self.estimate.rate()), style="progress.data.speed")
 
 
+class _RowsColumn(ProgressColumn):
+    """`3,000/10,000 rows` (with `3,500 sent` when `sent_label`), or `counting rows`
+    before the total is known."""
+
+    def __init__(self, sent_label: str | None) -> None:
+        super().__init__()
+        self.sent_label = sent_label
+
+    def render(self, task: Task) -> Text:
+        if task.total is None:
+            return Text("counting rows", style="progress.download")
+        text = f"{task.completed:,.0f}/{task.total:,.0f} rows"
+        if self.sent_label:
+            text += f" {task.fields.get('sent', 0):,} {self.sent_label}"
+        return Text(text, style="progress.download")
+
+
 class _LeftColumn(ProgressColumn):
     def __init__(self, estimate: _Estimate) -> None:
         super().__init__()
@@ -184,30 +201,26 @@ async def _progress_view(
             with suppress(asyncio.CancelledError):
                 await task
         return
-    bar = Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed:,.0f}/{task.total:,.0f} rows"),
-        TextColumn("{task.fields[sent]:,} " + sent_label),
+    # One line at 80 columns: no description or rows sent (the least needed) under
+    # 120 columns, and the bar takes what the text leaves (the text takes up to ~75
+    # columns, ~100 with those two); rows, rows/s and the ETA always stay.
+    wide = console.width >= 120
+    room = console.width - (100 if wide else 75)
+    columns: list[ProgressColumn] = [
+        BarColumn(bar_width=max(5, min(40, room))),
+        _RowsColumn(sent_label if wide else None),
         _RateColumn(estimate),
         _LeftColumn(estimate),
-        console=console,
-        transient=True,
-    )
-    shown: list[TaskID] = []
+    ]
+    if wide:
+        columns.insert(0, TextColumn("[progress.description]{task.description}"))
+    bar = Progress(*columns, console=console, transient=True)
+    # Shown from the start: counting a big file's rows takes a few seconds.
+    row_task = bar.add_task("importing", total=None, sent=0)
 
     def update(progress: ImportProgress) -> None:
         estimate.update(progress)
-        if not shown:
-            shown.append(
-                bar.add_task("importing", total=progress.total, completed=progress.settled, sent=0)
-            )
-        bar.update(
-            shown[0],
-            total=progress.total,
-            completed=progress.settled,
-            sent=progress.sent,
-        )
+        bar.update(row_task, total=progress.total, completed=progress.settled, sent=progress.sent)
 
     with bar:
         yield update

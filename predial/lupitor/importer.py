@@ -639,11 +639,15 @@ async def import_leads_async(
     """Import `path` into `campaign_id`; see the module docstring. `client` (or
     `api_key`/`base_url`, else the environment) talks to the API; `verify` resolves
     each prefetch lead through its predial adapter first and reports those that
-    would not resolve. `encoding` overrides the detection (`predial.tabular`);
-    `wait` waits for another import of the same file or journal instead of raising
+    would not resolve (they are still imported; `rejects_path` lists them too).
+    `encoding` overrides the detection (`predial.tabular`); `wait` waits for
+    another import of the same file or journal instead of raising
     `ImportInProgress`. `on_notice` is called with a line for the operator (the
     file read as cp1252, whose import this one waits for); without it these are
-    logged as warnings."""
+    logged as warnings. `progress` is called with an `ImportProgress` once the
+    file's rows are counted (a first read of the file, done only when `progress`
+    is given), as rows are sent and settled (at most every 0.1 s for single rows),
+    and at the end."""
     if not 1 <= batch_size <= MAX_BULK:
         raise ValueError(f"batch_size must be between 1 and {MAX_BULK}")
     source = Path(path)
