@@ -210,7 +210,7 @@ class Fake:
 
 
 @pytest.fixture
-def fakes(tmp_path: Path) -> Iterator[list[Fake]]:
+def fakes() -> Iterator[list[Fake]]:
     started: list[Fake] = []
     yield started
     for fake in started:

@@ -297,6 +297,29 @@ def test_missing_key_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -
         LupitorClient()
 
 
+@pytest.mark.parametrize("blank", [" ", "\n", " \t "])
+def test_a_key_of_blanks_is_missing(monkeypatch: pytest.MonkeyPatch, blank: str) -> None:
+    """A key that is only blanks (an empty line pasted) is no key, not a 401 later."""
+    monkeypatch.setenv("LUPITOR_API_KEY", blank)
+    with pytest.raises(ConfigurationError, match="^no Lupitor API key: pass api_key or set"):
+        LupitorClient()
+    with pytest.raises(ConfigurationError, match="^no Lupitor API key"):
+        LupitorClient(blank)
+
+
+@respx.mock
+def test_giving_up_says_the_cause_first(client: LupitorClient) -> None:
+    """What a report groups by: the cause and the attempts, then the request."""
+    respx.post(f"{LEADS}/bulk").mock(side_effect=httpx.ConnectError("refused"))
+    with pytest.raises(LupitorUnavailable) as caught:
+        client.create_leads_bulk("c", [{"externalId": "E"}])
+    assert str(caught.value) == "ConnectError after 3 attempts (POST /api/v1/leads/bulk)"
+    respx.post(LEADS).mock(return_value=fail(500, "Internal server error"))
+    with pytest.raises(LupitorUnavailable) as caught:
+        client.create_lead({"campaignId": "c", "externalId": "E"})
+    assert str(caught.value) == "500 Internal server error after 3 attempts"
+
+
 @respx.mock
 def test_bulk_limit_never_exceeds_10_per_minute(client: LupitorClient, fake_time: FakeTime) -> None:
     """11 bulk calls: the 11th waits until the first leaves the 60 s window."""
