@@ -343,3 +343,30 @@ def test_blank_lines_of_json_lines_are_counted(
     source.write_text('{"externalId": "J-1"}\n\n   \n{"externalId": "J-2"}\n')
     report = json.loads(run_import(url, str(source), "--campaign", "cmp_1", "--json").stdout)
     assert (report["rows"], report["blank_rows"], report["created"]) == (2, 2, 2)
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_ctrl_c_says_how_to_resume(
+    api: tuple[FakeLupitor, str],
+    leads: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    dry_run: bool,
+) -> None:
+    """Not click's bare "Aborted!": rerun the same command, the journal keeps the rest."""
+    _, url = api
+
+    async def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    # By name: predial.cli.app must be imported before the command modules.
+    monkeypatch.setattr("predial.cli.import_cmd.import_leads_async", interrupted)
+    result = run_import(url, str(leads), "--campaign", "cmp_1", *(["--dry-run"] * dry_run))
+    assert result.exit_code == 1
+    assert "Aborted" not in result.output
+    if dry_run:
+        assert result.stderr.splitlines() == ["interrupted (a dry run: nothing was sent)"]
+    else:
+        assert result.stderr.splitlines() == [
+            "interrupted: run the same command again to resume; the rows confirmed so far "
+            f"are in {leads}.journal.sqlite and will not be sent again"
+        ]

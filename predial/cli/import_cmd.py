@@ -20,6 +20,7 @@ from .._threads import run as run_to_end
 from ..errors import ConfigurationError, InputFileError
 from ..lupitor.client import API_KEY_ENV, API_URL_ENV, AsyncLupitorClient
 from ..lupitor.importer import ApiVersion, ImportProgress, ImportReport, import_leads_async
+from ..lupitor.journal import Journal
 from ..resolver import Resolver
 from .app import EXIT_OK, EXIT_REFUSED
 from .output import err_console, out_console
@@ -352,7 +353,7 @@ def import_(
     A second import of the same file while one runs stops at once (exit 2) naming
     the first, or waits for it with --wait. Exit code 0 only when every row is
     accounted for (created, already present, duplicate or rejected); 1 when some
-    failed to send; 2 on errors.
+    failed to send, or on Ctrl-C; 2 on errors.
 
     Progress goes to stderr: a bar on a terminal, else a line every few seconds.
     """
@@ -409,7 +410,21 @@ def import_(
             if resolver is not None:
                 await resolver.close()
 
-    report = run_to_end(run())
+    try:
+        report = run_to_end(run())
+    except KeyboardInterrupt:
+        # Instead of click's bare "Aborted!": what happened and what to do next.
+        if dry_run:
+            console.print("interrupted (a dry run: nothing was sent)", markup=False)
+        else:
+            journal = journal_path or Journal.default_path(file)
+            console.print(
+                "interrupted: run the same command again to resume; the rows confirmed "
+                f"so far are in {journal} and will not be sent again",
+                markup=False,
+                highlight=False,
+            )
+        ctx.exit(EXIT_REFUSED)
     if as_json:
         click.echo(json.dumps(report.to_dict()))
     else:
