@@ -65,7 +65,8 @@ async def test_a_typo_in_a_field_predial_uses_is_still_refused_with_a_suggestion
         with pytest.raises(InvalidLead) as caught:
             await resolver.resolve({"campaignId": "cmp", "externalID": "C-1"})
     invalid = caught.value
-    assert isinstance(invalid, Unresolvable) and isinstance(invalid, ValueError)
+    assert isinstance(invalid, Unresolvable)
+    assert isinstance(invalid, ValueError)
     assert (invalid.reason, invalid.retryable, invalid.index) == ("invalid_lead", False, None)
     assert "lead.externalID: unknown field; did you mean 'externalId'?" in str(invalid)
     assert invalid.field == "externalID"
@@ -113,7 +114,8 @@ async def test_resolve_many_answers_a_malformed_lead_in_its_place() -> None:
     assert (bad.index, bad.field, bad.external_id) == (1, "campaignId", "B")
     assert "leads[1].campaignId" in str(bad)
     third = results[3]
-    assert isinstance(third, InvalidLead) and third.field == "externalId"
+    assert isinstance(third, InvalidLead)
+    assert third.field == "externalId"
     assert sorted(seen) == [0, 1, 2, 3, 4]
     assert sorted(script.calls) == ["A", "C"]
     assert stats.refusals["invalid_lead"] == 3
@@ -144,4 +146,5 @@ async def test_resolve_many_answers_every_input_whatever_it_holds(
     for index, result in enumerate(results):
         assert isinstance(result, Resolution | Unresolvable)
         if isinstance(result, InvalidLead):
-            assert result.index == index and not result.retryable
+            assert result.index == index
+            assert not result.retryable
