@@ -630,3 +630,86 @@ def test_a_lead_given_on_the_command_line_is_refused_in_one_line(project: Path) 
     assert result.stderr.count("\n") == 1
     for pydantics in ("validation error", "[type=", "pydantic.dev", "\\n"):
         assert pydantics not in result.stderr
+
+
+# -- tables at 80 columns -------------------------------------------------------------
+
+MASKED = re.compile(r"\+\d{4}\*\*\*\d{4}")
+
+
+def _table_rows(stdout: str) -> list[str]:
+    return [line for line in stdout.splitlines() if re.match(r"\s*\d+\s+│", line)]
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_the_resolve_table_is_readable_at_any_width(width: int) -> None:
+    """Every row one line within the width; masked numbers, campaigns and reason codes whole."""
+    result = run("resolve", LEADS, "--config", CONFIG, env={"COLUMNS": str(width)})
+    assert result.exit_code == 1
+    rows = _table_rows(result.stdout)
+    assert len(rows) == 20
+    table = result.stdout.split("resolved ", 1)[0]
+    assert max(len(line) for line in table.splitlines()) <= width
+    assert "…" not in table
+    leads = run("resolve", LEADS, "--config", CONFIG, "--json").stdout.splitlines()
+    by_row = {str(item["row"]): item for item in map(json.loads, leads)}
+    for line in rows:  # each row shows its lead's number, reason code and campaign whole
+        item = by_row[line.split()[0]]
+        assert (item.get("phoneNumber") or "") in line
+        assert (item.get("reason") or item.get("fallbackReason") or "") in line
+        assert item["campaignId"] in line
+    if width == 120:  # room for everything, as before
+        assert re.search(r"mode .* ms\s*$", table.splitlines()[0])
+        assert "refused (retry)" in table
+    else:  # the timings and the mode go first; a refusal says retry or skip
+        assert " ms" not in table.splitlines()[0]
+        assert " retry " in table
+        assert " skip " in table
+
+
+def test_one_campaign_is_said_once_and_a_long_problem_is_cut(project: Path) -> None:
+    (project / "leads.csv").write_text("campaignId,externalId,phoneNumber\nc,C-1,\nc,,4155550123\n")
+    result = run("resolve", "leads.csv", env={"COLUMNS": "80"})
+    lines = result.stdout.splitlines()
+    assert lines[0] == "campaign c"
+    assert "campaign" not in lines[1]
+    rows = _table_rows(result.stdout)
+    assert len(rows) == 2
+    assert "+1202***1111" in rows[0]
+    assert rows[1].rstrip().endswith("…")
+    assert "phoneNumber must be in E.164 format" in rows[1]
+    assert "--json shows them whole" in result.stdout
+    assert max(len(line) for line in lines[:4]) <= 80
+
+
+def test_check_tables_keep_numbers_whole_at_80_columns(project: Path) -> None:
+    (project / "long.py").write_text(
+        "import predial\n"
+        "from predial.models import CrmContact, CrmPhone\n"
+        "class Long:\n"
+        "    name = 'long'\n"
+        "    def fetch_phone(self, external_id):\n"
+        "        return CrmContact(phones=[\n"
+        "            CrmPhone('+1 900 555 0199', 'Mobile Phone Number (preferred by the customer)',"
+        " True),\n"
+        "            CrmPhone('+44 20 7946 0958', 'home', False),\n"
+        "        ])\n"
+        "@predial.hookimpl\n"
+        "def register_adapters(register):\n"
+        "    register(Long)\n"
+    )
+    (project / "predial.toml").write_text(
+        '[resolver]\nplugins = ["long.py"]\n'
+        '[[campaigns]]\nid = "c"\nadapter = "long"\ndefault_region = "US"\n'
+    )
+    result = run("check", "c", "C-1", env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    policy = lines[lines.index(next(line for line in lines if "phone policy" in line)) :]
+    mobile = next(line for line in policy if "+1900***0199" in line)
+    assert "Mobile Phone Number" in mobile
+    assert "…" in mobile  # the label is cut, on one line
+    assert "refused type_not_allowed" in mobile
+    assert any("accepted +4420***0958" in line for line in policy)
+    assert all(len(MASKED.findall(line)) == line.count("***") for line in lines)

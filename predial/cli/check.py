@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from .._faults import safe_flag
 from .._threads import run as run_to_end
@@ -14,9 +15,14 @@ from ..errors import ConfigurationError, UnknownCampaign
 from ..models import Lead
 from ..resolver import Resolver
 from ..trace import Trace
-from .app import EXIT_OK, EXIT_REFUSED
-from .output import Masker, json_line, out_console
-from .resolve import config_option, show_numbers_option
+from .app import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
+from .output import FitColumn, Masker, err_console, fitted_table, json_line, out_console
+from .resolve import (
+    CONFIGURATION_REASONS,
+    config_option,
+    configuration_problem,
+    show_numbers_option,
+)
 
 __all__ = ["check"]
 
@@ -58,6 +64,12 @@ def check(
         json_line(_as_json(trace, masker))
     else:
         _print(trace, masker)
+    refusal = trace.refusal
+    if refusal is not None and refusal.reason in CONFIGURATION_REASONS:
+        err_console().print(
+            f"[bold red]error:[/] {escape(configuration_problem([refusal]))}", highlight=False
+        )
+        ctx.exit(EXIT_USAGE)
     ctx.exit(EXIT_OK if trace.resolution is not None else EXIT_REFUSED)
 
 
@@ -126,8 +138,11 @@ def _print(trace: Trace, masker: Masker) -> None:
         console.print(f"note: {escape(masker.text(note))}")
     if trace.attempts:
         attempts = Table(title="adapter calls", show_edge=False, header_style="bold")
-        for column in ("#", "at ms", "took ms", "answer"):
-            attempts.add_column(column)
+        for column in ("#", "at ms", "took ms"):
+            attempts.add_column(column, no_wrap=True)
+        # The answer wraps between words; a masked number is one word, and the column
+        # is never narrower than one.
+        attempts.add_column("answer", min_width=24)
         for attempt in trace.attempts:
             if attempt.error:
                 answer = f"[red]{escape(masker.text(attempt.error))}[/]"
@@ -143,21 +158,28 @@ def _print(trace: Trace, masker: Masker) -> None:
             )
         console.print(attempts)
     if trace.verdicts:
-        verdicts = Table(title="phone policy, in pick order", show_edge=False, header_style="bold")
-        for column in ("label", "primary", "value", "verdict"):
-            verdicts.add_column(column)
+        labels, primaries, values, outcomes = [], [], [], []
         for verdict in trace.verdicts:
-            outcome = (
-                f"[green]accepted[/] {masker.number(verdict.e164)}"
+            labels.append(Text(masker.text(verdict.label) if verdict.label is not None else ""))
+            primaries.append(Text("yes" if safe_flag(verdict.primary) else ""))
+            values.append(Text(masker.number(verdict.value)))
+            outcomes.append(
+                Text.assemble(("accepted", "green"), f" {masker.number(verdict.e164)}")
                 if verdict.e164
-                else f"[red]refused[/] {escape(verdict.reason or '')}"
+                else Text.assemble(("refused", "red"), f" {verdict.reason or ''}")
             )
-            verdicts.add_row(
-                escape(masker.text(verdict.label) if verdict.label is not None else ""),
-                "yes" if safe_flag(verdict.primary) else "",
-                escape(masker.number(verdict.value)),
-                outcome,
-            )
+        # The value and the verdict (a number, a reason code) are never cut; a long
+        # label ends in an ellipsis rather than wrapping.
+        verdicts, _ = fitted_table(
+            [
+                FitColumn("label", labels, floor=10),
+                FitColumn("primary", primaries),
+                FitColumn("value", values),
+                FitColumn("verdict", outcomes),
+            ],
+            console.width,
+            title="phone policy, in pick order",
+        )
         console.print(verdicts)
     if trace.resolution is not None:
         resolution = trace.resolution

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any
+from typing import Any, Literal
 
 from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 from .._faults import is_adapter_fault, safe_flag, safe_repr, safe_text, type_name
 from ..errors import Unresolvable
@@ -18,18 +22,22 @@ from ..phone import mask_phone
 from ..redaction import redact
 
 __all__ = [
+    "FitColumn",
     "Masker",
     "err_console",
+    "fitted_table",
     "json_line",
     "out_console",
     "percentile_ms",
     "summary_text",
+    "table_width",
 ]
 
 
 def out_console() -> Console:
-    # Piped output keeps whole rows (rich would wrap at 80 columns).
-    width = None if sys.stdout.isatty() else 200
+    # Piped output keeps whole rows (rich would wrap at 80 columns), unless COLUMNS
+    # says how wide the reader is.
+    width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200
     return Console(soft_wrap=False, highlight=False, width=width)
 
 
@@ -112,6 +120,78 @@ class Masker:
         if state != "active":
             flags.append(self.text(state))
         return f" [{', '.join(flags)}]" if flags else ""
+
+
+@dataclass
+class FitColumn:
+    """A column of a table fitted to the terminal (`fitted_table`): its cells stay on
+    one line each; a cell wider than the column ends in an ellipsis."""
+
+    header: str
+    cells: list[Text] = field(default_factory=list)
+    justify: Literal["left", "right"] = "left"
+    #: The narrowest the column may be cut to; None: never cut (a masked number, a
+    #: reason code). Never narrower than its header.
+    floor: int | None = None
+    #: The width worth making room for (by leaving other columns out); past it, the
+    #: column's cells may as well be cut. None: all of it.
+    wanted: int | None = None
+
+    @property
+    def natural(self) -> int:
+        return max([len(self.header), *(cell.cell_len for cell in self.cells)])
+
+    @property
+    def comfortable(self) -> int:
+        if self.wanted is None or self.floor is None:
+            return self.natural
+        return min(self.natural, max(self.wanted, self.floor, len(self.header)))
+
+
+def table_width(columns: list[FitColumn], widths: list[int] | None = None) -> int:
+    """The width `fitted_table` draws `columns` in (`widths`, or the width each
+    column is worth, `FitColumn.comfortable`): a space either side of each cell, a
+    rule between columns, no outer edge."""
+    chosen = widths if widths is not None else [column.comfortable for column in columns]
+    return sum(chosen) + 3 * len(chosen) - 1
+
+
+def fitted_table(
+    columns: list[FitColumn], width: int, title: str | None = None
+) -> tuple[Table, bool]:
+    """A table of `columns` at most `width` wide if their floors allow, and whether a
+    cell had to be cut. Columns that may be cut give up width widest first, down to
+    their floors; no cell wraps, so a row is one line."""
+    widths = [column.natural for column in columns]
+    floors = [
+        widths[index] if column.floor is None else max(len(column.header), column.floor)
+        for index, column in enumerate(columns)
+    ]
+    excess = table_width(columns, widths) - width
+    while excess > 0:
+        cuttable = [i for i in range(len(columns)) if widths[i] > floors[i]]
+        if not cuttable:
+            break
+        widest = max(cuttable, key=lambda i: widths[i] - floors[i])
+        widths[widest] -= 1
+        excess -= 1
+    table = Table(title=title, show_edge=False, header_style="bold")
+    for column, column_width in zip(columns, widths, strict=True):
+        table.add_column(
+            column.header,
+            justify=column.justify,
+            width=column_width,
+            no_wrap=True,
+            overflow="ellipsis",
+        )
+    for cells in zip(*(column.cells for column in columns), strict=True):
+        table.add_row(*cells)
+    cut = any(
+        cell.cell_len > column_width
+        for column, column_width in zip(columns, widths, strict=True)
+        for cell in column.cells
+    )
+    return table, cut
 
 
 def json_line(payload: dict[str, Any]) -> None:

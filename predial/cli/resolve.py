@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-from rich.table import Table
+from rich.text import Text
 
 from .._threads import run as run_to_end
 from ..errors import InputFileError, UnknownCampaign, Unresolvable
@@ -17,7 +18,16 @@ from ..models import Lead, Resolution
 from ..resolver import Resolver
 from ..tabular import read_header, table_format
 from .app import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
-from .output import Masker, err_console, json_line, out_console, summary_text
+from .output import (
+    FitColumn,
+    Masker,
+    err_console,
+    fitted_table,
+    json_line,
+    out_console,
+    summary_text,
+    table_width,
+)
 
 __all__ = ["resolve"]
 
@@ -90,20 +100,44 @@ def resolve(
         err_console().print(summary_text(_outcomes(items)))
     else:
         _print_table(items, masker)
-    unknown = [item.result for item in items if isinstance(item.result, UnknownCampaign)]
-    if unknown:
-        # A campaign missing from the configuration is the operator's to fix, not a
-        # lead's verdict: say so once, and exit 2.
-        more = len({refusal.campaign_id for refusal in unknown}) - 1
-        also = f" (and {more} other campaign{'s' if more > 1 else ''})" if more else ""
+    misconfigured = [
+        item.result
+        for item in items
+        if isinstance(item.result, Unresolvable) and item.result.reason in CONFIGURATION_REASONS
+    ]
+    if misconfigured:
+        # A campaign missing from the configuration, or one whose adapter could not be
+        # built, is the operator's to fix, not a lead's verdict: say so once, exit 2.
         err_console().print(
-            f"[bold red]error:[/] {escape(str(unknown[0].detail))}{escape(also)}; "
-            f"{len(unknown)} lead{'s' if len(unknown) > 1 else ''} not resolved: check --config",
+            f"[bold red]error:[/] {escape(configuration_problem(misconfigured))}",
             highlight=False,
         )
         ctx.exit(EXIT_USAGE)
     refused = any(not isinstance(item.result, Resolution) for item in items)
     ctx.exit(EXIT_REFUSED if refused else EXIT_OK)
+
+
+#: Refusals that say the configuration is wrong, not the lead: the CLI exits 2.
+CONFIGURATION_REASONS = frozenset({"unknown_campaign", "campaign_misconfigured"})
+
+
+def configuration_problem(refusals: list[Unresolvable]) -> str:
+    """One line for leads refused because of the configuration: the first cause, how
+    many campaigns and leads it touched, and what to do."""
+    first = refusals[0]
+    campaigns = {refusal.campaign_id for refusal in refusals}
+    others = len(campaigns) - 1
+    also = f" (and {others} other campaign{'s' if others > 1 else ''})" if others else ""
+    cause = (
+        str(first.detail)
+        if isinstance(first, UnknownCampaign)
+        else f"campaign {first.campaign_id!r} is misconfigured: {first.detail}"
+    )
+    count = len(refusals)
+    return (
+        f"{cause}{also}; {count} lead{'s' if count > 1 else ''} not resolved: "
+        "fix the configuration (predial config validate) or check --config"
+    )
 
 
 def _read_items(
@@ -196,44 +230,138 @@ def _as_json(item: _Item, masker: Masker) -> dict[str, object]:
     return payload
 
 
+@dataclass
+class _Cells:
+    """One lead's row, in every form the table may take."""
+
+    row: Text
+    mode: Text
+    campaign: Text
+    external: Text
+    number: Text
+    source: Text
+    #: `source` in a word: the source, or a refusal's verdict (retry, skip).
+    result: Text
+    #: A reason code (never cut), or an invalid row's problem (may be cut).
+    reason: Text
+    reason_is_code: bool
+    ms: Text
+
+
+def _cells(item: _Item, masker: Masker) -> _Cells:
+    lead, result = item.lead, item.result
+    # Leads-file and adapter text is shown as Text, never read as rich markup.
+    row = Text(str(item.line) if item.line is not None else "-")
+    mode = Text(lead.mode if lead else "-")
+    campaign = Text(lead.campaign_id if lead else "-")
+    external = Text(lead.external_id or "" if lead else "")
+    if isinstance(result, Resolution):
+        source = Text(result.source, style="green")
+        return _Cells(
+            row,
+            mode,
+            campaign,
+            external,
+            Text(masker.number(result.phone_number)),
+            source,
+            source,
+            Text(result.fallback_reason or ""),
+            True,
+            Text(f"{result.elapsed * 1000:.1f}"),
+        )
+    if isinstance(result, Unresolvable):
+        verdict = "retry" if result.retryable else "skip"
+        return _Cells(
+            row,
+            mode,
+            campaign,
+            external,
+            Text(""),
+            Text.assemble(("refused", "red"), f" ({verdict})"),
+            Text(verdict, style="red"),
+            Text(result.reason),
+            True,
+            Text(f"{result.elapsed * 1000:.1f}"),
+        )
+    error = item.error
+    # The row is in its own column: the problem is the column and what is wrong.
+    if error is None:
+        problem = "invalid lead"
+    elif error.field and not error.message.startswith(error.field):
+        problem = f"{error.field}: {error.message}"
+    else:
+        problem = error.message
+    invalid = Text("invalid", style="red")
+    return _Cells(
+        row,
+        mode,
+        campaign,
+        external,
+        Text(""),
+        invalid,
+        invalid,
+        Text(masker.text(problem)),
+        False,
+        Text(""),
+    )
+
+
+def _columns(
+    cells: list[_Cells], *, ms: bool, campaign: bool, mode: bool, compact: bool
+) -> list[FitColumn]:
+    def column(header: str, values: list[Text], **options: Any) -> FitColumn:
+        return FitColumn(header, values, **options)
+
+    codes = [len(c.reason) for c in cells if c.reason_is_code]
+    columns = [column("row", [c.row for c in cells], justify="right")]
+    if mode:
+        columns.append(column("mode", [c.mode for c in cells]))
+    if campaign:
+        # Cut, if it must be, to no fewer than 10 characters: never to nothing.
+        columns.append(column("campaign", [c.campaign for c in cells], floor=10))
+    columns += [
+        column("ext. id" if compact else "external id", [c.external for c in cells], floor=8),
+        column("number", [c.number for c in cells]),  # never cut: all its visible digits
+    ]
+    if compact:
+        columns.append(column("result", [c.result for c in cells]))
+    else:
+        columns.append(column("source", [c.source for c in cells]))
+    # A reason code is never cut; an invalid row's problem may end in an ellipsis
+    # (other columns are left out to show 40 characters of it, not more).
+    columns.append(column("reason", [c.reason for c in cells], floor=max([12, *codes]), wanted=40))
+    if ms:
+        columns.append(column("ms", [c.ms for c in cells], justify="right"))
+    return columns
+
+
 def _print_table(items: list[_Item], masker: Masker) -> None:
-    table = Table(show_edge=False, header_style="bold")
-    for name in ("row", "mode", "campaign", "external id", "number", "source", "reason"):
-        table.add_column(name, justify="right" if name == "row" else "left")
-    table.add_column("ms", justify="right")
-    for item in items:
-        lead, result = item.lead, item.result
-        row = str(item.line) if item.line is not None else "-"
-        mode = lead.mode if lead else "-"
-        # Leads-file and adapter text is shown as text, never read as rich markup.
-        campaign = escape(lead.campaign_id) if lead else "-"
-        external = escape(lead.external_id or "") if lead else ""
-        if isinstance(result, Resolution):
-            table.add_row(
-                row,
-                mode,
-                campaign,
-                external,
-                masker.number(result.phone_number),
-                f"[green]{result.source}[/]",
-                result.fallback_reason or "",
-                f"{result.elapsed * 1000:.1f}",
-            )
-        elif isinstance(result, Unresolvable):
-            verdict = "retry" if result.retryable else "skip"
-            table.add_row(
-                row,
-                mode,
-                campaign,
-                external,
-                "",
-                f"[red]refused[/] ({verdict})",
-                escape(result.reason),
-                f"{result.elapsed * 1000:.1f}",
-            )
-        else:
-            detail = escape(masker.text(item.error)) if item.error else "invalid lead"
-            table.add_row(row, mode, campaign, external, "", "[red]invalid[/]", detail, "")
     console = out_console()
+    cells = [_cells(item, masker) for item in items]
+    # Invalid rows have no campaign to speak of: they do not keep the column.
+    campaigns = {item.lead.campaign_id for item in items if item.lead is not None}
+    one_campaign = len(campaigns) == 1
+    # What matters least goes first when the terminal is narrow: the timings (the
+    # summary has their percentiles), the campaign when every row has the same one
+    # (said once above the table), the mode, then the long forms of a header and of
+    # a refusal ("refused (retry)" -> "retry"). Only then are cells cut.
+    layouts = [
+        {"ms": True, "campaign": True, "mode": True, "compact": False},
+        {"ms": False, "campaign": True, "mode": True, "compact": False},
+        {"ms": False, "campaign": not one_campaign, "mode": True, "compact": False},
+        {"ms": False, "campaign": not one_campaign, "mode": False, "compact": False},
+        {"ms": False, "campaign": not one_campaign, "mode": False, "compact": True},
+    ]
+    for layout in layouts:
+        columns = _columns(cells, **layout)
+        if table_width(columns) <= console.width:
+            break
+    if not layout["campaign"]:
+        console.print(Text.assemble(("campaign ", "bold"), campaigns.pop()))
+    table, cut = fitted_table(columns, console.width)
     console.print(table)
+    if cut:
+        console.print(
+            f"(some cells are cut to fit {console.width} columns; --json shows them whole)"
+        )
     console.print(summary_text(_outcomes(items)))
