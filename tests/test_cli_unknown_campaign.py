@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner, Result
 
 from predial.cli.app import cli
@@ -56,3 +57,15 @@ def test_a_lead_as_the_api_lists_it_resolves_from_a_jsonl_file(tmp_path: Path) -
     result = run("resolve", str(leads), "--config", CONFIG)
     assert result.exit_code == 0, result.output
     assert "+1202***1111" in result.stdout
+
+
+def test_a_campaign_whose_adapter_cannot_be_built_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "predial.toml").write_text('[[campaigns]]\nid = "a"\nadapter = "nosuch"\n')
+    monkeypatch.chdir(tmp_path)
+    for args in (("check", "a", "X"), ("resolve", "--campaign", "a", "--external-id", "X")):
+        result = run(*args)
+        assert result.exit_code == 2, args
+        assert "error: campaign 'a' is misconfigured: " in result.stderr
+        assert "unknown adapter 'nosuch'" in result.stderr
