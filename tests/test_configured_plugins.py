@@ -128,7 +128,7 @@ def test_resolve_serves_the_other_campaigns_and_names_the_failure() -> None:
     """predial resolve (strict=False): campaign g resolves; b, whose adapter the broken
     file would have registered, is refused with the failed plugins named."""
     result = CliRunner().invoke(cli, ["resolve", "leads.csv", "--config", "broken.toml", "--json"])
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output  # a misconfigured campaign: the operator's to fix
     rows = {row["row"]: row for row in map(json.loads, result.stdout.splitlines())}
     assert (rows[2]["source"], rows[2]["phoneNumber"]) == ("crm", "+1202***1111")
     assert (rows[3]["reason"], rows[3]["retryable"]) == ("campaign_misconfigured", True)
