@@ -91,9 +91,10 @@ class Lead(BaseModel):
     @classmethod
     def _e164(cls, value: str | None) -> str | None:
         if value is not None and not _E164.fullmatch(value):
+            # Neutral advice: this reaches library, CLI and HTTP callers alike
+            # (library users have predial.normalize; the CLI has --region).
             raise ValueError(
-                "phoneNumber must be in E.164 format (e.g. +14155550123); "
-                "normalise it with predial.phone first"
+                "phoneNumber must be in E.164 format: + and the country code (e.g. +14155550123)"
             )
         return value
 

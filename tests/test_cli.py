@@ -625,7 +625,8 @@ def test_a_lead_given_on_the_command_line_is_refused_in_one_line(project: Path) 
     result = run("check", "c", "C-1", "--phone", "4155550123")
     assert result.exit_code == 2
     assert result.stderr.startswith(
-        "error: phone_number: phoneNumber must be in E.164 format (e.g. +14155550123)"
+        "error: --phone: phoneNumber must be in E.164 format: + and the country code "
+        "(e.g. +14155550123)"
     )
     assert result.stderr.count("\n") == 1
     for pydantics in ("validation error", "[type=", "pydantic.dev", "\\n"):

@@ -12,7 +12,6 @@ from rich.text import Text
 from .._faults import safe_flag
 from .._threads import run as run_to_end
 from ..errors import ConfigurationError, UnknownCampaign
-from ..models import Lead
 from ..resolver import Resolver
 from ..trace import Trace
 from .app import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
@@ -21,6 +20,7 @@ from .resolve import (
     CONFIGURATION_REASONS,
     config_option,
     configuration_problem,
+    lead_from_options,
     show_numbers_option,
 )
 
@@ -47,7 +47,7 @@ def check(
     """Resolve EXTERNAL_ID of CAMPAIGN once, without the cache, and show every step:
     the adapter, each attempt with its timing, the raw CRM answer, the policy's
     verdict on each phone, and the result."""
-    lead = Lead(campaign_id=campaign, external_id=external_id, phone_number=stored_phone)
+    lead = lead_from_options(campaign, external_id, stored_phone)
     resolver = Resolver.from_config(config_path, strict=False)
 
     async def run() -> Trace:

@@ -12,9 +12,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemaining
 from rich.text import Text
 
 from .._threads import run as run_to_end
-from ..errors import InputFileError, UnknownCampaign, Unresolvable
+from ..errors import InputFileError, InvalidLead, UnknownCampaign, Unresolvable
 from ..leadfile import KNOWN_COLUMNS, LeadRow, LeadRowError, read_leads
-from ..models import Lead, Resolution
+from ..models import Lead, Resolution, parse_lead
 from ..resolver import Resolver
 from ..tabular import read_header, table_format
 from .app import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
@@ -117,6 +117,19 @@ def resolve(
     ctx.exit(EXIT_REFUSED if refused else EXIT_OK)
 
 
+_OPTIONS = {"campaignId": "--campaign", "externalId": "--external-id", "phoneNumber": "--phone"}
+
+
+def lead_from_options(campaign: str, external_id: str | None, phone: str | None) -> Lead:
+    """The lead given by command-line options; a bad one is one line naming the option."""
+    try:
+        return parse_lead({"campaignId": campaign, "externalId": external_id, "phoneNumber": phone})
+    except InvalidLead as invalid:
+        field, message = invalid.problems[0]
+        option = _OPTIONS.get(field or "", "the lead")
+        raise click.UsageError(f"{option}: {message}") from None
+
+
 #: Refusals that say the configuration is wrong, not the lead: the CLI exits 2.
 CONFIGURATION_REASONS = frozenset({"unknown_campaign", "campaign_misconfigured"})
 
@@ -146,7 +159,7 @@ def _read_items(
     if leads_file is None:
         if not campaign:
             raise click.UsageError("--external-id needs --campaign")
-        lead = Lead(campaign_id=campaign, external_id=external_id, phone_number=phone)
+        lead = lead_from_options(campaign, external_id, phone)
         return [_Item(None, lead)]
     if not leads_file.exists():
         raise InputFileError(f"{leads_file}: no such file")
