@@ -276,7 +276,7 @@ class PhonePolicy:
             return number
         if error_type == NumberParseException.INVALID_COUNTRY_CODE:
             if self.default_region is None and not text.removeprefix("tel:").startswith("+"):
-                raise _refuse("missing_region", value, "set default_region for national numbers")
+                raise _refuse("missing_region", value)
             raise _refuse("invalid_country_code", value)
         if error_type == NumberParseException.TOO_SHORT_NSN:
             raise _refuse("too_short", value)

@@ -214,12 +214,30 @@ def test_a_server_error_cause_names_the_answer(fast_retries: None, leads: Path) 
     assert "           2  500 Internal server error after 6 attempts" in result.stdout.splitlines()
 
 
-def test_rejections_are_grouped_by_column(api: tuple[FakeLupitor, str], leads: Path) -> None:
+def test_rejections_are_grouped_by_column_and_reason(
+    api: tuple[FakeLupitor, str], leads: Path
+) -> None:
+    """The report says why, without the masked value, so like rows group together."""
     _, url = api
     result = run_import(url, str(leads), "--campaign", "cmp_1", "--region", "US")
     lines = result.stdout.splitlines()
     at = lines.index("  rejected                         1")
-    assert lines[at + 1] == "           1  in column Phone Number"
+    assert lines[at + 1] == (
+        "           1  Phone Number: the number is not an assigned number in its "
+        "country's numbering plan"
+    )
+
+
+def test_a_national_number_without_a_region_says_to_pass_region(tmp_path: Path) -> None:
+    leads = tmp_path / "leads.csv"
+    leads.write_text("phoneNumber\n2025550123\n2125550123\n")
+    result = CliRunner().invoke(
+        cli, ["import", str(leads), "--campaign", "c", "--dry-run"], catch_exceptions=False
+    )
+    assert (
+        "           2  phoneNumber: a national number needs a default region to be read "
+        "(give the number with its + country code, or a --region)"
+    ) in result.stdout.splitlines()
 
 
 def test_dry_run_says_how_many_would_be_sent(api: tuple[FakeLupitor, str], leads: Path) -> None:

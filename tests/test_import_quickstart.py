@@ -201,8 +201,8 @@ def test_the_import_quickstart_as_written(
         "  skipped: already in the campaign 0",
         "  skipped: blank rows              2",
         "  rejected                         2",
-        "           1  in column Phone",
-        "           1  in column Priority",
+        "           1  Phone: too few digits for its country",
+        "           1  Priority: must be a whole number from 0 to 100",
         "  failed to send                   0",
         "  rejects: rejects.csv",
     ):

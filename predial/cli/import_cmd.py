@@ -464,12 +464,7 @@ def _print_report(report: ImportReport) -> None:
         count("skipped: already in the campaign", report.already_present)
     count("skipped: blank rows", report.blank_rows)
     count("rejected", report.rejected)
-    causes(
-        [
-            (f"in column {column}" if column else "unreadable row", number)
-            for column, number in report.rejected_columns
-        ]
-    )
+    causes(report.rejected_causes)
     if not report.dry_run:
         count("failed to send", report.failed)
         causes(report.failed_causes)

@@ -197,7 +197,12 @@ class ColumnMap:
             try:
                 values["phone_number"] = policy.normalize(phone)
             except InvalidPhoneNumber as refusal:
-                return Rejection(columns["phone_number"], str(refusal))
+                reason = str(refusal)
+                if refusal.reason == "missing_region":
+                    # The importer's own knob (`--region`, `region=`), not the
+                    # resolver's campaign setting.
+                    reason += " (give the number with its + country code, or a --region)"
+                return Rejection(columns["phone_number"], reason)
         external_id = cell("external_id")
         if external_id is not None:
             if not isinstance(external_id, str):

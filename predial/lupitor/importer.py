@@ -89,6 +89,22 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _UNREADABLE = re.compile("[\x00\udc00-\udcff]")
 
 
+# A rejection reason starts with the value it refused, masked ("+1202***0123: ",
+# "***34: "): left out when grouping, so rows refused for one cause group together.
+_MASKED_VALUE = re.compile(r"^'?\+?\d*\*\*\*\d*: ")
+
+
+def _rejected_causes(journal: Journal) -> list[tuple[str, int]]:
+    """The rejected rows grouped by column and reason, most first."""
+    causes: Counter[str] = Counter()
+    for _line, status, column, reason in journal.problems():
+        if status != "rejected":
+            continue
+        cause = _MASKED_VALUE.sub("", reason or "unknown reason")
+        causes[f"{column}: {cause}" if column else f"unreadable row: {cause}"] += 1
+    return causes.most_common()
+
+
 @dataclass(frozen=True, slots=True)
 class ImportProgress:
     """Where an import stands, given to `progress` as it goes.
@@ -119,7 +135,8 @@ class ImportReport:
     `rows` counts the file's rows; blank rows are not rows, and `blank_rows` says
     how many were skipped. `failed_causes` groups the failed rows by cause,
     `rejected_columns` the rejected rows by the column at fault (None: the row as
-    a whole could not be read), and `would_not_resolve_reasons` the leads `verify`
+    a whole could not be read), `rejected_causes` by column and reason (the masked
+    value left out, so like rows group), and `would_not_resolve_reasons` the leads `verify`
     found unresolvable by reason, each as (what, count), most first;
     `not_resolving` lists the first 1,000 of those leads as (line, reason)."""
 
@@ -147,6 +164,7 @@ class ImportReport:
     not_resolving: list[tuple[int, str]] = field(default_factory=list)
     failed_causes: list[tuple[str, int]] = field(default_factory=list)
     rejected_columns: list[tuple[str | None, int]] = field(default_factory=list)
+    rejected_causes: list[tuple[str, int]] = field(default_factory=list)
     would_not_resolve_reasons: list[tuple[str, int]] = field(default_factory=list)
 
     @property
@@ -161,6 +179,7 @@ class ImportReport:
             "not_resolving",
             "failed_causes",
             "rejected_columns",
+            "rejected_causes",
             "would_not_resolve_reasons",
         ):
             data[name] = [list(item) for item in getattr(self, name)[:100]]
@@ -722,6 +741,8 @@ async def import_leads_async(
                 (cause or "unknown", count) for cause, count in journal.grouped("failed")
             ]
             report.rejected_columns = journal.grouped("rejected", by="column")
+            if report.rejected:
+                report.rejected_causes = _rejected_causes(journal)
             report.would_not_resolve_reasons = unresolved.reasons.most_common()
             if rejects_path is not None:
                 report.rejects = str(rejects_path)
