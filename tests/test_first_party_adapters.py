@@ -132,7 +132,8 @@ def test_config_validate_and_check_say_how_to_install_the_adapter() -> None:
     assert validated.exit_code == 2, validated.output
     assert "campaigns[0].adapter: unknown adapter 'hubspot'" in validated.stderr
     assert INSTALL in validated.stderr
-    # check refuses the lead as campaign_misconfigured, saying why.
+    # check says the campaign is misconfigured, and why: a configuration error (2).
     checked = run("check", "spring", "101", "--json")
-    assert checked.exit_code == 1, checked.output
+    assert checked.exit_code == 2, checked.output
+    assert "campaign 'spring' is misconfigured: " in checked.stderr
     assert INSTALL in " ".join(checked.output.split())

@@ -9,13 +9,21 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from .._faults import safe_flag
+from .._faults import safe_flag, safe_text
 from .._threads import run as run_to_end
 from ..errors import ConfigurationError, UnknownCampaign
 from ..resolver import Resolver
 from ..trace import Trace
 from .app import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
-from .output import FitColumn, Masker, err_console, fitted_table, json_line, out_console
+from .output import (
+    FitColumn,
+    Masker,
+    err_console,
+    fitted_table,
+    json_line,
+    out_console,
+    reported_by_the_command,
+)
 from .resolve import (
     CONFIGURATION_REASONS,
     config_option,
@@ -48,7 +56,9 @@ def check(
     the adapter, each attempt with its timing, the raw CRM answer, the policy's
     verdict on each phone, and the result."""
     lead = lead_from_options(campaign, external_id, stored_phone)
-    resolver = Resolver.from_config(config_path, strict=False)
+    # A misconfigured campaign is this command's own exit-2 line, not a log error too.
+    with reported_by_the_command("predial.resolver"):
+        resolver = Resolver.from_config(config_path, strict=False)
 
     async def run() -> Trace:
         async with resolver:
@@ -56,6 +66,12 @@ def check(
                 # A configuration mistake, not a lead's verdict: exit 2, one line.
                 unknown = UnknownCampaign(campaign, sorted(resolver.campaigns))
                 raise ConfigurationError(f"{unknown.detail}; check --config")
+            error = resolver.campaigns[campaign].error
+            if error is not None:  # its adapter could not be built: nothing to trace
+                raise ConfigurationError(
+                    f"campaign {campaign!r} is misconfigured: {safe_text(error)}; "
+                    "fix the configuration (predial config validate)"
+                )
             return await resolver.explain(lead)
 
     trace = run_to_end(run())

@@ -23,7 +23,7 @@ from ..redaction import safe_text
 from ..resolver import Resolver
 from ..shared import redacted_url
 from .app import EXIT_USAGE
-from .output import err_console, out_console
+from .output import err_console, out_console, reported_by_the_command
 
 __all__ = ["config"]
 
@@ -107,12 +107,12 @@ def _adapter_problems(checked: ConfigCheck) -> list[str]:
         resolver=ResolverConfig(plugins=checked.plugins), path=file
     )
     problems: list[str] = []
-    try:
-        modules = source.plugin_modules()
-    except ConfigurationError as error:
-        problems.append(safe_text(error))
-        modules = []
-    registry = load_plugins(modules)
+    # Every configured plugin file is tried, as a dialer would load them: a broken
+    # one is a problem of its own and never hides the others (nor their adapters).
+    with reported_by_the_command("predial.plugins"):
+        registry = load_plugins()
+        configured = registry.add_configured(source)
+    problems.extend(safe_text(info.exception) for info in configured if info.exception)
     buildable: dict[str, Campaign] = {}
     for index, entry, whole in checked.campaigns:
         if whole and entry.id not in buildable:  # a duplicate id is a problem already

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Literal
@@ -29,6 +31,7 @@ __all__ = [
     "json_line",
     "out_console",
     "percentile_ms",
+    "reported_by_the_command",
     "summary_text",
     "table_width",
 ]
@@ -236,3 +239,20 @@ def summary_text(results: Iterable[Resolution | Unresolvable | str]) -> str:
         f"p99 {percentile_ms(latencies, 0.99):.1f} ms"
     )
     return " · ".join(parts)
+
+
+@contextmanager
+def reported_by_the_command(*logger_names: str) -> Iterator[None]:
+    """For problems the command itself reports (a failed plugin listed in a table, a
+    misconfigured campaign's exit-2 line): the loggers' own warnings and errors
+    would say each twice. -v keeps them."""
+    loggers = [logging.getLogger(name) for name in logger_names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        if logger.getEffectiveLevel() >= logging.WARNING:
+            logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)

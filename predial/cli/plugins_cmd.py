@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import tomllib
 from pathlib import Path
 from typing import cast
@@ -17,7 +16,7 @@ from ..config import PredialConfig, ResolverConfig, find_config, load_config
 from ..errors import ConfigurationError
 from ..plugins import PluginInfo, PluginRegistry, load_plugins
 from ..redaction import safe_text
-from .output import err_console, out_console
+from .output import err_console, out_console, reported_by_the_command
 from .resolve import config_option
 
 __all__ = ["plugins"]
@@ -39,18 +38,10 @@ def plugins(config_path: Path | None, as_json: bool) -> None:
     path = find_config(config_path)
     if not path.exists() and config_path is not None:
         raise click.BadParameter(f"{path}: no such file", param_hint="--config")
-    plugin_log = logging.getLogger("predial.plugins")
-    level = plugin_log.level
-    if plugin_log.getEffectiveLevel() >= logging.WARNING:
-        # Each failure is listed below the table; its warning would say it twice
-        # (-v keeps them).
-        plugin_log.setLevel(logging.ERROR)
-    try:
+    with reported_by_the_command("predial.plugins"):  # each failure is listed below the table
         registry = load_plugins()
         if path.exists():
             registry.add_configured(_plugins_of(path))
-    finally:
-        plugin_log.setLevel(level)
     if as_json:
         for info in registry.plugins:
             click.echo(

@@ -25,6 +25,7 @@ from .output import (
     fitted_table,
     json_line,
     out_console,
+    reported_by_the_command,
     summary_text,
     table_width,
 )
@@ -91,7 +92,9 @@ def resolve(
         raise click.UsageError("give a LEADS_FILE or --external-id (with --campaign), not both")
     items = _read_items(leads_file, campaign, external_id, stored_phone)
     masker = Masker(show_numbers)
-    resolver = Resolver.from_config(config_path, strict=False)
+    # A misconfigured campaign is this command's own exit-2 line, not a log error too.
+    with reported_by_the_command("predial.resolver"):
+        resolver = Resolver.from_config(config_path, strict=False)
     run_to_end(_resolve_all(resolver, items, concurrency, as_json))
 
     if as_json:
