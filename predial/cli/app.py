@@ -15,13 +15,11 @@ from rich.markup import escape
 from ..config import validation_problems
 from ..errors import PredialError
 from ..redaction import redact, safe_text
+from .exits import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
 from .output import err_console
 
 __all__ = ["EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE", "cli"]
 
-EXIT_OK = 0
-EXIT_REFUSED = 1
-EXIT_USAGE = 2
 
 # Errors that are the user's to fix: one line, no traceback (unless --debug).
 _EXPECTED = (PredialError, OSError, ValueError)

@@ -14,7 +14,7 @@ from .._threads import run as run_to_end
 from ..errors import ConfigurationError, UnknownCampaign
 from ..resolver import Resolver
 from ..trace import Trace
-from .app import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
+from .exits import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
 from .output import (
     FitColumn,
     Masker,

@@ -22,7 +22,7 @@ from ..plugins import PluginRegistry, load_plugins
 from ..redaction import safe_text
 from ..resolver import Resolver
 from ..shared import redacted_url
-from .app import EXIT_USAGE
+from .exits import EXIT_USAGE
 from .output import err_console, out_console, reported_by_the_command
 
 __all__ = ["config"]

@@ -22,7 +22,7 @@ from ..lupitor.client import API_KEY_ENV, API_URL_ENV, AsyncLupitorClient
 from ..lupitor.importer import ApiVersion, ImportProgress, ImportReport, import_leads_async
 from ..lupitor.journal import Journal
 from ..resolver import Resolver
-from .app import EXIT_OK, EXIT_REFUSED
+from .exits import EXIT_OK, EXIT_REFUSED
 from .output import err_console, out_console
 from .resolve import config_option
 

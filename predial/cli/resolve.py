@@ -17,7 +17,7 @@ from ..leadfile import KNOWN_COLUMNS, LeadRow, LeadRowError, read_leads
 from ..models import Lead, Resolution, parse_lead
 from ..resolver import Resolver
 from ..tabular import read_header, table_format
-from .app import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
+from .exits import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
 from .output import (
     FitColumn,
     Masker,
