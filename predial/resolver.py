@@ -31,11 +31,10 @@ from time import perf_counter
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
-from pydantic import ValidationError
-
 from ._background import Background
 from ._faults import is_adapter_fault, retrieve_exception
 from ._flight import Flight, start_task
+from ._settings import settings_error
 from ._threads import DaemonThreadPool, LoopThread
 from .adapters import close_adapter
 from .breaker import BreakerSettings
@@ -54,7 +53,7 @@ from .fetcher import Answer, CampaignRuntime, redacted_traceback
 from .models import Lead, Resolution, parse_lead
 from .phone import mask_phone
 from .plugins import PluginRegistry, load_plugins
-from .redaction import redact, register_secret, safe_text
+from .redaction import redact, register_secret
 from .selection import DEFAULT_LABEL_PREFERENCE, Outcome
 from .shared.codec import Message, encode_body, encode_message
 from .stats import ResolverStats, StatsRecorder
@@ -70,24 +69,6 @@ if TYPE_CHECKING:
 __all__ = ["Resolver"]
 
 log = logging.getLogger("predial.resolver")
-
-
-def _settings_error(campaign: Campaign, error: Exception) -> ConfigurationError:
-    # pydantic errors echo the input values, which may be secrets: keep only where and what.
-    if isinstance(error, ValidationError):
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in item['loc']) or 'settings'}: {item['msg']}"
-            for item in error.errors(include_input=False, include_url=False)
-        )
-    elif isinstance(error, (TypeError, ValueError)):
-        # The adapter's own message, redacted: it may quote the secret it refused.
-        problems = f"{type(error).__name__}: {redact(safe_text(error))}"
-    else:  # an arbitrary exception's text may quote a setting: name the type only
-        problems = f"{type(error).__name__} (see the adapter's documentation for its settings)"
-    return ConfigurationError(
-        f"{campaign.where}.settings: adapter {campaign.adapter!r} of campaign {campaign.id!r} "
-        f"rejected its settings: {problems}"
-    )
 
 
 class Resolver:
@@ -288,7 +269,7 @@ class Resolver:
         try:
             adapter = spec.cls(**dict(campaign.settings))
         except Exception as error:
-            return None, spec.plugin.source, _settings_error(campaign, error)
+            return None, spec.plugin.source, settings_error(campaign, spec.cls, error)
         return adapter, spec.plugin.source, None
 
     # -- resolving --------------------------------------------------------------

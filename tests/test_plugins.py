@@ -264,7 +264,8 @@ def test_module_plugins_are_accepted() -> None:
 
 def test_adapter_settings_errors_are_configuration_errors() -> None:
     """Settings the adapter does not take: a clear error naming campaign and adapter."""
-    with pytest.raises(ConfigurationError, match="campaign 'c'.*'hubspot'.*tokn") as caught:
+    expected = "campaign 'c'.settings.tokn: adapter 'hubspot' has no such setting; did you mean"
+    with pytest.raises(ConfigurationError, match=expected) as caught:
         Resolver(
             [Campaign("c", "hubspot", {"tokn": "secret-value"})],
             plugins=[Plugin(HubSpotLike)],
