@@ -45,7 +45,6 @@ import sys
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import date, time
 from pathlib import Path
 from types import ModuleType, UnionType
 from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
@@ -59,6 +58,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from ._wording import value_problem
 from .breaker import BreakerSettings
 from .cache import CacheSettings
 from .campaign import Campaign, RetrySettings
@@ -421,50 +421,6 @@ def problem_order(problem: str) -> tuple[int, int]:
     return (_SECTIONS.get(match.group(1), len(_SECTIONS)), int(index) if index else -1)
 
 
-# pydantic's wording, as predial says it. The input itself is never quoted (it may
-# be a secret); its type is, where the type is what is wrong.
-_TYPE_WORDS: dict[str, str] = {
-    "float_type": "must be a number",
-    "float_parsing": "must be a number",
-    "int_type": "must be a whole number",
-    "int_parsing": "must be a whole number",
-    "int_from_float": "must be a whole number",
-    "bool_type": "must be true or false",
-    "bool_parsing": "must be true or false",
-    "string_type": "must be text (in quotes)",
-    "list_type": "must be a list ([...])",
-    "tuple_type": "must be a list ([...])",
-    "set_type": "must be a list ([...])",
-    "dict_type": "must be a table",
-    "model_type": "must be a table",
-    "model_attributes_type": "must be a table",
-}
-_BOUND_WORDS: dict[str, tuple[str, str]] = {
-    "greater_than": ("gt", "must be greater than {}"),
-    "greater_than_equal": ("ge", "must be at least {}"),
-    "less_than": ("lt", "must be less than {}"),
-    "less_than_equal": ("le", "must be at most {}"),
-}
-
-
-def _toml_type(value: object) -> str:
-    if isinstance(value, bool):
-        return "true/false"
-    if isinstance(value, int):
-        return "a whole number"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "text"
-    if isinstance(value, list | tuple):
-        return "a list"
-    if isinstance(value, Mapping):
-        return "a table"
-    if isinstance(value, date | time):
-        return "a date/time"
-    return type(value).__name__
-
-
 def _unwrap(annotation: Any) -> list[Any]:
     """The types a field's annotation may hold (`X | None` -> [X, NoneType])."""
     if get_origin(annotation) in (Union, UnionType):
@@ -494,7 +450,6 @@ def _known_settings(model: type[BaseModel], location: tuple[int | str, ...]) -> 
 
 def _wording(item: ErrorDetails, model: type[BaseModel] | None) -> str:
     kind = item["type"]
-    context: dict[str, Any] = dict(item.get("ctx") or {})
     location = item["loc"]
     if kind == "extra_forbidden" and location:
         known = [
@@ -510,31 +465,7 @@ def _wording(item: ErrorDetails, model: type[BaseModel] | None) -> str:
         return "unknown setting"
     if kind == "missing":
         return "missing: this setting is required"
-    if kind in _TYPE_WORDS:
-        return f"{_TYPE_WORDS[kind]}, not {_toml_type(item.get('input'))}"
-    if kind in _BOUND_WORDS:
-        key, words = _BOUND_WORDS[kind]
-        bound = context.get(key)
-        return words.format(f"{bound:g}" if isinstance(bound, float) else bound)
-    if kind in ("literal_error", "enum"):
-        return f"must be {context.get('expected')}"
-    if kind == "finite_number":
-        return "must be a finite number"
-    if kind == "string_too_short":
-        minimum = context.get("min_length")
-        return "must not be empty" if minimum == 1 else f"must be at least {minimum} characters"
-    if kind == "string_too_long":
-        return f"must be at most {context.get('max_length')} characters"
-    if kind == "too_short":
-        minimum = context.get("min_length")
-        return "must not be empty" if minimum == 1 else f"must have at least {minimum} items"
-    if kind == "too_long":
-        return f"must have at most {context.get('max_length')} items"
-    message = item["msg"]
-    for prefix in ("Value error, ", "Assertion failed, "):
-        message = message.removeprefix(prefix)
-    message = message.replace("Input should be ", "must be ")
-    return message[:1].lower() + message[1:] if message[:2] != message[:2].upper() else message
+    return value_problem(item)
 
 
 def validation_problems(

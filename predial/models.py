@@ -20,8 +20,10 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic_core import ErrorDetails
 
 from ._faults import is_adapter_fault, safe_repr, type_name
+from ._wording import value_problem
 from .errors import InvalidLead
 from .phone import mask_phone
 from .redaction import redact
@@ -184,7 +186,7 @@ def _lead_fields() -> list[str]:
     return [info.alias or name for name, info in Lead.model_fields.items()]
 
 
-def _problem(item: Any) -> tuple[str | None, str]:
+def _problem(item: ErrorDetails) -> tuple[str | None, str]:
     """One pydantic error as (the field as the API spells it, our message)."""
     location = [str(part) for part in item["loc"]]
     kind = item["type"]
@@ -198,7 +200,7 @@ def _problem(item: Any) -> tuple[str | None, str]:
         return field, "unknown field (a lead has " + ", ".join(_lead_fields()) + ")"
     if kind == "missing":
         return field, "required"
-    return field, item["msg"].removeprefix("Value error, ")
+    return field, value_problem(item, "json")
 
 
 @dataclass(frozen=True, slots=True, repr=False)
