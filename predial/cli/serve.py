@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 from pydantic import ValidationError
 
+from .._wording import value_problem
 from ..config import find_config, load_config
 from ..errors import ConfigurationError
 
@@ -73,8 +74,8 @@ def serve(
         raise ConfigurationError(
             "; ".join(
                 f"--{str(item['loc'][0]).replace('_', '-') if item['loc'] else 'service'}: "
-                f"{item['msg']}"
-                for item in error.errors(include_url=False, include_input=False)
+                f"{value_problem(item)}"
+                for item in error.errors(include_url=False)
             )
         ) from None
     # -v is the group's option; --debug implies the most detail.
