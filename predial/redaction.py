@@ -67,7 +67,8 @@ _SCHEME_CREDENTIAL = re.compile(
 # `token=…`, `access_token: …`, `"client_secret": "…"`, `X-Api-Key: …`: a key whose
 # name says credential, then a separator, then its value. The key is a whole run of
 # key characters, taken possessively, and its name is judged after: linear time.
-_KEY_VALUE = re.compile(r"(?<![\w.-])([\w.-]++)" + _SEP + _VALUE)
+_KEY_SEPARATOR = re.compile(r"(?<![\w.-])([\w.-]++)" + _SEP)
+_VALUE_AT = re.compile(_VALUE)
 _CREDENTIAL_NAME = re.compile(
     r"(?i)token|secret|passw(?:or)?d|passphrase|pwd|api[_-]?key|apikey|private[_-]?key"
     r"|access[_-]?key|client[_-]?key|signing[_-]?key|auth[_-]?key|signature|session[_-]?id"
@@ -164,10 +165,24 @@ def _random(part: str) -> bool:
     return digits >= len(part) / 5 and len(_LETTER.findall(part)) >= len(part) / 5
 
 
-def _key_value(match: re.Match[str]) -> str:
-    if _CREDENTIAL_NAME.search(match.group(1)) is None:
-        return match.group()
-    return f"{match.group(1)}{match.group(2)}{REDACTED}"
+def _redact_key_values(text: str) -> str:
+    """Each credential-named key's value replaced. A key that is not one
+    ("RuntimeError: token=…") is passed over at its separator, so its value is
+    scanned for keys in turn. Every step moves past a key: linear time."""
+    parts: list[str] = []
+    position = 0
+    while (key := _KEY_SEPARATOR.search(text, position)) is not None:
+        value = None
+        if _CREDENTIAL_NAME.search(key.group(1)) is not None:
+            value = _VALUE_AT.match(text, key.end())
+        if value is None:
+            parts.append(text[position : key.end()])
+            position = key.end()
+            continue
+        parts.append(f"{text[position : key.end()]}{REDACTED}")
+        position = value.end()
+    parts.append(text[position:])
+    return "".join(parts)
 
 
 def _number(match: re.Match[str]) -> str:
@@ -207,7 +222,7 @@ def redact(
     text = _URL_USERINFO.sub(rf"\1{REDACTED}@", text)
     text = _AUTHORIZATION.sub(rf"\1{REDACTED}", text)
     text = _SCHEME_CREDENTIAL.sub(rf"\1\2{REDACTED}", text)
-    text = _KEY_VALUE.sub(_key_value, text)
+    text = _redact_key_values(text)
     text = _HUBSPOT_TOKEN.sub(REDACTED, text)
     text = _OPAQUE.sub(_opaque, text)
     if not show_numbers:
