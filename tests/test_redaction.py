@@ -185,9 +185,32 @@ def test_the_oldest_secrets_are_forgotten_first() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["x " + "pwd" * 30_000, "token" * 20_000, "a1" * 50_000, 'c, "a' * 20_000, "x=" * 50_000],
+    [
+        "x " + "pwd" * 30_000,
+        "token" * 20_000,
+        "a1" * 50_000,
+        'c, "a' * 20_000,
+        "x=" * 50_000,
+        "a:" * 50_000,  # each key gives way to the next: quadratic if values were re-read
+        "a=b=c=d=" * 20_000,
+    ],
 )
 def test_adversarial_runs_are_redacted(text: str) -> None:
     """Long runs built to make patterns backtrack are handled (the patterns are linear:
     each of these took seconds with a lazy key pattern) and cut to the limit."""
     assert len(redact(text, limit=20_000)) <= 20_000
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("RuntimeError: token=supersecretvalue", "RuntimeError: token=<redacted>"),
+        ("auth failed: api_key=abcdefghijklmnop", "auth failed: api_key=<redacted>"),
+        ("a:b:c:password=hunter2", "a:b:c:password=<redacted>"),
+        ("Error: Error: client_secret: 'xyz'", "Error: Error: client_secret: '<redacted>'"),
+    ],
+)
+def test_a_credential_after_another_key_is_redacted(text: str, shown: str) -> None:
+    """Exception messages put a word and a colon first ("RuntimeError: token=..."):
+    that key is not a credential, and its value must still be read for one."""
+    assert redact(text) == shown
