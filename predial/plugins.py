@@ -78,7 +78,7 @@ class PluginInfo:
         self.status = "failed"
         # A plugin's exception text is third-party text: redacted before it is kept
         # (`predial plugins` shows it) or logged.
-        self.error = redact(error, show_numbers=True)
+        self.error = redact(error)
         self.exception = exception
         log.warning("plugin %s failed to load: %s", self.source, redact(error))
 

@@ -212,3 +212,21 @@ def test_the_table_stays_readable_at_80_columns(project: Path) -> None:
     for name, reason in REASONS.items():
         assert re.search(rf"^ {re.escape(name)} +│ \[resolver\] plugins +│ +│ failed", screen, re.M)
         assert f"{name} failed: {reason}" in screen
+
+
+def test_a_plugin_s_failure_never_shows_a_secret_or_a_number(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "secret.py").write_text(
+        'raise RuntimeError("token=sk_live_abcdef1234567890 failed for +12025550123")\n'
+    )
+    (tmp_path / "plug.toml").write_text('[resolver]\nplugins = ["secret.py"]\n')
+    monkeypatch.chdir(tmp_path)
+    for args in (
+        ("plugins", "--config", "plug.toml"),
+        ("plugins", "--config", "plug.toml", "--json"),
+    ):
+        result = CliRunner().invoke(cli, list(args))
+        assert "sk_live_abcdef1234567890" not in result.output
+        assert "+12025550123" not in result.output
+        assert "token=<redacted>" in result.output
