@@ -615,16 +615,18 @@ class _Unresolved:
 
 async def _verify(
     resolver: Resolver,
-    campaign_id: str,
     lead: Lead,
     report: ImportReport,
     line: int,
     unresolved: _Unresolved,
 ) -> None:
     if lead.external_id is None:
-        return
+        return  # a standard lead is dialled at its own number: nothing to resolve
     try:
-        await resolver.resolve(Lead(campaign_id=campaign_id, external_id=lead.external_id))
+        # The lead as it will be imported, its stored number included: the resolver
+        # falls back to that number when the CRM has none, so the verdict is the one
+        # the dialer will get.
+        await resolver.resolve(lead)
     except Unresolvable as refusal:
         report.would_not_resolve += 1
         unresolved.add(line, refusal)
@@ -854,7 +856,7 @@ async def _import_rows(
         if final:
             continue
         if verify is not None:
-            await _verify(verify, campaign_id, lead, report, row.line, unresolved)
+            await _verify(verify, lead, report, row.line, unresolved)
         report.sendable += 1
         tracker.sendable += 1
         if lead.phone_number is None:
