@@ -131,3 +131,74 @@ def test_verify_counts_a_lead_resolved_from_its_stored_number_as_resolving(
         assert isinstance(verdict, Resolution), lead
         assert verdict.source == "stored"
     assert not any(isinstance(verdict, Resolution) for verdict in results[3:])
+
+
+# -- 2. --verify with a campaign the configuration cannot verify stops at once -----------
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_verify_with_an_unconfigured_campaign_is_one_line_and_exit_2(
+    api: tuple[FakeLupitor, str], example: Path, dry_run: bool
+) -> None:
+    """Not `14 unknown_campaign` row by row and exit 0: one line naming the campaign,
+    the configuration and what it has; nothing sent, no journal."""
+    fake, url = api
+    result = run_import(
+        url,
+        str(example),
+        "--campaign",
+        "cmp_2",
+        "--region",
+        "US",
+        "--verify",
+        "--config",
+        str(EXAMPLES / "predial.toml"),
+        *(["--dry-run"] * dry_run),
+    )
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [
+        f"error: campaign 'cmp_2' is not in {EXAMPLES / 'predial.toml'} (configured: "
+        "cmp_crm_export, cmp_legacy); --verify needs the campaign's adapter"
+    ]
+    assert result.stdout == ""
+    assert fake.requests == []
+    assert not (example.parent / "import-leads.csv.journal.sqlite").exists()
+
+
+def test_verify_with_a_campaign_whose_adapter_cannot_be_built_is_exit_2(
+    api: tuple[FakeLupitor, str], example: Path, tmp_path: Path
+) -> None:
+    fake, url = api
+    config = tmp_path / "broken.toml"
+    config.write_text(
+        '[[campaigns]]\nid = "cmp_1"\nadapter = "file"\n[campaigns.settings]\n'
+        'path = "no-such-export.csv"\n'
+    )
+    result = run_import(
+        url, str(example), "--campaign", "cmp_1", "--verify", "--config", str(config)
+    )
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: campaign 'cmp_1' is misconfigured: {config}: ")
+    assert "no-such-export.csv" in line
+    assert line.endswith(
+        "--verify needs the campaign's adapter: fix the configuration (predial config validate)"
+    )
+    assert fake.requests == []
+    assert not (example.parent / "import-leads.csv.journal.sqlite").exists()
+
+
+def test_a_close_campaign_id_is_suggested(api: tuple[FakeLupitor, str], example: Path) -> None:
+    _, url = api
+    result = run_import(
+        url,
+        str(example),
+        "--campaign",
+        "cmp_legacyy",
+        "--verify",
+        "--config",
+        str(EXAMPLES / "predial.toml"),
+        "--dry-run",
+    )
+    assert result.exit_code == 2
+    assert "did you mean 'cmp_legacy'?; --verify needs" in result.stderr

@@ -17,13 +17,20 @@ from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn
 from rich.text import Text
 
 from .._threads import run as run_to_end
+from ..config import find_config
 from ..errors import ConfigurationError, InputFileError
 from ..lupitor.client import API_KEY_ENV, API_URL_ENV, AsyncLupitorClient
-from ..lupitor.importer import ApiVersion, ImportProgress, ImportReport, import_leads_async
+from ..lupitor.importer import (
+    ApiVersion,
+    ImportProgress,
+    ImportReport,
+    import_leads_async,
+    verify_problem,
+)
 from ..lupitor.journal import Journal
 from ..resolver import Resolver
 from .exits import EXIT_OK, EXIT_REFUSED
-from .output import err_console, out_console
+from .output import err_console, out_console, reported_by_the_command
 from .resolve import config_option
 
 __all__ = ["import_"]
@@ -369,7 +376,7 @@ def import_(
             "to try an import without an account, `predial fake-lupitor` prints one"
         )
     console = err_console()
-    resolver = Resolver.from_config(config_path, strict=False) if verify else None
+    resolver = _verifier(config_path, campaign) if verify else None
     client = (
         None
         if dry_run
@@ -430,6 +437,21 @@ def import_(
     else:
         _print_report(report)
     ctx.exit(EXIT_OK if report.accounted else EXIT_REFUSED)
+
+
+def _verifier(config_path: Path | None, campaign: str) -> Resolver:
+    """The resolver --verify resolves through, refused (one line, exit 2) before
+    anything is read, sent or journaled when it cannot verify `campaign`: the
+    campaign is not configured, or its adapter could not be built."""
+    where = find_config(config_path)
+    # A misconfigured campaign is this command's own exit-2 line, not a log error too.
+    with reported_by_the_command("predial.resolver"):
+        resolver = Resolver.from_config(config_path, strict=False)
+    problem = verify_problem(resolver, campaign, str(where), "--verify")
+    if problem is not None:
+        resolver.close_sync()
+        raise ConfigurationError(problem)
+    return resolver
 
 
 def _print_report(report: ImportReport) -> None:

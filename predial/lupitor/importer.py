@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import difflib
 import hashlib
 import heapq
 import json
@@ -56,6 +57,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from .._faults import safe_text
 from ..errors import (
     ConfigurationError,
     ImportInProgress,
@@ -75,7 +77,14 @@ from .client import MAX_BULK, AsyncLupitorClient
 from .columns import ColumnMap, Rejection
 from .journal import STATUSES, ImportLock, Journal, holder
 
-__all__ = ["ApiVersion", "ImportProgress", "ImportReport", "import_leads", "import_leads_async"]
+__all__ = [
+    "ApiVersion",
+    "ImportProgress",
+    "ImportReport",
+    "import_leads",
+    "import_leads_async",
+    "verify_problem",
+]
 
 log = logging.getLogger("predial.lupitor.importer")
 
@@ -613,6 +622,36 @@ class _Unresolved:
             yield line, self._text_list[ident]
 
 
+def verify_problem(
+    resolver: Resolver,
+    campaign_id: str,
+    where: str = "the resolver's configuration",
+    option: str = "verify",
+) -> str | None:
+    """Why `resolver` cannot verify the leads of `campaign_id`, as one line naming
+    `where` the campaigns come from (a predial.toml) and the `option` asking for it,
+    or None. A campaign it does not have, or one whose adapter could not be built,
+    is a configuration mistake: no lead of the import could be verified."""
+    runtime = resolver.campaigns.get(campaign_id)
+    if runtime is None:
+        configured = sorted(resolver.campaigns)
+        close = difflib.get_close_matches(campaign_id, configured, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        listed = ", ".join(configured[:10]) + (", ..." if len(configured) > 10 else "")
+        return (
+            f"campaign {campaign_id!r} is not in {where} (configured: {listed or 'none'})"
+            f"{hint}; {option} needs the campaign's adapter"
+        )
+    if runtime.error is not None:
+        return (
+            # The adapter's error names the file and the key path already.
+            f"campaign {campaign_id!r} is misconfigured: {safe_text(runtime.error)}; "
+            f"{option} needs the campaign's adapter: fix the configuration "
+            "(predial config validate)"
+        )
+    return None
+
+
 async def _verify(
     resolver: Resolver,
     lead: Lead,
@@ -671,6 +710,11 @@ async def import_leads_async(
     and at the end."""
     if not 1 <= batch_size <= MAX_BULK:
         raise ValueError(f"batch_size must be between 1 and {MAX_BULK}")
+    if verify is not None:
+        # Before anything is read, sent or journaled: every lead would be refused alike.
+        problem = verify_problem(verify, campaign_id)
+        if problem is not None:
+            raise ConfigurationError(problem)
     source = Path(path)
     started = time.monotonic()
     journal_file = Path(journal_path) if journal_path else Journal.default_path(source)
