@@ -43,7 +43,7 @@ import os
 import re
 import sys
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType, UnionType
@@ -83,6 +83,7 @@ __all__ = [
     "problem_order",
     "problems_text",
     "secret_values",
+    "service_problems",
     "validation_problems",
 ]
 
@@ -283,20 +284,14 @@ class PredialConfig(_Strict):
             seen.add(campaign.id)
         return campaigns
 
-    def service_problems(self) -> list[str]:
-        """Every problem of `[service]`, one `key.path: what is wrong` each: an unset
-        variable, a key scoped to a campaign that is not configured (that key would
-        get 403 on every request)."""
-        problems = list(self.service_unset)
-        known = {campaign.id for campaign in self.campaigns}
-        for index, key in enumerate(self.service.keys):
-            for name in key.campaigns:
-                if name != "*" and name not in known:
-                    problems.append(
-                        f"service.keys[{index}].campaigns: {name!r} is not a configured "
-                        f"campaign (configured: {', '.join(sorted(known)) or 'none'})"
-                    )
-        return problems
+    def service_problems(self, listening_on: str | None = None) -> list[str]:
+        """Every problem of `[service]`, one `key.path: what is wrong` each
+        (`service_problems`); `listening_on`: the address it would listen on, for
+        the checks `predial serve` makes there."""
+        if self.service_unset:  # the rest would judge the stand-ins
+            return list(self.service_unset)
+        known = [campaign.id for campaign in self.campaigns]
+        return service_problems(self.service, known, listening_on=listening_on)
 
     @property
     def service_error(self) -> str | None:
@@ -349,6 +344,30 @@ class PredialConfig(_Strict):
                     raise
                 failed[index] = error
         return modules
+
+
+def service_problems(
+    service: ServiceConfig, campaigns: Iterable[str], *, listening_on: str | None = None
+) -> list[str]:
+    """Every problem of a valid `[service]`, one `key.path: what is wrong` each: no
+    way to authenticate, a key scoped to a campaign that is not configured (that key
+    would get 403 on every request) and, with `listening_on` (an address), what
+    `predial serve` refuses there (`ServiceConfig.listening_problems`)."""
+    problems = []
+    credentials = service.credentials_problem()
+    if credentials is not None:
+        problems.append(credentials)
+    known = set(campaigns)
+    for index, key in enumerate(service.keys):
+        for name in key.campaigns:
+            if name != "*" and name not in known:
+                problems.append(
+                    f"service.keys[{index}].campaigns: {name!r} is not a configured "
+                    f"campaign (configured: {', '.join(sorted(known)) or 'none'})"
+                )
+    if listening_on is not None:
+        problems.extend(service.listening_problems(listening_on, credentials=False))
+    return problems
 
 
 def _import_plugin(spec: str, base: Path, config: Path | None, index: int) -> ModuleType:
@@ -615,13 +634,20 @@ class ConfigCheck:
     #: `resolver.plugins` as written, when it is a list of strings (the adapters of a
     #: file with problems can still be checked against them).
     plugins: list[str] = field(default_factory=list)
-    #: The campaigns that are valid on their own, by index, with whether each is
-    #: complete (no unset variable in it: its adapter can be built).
+    #: What each campaign's adapter is built from (its id, adapter and settings),
+    #: by index, where those are valid, even when the campaign has other problems (a
+    #: typo elsewhere must not hide a misspelt setting), with whether its settings
+    #: are complete (no unset variable in them: the adapter can be built).
     campaigns: list[tuple[int, CampaignConfig, bool]] = field(default_factory=list)
     #: The adapter named by each campaign that names one as text, by index.
     adapters: dict[int, str] = field(default_factory=dict)
     #: `[service]`'s unset variables, as problem lines: the service's problems only.
     service_unset: list[str] = field(default_factory=list)
+    #: `[service]` as written, when it is valid and complete on its own (so that its
+    #: own checks are made even when the rest of the file has problems).
+    service: ServiceConfig | None = None
+    #: The campaign ids written in the file (what `[service]` keys may name).
+    campaign_ids: list[str] = field(default_factory=list)
 
 
 def check_config(
@@ -682,7 +708,15 @@ def check_config(
         except ValidationError as error:
             problems.extend(_lines(error, PredialConfig))
     problems.sort(key=problem_order)
-    found = ConfigCheck(file, None, problems, *_parts(raw, unset), service_unset.problems)
+    service: ServiceConfig | None = None
+    if isinstance(raw.get("service"), dict) and not service_unset.locations:
+        try:
+            service = ServiceConfig.model_validate(raw["service"])
+        except ValidationError:
+            service = None  # its problems are among the file's (validated above)
+    found = ConfigCheck(
+        file, None, problems, *_parts(raw, unset), service_unset.problems, service, _ids(raw)
+    )
     if problems or config is None:
         return found
     config = config.model_copy(
@@ -705,15 +739,32 @@ def _parts(
     for index, entry in enumerate(entries if isinstance(entries, list) else []):
         if not isinstance(entry, dict):
             continue
+        if unset.covers(("campaigns", index, "adapter")):
+            continue  # the adapter's name is a stand-in: nothing can be said of it
         if isinstance(entry.get("adapter"), str) and entry["adapter"]:
             adapters[index] = entry["adapter"]
+        # Only what the adapter is built from: the campaign's other problems (a
+        # misspelt default_region) are reported already and must not hide its
+        # adapter's. A missing or invalid id is one of those: a stand-in names it.
+        core = {key: entry[key] for key in ("adapter", "settings") if key in entry}
+        identity = entry.get("id")
+        core["id"] = identity if isinstance(identity, str) and identity else f"#{index}"
         try:
-            campaign = CampaignConfig.model_validate(entry)
+            campaign = CampaignConfig.model_validate(core)
         except ValidationError:
             continue
-        complete = not unset.covers(("campaigns", index))
+        complete = not unset.covers(("campaigns", index, "settings"))
         campaigns.append((index, campaign, complete))
     return plugins, campaigns, adapters
+
+
+def _ids(raw: Mapping[str, Any]) -> list[str]:
+    entries = raw.get("campaigns")
+    return [
+        entry["id"]
+        for entry in (entries if isinstance(entries, list) else [])
+        if isinstance(entry, dict) and isinstance(entry.get("id"), str) and entry["id"]
+    ]
 
 
 def load_config(

@@ -714,3 +714,111 @@ def test_check_tables_keep_numbers_whole_at_80_columns(project: Path) -> None:
     assert "refused type_not_allowed" in mobile
     assert any("accepted +4420***0958" in line for line in policy)
     assert all(len(MASKED.findall(line)) == line.count("***") for line in lines)
+
+
+# -- issue 13, the first hour: what a new user trips over
+
+
+def test_config_validate_checks_the_settings_of_a_campaign_with_other_problems(
+    project: Path,
+) -> None:
+    """A typo in a campaign's own keys does not hide its adapter's misspelt setting,
+    nor does a duplicate id hide the second campaign's."""
+    (project / "predial.toml").write_text(
+        '[[campaigns]]\nid = "c"\nadapter = "file"\ndefault_regoin = "US"\n'
+        '[campaigns.settings]\npath = "crm.csv"\nid_colum = "id"\n'
+        '[[campaigns]]\nid = "c"\nadapter = "file"\n'
+        '[campaigns.settings]\npath = "crm.csv"\nphone_column = "mobile"\n'
+    )
+    result = run("config", "validate")
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert lines[0] == (
+        "error: predial.toml: campaigns[0].default_regoin: unknown setting; did you mean "
+        "'default_region'?"
+    )
+    assert lines[1].startswith(
+        "error: predial.toml: campaigns[0].settings.id_colum: adapter 'file' has no such "
+        "setting; did you mean 'id_column'?"
+    )
+    assert lines[2].startswith("error: predial.toml: campaigns[1].id: campaign id 'c' appears")
+    assert lines[3].startswith(
+        "error: predial.toml: campaigns[1].settings.phone_column: adapter 'file' has no such "
+        "setting; did you mean 'phone_columns'?"
+    )
+    assert len(lines) == 4
+
+
+def test_config_validate_leaves_settings_with_an_unset_variable_alone(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Incomplete settings are not built (the stand-in would mislead): the variable is
+    the one problem said of them, whatever else is wrong with the campaign."""
+    monkeypatch.delenv("CRM_ID_COLUMN", raising=False)
+    (project / "predial.toml").write_text(
+        '[[campaigns]]\nid = "c"\nadapter = "file"\ndefault_regoin = "US"\n'
+        '[campaigns.settings]\npath = "crm.csv"\nid_colum = "${CRM_ID_COLUMN}"\n'
+    )
+    result = run("config", "validate")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "error: predial.toml: campaigns[0].settings.id_colum: environment variable "
+        "CRM_ID_COLUMN is not set",
+        "error: predial.toml: campaigns[0].default_regoin: unknown setting; did you mean "
+        "'default_region'?",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("service", "line"),
+    [
+        (
+            'host = "0.0.0.0"\nallow_unauthenticated = true\n',
+            "error: predial.toml: service.allow_unauthenticated: allowed on a loopback address "
+            "only, not 0.0.0.0: add [[service.keys]] or webhook_secrets, or listen on 127.0.0.1",
+        ),
+        (
+            "port = 8080\n",
+            "error: predial.toml: service: no credentials are configured; add [[service.keys]] "
+            "or webhook_secrets (or, on 127.0.0.1 only, allow_unauthenticated = true)",
+        ),
+        (
+            'allow_unauthenticated = true\nforwarded_allow_ips = ["10.0.0.1"]\n',
+            "error: predial.toml: service.allow_unauthenticated with forwarded_allow_ips: a "
+            "proxy forwards requests from elsewhere, which must authenticate; add "
+            "[[service.keys]] or webhook_secrets",
+        ),
+    ],
+)
+def test_config_validate_refuses_the_service_settings_serve_refuses(
+    project: Path, service: str, line: str
+) -> None:
+    """What `predial serve` would refuse is a problem for `config validate` too, not `ok:`."""
+    config = project / "predial.toml"
+    config.write_text(config.read_text() + "[service]\n" + service)
+    result = run("config", "validate")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [line]
+    assert result.stdout == ""
+
+
+def test_config_validate_accepts_unauthenticated_callers_on_loopback(project: Path) -> None:
+    config = project / "predial.toml"
+    config.write_text(config.read_text() + "[service]\nallow_unauthenticated = true\nport = 0\n")
+    result = run("config", "validate")
+    assert result.exit_code == 0, result.output
+    assert "ok: [service] on 127.0.0.1:0" in result.stdout
+
+
+def test_config_validate_checks_the_service_when_the_rest_has_problems(project: Path) -> None:
+    config = project / "predial.toml"
+    config.write_text(
+        config.read_text().replace("default_region", "default_regin")
+        + '[service]\nhost = "0.0.0.0"\nallow_unauthenticated = true\n'
+    )
+    result = run("config", "validate")
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("error: predial.toml: campaigns[0].default_regin: unknown")
+    assert lines[1].startswith("error: predial.toml: service.allow_unauthenticated: allowed on")

@@ -1,14 +1,21 @@
-"""`predial config validate`: check a predial.toml before a dialer relies on it."""
+"""`predial config validate`: check a predial.toml before a dialer relies on it.
+
+`configuration_problems` is the one check of a configuration: `predial serve` makes
+it too, before it starts, so both report every problem the same way.
+"""
 
 from __future__ import annotations
 
-from dataclasses import replace
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import click
+from pydantic import ValidationError
 from rich.markup import escape
 
-from ..campaign import Campaign
+from .._wording import value_problem
 from ..config import (
     ConfigCheck,
     PredialConfig,
@@ -16,16 +23,113 @@ from ..config import (
     check_config,
     find_config,
     problem_order,
+    service_problems,
 )
 from ..errors import ConfigurationError
+from ..fetcher import redacted_traceback
 from ..plugins import PluginRegistry, load_plugins
 from ..redaction import safe_text
 from ..resolver import Resolver
+from ..service.settings import ServiceConfig
 from ..shared import redacted_url
 from .exits import EXIT_USAGE
 from .output import err_console, out_console, reported_by_the_command
 
-__all__ = ["config"]
+__all__ = ["Checkup", "Problem", "config", "configuration_problems", "report_problems"]
+
+log = logging.getLogger("predial.cli")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the configuration, as the line that says it, and the
+    exception behind it (an adapter's own, a plugin's import error), if any."""
+
+    text: str
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class Checkup:
+    """What `configuration_problems` found."""
+
+    checked: ConfigCheck
+    #: Every problem, in the file's order of sections.
+    problems: list[Problem]
+    #: The service's settings (the command line's overrides applied), when serving
+    #: and they are valid.
+    service: ServiceConfig | None = None
+
+
+def configuration_problems(
+    file: Path,
+    *,
+    serving: bool = False,
+    overrides: Mapping[str, object] | None = None,
+) -> Checkup:
+    """Every problem of `file`, found at once: the file's own (`check_config`), its
+    `[service]`'s (checked as `predial serve` checks it before it listens) and each
+    campaign's adapter, built as a dialer would build it. `serving`: for `predial
+    serve`, which needs `[service]` (written or not), its credentials and at least
+    one campaign; `overrides`: its command line's settings (`--host`...)."""
+    checked = check_config(file)
+    problems = [Problem(f"{file}: {problem}") for problem in checked.problems]
+    loaded = checked.config
+    service, service_lines = _service(checked, serving, overrides or {})
+    problems.extend(service_lines)
+    if serving and loaded is not None and not loaded.campaigns:
+        problems.append(Problem(f"{file}: no [[campaigns]] are configured; nothing to serve"))
+    if loaded is not None or checked.adapters:
+        # Adapters are checked even when the file has other problems: a missing
+        # variable or a typo must not hide a misspelt adapter or setting.
+        problems.extend(_adapter_problems(checked))
+    # As the file is laid out: a campaign's adapter beside its other problems.
+    problems.sort(key=lambda problem: problem_order(problem.text.removeprefix(f"{file}: ")))
+    return Checkup(checked, problems, None if problems else service)
+
+
+def _service(
+    checked: ConfigCheck, serving: bool, overrides: Mapping[str, object]
+) -> tuple[ServiceConfig | None, list[Problem]]:
+    """`[service]` with `overrides`, and its problems. Only the service needs it: a
+    file without one is checked for it when serving only."""
+    file = checked.path
+    loaded = checked.config
+    written = bool(checked.service_unset) or checked.service is not None
+    if loaded is not None:
+        written = written or "service" in loaded.model_fields_set
+    if not (serving or written):
+        return None, []
+    if checked.service_unset:  # the rest would judge the stand-ins
+        return None, [Problem(f"{file}: {problem}") for problem in checked.service_unset]
+    service = checked.service if written else ServiceConfig()
+    if service is None:  # invalid: its problems are the file's
+        return None, []
+    if overrides:
+        try:
+            service = service.model_validate({**service.model_dump(), **overrides})
+        except ValidationError as error:
+            # Said as the command line's option, like every other configuration error.
+            return None, [
+                Problem(
+                    f"--{str(item['loc'][0]).replace('_', '-') if item['loc'] else 'service'}: "
+                    f"{value_problem(item)}"
+                )
+                for item in error.errors(include_url=False)
+            ]
+    found = service_problems(service, checked.campaign_ids, listening_on=service.host)
+    return service, [Problem(f"{file}: {problem}") for problem in found]
+
+
+def report_problems(problems: list[Problem]) -> None:
+    """Each problem as one `error:` line on stderr; the traceback of the exception
+    behind it at DEBUG level (--debug, -vv), for a bug report or an adapter's author."""
+    console = err_console()
+    for problem in problems:
+        console.print(f"[bold red]error:[/] {escape(problem.text)}", highlight=False)
+        if problem.error is not None and log.isEnabledFor(logging.DEBUG):
+            # Redacted: an adapter's exception text may quote the secret it refused.
+            log.debug("%s\n%s", safe_text(problem.error), redacted_traceback(problem.error))
 
 
 @click.group()
@@ -56,26 +160,11 @@ def validate(ctx: click.Context, config_file: Path | None, config_path: Path | N
             f"two files given ({config_file} and --config {config_path}); give one"
         )
     file = find_config(config_file or config_path)
-    checked = check_config(file)
-    problems = [f"{file}: {problem}" for problem in checked.problems]
-    loaded = checked.config
-    # [service] is checked too (the service's own variables, its keys' scopes), though
-    # only predial serve needs it.
-    if loaded is None:
-        problems.extend(f"{file}: {problem}" for problem in checked.service_unset)
-    elif "service" in loaded.model_fields_set or loaded.service_unset:
-        problems.extend(f"{file}: {problem}" for problem in loaded.service_problems())
-    if loaded is not None or checked.adapters:
-        # Adapters are checked even when the file has other problems: a missing
-        # variable must not hide a misspelt adapter.
-        problems.extend(_adapter_problems(checked))
-    if problems:
-        # As the file is laid out: a campaign's adapter beside its other problems.
-        problems.sort(key=lambda line: problem_order(line.removeprefix(f"{file}: ")))
-        console = err_console()
-        for problem in problems:
-            console.print(f"[bold red]error:[/] {escape(problem)}", highlight=False)
+    checkup = configuration_problems(file)
+    if checkup.problems:
+        report_problems(checkup.problems)
         ctx.exit(EXIT_USAGE)
+    loaded = checkup.checked.config
     assert loaded is not None  # no problem was found, so the file loaded
     campaigns = ", ".join(f"{c.id} ({c.adapter})" for c in loaded.campaigns) or "none"
     out_console().print(f"ok: {file}: {len(loaded.campaigns)} campaign(s): {campaigns}")
@@ -98,44 +187,46 @@ def validate(ctx: click.Context, config_file: Path | None, config_path: Path | N
         )
 
 
-def _adapter_problems(checked: ConfigCheck) -> list[str]:
+def _adapter_problems(checked: ConfigCheck) -> list[Problem]:
     """Each campaign's adapter, built as a dialer would build it: an unknown adapter
-    for every campaign that names one, its settings' errors for every campaign that
-    is valid and complete (an unset variable's stand-in would only mislead)."""
+    for every campaign that names one, its settings' errors for every campaign whose
+    settings are complete (an unset variable's stand-in would only mislead), whatever
+    else is wrong with the campaign."""
     file = checked.path
     source = checked.config or PredialConfig(
         resolver=ResolverConfig(plugins=checked.plugins), path=file
     )
-    problems: list[str] = []
+    problems: list[Problem] = []
     # Every configured plugin file is tried, as a dialer would load them: a broken
     # one is a problem of its own and never hides the others (nor their adapters).
     with reported_by_the_command("predial.plugins"):
         registry = load_plugins()
         configured = registry.add_configured(source)
-    problems.extend(safe_text(info.exception) for info in configured if info.exception)
-    buildable: dict[str, Campaign] = {}
-    for index, entry, whole in checked.campaigns:
-        if whole and entry.id not in buildable:  # a duplicate id is a problem already
-            where = f"{file}: campaigns[{index}]"
-            buildable[entry.id] = replace(entry.campaign(), origin=where)
+    problems.extend(
+        Problem(safe_text(info.exception), info.exception) for info in configured if info.exception
+    )
     complete = {index for index, _, whole in checked.campaigns if whole}
     for index, name in checked.adapters.items():
         if index not in complete:
             problem = _unknown_adapter(registry, name, f"{file}: campaigns[{index}].adapter")
             if problem is not None:
                 problems.append(problem)
-    for campaign in buildable.values():
-        # One at a time, strictly: the error is raised here, not logged as well.
+    for index, entry, whole in checked.campaigns:
+        if not whole:
+            continue
+        # One at a time (a duplicate id is a problem of the file's, not a reason to
+        # skip its adapter), strictly: the error is raised here, not logged as well.
+        campaign = replace(entry.campaign(), origin=f"{file}: campaigns[{index}]")
         try:
             Resolver([campaign], registry=registry).close_sync()
         except ConfigurationError as error:
-            problems.append(safe_text(error))
+            problems.append(Problem(safe_text(error), error))
     return problems
 
 
-def _unknown_adapter(registry: PluginRegistry, name: str, where: str) -> str | None:
+def _unknown_adapter(registry: PluginRegistry, name: str, where: str) -> Problem | None:
     try:
         registry.adapter_spec(name)
     except ConfigurationError as error:  # UnknownAdapter, DuplicateAdapter
-        return f"{where}: {safe_text(error)}"
+        return Problem(f"{where}: {safe_text(error)}", error)
     return None

@@ -233,13 +233,25 @@ class ServiceConfig(_Strict):
             )
         return None
 
-    def check_listening(self, host: str) -> None:
-        """Refuse to listen on `host` without a way to authenticate."""
-        problem = self.credentials_problem()
+    def listening_problems(self, host: str, *, credentials: bool = True) -> list[str]:
+        """What `predial serve` refuses about listening on `host` with these settings,
+        one `key.path: what is wrong` each (`config validate` reports the same):
+        `credentials_problem` (unless `credentials=False`) and unauthenticated
+        callers anywhere but on a loopback address."""
+        problems = []
+        problem = self.credentials_problem() if credentials else None
         if problem is not None:
-            raise ValueError(problem)
+            problems.append(problem)
         if self.allow_unauthenticated and not is_loopback(host):
-            raise ValueError(
-                f"service.allow_unauthenticated is only allowed on a loopback address, "
-                f"not {host}: add [[service.keys]] or webhook_secrets"
+            problems.append(
+                f"service.allow_unauthenticated: allowed on a loopback address only, not "
+                f"{host}: add [[service.keys]] or webhook_secrets, or listen on 127.0.0.1"
             )
+        return problems
+
+    def check_listening(self, host: str) -> None:
+        """Refuse to listen on `host` without a way to authenticate
+        (`listening_problems`, as one line)."""
+        problems = self.listening_problems(host)
+        if problems:
+            raise ValueError("; ".join(problems))
