@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 from rich.text import Text
 
 from .._faults import safe_flag, safe_text
@@ -22,6 +22,8 @@ from .output import (
     fitted_table,
     json_line,
     out_console,
+    print_records,
+    print_words,
     reported_by_the_command,
 )
 from .resolve import (
@@ -135,44 +137,49 @@ def _as_json(trace: Trace, masker: Masker) -> dict[str, object]:
 def _print(trace: Trace, masker: Masker) -> None:
     console = out_console()
     lead = trace.lead
-    console.print(
+    # Prose wraps between words, never inside one: a masked number stays whole.
+    print_words(
+        console,
         f"[bold]campaign[/] {escape(lead.campaign_id)}   "
-        f"[bold]external id[/] {escape(lead.external_id or '')}"
+        f"[bold]external id[/] {escape(lead.external_id or '')}",
     )
     if trace.adapter:
-        console.print(
+        print_words(
+            console,
             f"[bold]adapter[/] {escape(trace.adapter)}  from {escape(trace.plugin or '')}   "
-            f"[bold]circuit[/] {trace.breaker}"
+            f"[bold]circuit[/] {trace.breaker}",
         )
     if trace.shared is not None:
-        console.print(
+        print_words(
+            console,
             f"[bold]shared tier[/] {trace.shared['state']}  {escape(trace.shared['url'])}"
             f"{'  (cluster)' if trace.shared['cluster'] else ''}"
-            f"   {trace.shared['members']} process(es) seen"
+            f"   {trace.shared['members']} process(es) seen",
         )
     for note in trace.notes:
-        console.print(f"note: {escape(masker.text(note))}")
+        print_words(console, Text(f"note: {masker.text(note)}"))
     if trace.attempts:
-        attempts = Table(title="adapter calls", show_edge=False, header_style="bold")
-        for column in ("#", "at ms", "took ms"):
-            attempts.add_column(column, no_wrap=True)
-        # The answer wraps between words; a masked number is one word, and the column
-        # is never narrower than one.
-        attempts.add_column("answer", min_width=24)
+        numbers, starts, durations, answers = [], [], [], []
         for attempt in trace.attempts:
+            numbers.append(Text(str(attempt.number)))
+            starts.append(Text(f"{attempt.started * 1000:.1f}"))
+            durations.append(Text(f"{attempt.duration * 1000:.1f}"))
             if attempt.error:
-                answer = f"[red]{escape(masker.text(attempt.error))}[/]"
+                answer = Text(masker.text(attempt.error), style="red")
                 if attempt.wait:
-                    answer += f"  (retry in {attempt.wait * 1000:.0f} ms)"
+                    answer.append(f"  (retry in {attempt.wait * 1000:.0f} ms)")
             else:
-                answer = escape(masker.raw(attempt.raw))
-            attempts.add_row(
-                str(attempt.number),
-                f"{attempt.started * 1000:.1f}",
-                f"{attempt.duration * 1000:.1f}",
-                answer,
-            )
-        console.print(attempts)
+                answer = Text(masker.raw(attempt.raw))
+            answers.append(answer)
+        # The answer wraps between words (a masked number is one word, never cut).
+        timings = [FitColumn("at ms", starts), FitColumn("took ms", durations)]
+        said = FitColumn("answer", answers, wrap=True)
+        _print_fitted(
+            console,
+            "adapter calls",
+            [FitColumn("#", numbers), *timings, said],
+            [FitColumn("attempt", numbers), *timings, said],
+        )
     if trace.verdicts:
         labels, primaries, values, outcomes = [], [], [], []
         for verdict in trace.verdicts:
@@ -186,30 +193,43 @@ def _print(trace: Trace, masker: Masker) -> None:
             )
         # The value and the verdict (a number, a reason code) are never cut; a long
         # label ends in an ellipsis rather than wrapping.
-        verdicts, _ = fitted_table(
-            [
-                FitColumn("label", labels, floor=10),
-                FitColumn("primary", primaries),
-                FitColumn("value", values),
-                FitColumn("verdict", outcomes),
-            ],
-            console.width,
-            title="phone policy, in pick order",
+        columns = [
+            FitColumn("label", labels, floor=10),
+            FitColumn("primary", primaries),
+            FitColumn("value", values),
+            FitColumn("verdict", outcomes),
+        ]
+        order = [Text(str(index)) for index in range(1, len(labels) + 1)]
+        _print_fitted(
+            console, "phone policy, in pick order", columns, [FitColumn("phone", order), *columns]
         )
-        console.print(verdicts)
     if trace.resolution is not None:
         resolution = trace.resolution
         why = f" (fallback: {resolution.fallback_reason})" if resolution.fallback_reason else ""
-        console.print(
+        print_words(
+            console,
             f"[bold green]resolved[/] {masker.number(resolution.phone_number)} "
-            f"from {resolution.source}{why} in {trace.elapsed * 1000:.1f} ms"
+            f"from {resolution.source}{why} in {trace.elapsed * 1000:.1f} ms",
         )
     elif trace.refusal is not None:
         refusal = trace.refusal
         action = "retry later" if refusal.retryable else "skip"
         after = f" after {refusal.retry_after:g} s" if refusal.retry_after is not None else ""
         detail = f": {escape(masker.text(refusal.detail))}" if refusal.detail else ""
-        console.print(
+        print_words(
+            console,
             f"[bold red]refused[/] {refusal.reason} ({action}{after}){detail} "
-            f"in {trace.elapsed * 1000:.1f} ms"
+            f"in {trace.elapsed * 1000:.1f} ms",
         )
+
+
+def _print_fitted(
+    console: Console, title: str, columns: list[FitColumn], records: list[FitColumn]
+) -> None:
+    """`columns` as a table fitted to the console or, on one too narrow for it,
+    `records` as a block of lines per row (`print_records`): nothing is cut."""
+    fitted = fitted_table(columns, console.width, title=title)
+    if fitted is None:
+        print_records(console, records, title=title)
+    else:
+        console.print(fitted[0])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Literal
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -29,11 +31,18 @@ __all__ = [
     "err_console",
     "fitted_table",
     "json_line",
+    "least_width",
     "out_console",
     "percentile_ms",
+    "print_records",
+    "print_summary",
+    "print_words",
     "reported_by_the_command",
+    "summary_phrases",
     "summary_text",
     "table_width",
+    "wrapped_phrases",
+    "wrapped_words",
 ]
 
 
@@ -128,7 +137,8 @@ class Masker:
 @dataclass
 class FitColumn:
     """A column of a table fitted to the terminal (`fitted_table`): its cells stay on
-    one line each; a cell wider than the column ends in an ellipsis."""
+    one line each (a wrapping column's break between words); a cell wider than a
+    column that may be cut ends in an ellipsis."""
 
     header: str
     cells: list[Text] = field(default_factory=list)
@@ -139,16 +149,30 @@ class FitColumn:
     #: The width worth making room for (by leaving other columns out); past it, the
     #: column's cells may as well be cut. None: all of it.
     wanted: int | None = None
+    #: Cells wrap between words instead (never inside one, so never cut): free text
+    #: such as a list of adapters or an adapter's answer.
+    wrap: bool = False
 
     @property
     def natural(self) -> int:
-        return max([len(self.header), *(cell.cell_len for cell in self.cells)])
+        return max([cell_len(self.header), *(cell.cell_len for cell in self.cells)])
+
+    @property
+    def least(self) -> int:
+        """The narrowest the column can be drawn in: its longest word if it wraps,
+        its floor if it may be cut, else all of it."""
+        if self.wrap:
+            words = (word for cell in self.cells for word in cell.plain.split())
+            return max([cell_len(self.header), *(cell_len(word) for word in words)])
+        if self.floor is None:
+            return self.natural
+        return min(self.natural, max(self.floor, cell_len(self.header)))
 
     @property
     def comfortable(self) -> int:
-        if self.wanted is None or self.floor is None:
+        if self.wanted is None or self.floor is None or self.wrap:
             return self.natural
-        return min(self.natural, max(self.wanted, self.floor, len(self.header)))
+        return min(self.natural, max(self.wanted, self.floor, cell_len(self.header)))
 
 
 def table_width(columns: list[FitColumn], widths: list[int] | None = None) -> int:
@@ -159,23 +183,28 @@ def table_width(columns: list[FitColumn], widths: list[int] | None = None) -> in
     return sum(chosen) + 3 * len(chosen) - 1
 
 
+def least_width(columns: list[FitColumn]) -> int:
+    """The narrowest `fitted_table` can draw `columns` in without cutting what must
+    stay whole (`FitColumn.least`)."""
+    return table_width(columns, [column.least for column in columns])
+
+
 def fitted_table(
     columns: list[FitColumn], width: int, title: str | None = None
-) -> tuple[Table, bool]:
-    """A table of `columns` at most `width` wide if their floors allow, and whether a
-    cell had to be cut. Columns that may be cut give up width widest first, down to
-    their floors; no cell wraps, so a row is one line."""
+) -> tuple[Table, bool] | None:
+    """A table of `columns` at most `width` wide, and whether a cell had to be cut;
+    None when even their least widths do not fit (`least_width`: show them another
+    way, `print_records`, rather than cut a masked number). Columns that may be cut
+    or wrapped give up width widest first, down to their least; no cell wraps
+    unless its column does, so a row is one line."""
+    least = [column.least for column in columns]
+    if table_width(columns, least) > width:
+        return None
     widths = [column.natural for column in columns]
-    floors = [
-        widths[index] if column.floor is None else max(len(column.header), column.floor)
-        for index, column in enumerate(columns)
-    ]
     excess = table_width(columns, widths) - width
     while excess > 0:
-        cuttable = [i for i in range(len(columns)) if widths[i] > floors[i]]
-        if not cuttable:
-            break
-        widest = max(cuttable, key=lambda i: widths[i] - floors[i])
+        # Not empty: the least widths fit, so some column is still wider than its least.
+        widest = max(range(len(columns)), key=lambda i: widths[i] - least[i])
         widths[widest] -= 1
         excess -= 1
     table = Table(title=title, show_edge=False, header_style="bold")
@@ -184,17 +213,100 @@ def fitted_table(
             column.header,
             justify=column.justify,
             width=column_width,
-            no_wrap=True,
-            overflow="ellipsis",
+            no_wrap=not column.wrap,
+            overflow="fold" if column.wrap else "ellipsis",
         )
     for cells in zip(*(column.cells for column in columns), strict=True):
         table.add_row(*cells)
     cut = any(
         cell.cell_len > column_width
         for column, column_width in zip(columns, widths, strict=True)
+        if not column.wrap
         for cell in column.cells
     )
     return table, cut
+
+
+def print_records(console: Console, columns: list[FitColumn], title: str | None = None) -> None:
+    """`columns` as a block of lines per row, for a terminal too narrow for the
+    table: the first column's header and value, then `header: value` for each other
+    column with something in it. Nothing is cut (`print_words`)."""
+    if title:
+        print_words(console, Text(title, style="bold"))
+    for cells in zip(*(column.cells for column in columns), strict=True):
+        print_words(console, Text.assemble((columns[0].header, "bold"), " ", cells[0]))
+        for column, cell in zip(columns[1:], cells[1:], strict=True):
+            if cell.plain:
+                line = Text.assemble("  ", (column.header, "bold"), ": ", cell)
+                print_words(console, line, hang=2)
+
+
+def wrapped_words(text: Text, width: int, hang: int = 0) -> list[Text]:
+    """`text` in lines at most `width` wide, broken between words, never inside one:
+    a word wider than `width` (a masked number on a very narrow terminal) has a line
+    of its own, left for the terminal to fold, where rich would cut it. A line that
+    goes on is indented as its paragraph is, and `hang` more."""
+    lines: list[Text] = []
+    for paragraph in text.split("\n"):
+        plain = paragraph.plain
+        indent = " " * (len(plain) - len(plain.lstrip(" ")) + hang)
+        start = 0  # where the line being filled begins: a first line keeps its indent
+        end = 0  # where its last word ends
+        prefix = ""
+        for word in re.finditer(r"\S+", plain):
+            if end and cell_len(prefix + plain[start : word.end()]) > width:
+                lines.append(Text(prefix) + paragraph[start:end])
+                start, prefix = word.start(), indent
+            end = word.end()
+        lines.append(Text(prefix) + paragraph[start:end])
+    return lines
+
+
+def print_words(console: Console, text: Text | str, hang: int = 0) -> None:
+    """Print `text` (a str is rich markup) wrapped between words, never inside one
+    (`wrapped_words`)."""
+    rendered = console.render_str(text) if isinstance(text, str) else text
+    for line in wrapped_words(rendered, console.width, hang):
+        console.print(line, soft_wrap=True)
+
+
+def wrapped_phrases(
+    phrases: list[str], width: int, separator: str = " · ", hang: int = 0
+) -> list[str]:
+    """`phrases` joined by `separator` in lines at most `width` wide, broken at the
+    separators (the lines after the first indented by `hang`): a phrase too long for
+    a line of its own breaks after its commas, its next lines indented 2 more; one
+    wider than `width` anyway (a reason code on a very narrow terminal) is left whole
+    for the terminal to fold."""
+    lines: list[str] = []
+    current = ""
+    for phrase in phrases:
+        joined = f"{current}{separator}{phrase}" if current else phrase
+        if cell_len(joined) <= width:
+            current = joined
+            continue
+        if current:
+            lines.append(current)
+        indent = " " * hang if lines else ""
+        if cell_len(indent + phrase) <= width:
+            current = indent + phrase
+            continue
+        # Each piece but the last keeps its comma: a line ends with it.
+        pieces = phrase.split(", ")
+        pieces = [f"{piece}," for piece in pieces[:-1]] + pieces[-1:]
+        current = indent + pieces[0]
+        for piece in pieces[1:]:
+            if cell_len(f"{current} {piece}") <= width:
+                current = f"{current} {piece}"
+            else:
+                lines.append(current)
+                current = f"{' ' * hang}  {piece}"
+        # What follows a phrase that had to break starts a line of its own.
+        lines.append(current)
+        current = ""
+    if current:
+        lines.append(current)
+    return lines
 
 
 def json_line(payload: dict[str, Any]) -> None:
@@ -209,8 +321,8 @@ def percentile_ms(values: list[float], fraction: float) -> float:
     return ordered[index] * 1000
 
 
-def summary_text(results: Iterable[Resolution | Unresolvable | str]) -> str:
-    """`resolved 9 (crm 5, cache 1, stored 3) · refused 6 (do_not_call 2, ...) · p50 ...`.
+def summary_phrases(results: Iterable[Resolution | Unresolvable | str]) -> list[str]:
+    """`resolved 9 (crm 5, ...)`, `refused 6 (do_not_call 2, ...)`, `latency p50 ...`.
 
     A plain string in `results` is a lead that could not even be read (its reason).
     """
@@ -232,13 +344,24 @@ def summary_text(results: Iterable[Resolution | Unresolvable | str]) -> str:
 
     resolved = sum(sources.values())
     refused = sum(reasons.values())
-    parts = [f"resolved {resolved}" + (f" ({counts(sources)})" if sources else "")]
-    parts.append(f"refused {refused}" + (f" ({counts(reasons)})" if reasons else ""))
-    parts.append(
+    return [
+        f"resolved {resolved}" + (f" ({counts(sources)})" if sources else ""),
+        f"refused {refused}" + (f" ({counts(reasons)})" if reasons else ""),
         f"latency p50 {percentile_ms(latencies, 0.5):.1f} ms, "
-        f"p99 {percentile_ms(latencies, 0.99):.1f} ms"
-    )
-    return " · ".join(parts)
+        f"p99 {percentile_ms(latencies, 0.99):.1f} ms",
+    ]
+
+
+def summary_text(results: Iterable[Resolution | Unresolvable | str]) -> str:
+    """`resolved 9 (crm 5, cache 1, stored 3) · refused 6 (do_not_call 2, ...) · p50 ...`."""
+    return " · ".join(summary_phrases(results))
+
+
+def print_summary(console: Console, results: Iterable[Resolution | Unresolvable | str]) -> None:
+    """`summary_text` wrapped to the console at its ` · ` (a count and its reason code
+    stay together)."""
+    for line in wrapped_phrases(summary_phrases(results), console.width):
+        console.print(line, soft_wrap=True, markup=False)
 
 
 @contextmanager

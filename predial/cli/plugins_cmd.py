@@ -10,22 +10,25 @@ from typing import cast
 
 import click
 from rich.markup import escape
-from rich.table import Table
+from rich.text import Text
 
 from ..config import PredialConfig, ResolverConfig, find_config, load_config
 from ..errors import ConfigurationError
 from ..plugins import PluginInfo, PluginRegistry, load_plugins
 from ..redaction import safe_text
-from .output import err_console, out_console, reported_by_the_command
+from .output import (
+    FitColumn,
+    err_console,
+    fitted_table,
+    out_console,
+    print_records,
+    reported_by_the_command,
+)
 from .resolve import config_option
 
 __all__ = ["plugins"]
 
-_STATUS = {
-    "active": "[green]active[/]",
-    "disabled": "[yellow]disabled[/]",
-    "failed": "[red]failed[/]",
-}
+_STATUS = {"active": "green", "disabled": "yellow", "failed": "red"}
 
 
 @click.command()
@@ -59,7 +62,12 @@ def plugins(config_path: Path | None, as_json: bool) -> None:
             )
         return
     console = out_console()
-    console.print(plugins_table(registry))
+    columns = plugins_table(registry)
+    fitted = fitted_table(columns, console.width)
+    if fitted is None:  # too narrow for the table: a block of lines per plugin
+        print_records(console, columns)
+    else:
+        console.print(fitted[0])
     failed = registry.failures()
     for info in failed:
         # Below the table, a line each: a reason squeezed into a column would wrap
@@ -94,23 +102,23 @@ def _plugins_of(path: Path) -> PredialConfig:
     return PredialConfig(resolver=ResolverConfig(plugins=plugins), path=path)
 
 
-def plugins_table(registry: PluginRegistry) -> Table:
-    """The plugins as a table that stays readable at 80 columns: the distribution and
-    its version, or where the plugin came from, share one column, and a failure's
-    reason goes below the table."""
-    table = Table(show_edge=False, header_style="bold")
-    table.add_column("plugin", overflow="fold")
-    table.add_column("from", overflow="fold")
-    table.add_column("adapters", overflow="fold")
-    table.add_column("status", no_wrap=True)
+def plugins_table(registry: PluginRegistry) -> list[FitColumn]:
+    """The plugins as columns of a table that stays readable at 80 columns: the
+    distribution and its version, or where the plugin came from, share one column
+    (wrapping between words, as the adapters do), and a failure's reason goes below
+    the table. Names and statuses are never cut."""
+    names, origins, adapters, statuses = [], [], [], []
     for info in registry.plugins:
-        table.add_row(
-            escape(info.name),
-            escape(_origin(info)),
-            escape(", ".join(info.adapters)),
-            _STATUS[info.status],
-        )
-    return table
+        names.append(Text(info.name))
+        origins.append(Text(_origin(info)))
+        adapters.append(Text(", ".join(info.adapters)))
+        statuses.append(Text(info.status, style=_STATUS[info.status]))
+    return [
+        FitColumn("plugin", names),
+        FitColumn("from", origins, wrap=True),
+        FitColumn("adapters", adapters, wrap=True),
+        FitColumn("status", statuses),
+    ]
 
 
 def _origin(info: PluginInfo) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
 import click
 from rich.markup import escape
@@ -25,9 +25,13 @@ from .output import (
     fitted_table,
     json_line,
     out_console,
+    print_records,
+    print_summary,
+    print_words,
     reported_by_the_command,
     summary_text,
     table_width,
+    wrapped_phrases,
 )
 
 __all__ = ["resolve"]
@@ -322,32 +326,115 @@ def _cells(item: _Item, masker: Masker) -> _Cells:
     )
 
 
-def _columns(
-    cells: list[_Cells], *, ms: bool, campaign: bool, mode: bool, compact: bool
-) -> list[FitColumn]:
-    def column(header: str, values: list[Text], **options: Any) -> FitColumn:
-        return FitColumn(header, values, **options)
+@dataclass(frozen=True)
+class _Layout:
+    """Which columns the table has, and in which form."""
 
-    codes = [len(c.reason) for c in cells if c.reason_is_code]
-    columns = [column("row", [c.row for c in cells], justify="right")]
-    if mode:
-        columns.append(column("mode", [c.mode for c in cells]))
-    if campaign:
-        # Cut, if it must be, to no fewer than 10 characters: never to nothing.
-        columns.append(column("campaign", [c.campaign for c in cells], floor=10))
-    columns += [
-        column("ext. id" if compact else "external id", [c.external for c in cells], floor=8),
-        column("number", [c.number for c in cells]),  # never cut: all its visible digits
+    ms: bool = True
+    mode: bool = True
+    #: The campaign in a column, said once above the table (every row has the same
+    #: one), or as a letter in a column with a legend above.
+    campaign: Literal["column", "above", "letter"] = "column"
+    #: "ext. id" for "external id", a refusal's verdict for "refused (verdict)".
+    compact: bool = False
+    #: The result as a letter with a legend above; the external id cut sooner.
+    lettered: bool = False
+
+
+def _layouts(campaigns: int) -> list[_Layout]:
+    """From the widest to the narrowest: what matters least goes first when the
+    terminal is narrow. The timings (the summary has their percentiles), the
+    campaign when every row has the same one (said once above the table), the mode,
+    then the long forms of a header and of a refusal ("refused (retry)" -> "retry"),
+    then the result and the campaigns become letters. Cells are cut only past that
+    (the external id, then a long campaign), and a masked number or a reason code
+    never: a terminal too narrow even then shows each lead as lines of its own."""
+    one: Literal["above", "column"] = "above" if campaigns == 1 else "column"
+    layouts = [
+        _Layout(),
+        _Layout(ms=False),
+        _Layout(ms=False, campaign=one),
+        _Layout(ms=False, campaign=one, mode=False),
+        _Layout(ms=False, campaign=one, mode=False, compact=True),
+        _Layout(ms=False, campaign=one, mode=False, compact=True, lettered=True),
     ]
-    if compact:
-        columns.append(column("result", [c.result for c in cells]))
+    if 1 < campaigns <= len(_CAMPAIGN_LETTERS):
+        layouts.append(
+            _Layout(ms=False, campaign="letter", mode=False, compact=True, lettered=True)
+        )
+    return layouts
+
+
+_CAMPAIGN_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+#: The results in the order their letters are chosen and listed: sources, then
+#: refusals (crm c, stored s, retry r, skip k), whatever order the rows come in.
+_RESULT_ORDER = ("crm", "cache", "stale", "stored", "retry", "skip", "invalid")
+
+
+def _letters(words: list[str]) -> dict[str, str]:
+    """A letter for each word, in order: its first letter not yet taken, else the
+    first free one."""
+    letters: dict[str, str] = {}
+    for word in words:
+        used = set(letters.values())
+        free = [c for c in word.lower() if c.isalpha() and c not in used]
+        free += [c for c in "abcdefghijklmnopqrstuvwxyz0123456789" if c not in used]
+        letters[word] = free[0] if free else "?"
+    return letters
+
+
+def _legend(title: str, pairs: list[tuple[str, str]]) -> list[str]:
+    """`title: A first · B second`, as phrases to wrap at the ` · `."""
+    phrases = [f"{letter} {meaning}" for letter, meaning in pairs]
+    return [f"{title}: {phrases[0]}", *phrases[1:]] if phrases else []
+
+
+def _columns(cells: list[_Cells], layout: _Layout, legend: list[list[str]]) -> list[FitColumn]:
+    """The table's columns in `layout`; the legends its letters need go in `legend`."""
+    columns = [FitColumn("row", [c.row for c in cells], justify="right")]  # never cut
+    if layout.mode:
+        columns.append(FitColumn("mode", [c.mode for c in cells]))
+    if layout.campaign == "column":
+        # Cut, if it must be, to no fewer than 10 characters: never to nothing.
+        columns.append(FitColumn("campaign", [c.campaign for c in cells], floor=10))
+    elif layout.campaign == "letter":
+        named = dict.fromkeys(c.campaign.plain for c in cells if c.campaign.plain != "-")
+        letters = {name: _CAMPAIGN_LETTERS[index] for index, name in enumerate(named)}
+        legend.append(_legend("campaign (c)", [(letters[name], name) for name in named]))
+        columns.append(
+            FitColumn("c", [Text(letters.get(c.campaign.plain, c.campaign.plain)) for c in cells])
+        )
+    # The external id gives way before anything but the campaign: cut to 7 characters,
+    # then to 3.
+    if layout.lettered:
+        columns.append(FitColumn("ext", [c.external for c in cells], floor=4))
     else:
-        columns.append(column("source", [c.source for c in cells]))
+        header = "ext. id" if layout.compact else "external id"
+        columns.append(FitColumn(header, [c.external for c in cells], floor=8))
+    columns.append(FitColumn("number", [c.number for c in cells]))  # never cut
+    if layout.lettered:
+        meaning = {c.result.plain: c.source.plain for c in cells}
+        rank = {result: index for index, result in enumerate(_RESULT_ORDER)}
+        results = sorted(meaning, key=lambda r: rank.get(r, len(rank)))
+        letters = _letters(results)
+        legend.append(_legend("result (r)", [(letters[r], meaning[r]) for r in results]))
+        columns.append(
+            FitColumn("r", [Text(letters[c.result.plain], style=c.result.style) for c in cells])
+        )
+    elif layout.compact:
+        columns.append(FitColumn("result", [c.result for c in cells]))
+    else:
+        columns.append(FitColumn("source", [c.source for c in cells]))
     # A reason code is never cut; an invalid row's problem may end in an ellipsis
     # (other columns are left out to show 40 characters of it, not more).
-    columns.append(column("reason", [c.reason for c in cells], floor=max([12, *codes]), wanted=40))
-    if ms:
-        columns.append(column("ms", [c.ms for c in cells], justify="right"))
+    codes = [len(c.reason) for c in cells if c.reason_is_code]
+    columns.append(
+        FitColumn("reason", [c.reason for c in cells], floor=max([12, *codes]), wanted=40)
+    )
+    if layout.ms:
+        columns.append(FitColumn("ms", [c.ms for c in cells], justify="right"))
     return columns
 
 
@@ -355,29 +442,36 @@ def _print_table(items: list[_Item], masker: Masker) -> None:
     console = out_console()
     cells = [_cells(item, masker) for item in items]
     # Invalid rows have no campaign to speak of: they do not keep the column.
-    campaigns = {item.lead.campaign_id for item in items if item.lead is not None}
-    one_campaign = len(campaigns) == 1
-    # What matters least goes first when the terminal is narrow: the timings (the
-    # summary has their percentiles), the campaign when every row has the same one
-    # (said once above the table), the mode, then the long forms of a header and of
-    # a refusal ("refused (retry)" -> "retry"). Only then are cells cut.
-    layouts = [
-        {"ms": True, "campaign": True, "mode": True, "compact": False},
-        {"ms": False, "campaign": True, "mode": True, "compact": False},
-        {"ms": False, "campaign": not one_campaign, "mode": True, "compact": False},
-        {"ms": False, "campaign": not one_campaign, "mode": False, "compact": False},
-        {"ms": False, "campaign": not one_campaign, "mode": False, "compact": True},
-    ]
-    for layout in layouts:
-        columns = _columns(cells, **layout)
+    campaigns = list(dict.fromkeys(item.lead.campaign_id for item in items if item.lead))
+    legend: list[list[str]] = []
+    for layout in _layouts(len(campaigns)):
+        legend = []
+        columns = _columns(cells, layout, legend)
         if table_width(columns) <= console.width:
             break
-    if not layout["campaign"]:
-        console.print(Text.assemble(("campaign ", "bold"), campaigns.pop()))
-    table, cut = fitted_table(columns, console.width)
-    console.print(table)
-    if cut:
-        console.print(
-            f"(some cells are cut to fit {console.width} columns; --json shows them whole)"
-        )
-    console.print(summary_text(_outcomes(items)))
+    # Nothing fits whole: the narrowest layout, cut where cells may be cut.
+    fitted = fitted_table(columns, console.width)
+    if fitted is None:
+        # Too narrow for a row a line: each lead as lines of its own, everything in
+        # full (the widest layout), nothing cut.
+        layout, legend = _layouts(len(campaigns))[0], []
+        if len(campaigns) == 1:
+            layout = _Layout(campaign="above")
+    if layout.campaign == "above":
+        console.print(Text.assemble(("campaign ", "bold"), campaigns[0]), soft_wrap=True)
+    for phrases in legend:
+        for line in wrapped_phrases(phrases, console.width, hang=2):
+            console.print(line, soft_wrap=True, markup=False, highlight=False)
+    if fitted is None:
+        print_records(console, _columns(cells, layout, []))
+    else:
+        table, cut = fitted
+        console.print(table)
+        if cut:
+            print_words(
+                console,
+                Text(
+                    f"(some cells are cut to fit {console.width} columns; --json shows them whole)"
+                ),
+            )
+    print_summary(console, _outcomes(items))
