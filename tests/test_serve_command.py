@@ -326,6 +326,50 @@ def test_a_bad_configuration_exits_2_with_one_line(
     assert not slow.calls.exists()
 
 
+def test_every_problem_is_said_at_once_as_config_validate_says_it(
+    serve: Callable[..., Served], slow: Slow, environment: dict[str, str]
+) -> None:
+    """An unset [service] key does not hide a broken plugin file, a misspelt setting
+    or an unknown adapter: every line config validate prints, exit 2, nothing built."""
+    config = slow.write(
+        settings="delai = 1",
+        service="""
+        [[service.keys]]
+        key = "${PREDIAL_TEST_UNSET_DIALER_KEY}"
+        campaigns = ["*"]
+        """,
+    )
+    text = config.read_text().replace(
+        'plugins = ["slow_adapter.py"]', 'plugins = ["slow_adapter.py", "missing.py"]'
+    )
+    config.write_text(text + '[[campaigns]]\nid = "other"\nadapter = "no-such-adapter"\n')
+    served = serve("--config", str(config))
+    assert served.wait() == 2, served.stderr
+    error = served.stderr.splitlines()
+    assert [line.split(": ")[2] for line in error] == [
+        "resolver.plugins[1]",
+        "campaigns[0].settings.delai",
+        "campaigns[1].adapter",
+        "service.keys[0].key",
+    ], served.stderr
+    assert all(line.startswith(f"error: {config}: ") for line in error)
+    assert "adapter 'slow' has no such setting; did you mean 'delay'?" in error[1]
+    assert "unknown adapter 'no-such-adapter'" in error[2]
+    assert "PREDIAL_TEST_UNSET_DIALER_KEY is not set" in error[3]
+    validated = subprocess.run(
+        [sys.executable, "-m", "predial", "config", "validate", str(config)],
+        capture_output=True,
+        text=True,
+        env=environment,
+        check=False,
+    )
+    # config validate holds [service] to the same: the same lines.
+    assert (validated.returncode, validated.stderr.splitlines()) == (2, error)
+    assert served.stdout == ""
+    assert refuses(served.port)
+    assert not slow.closed.exists()
+
+
 def test_a_port_in_use_exits_2_with_one_line(serve: Callable[..., Served], slow: Slow) -> None:
     config = slow.write()
     with socket.socket() as taken:
@@ -340,8 +384,9 @@ def test_a_port_in_use_exits_2_with_one_line(serve: Callable[..., Served], slow:
         assert f"cannot listen on 127.0.0.1:{port}" in error[0]
         assert served.stdout == ""
     assert refuses(port)
-    # The adapter it had built is closed before it exits.
-    assert len(lines(slow.closed)) == 1
+    # The adapter it had built is closed before it exits (after the one built by the
+    # startup check, as config validate builds it).
+    assert len(lines(slow.closed)) == 2
 
 
 # -- 2. the README flow -------------------------------------------------------------
@@ -382,6 +427,8 @@ def test_sigterm_drains_requests_in_flight(
     config = slow.write(deadline=20.0, settings=f"gate_file = {json.dumps(str(gate))}")
     served = serve("--config", str(config))
     served.wait_ready()
+    # The startup check's adapter (built as config validate builds it) is closed.
+    assert lines(slow.closed) == [str(served.process.pid)]
     count = 20
     with ThreadPoolExecutor(count) as pool:
         answers = [pool.submit(served.resolve, f"L-{index}") for index in range(count)]
@@ -402,7 +449,7 @@ def test_sigterm_drains_requests_in_flight(
     )
     assert served.wait() == 0, served.stderr
     assert time.monotonic() - signalled < 15
-    assert lines(slow.closed) == [str(served.process.pid)]
+    assert lines(slow.closed) == [str(served.process.pid)] * 2  # the served one too
     assert refuses(served.port)
     # Every answer was logged before the exit.
     access = [line for line in served.stdout.splitlines() if "path=/v1/resolve" in line]
@@ -424,6 +471,7 @@ def test_drain_delay_answers_503_before_it_stops_listening(
     )
     served = serve("--config", str(config))
     served.wait_ready()
+    assert lines(slow.closed) == [str(served.process.pid)]  # the startup check's adapter
     with ThreadPoolExecutor(1) as pool:
         in_flight: Future[httpx.Response] = pool.submit(served.resolve, "L-in-flight")
         wait_for(lambda: len(lines(slow.calls)) == 1, 20, "the request in the adapter")
@@ -449,7 +497,7 @@ def test_drain_delay_answers_503_before_it_stops_listening(
     # It kept listening (and answering 503) for the drain delay.
     assert time.monotonic() - signalled >= drain_delay * 0.9
     assert "L-new" not in {line.split()[1] for line in lines(slow.calls)}
-    assert lines(slow.closed) == [str(served.process.pid)]
+    assert lines(slow.closed) == [str(served.process.pid)] * 2  # the served one too
     assert refuses(served.port)
 
 

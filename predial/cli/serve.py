@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import click
-from pydantic import ValidationError
 
-from .._wording import value_problem
-from ..config import find_config, load_config
-from ..errors import ConfigurationError
+from ..config import find_config
+from .config_cmd import configuration_problems, report_problems
+from .exits import EXIT_USAGE
+from .output import err_console
 
 __all__ = ["serve"]
 
@@ -43,7 +43,8 @@ def serve(
     """Serve the configured campaigns over HTTP: POST /v1/resolve before each dial.
 
     \b
-    Builds every campaign's adapter first and exits 2 on a bad configuration.
+    First checks the configuration as `predial config validate` does, building
+    every campaign's adapter: exit 2 with every problem, one line each.
     SIGTERM drains: new requests get 503, in-flight ones finish, adapters close,
     exit 0. The contract: docs/service.md, or GET /openapi.json.
     """
@@ -55,8 +56,6 @@ def serve(
             "pip install 'predial[server]'"
         ) from None
     path = find_config(config_path)
-    config = load_config(path)
-    service = config.checked_service()
     overrides = {
         key: value
         for key, value in (
@@ -67,18 +66,21 @@ def serve(
         )
         if value is not None
     }
-    try:
-        settings = service.model_validate({**service.model_dump(), **overrides})
-    except ValidationError as error:
-        # One line naming the option, like every other configuration error.
-        raise ConfigurationError(
-            "; ".join(
-                f"--{str(item['loc'][0]).replace('_', '-') if item['loc'] else 'service'}: "
-                f"{value_problem(item)}"
-                for item in error.errors(include_url=False)
-            )
-        ) from None
+    # Every problem at once, as `predial config validate` finds them (the same check),
+    # before anything is built to serve; a SIGTERM meanwhile stops it, exit 0.
+    with server.stop_quietly_until_serving(_said) as stopped:
+        checkup = configuration_problems(path, serving=True, overrides=overrides)
+    if stopped:
+        return
+    if checkup.problems:
+        report_problems(checkup.problems)
+        ctx.exit(EXIT_USAGE)
+    assert checkup.service is not None  # no problem, so the service's settings are valid
     # -v is the group's option; --debug implies the most detail.
     parent = ctx.parent.params if ctx.parent is not None else {}
     verbose = 2 if ctx.meta.get("predial.debug") else int(parent.get("verbose") or 0)
-    server.run(path, settings, verbose=verbose)
+    server.run(path, checkup.service, verbose=verbose)
+
+
+def _said(line: str) -> None:
+    err_console().print(f"predial serve: {line}", markup=False, highlight=False)

@@ -25,7 +25,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -44,6 +44,7 @@ __all__ = [
     "configure_worker",
     "drain_on_signal",
     "run",
+    "stop_quietly_until_serving",
     "worker_app",
 ]
 
@@ -261,7 +262,7 @@ def run(
         raise ConfigurationError(f"{config_path}: {error}") from None
     configure_logging(settings.access_log, verbose)
     path = str(Path(config_path).resolve())
-    with _stop_quietly_until_serving() as stopped:
+    with stop_quietly_until_serving() as stopped:
         # Built here in every case: a bad campaign or adapter fails before any worker.
         app = create_app(path, settings=settings)
     if stopped:
@@ -271,7 +272,7 @@ def run(
     timeout = settings.shutdown_timeout or service.batch_deadline + 5.0
     sock: socket.socket | None = None
     try:
-        with _stop_quietly_until_serving() as stopped:
+        with stop_quietly_until_serving() as stopped:
             sock = _bind(settings.host, settings.port)
         if stopped:
             return
@@ -289,7 +290,7 @@ def run(
             server = DrainingServer(_uvicorn_config(app, settings, timeout), settings.drain_delay)
             server.run(sockets=[sock])
             return
-        with _stop_quietly_until_serving() as stopped:
+        with stop_quietly_until_serving() as stopped:
             # uvicorn's supervisor takes the signals only once it runs.
             service.resolver.close_sync()
         if stopped:
@@ -324,9 +325,12 @@ class _StoppedBeforeServing(BaseException):
 
 
 @contextlib.contextmanager
-def _stop_quietly_until_serving() -> Iterator[list[bool]]:
+def stop_quietly_until_serving(
+    say: Callable[[str], None] | None = None,
+) -> Iterator[list[bool]]:
     """A SIGTERM before uvicorn takes over the signals stops here, exit 0, as one
-    during serving does (its default action would kill the process: exit 143)."""
+    during serving does (its default action would kill the process: exit 143): the
+    list yielded then holds True, and `say` (default: an INFO log line) is told."""
     stopped: list[bool] = []
     if threading.current_thread() is not threading.main_thread():
         yield stopped
@@ -339,7 +343,7 @@ def _stop_quietly_until_serving() -> Iterator[list[bool]]:
     try:
         yield stopped
     except _StoppedBeforeServing:
-        log.info("stopped by SIGTERM before serving")
+        (say or log.info)("stopped by SIGTERM before serving")
         stopped.append(True)
     finally:
         signal.signal(signal.SIGTERM, previous)
