@@ -648,6 +648,8 @@ class ConfigCheck:
     service: ServiceConfig | None = None
     #: The campaign ids written in the file (what `[service]` keys may name).
     campaign_ids: list[str] = field(default_factory=list)
+    #: Whether the file was read as TOML (if not, nothing in it could be checked).
+    parsed: bool = True
 
 
 def check_config(
@@ -662,18 +664,21 @@ def check_config(
     env = os.environ if environ is None else environ
     if file.is_dir():
         return ConfigCheck(
-            file, None, ["is a directory; give the predial.toml file (e.g. dir/predial.toml)"]
+            file,
+            None,
+            ["is a directory; give the predial.toml file (e.g. dir/predial.toml)"],
+            parsed=False,
         )
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return ConfigCheck(file, None, ["no such configuration file"])
+        return ConfigCheck(file, None, [_no_such_file(file, env)], parsed=False)
     except (OSError, UnicodeDecodeError) as error:
-        return ConfigCheck(file, None, [f"cannot be read: {error}"])
+        return ConfigCheck(file, None, [f"cannot be read: {error}"], parsed=False)
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        return ConfigCheck(file, None, [f"invalid TOML: {error}"])
+        return ConfigCheck(file, None, [f"invalid TOML: {error}"], parsed=False)
     problems = _secret_problems(raw)
     # [service] is read only by the service: a dialer or an operator's CLI sharing the
     # file need not hold the service's keys. Its unset variables are an error when
@@ -723,6 +728,21 @@ def check_config(
         update={"path": file, "service_unset": tuple(service_unset.problems)}
     )
     return replace(found, config=config)
+
+
+def _no_such_file(file: Path, env: Mapping[str, str]) -> str:
+    """What to do about a configuration file that is not there: a new user's first
+    command meets this one."""
+    named = env.get(CONFIG_ENV)
+    if named and Path(named) == file:
+        return (
+            f"no such configuration file (named by ${CONFIG_ENV}); fix or unset "
+            f"{CONFIG_ENV}, or give the file with --config PATH"
+        )
+    return (
+        f"no such configuration file; give one with --config PATH or ${CONFIG_ENV} "
+        "(examples/predial.toml in predial's repository is a starting point)"
+    )
 
 
 def _parts(

@@ -822,3 +822,32 @@ def test_config_validate_checks_the_service_when_the_rest_has_problems(project: 
     assert len(lines) == 2
     assert lines[0].startswith("error: predial.toml: campaigns[0].default_regin: unknown")
     assert lines[1].startswith("error: predial.toml: service.allow_unauthenticated: allowed on")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["resolve", "--campaign", "x", "--external-id", "y"],
+        ["check", "x", "y"],
+        ["config", "validate"],
+        ["serve"],
+    ],
+)
+def test_a_missing_configuration_says_how_to_give_one(project: Path, args: list[str]) -> None:
+    """A new user's first command without a predial.toml: one line saying what to do."""
+    (project / "predial.toml").unlink()
+    result = run(*args)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "error: predial.toml: no such configuration file; give one with --config PATH or "
+        "$PREDIAL_CONFIG (examples/predial.toml in predial's repository is a starting point)"
+    ]
+
+
+def test_a_missing_file_named_by_predial_config_says_so(project: Path) -> None:
+    result = run("resolve", "leads.csv", env={"PREDIAL_CONFIG": "elsewhere.toml"})
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "error: elsewhere.toml: no such configuration file (named by $PREDIAL_CONFIG); fix "
+        "or unset PREDIAL_CONFIG, or give the file with --config PATH"
+    ]

@@ -98,7 +98,7 @@ def _service(
     written = bool(checked.service_unset) or checked.service is not None
     if loaded is not None:
         written = written or "service" in loaded.model_fields_set
-    if not (serving or written):
+    if not (checked.parsed and (serving or written)):
         return None, []
     if checked.service_unset:  # the rest would judge the stand-ins
         return None, [Problem(f"{file}: {problem}") for problem in checked.service_unset]
