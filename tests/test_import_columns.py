@@ -111,7 +111,7 @@ def test_journal_refuses_another_import(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="campaign 'c'"):
         Journal(tmp_path / "j.sqlite", source=source, campaign_id="d")
     source.write_text("id\nA\nB\n")
-    with pytest.raises(ConfigurationError, match="different version"):
+    with pytest.raises(ConfigurationError, match="another version of leads.csv"):
         Journal(tmp_path / "j.sqlite", source=source, campaign_id="c")
 
 
@@ -160,5 +160,5 @@ def test_journal_notices_an_edit_of_the_same_size(tmp_path: Path) -> None:
     source.write_text("id,phone\nA,+15555551234\n" + "B,\n" * 5000)
     Journal(tmp_path / "j.sqlite", source=source, campaign_id="c").close()
     source.write_text("id,phone\nA,+12024561111\n" + "B,\n" * 5000)
-    with pytest.raises(ConfigurationError, match="different version"):
+    with pytest.raises(ConfigurationError, match="another version of leads.csv"):
         Journal(tmp_path / "j.sqlite", source=source, campaign_id="c")

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
+import sqlite3
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,6 +79,11 @@ def run_import(url: str, *args: str, key: str = KEY) -> Result:
         env={"LUPITOR_API_KEY": key},
         catch_exceptions=False,
     )
+
+
+def errors(result: Result) -> list[str]:
+    """The error lines on stderr (the columns line and progress are not errors)."""
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
 
 
 # -- 1. --verify gives the resolver's own verdict for the lead as it will be imported --
@@ -202,3 +209,152 @@ def test_a_close_campaign_id_is_suggested(api: tuple[FakeLupitor, str], example:
     )
     assert result.exit_code == 2
     assert "did you mean 'cmp_legacy'?; --verify needs" in result.stderr
+
+
+# -- 3. a dry run counts what a real run would send now, and writes nothing ------------
+
+
+def journal_files(folder: Path) -> dict[str, bytes]:
+    """Every journal file of the folder (the database, its -wal and -shm), by name."""
+    return {
+        path.name: path.read_bytes()
+        for path in sorted(folder.iterdir())
+        if ".journal.sqlite" in path.name and not path.name.endswith((".lock", ".owner"))
+    }
+
+
+def test_a_dry_run_after_an_import_would_send_nothing(
+    api: tuple[FakeLupitor, str], example: Path
+) -> None:
+    """After a completed import a real rerun sends 0: the dry run says so, and why;
+    the journal is read, never written (not a byte, no -wal or -shm left)."""
+    fake, url = api
+    common = [str(example), "--campaign", "cmp_1", "--region", "US"]
+    assert run_import(url, *common).exit_code == 0
+    before = journal_files(example.parent)
+    assert list(before) == ["import-leads.csv.journal.sqlite"]
+    sent = len(fake.requests)
+
+    result = run_import(url, *common, "--dry-run")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("dry run (nothing sent), against its journal: 20 rows in ")
+    assert "  would send                       0 (16 already settled in the journal)" in lines
+    assert f"  journal: {example}.journal.sqlite (read, not written)" in lines
+    assert journal_files(example.parent) == before
+    report = json.loads(run_import(url, *common, "--dry-run", "--json").stdout)
+    assert (report["sendable"], report["created"], report["resumed"]) == (0, 16, True)
+    assert journal_files(example.parent) == before
+    assert len(fake.requests) == sent  # nothing sent, not even a look at the campaign
+
+
+def test_a_dry_run_after_a_kill_counts_the_rows_not_confirmed(
+    api: tuple[FakeLupitor, str], example: Path
+) -> None:
+    """Rows a killed run left in flight are sent again by a rerun: the dry run
+    counts them as to be sent, and the confirmed ones as settled."""
+    _, url = api
+    common = [str(example), "--campaign", "cmp_1", "--region", "US"]
+    assert run_import(url, *common).exit_code == 0
+    journal = example.parent / "import-leads.csv.journal.sqlite"
+    with sqlite3.connect(journal) as db:  # what a kill leaves: three rows in flight
+        db.execute("UPDATE rows SET status = 'sending' WHERE line IN (2, 3, 4)")
+    db.close()
+    before = journal_files(example.parent)
+    result = run_import(url, *common, "--dry-run")
+    assert "  would send                       3 (13 already settled in the journal)" in (
+        result.stdout.splitlines()
+    )
+    assert journal_files(example.parent) == before
+
+
+@pytest.mark.parametrize("given", [False, True])
+def test_a_dry_run_creates_no_journal(
+    api: tuple[FakeLupitor, str], example: Path, given: bool
+) -> None:
+    _, url = api
+    journal = example.parent / "mine.sqlite"
+    extra = ["--journal", str(journal)] if given else []
+    result = run_import(
+        url, str(example), "--campaign", "cmp_1", "--region", "US", "--dry-run", *extra
+    )
+    assert result.exit_code == 0, result.output
+    assert "  would send                       16" in result.stdout.splitlines()
+    assert "journal:" not in result.stdout
+    assert journal_files(example.parent) == {}
+    assert not journal.exists()
+
+
+# -- 5. the same file into a second campaign -------------------------------------------
+
+
+def test_a_second_campaign_gets_a_journal_of_its_own(
+    api: tuple[FakeLupitor, str], example: Path
+) -> None:
+    """Importing the file into cmp_2 after cmp_1 works (its journal is named for the
+    campaign); each campaign's rerun resumes from its own journal."""
+    fake, url = api
+    folder = example.parent
+    for campaign in ("cmp_1", "cmp_2"):
+        result = run_import(url, str(example), "--campaign", campaign, "--region", "US")
+        assert result.exit_code == 0, result.output
+        assert "  created                          16" in result.stdout.splitlines()
+    assert f"  journal: {folder / 'import-leads.csv.cmp_2.journal.sqlite'}" in (
+        result.stdout.splitlines()
+    )
+    assert (fake.count("cmp_1"), fake.count("cmp_2")) == (16, 16)
+    sent = len(fake.requests)
+    for campaign in ("cmp_1", "cmp_2"):
+        again = run_import(url, str(example), "--campaign", campaign, "--region", "US")
+        assert again.exit_code == 0, again.output
+        assert again.stdout.startswith("import, resumed from its journal: ")
+    assert len(fake.requests) == sent
+    assert set(journal_files(folder)) == {
+        "import-leads.csv.journal.sqlite",
+        "import-leads.csv.cmp_2.journal.sqlite",
+    }
+
+
+def test_another_campaigns_journal_given_names_the_one_to_pass(
+    api: tuple[FakeLupitor, str], example: Path
+) -> None:
+    fake, url = api
+    assert run_import(url, str(example), "--campaign", "cmp_1", "--region", "US").exit_code == 0
+    default = example.parent / "import-leads.csv.journal.sqlite"
+    result = run_import(
+        url, str(example), "--campaign", "cmp_2", "--region", "US", "--journal", str(default)
+    )
+    assert result.exit_code == 2
+    assert errors(result) == [
+        f"error: {default}: this journal records the import of import-leads.csv into "
+        f"campaign 'cmp_1', not 'cmp_2'; pass --journal {example}.cmp_2.journal.sqlite "
+        "(that campaign's own), or leave --journal out to use it"
+    ]
+    assert fake.count("cmp_2") == 0
+
+
+def test_an_edited_file_names_a_journal_for_its_new_version(
+    api: tuple[FakeLupitor, str], example: Path
+) -> None:
+    """The file changed since its journal: the message names the --journal to pass
+    (never "delete" a good journal); passed, the import adds nothing twice."""
+    fake, url = api
+    common = [str(example), "--campaign", "cmp_1", "--region", "US"]
+    assert run_import(url, *common).exit_code == 0
+    with example.open("a", encoding="utf-8", newline="") as file:
+        file.write("C-1017,,Ida,Rhodes,NBS,\r\n")
+    refused = run_import(url, *common)
+    assert refused.exit_code == 2
+    [line] = errors(refused)
+    assert "this journal records an import of another version of import-leads.csv" in line
+    assert "delete" not in line
+    match = re.search(r"pass --journal (\S+) \(a new journal", line)
+    assert match is not None, line
+    fresh = Path(match.group(1))
+    assert fresh.parent == example.parent
+    result = run_import(url, *common, "--journal", str(fresh))
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert "  created                          1" in lines
+    assert "  skipped: already in the campaign 16" in lines
+    assert fake.count("cmp_1") == 17

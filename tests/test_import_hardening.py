@@ -805,6 +805,8 @@ def test_a_read_only_journal_is_one_error_line(
     real_connect = sqlite3.connect
 
     def read_only(database: str, **kwargs: Any) -> sqlite3.Connection:
+        if kwargs.pop("uri", False):  # already read-only (which journal to use)
+            return real_connect(database, uri=True, **kwargs)
         return real_connect(f"file:{database}?mode=ro", uri=True, **kwargs)
 
     monkeypatch.setattr("predial.lupitor.journal.sqlite3.connect", read_only)

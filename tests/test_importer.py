@@ -148,17 +148,28 @@ async def test_auth_errors_stop_the_import_and_leave_rows_to_resume(tmp_path: Pa
             await import_leads_async(source, CAMPAIGN, client=client)
 
 
-def test_journal_of_another_campaign_is_refused(tmp_path: Path) -> None:
-    """Reusing a journal for another campaign is an error, not a silent skip."""
+async def test_a_journal_of_another_campaign_is_refused_naming_the_one_to_pass(
+    tmp_path: Path,
+) -> None:
+    """A journal given for another campaign's import is an error, not a silent skip,
+    and the message names the --journal to pass (never "delete" a good journal);
+    without --journal, the second campaign gets a journal of its own."""
     source = write_csv(tmp_path / "leads.csv", [{"id": "A", "phone": ""}])
-    from predial.lupitor import import_leads
-
-    import_leads(source, "cmp_a", dry_run=True)  # a dry run leaves no journal
     from predial.lupitor.journal import Journal
 
-    Journal(Journal.default_path(source), source=source, campaign_id="cmp_a").close()
-    with pytest.raises(ConfigurationError, match="campaign 'cmp_a'"):
-        import_leads(source, "cmp_b", api_key=KEY, base_url="http://127.0.0.1:9")
+    fake = FakeLupitor(window=0.05)
+    async with in_process(fake, 0.05) as client:
+        await import_leads_async(source, "cmp_1", client=client)
+        default = Journal.default_path(source)
+        with pytest.raises(ConfigurationError) as refused:
+            await import_leads_async(source, "cmp_2", client=client, journal_path=default)
+        message = str(refused.value)
+        assert "campaign 'cmp_1', not 'cmp_2'" in message
+        assert f"--journal {tmp_path / 'leads.csv.cmp_2.journal.sqlite'}" in message
+        assert "delete" not in message
+        report = await import_leads_async(source, "cmp_2", client=client)
+    assert report.journal == str(tmp_path / "leads.csv.cmp_2.journal.sqlite")
+    assert (report.created, fake.count("cmp_1"), fake.count("cmp_2")) == (1, 1, 1)
 
 
 def make_rows(

@@ -424,7 +424,7 @@ def import_(
         if dry_run:
             console.print("interrupted (a dry run: nothing was sent)", markup=False)
         else:
-            journal = journal_path or Journal.default_path(file)
+            journal = journal_path or Journal.path_for(file, campaign)
             console.print(
                 "interrupted: run the same command again to resume; the rows confirmed "
                 f"so far are in {journal} and will not be sent again",
@@ -475,10 +475,13 @@ def _print_report(report: ImportReport) -> None:
 
     title = "dry run (nothing sent)" if report.dry_run else "import"
     if report.resumed:
-        title += ", resumed from its journal"
+        title += ", against its journal" if report.dry_run else ", resumed from its journal"
     out.print(f"[bold]{title}[/]: {report.rows:,} rows in {report.elapsed:.1f} s")
     if report.dry_run:
-        count("would send", report.sendable)
+        # What a real run would send now: the journal's settled rows are not sent again.
+        settled = report.created + report.already_present
+        before = f" ({settled:,} already settled in the journal)" if settled else ""
+        out.print(f"  {'would send':<33}{report.sendable:,}{before}", markup=False)
     else:
         count("created", report.created)
     count("skipped: duplicate in the file", report.duplicates_in_file)
@@ -505,6 +508,7 @@ def _print_report(report: ImportReport) -> None:
     if report.rejects:
         out.print(f"  rejects: {report.rejects}", markup=False)
     if report.journal:
-        out.print(f"  journal: {report.journal}", markup=False)
+        read = " (read, not written)" if report.dry_run else ""
+        out.print(f"  journal: {report.journal}{read}", markup=False)
     if report.failed or report.in_flight:
         out.print("  rerun the same command to send the rows not settled", markup=False)

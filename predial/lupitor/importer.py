@@ -26,7 +26,13 @@ before the import *and* in that very batch.
 One import at a time: the journal and the input file (into its campaign) are
 locked for the whole run (`ImportLock`), so a second import of the same file fails
 at once with `ImportInProgress` naming the first, or, with `wait=True`, waits for
-it and then resumes from the journal it wrote. A dry run takes no lock.
+it and then resumes from the journal it wrote. A dry run takes no lock, and reads
+the journal (a copy in memory) without writing or creating it: it counts what a
+real run would send now.
+
+The journal belongs to one import of one file into one campaign: by default
+`leads.csv.journal.sqlite`, or, when that records another campaign,
+`leads.csv.<campaign>.journal.sqlite` (`Journal.path_for`).
 
 Nothing given is overwritten by mistake: a rejects file that is the input, the
 journal or one of its files, and a journal that is the input, are refused
@@ -717,8 +723,12 @@ async def import_leads_async(
             raise ConfigurationError(problem)
     source = Path(path)
     started = time.monotonic()
-    journal_file = Path(journal_path) if journal_path else Journal.default_path(source)
-    _check_paths(source, journal_file, Path(rejects_path) if rejects_path is not None else None)
+    # The default journal is the file's first campaign's; another campaign's import
+    # of the same file gets a journal of its own (`Journal.path_for`).
+    chosen = not journal_path
+    journal_file = Path(journal_path) if journal_path else Journal.path_for(source, campaign_id)
+    rejects_file = Path(rejects_path) if rejects_path is not None else None
+    _check_paths(source, journal_file, rejects_file)
     notify = on_notice if on_notice is not None else log.warning
     codec = detect_encoding(source, encoding, notice=on_notice)
     header = _header(source, codec)
@@ -726,21 +736,29 @@ async def import_leads_async(
     if on_columns is not None:
         on_columns(columns.describe())
     policy = policy or PhonePolicy(default_region=region)
-    lock = None if dry_run else ImportLock(journal_file, source, campaign_id)
+    lock: ImportLock | None = None
     # The client first: a missing key must not leave a journal behind.
     own_client = client is None and not dry_run
     if own_client:
         client = AsyncLupitorClient(api_key, base_url=base_url)
     try:
-        if lock is not None:
-            await _acquire(lock, wait, notify)
+        if not dry_run:
+            lock, journal_file = await _locked(
+                source, journal_file, chosen, campaign_id, rejects_file, wait, notify
+            )
+        # A dry run reads the journal (what a real run would not send again) and
+        # writes nothing: it works on a copy in memory, and creates no file.
         journal = Journal(
-            journal_file, source=source, campaign_id=campaign_id, memory=dry_run, encoding=codec
+            journal_file,
+            source=source,
+            campaign_id=campaign_id,
+            read_only=dry_run,
+            encoding=codec,
         )
         report = ImportReport(
             resumed=journal.resumed,
             dry_run=dry_run,
-            journal=None if dry_run else str(journal_file),
+            journal=None if dry_run and not journal.resumed else str(journal_file),
             columns=columns.describe(),
             encoding=codec,
         )
@@ -813,6 +831,32 @@ async def import_leads_async(
                 lock.release()
     report.elapsed = time.monotonic() - started
     return report
+
+
+async def _locked(
+    source: Path,
+    journal_file: Path,
+    chosen: bool,
+    campaign_id: str,
+    rejects_file: Path | None,
+    wait: bool,
+    notify: Callable[[str], None],
+) -> tuple[ImportLock, Path]:
+    """The import's locks, held, and the journal they guard. A journal chosen by
+    default is chosen again once the locks are held: an import of the same file
+    into another campaign, waited for (`wait`), may have made the default journal
+    its own meanwhile."""
+    while True:
+        lock = ImportLock(journal_file, source, campaign_id)
+        await _acquire(lock, wait, notify)
+        if not chosen:
+            return lock, journal_file
+        now = Journal.path_for(source, campaign_id)
+        if now == journal_file:
+            return lock, journal_file
+        lock.release()
+        journal_file = now
+        _check_paths(source, journal_file, rejects_file)
 
 
 async def _acquire(lock: ImportLock, wait: bool, notify: Callable[[str], None]) -> None:

@@ -30,6 +30,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import sqlite3
 import stat
@@ -213,7 +214,11 @@ class Journal:
         campaign_id: str,
         memory: bool = False,
         encoding: str | None = None,
+        read_only: bool = False,
     ):
+        """`memory`: a journal that lives in memory only. `read_only`: what the file
+        at `path` records (if it exists), copied into memory and checked as a real
+        run would check it; the file is never written, and no file is created."""
         self.path = path
         self._pending: list[tuple[int, str, str | None, str | None, str | None, str | None]] = []
         # A file of S bytes has at most S + 1 lines: a bigger line number is not a
@@ -223,13 +228,20 @@ class Journal:
         self._top_line = self._size + 1
         #: Known to be a predial journal: only such a file is ever called damaged.
         self._ours = not memory and _marked(path)
+        self._source_fingerprint = fingerprint(source)
         stamp = {
             "source": str(source.resolve()),
-            "fingerprint": fingerprint(source),
+            "fingerprint": self._source_fingerprint,
             "campaign": campaign_id,
         }
         with self._guard():
-            self._db = sqlite3.connect(":memory:" if memory else str(path), isolation_level=None)
+            if read_only and not memory and path.exists():
+                self._db = _copied(path)
+            else:
+                in_memory = memory or read_only
+                self._db = sqlite3.connect(
+                    ":memory:" if in_memory else str(path), isolation_level=None
+                )
         try:
             with self._guard():
                 self.resumed = self._open(stamp, encoding)
@@ -296,16 +308,28 @@ class Journal:
                 f"written by predial, or damaged; {_START_OVER}"
             )
         self._ours = True  # a journal's tables, exactly, and its stamp
+        # A good journal of another import is never one to delete: the message names
+        # the journal to pass instead (the one the default would be for this import).
+        if existing["source"] == stamp["source"] and existing["campaign"] != stamp["campaign"]:
+            ours = Journal.campaign_path(self._source, stamp["campaign"])
+            raise ConfigurationError(
+                f"{path}: this journal records the import of {self._source.name} into "
+                f"campaign {existing['campaign']!r}, not {stamp['campaign']!r}; pass "
+                f"--journal {ours} (that campaign's own), or leave --journal out to use it"
+            )
+        name = self._source.name
         for key, value in stamp.items():
             if existing[key] != value:
                 what = {
-                    "source": "another file",
-                    "fingerprint": "a different version of the file",
+                    "source": f"another file ({existing['source']})",
+                    "fingerprint": f"another version of {name} (it has changed since)",
                     "campaign": f"campaign {existing['campaign']!r}",
                 }[key]
+                fresh = self.fresh_path(self._source, self._source_fingerprint)
                 raise ConfigurationError(
-                    f"{path}: this journal records an import of {what}; "
-                    "pass another --journal, or delete this one to start over"
+                    f"{path}: this journal records an import of {what}; to import this "
+                    f"file as it is now, pass --journal {fresh} (a new journal: the "
+                    "leads the campaign already has are not added twice)"
                 )
         if encoding is not None:
             recorded = existing.get("encoding")
@@ -318,10 +342,12 @@ class Journal:
                 # A journal from before encodings were recorded: this run's is kept.
                 db.execute("INSERT INTO meta VALUES ('encoding', ?)", (encoding,))
             elif recorded != encoding:
+                fresh = self.fresh_path(self._source, self._source_fingerprint, encoding)
                 raise ConfigurationError(
                     f"{path}: this journal records the file read as {recorded}, and this "
                     f"run reads it as {encoding}: the rows would not be the same; rerun "
-                    f"with --encoding {recorded}, or delete the journal to start over"
+                    f"with --encoding {recorded}, or pass --journal {fresh} to import it "
+                    f"read as {encoding} (a new journal)"
                 )
         return True
 
@@ -335,7 +361,37 @@ class Journal:
 
     @classmethod
     def default_path(cls, source: Path) -> Path:
+        """`leads.csv.journal.sqlite` beside the input: the journal of its first
+        campaign (`path_for` gives the one an import uses)."""
         return source.with_name(source.name + ".journal.sqlite")
+
+    @classmethod
+    def campaign_path(cls, source: Path, campaign_id: str) -> Path:
+        """`leads.csv.cmp_2.journal.sqlite` beside the input: the journal of an
+        import of the file into another campaign than the default journal's."""
+        return source.with_name(f"{source.name}.{_file_part(campaign_id)}.journal.sqlite")
+
+    @classmethod
+    def path_for(cls, source: Path, campaign_id: str) -> Path:
+        """The journal an import of `source` into `campaign_id` uses when none is
+        given: the default one, unless that records another campaign (the same file
+        imported into a second campaign); then the campaign's own. Read without
+        writing or creating anything; a default journal that cannot be read is the
+        one used (and its error is reported when it is opened)."""
+        default = cls.default_path(source)
+        recorded = recorded_campaign(default)
+        if recorded is None or recorded == campaign_id:
+            return default
+        return cls.campaign_path(source, campaign_id)
+
+    @classmethod
+    def fresh_path(cls, source: Path, digest: str, encoding: str | None = None) -> Path:
+        """A journal named for this version of the file (and encoding): the one to
+        pass when the default records an earlier version. The same on every run, so
+        passing it again resumes."""
+        key = digest if encoding is None else f"{digest}:{encoding}"
+        short = hashlib.sha256(key.encode()).hexdigest()[:8]
+        return source.with_name(f"{source.name}.{short}.journal.sqlite")
 
     def statuses(self) -> bytearray:
         """Each line's status code (0 = not seen), compact enough for millions of rows."""
@@ -489,6 +545,61 @@ def _shown(value: object) -> str:
     """A value read from a journal, for a message: its repr, cut short."""
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def _file_part(campaign_id: str) -> str:
+    """The campaign id as part of a file name: itself when it is a plain name (as
+    Lupitor's ids are), else its safe characters and a digest (no two ids alike)."""
+    if _SAFE_NAME.fullmatch(campaign_id):
+        return campaign_id
+    safe = re.sub(r"[^A-Za-z0-9_-]+", "-", campaign_id).strip("-")[:40]
+    digest = hashlib.sha256(campaign_id.encode()).hexdigest()[:8]
+    return f"{safe}-{digest}" if safe else digest
+
+
+def _read_only_uri(path: Path) -> str:
+    """An SQLite URI reading `path` without writing anything beside it: with its
+    WAL when one is there (a killed import's last rows are in it), else as an
+    immutable file (read-only mode would leave empty -wal and -shm files behind)."""
+    uri = path.resolve().as_uri()
+    wal = Path(f"{path}-wal")
+    return f"{uri}?mode=ro" if wal.exists() else f"{uri}?immutable=1"
+
+
+def _copied(path: Path) -> sqlite3.Connection:
+    """The journal at `path` copied into memory, read without writing to it."""
+    source = sqlite3.connect(_read_only_uri(path), uri=True, isolation_level=None)
+    try:
+        copy = sqlite3.connect(":memory:", isolation_level=None)
+        try:
+            source.backup(copy)
+        except BaseException:
+            copy.close()
+            raise
+    finally:
+        source.close()
+    return copy
+
+
+def recorded_campaign(path: Path) -> str | None:
+    """The campaign the journal at `path` records, or None: no file, not a predial
+    journal, or unreadable. Reads without writing or creating anything."""
+    if not path.is_file():
+        return None
+    try:
+        db = sqlite3.connect(_read_only_uri(path), uri=True, isolation_level=None)
+    except sqlite3.Error:
+        return None
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key = 'campaign'").fetchone()
+    except sqlite3.Error:
+        return None
+    finally:
+        db.close()
+    return row[0] if row is not None and isinstance(row[0], str) else None
 
 
 def remove_journal(path: Path) -> None:
