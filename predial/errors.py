@@ -123,24 +123,30 @@ class UnknownAdapter(ConfigurationError):
                     self.distribution = provider
             ask = f"; did you mean {suggestion!r}{hint}?" if suggestion else ";"
             text = f"{where}unknown adapter {name!r}{ask}"
-        text = f"{text} Installed adapters: {listed}"
+        installed_line = "installed adapters" if text.endswith(";") else "Installed adapters"
+        text = f"{text} {installed_line}: {listed}"
         super().__init__(f"{text} ({note})" if note else text)
 
     @staticmethod
-    def _missing(distribution: str, *, short: bool = False) -> str:
+    def install_command(distribution: str) -> str:
+        """How to install a first-party distribution: from predial's checkout, as the
+        README does. Not `pip install <distribution>`: the first-party plugins are not
+        on PyPI, and telling people to install an unpublished name from it invites
+        someone else to publish it (dependency confusion)."""
+        return f"pip install -e plugins/{distribution} in a predial checkout"
+
+    @classmethod
+    def _missing(cls, distribution: str, *, short: bool = False) -> str:
         """What to do about a first-party distribution whose adapter is not loaded."""
         from importlib import metadata
 
         try:
             metadata.version(distribution)
         except metadata.PackageNotFoundError:
-            install = f"pip install {distribution}"
+            install = cls.install_command(distribution)
             if short:
                 return install
-            return (
-                f"it comes with {distribution}, which is not installed: {install} (from a "
-                f"predial checkout: pip install -e plugins/{distribution})"
-            )
+            return f"it comes with {distribution}, which is not installed: {install}"
         # Installed, so the environment or the caller kept it out, or it failed.
         if short:
             return f"{distribution} is installed but not loaded: see predial plugins"

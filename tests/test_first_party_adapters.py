@@ -16,8 +16,8 @@ from predial.plugins import load_plugins
 
 ROOT = Path(__file__).parent.parent
 INSTALL = (
-    "it comes with predial-hubspot, which is not installed: pip install predial-hubspot "
-    "(from a predial checkout: pip install -e plugins/predial-hubspot)"
+    "it comes with predial-hubspot, which is not installed: pip install -e "
+    "plugins/predial-hubspot in a predial checkout"
 )
 
 
@@ -61,9 +61,11 @@ def test_a_first_party_adapter_not_installed_says_how_to_install_it(adapter: str
     distribution = UnknownAdapter.FIRST_PARTY[adapter]
     assert refusal(adapter) == (
         f"campaign 'c'.adapter: unknown adapter {adapter!r}: it comes with {distribution}, "
-        f"which is not installed: pip install {distribution} (from a predial checkout: "
-        f"pip install -e plugins/{distribution}). Installed adapters: file"
+        f"which is not installed: pip install -e plugins/{distribution} in a predial "
+        "checkout. Installed adapters: file"
     )
+    # Never the name alone: it is not on PyPI, where anyone could publish it.
+    assert f"pip install {distribution}" not in refusal(adapter)
 
 
 @pytest.mark.usefixtures("uninstalled")
@@ -75,7 +77,8 @@ def test_did_you_mean_covers_first_party_adapters_not_installed(typo: str, meant
     distribution = UnknownAdapter.FIRST_PARTY[meant]
     assert refusal(typo) == (
         f"campaign 'c'.adapter: unknown adapter {typo!r}; did you mean {meant!r} "
-        f"(pip install {distribution})? Installed adapters: file"
+        f"(pip install -e plugins/{distribution} in a predial checkout)? Installed "
+        "adapters: file"
     )
 
 
@@ -105,7 +108,7 @@ def test_installed_but_left_out_is_not_told_to_install_it() -> None:
 
 def test_an_unknown_name_far_from_any_gets_no_suggestion() -> None:
     assert refusal("zzz") == (
-        "campaign 'c'.adapter: unknown adapter 'zzz'; Installed adapters: file"
+        "campaign 'c'.adapter: unknown adapter 'zzz'; installed adapters: file"
     )
 
 
