@@ -358,3 +358,49 @@ def test_an_edited_file_names_a_journal_for_its_new_version(
     assert "  created                          1" in lines
     assert "  skipped: already in the campaign 16" in lines
     assert fake.count("cmp_1") == 17
+
+
+# -- 6. a refused key says what to do --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        (
+            "sk_test_read",
+            "error: the key in LUPITOR_API_KEY has no write scope (403 Forbidden): create a "
+            "key with Write scope and set LUPITOR_API_KEY to it",
+        ),
+        (
+            "sk_live_wrong_0123456789",
+            "error: the key in LUPITOR_API_KEY was refused (401 Invalid or inactive API "
+            "key): set a valid key",
+        ),
+    ],
+)
+def test_a_refused_key_says_what_to_do(
+    api: tuple[FakeLupitor, str], example: Path, key: str, expected: str
+) -> None:
+    fake, url = api
+    result = run_import(url, str(example), "--campaign", "cmp_1", "--region", "US", key=key)
+    assert result.exit_code == 2
+    assert errors(result) == [expected]
+    assert key not in result.output
+    assert fake.count("cmp_1") == 0
+    # With a good key, the same command then imports every lead.
+    again = run_import(url, str(example), "--campaign", "cmp_1", "--region", "US")
+    assert again.exit_code == 0, again.output
+    assert fake.count("cmp_1") == 16
+
+
+def test_an_unknown_campaign_says_what_to_check(
+    api: tuple[FakeLupitor, str], example: Path
+) -> None:
+    _, url = api
+    result = run_import(url, str(example), "--campaign", "cmp_9", "--region", "US")
+    assert result.exit_code == 2
+    assert errors(result) == [
+        "error: campaign 'cmp_9' was not found, or the key in LUPITOR_API_KEY cannot reach "
+        "it (404 Campaign not found or access denied): check --campaign, and that the key "
+        "is of the campaign's account"
+    ]

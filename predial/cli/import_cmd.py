@@ -18,7 +18,14 @@ from rich.text import Text
 
 from .._threads import run as run_to_end
 from ..config import find_config
-from ..errors import ConfigurationError, InputFileError
+from ..errors import (
+    ConfigurationError,
+    InputFileError,
+    LupitorAuthError,
+    LupitorError,
+    LupitorForbidden,
+    LupitorNotFound,
+)
 from ..lupitor.client import API_KEY_ENV, API_URL_ENV, AsyncLupitorClient
 from ..lupitor.importer import (
     ApiVersion,
@@ -419,6 +426,9 @@ def import_(
 
     try:
         report = run_to_end(run())
+    except (LupitorAuthError, LupitorForbidden, LupitorNotFound) as refused:
+        # The API's words alone ("403 Forbidden") do not say what to do.
+        raise ConfigurationError(_refusal_text(refused, campaign)) from None
     except KeyboardInterrupt:
         # Instead of click's bare "Aborted!": what happened and what to do next.
         if dry_run:
@@ -437,6 +447,23 @@ def import_(
     else:
         _print_report(report)
     ctx.exit(EXIT_OK if report.accounted else EXIT_REFUSED)
+
+
+def _refusal_text(refused: LupitorError, campaign: str) -> str:
+    """The API's refusal of the key or the campaign as one line saying what to do
+    (the key itself is never in it: the client registered it for redaction)."""
+    answer = f"{refused.status} {refused.message}" if refused.status else refused.message
+    if isinstance(refused, LupitorAuthError):
+        return f"the key in {API_KEY_ENV} was refused ({answer}): set a valid key"
+    if isinstance(refused, LupitorForbidden):
+        return (
+            f"the key in {API_KEY_ENV} has no write scope ({answer}): create a key with "
+            f"Write scope and set {API_KEY_ENV} to it"
+        )
+    return (
+        f"campaign {campaign!r} was not found, or the key in {API_KEY_ENV} cannot reach "
+        f"it ({answer}): check --campaign, and that the key is of the campaign's account"
+    )
 
 
 def _verifier(config_path: Path | None, campaign: str) -> Resolver:
