@@ -6,7 +6,8 @@ recorded as failed (shown by `predial plugins`) and the others still load.
 
 `PREDIAL_LOAD_PLUGINS=a,b` loads only the named entry points (empty: none);
 `PREDIAL_DISABLE_PLUGINS=c` skips the named ones. Names are entry-point or
-distribution names.
+distribution names; one that matches no installed plugin is logged as a warning
+(`predial.environment`), once per process, with the closest name.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("predial.plugins")
+# Not under predial.plugins: commands that list failed plugins themselves quiet that
+# logger, and a typo in the environment is listed nowhere else.
+env_log = logging.getLogger("predial.environment")
 
 ENTRY_POINT_GROUP = "predial"
 
@@ -348,6 +352,41 @@ def _unique_entry_points() -> list[EntryPoint]:
     return unique
 
 
+# (variable, name) pairs already warned about: one line per process, however often
+# plugins are loaded (predial serve loads them to check, then to serve).
+_WARNED: set[tuple[str, str]] = set()
+
+
+def _warn_unmatched(
+    only: set[str] | None, disabled: set[str], entry_points: list[EntryPoint]
+) -> None:
+    """A name in PREDIAL_LOAD_PLUGINS or PREDIAL_DISABLE_PLUGINS that matches no
+    installed plugin is a typo (`acmee` would load nothing, `mycrmm` disable nothing,
+    silently): one warning line each, with the closest installed name."""
+    known: set[str] = set()
+    for entry_point in entry_points:
+        info = _entry_point_info(entry_point)
+        known.update(name for name in (info.name, info.distribution) if name)
+    # By entry-point name only: the distributions' names would double the line.
+    listed = ", ".join(sorted({entry_point.name for entry_point in entry_points})) or "none"
+    for variable, names in (
+        ("PREDIAL_LOAD_PLUGINS", only or set()),
+        ("PREDIAL_DISABLE_PLUGINS", disabled),
+    ):
+        for name in sorted(names - known):
+            if (variable, name) in _WARNED:
+                continue
+            _WARNED.add((variable, name))
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"installed plugins: {listed}"
+            env_log.warning(
+                "%s names %r, which matches no installed plugin; %s",
+                variable,
+                redact(name),
+                hint,
+            )
+
+
 def load_plugins(
     extra: Iterable[object] = (),
     *,
@@ -373,7 +412,9 @@ def load_plugins(
     if entrypoints:
         only = _names(env.get("PREDIAL_LOAD_PLUGINS"))
         disabled = _names(env.get("PREDIAL_DISABLE_PLUGINS")) or set()
-        for entry_point in _unique_entry_points():
+        found = _unique_entry_points()
+        _warn_unmatched(only, disabled, found)
+        for entry_point in found:
             info = _entry_point_info(entry_point)
             names = {info.name, info.distribution or info.name}
             if names & disabled or (only is not None and not names & only):

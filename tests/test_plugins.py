@@ -411,3 +411,70 @@ def test_a_plugin_whose_hook_is_misspelt_is_refused_by_the_hooks_name() -> None:
 
     with pytest.raises(PluginLoadError, match="unknown hook.*register_adapter"):
         load_plugins([Typo()], entrypoints=False)
+
+
+# -- issue 13: a typo in PREDIAL_LOAD_PLUGINS / PREDIAL_DISABLE_PLUGINS is said
+
+
+@pytest.fixture
+def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test sees the once-per-process warnings afresh."""
+    import predial.plugins
+
+    monkeypatch.setattr(predial.plugins, "_WARNED", set())
+
+
+@pytest.mark.usefixtures("fresh_warnings")
+def test_a_plugin_name_matching_nothing_is_warned_once_with_the_closest(
+    site: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    install_distribution(site, "predial-echo", "predial_test_echo", GOOD_PLUGIN)
+    caplog.set_level("WARNING", logger="predial.environment")
+    environ = {"PREDIAL_LOAD_PLUGINS": "echoo, echo", "PREDIAL_DISABLE_PLUGINS": "predial-ech"}
+    load_plugins(environ=environ)
+    load_plugins(environ=environ)  # loaded again (predial serve does): not said again
+    assert [record.getMessage() for record in caplog.records] == [
+        "PREDIAL_LOAD_PLUGINS names 'echoo', which matches no installed plugin; did you "
+        "mean 'echo'?",
+        "PREDIAL_DISABLE_PLUGINS names 'predial-ech', which matches no installed plugin; "
+        "did you mean 'predial-echo'?",
+    ]
+    caplog.clear()
+    # Entry-point and distribution names both match; nothing to say.
+    load_plugins(environ={"PREDIAL_LOAD_PLUGINS": "echo", "PREDIAL_DISABLE_PLUGINS": ""})
+    load_plugins(environ={"PREDIAL_DISABLE_PLUGINS": "predial-echo"})
+    assert caplog.records == []
+
+
+@pytest.mark.usefixtures("fresh_warnings")
+@pytest.mark.parametrize(
+    ("variable", "value", "line"),
+    [
+        (
+            "PREDIAL_LOAD_PLUGINS",
+            "hubspt",
+            "WARNING predial.environment: PREDIAL_LOAD_PLUGINS names 'hubspt', which matches "
+            "no installed plugin; did you mean 'hubspot'?",
+        ),
+        (
+            "PREDIAL_DISABLE_PLUGINS",
+            "zzzzzz",
+            "WARNING predial.environment: PREDIAL_DISABLE_PLUGINS names 'zzzzzz', which "
+            "matches no installed plugin; installed plugins: ",
+        ),
+    ],
+)
+def test_predial_plugins_warns_of_a_name_matching_no_plugin(
+    variable: str, value: str, line: str
+) -> None:
+    """`PREDIAL_LOAD_PLUGINS=hubspt predial plugins` no longer disables everything silently."""
+    from click.testing import CliRunner
+
+    from predial.cli.app import cli
+
+    result = CliRunner().invoke(cli, ["plugins"], env={variable: value, "PREDIAL_CONFIG": None})
+    assert result.exit_code == 0, result.output
+    warned = [text for text in result.stderr.splitlines() if "predial.environment" in text]
+    assert len(warned) == 1
+    assert warned[0].startswith(line)
+    assert "hubspot" in warned[0]
