@@ -158,14 +158,22 @@ class UnknownAdapter(ConfigurationError):
 
 
 class DuplicateAdapter(ConfigurationError):
-    """Two plugins registered adapters under the same name."""
+    """Two plugins registered adapters under the same name.
 
-    def __init__(self, name: str, first_source: str, second_source: str) -> None:
+    `hint` says what to do; by default (two installed plugins) to uninstall or
+    disable one. A built-in adapter or a class passed in code cannot be disabled:
+    the registry then says to rename the newcomer's `name`.
+    """
+
+    def __init__(
+        self, name: str, first_source: str, second_source: str, hint: str | None = None
+    ) -> None:
         self.name = name
         self.sources = (first_source, second_source)
+        hint = hint or "uninstall or disable one (PREDIAL_DISABLE_PLUGINS)"
         super().__init__(
             f"adapter name {name!r} is registered twice: by {first_source} and by "
-            f"{second_source}; uninstall or disable one (PREDIAL_DISABLE_PLUGINS)"
+            f"{second_source}; {hint}"
         )
 
 

@@ -67,6 +67,8 @@ class PluginInfo:
     adapters: list[str] = field(default_factory=list)
     error: str | None = None
     exception: Exception | None = field(default=None, repr=False, compare=False)
+    #: A plugin passed in code: its failure is raised to the caller, so not logged.
+    raised: bool = field(default=False, repr=False, compare=False)
 
     @property
     def source(self) -> str:
@@ -84,7 +86,8 @@ class PluginInfo:
         # (`predial plugins` shows it) or logged.
         self.error = redact(error)
         self.exception = exception
-        log.warning("plugin %s failed to load: %s", self.source, redact(error))
+        if not self.raised:  # said once: by the exception, or by this line
+            log.warning("plugin %s failed to load: %s", self.source, redact(error))
 
 
 @dataclass(frozen=True)
@@ -179,7 +182,7 @@ class PluginRegistry:
         name = _explicit_name(plugin)
         if not self._hook_names(plugin):
             raise PluginLoadError(name, _no_hook_reason(plugin))
-        info = PluginInfo(name=name, origin="explicit")
+        info = PluginInfo(name=name, origin="explicit", raised=True)
         self.add(plugin, info)
         if info.status == "failed":
             if isinstance(info.exception, DuplicateAdapter):
@@ -268,13 +271,33 @@ class PluginRegistry:
         for cls in collected:
             existing = self._adapters.get(cls.name)
             if existing is not None and existing.cls is not cls:
-                conflict = DuplicateAdapter(cls.name, existing.plugin.source, info.source)
+                conflict = DuplicateAdapter(
+                    cls.name,
+                    existing.plugin.source,
+                    info.source,
+                    _duplicate_hint(cls, existing.plugin, info),
+                )
                 self._conflicts[cls.name] = conflict
                 info.fail(str(conflict), conflict)
                 continue
             self._adapters[cls.name] = AdapterSpec(cls.name, cls, info)
             if cls.name not in info.adapters:
                 info.adapters.append(cls.name)
+
+
+def _duplicate_hint(cls: type[Any], first: PluginInfo, second: PluginInfo) -> str | None:
+    """What to do about `second` registering `cls` under a name `first` has: None
+    (uninstall or disable one) when both are installed plugins, which
+    PREDIAL_DISABLE_PLUGINS can leave out; else rename the adapter that came second
+    (a built-in, a class passed in code or a configured file cannot be disabled)."""
+    if first.origin == second.origin == "entry point":
+        return None
+    rename = f"rename {cls.__qualname__}.name (adapter names are unique)"
+    if first.origin == "entry point":
+        return f"{rename}, or disable {first.name} (PREDIAL_DISABLE_PLUGINS={first.name})"
+    if second.origin == "entry point":
+        return f"disable {second.name} (PREDIAL_DISABLE_PLUGINS={second.name}), or {rename}"
+    return rename
 
 
 class _AdapterClassPlugin:

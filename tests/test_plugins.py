@@ -478,3 +478,52 @@ def test_predial_plugins_warns_of_a_name_matching_no_plugin(
     assert len(warned) == 1
     assert warned[0].startswith(line)
     assert "hubspot" in warned[0]
+
+
+# -- issue 13: a class named like a built-in adapter is refused once, saying to rename it
+
+
+class ClassNamedFile:
+    name = "file"
+
+    def fetch_phone(self, external_id: str) -> None:
+        return None
+
+
+def test_an_adapter_class_named_like_a_builtin_is_raised_once_with_rename_hint(
+    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    caplog.set_level("DEBUG", logger="predial")
+    with pytest.raises(DuplicateAdapter) as caught:
+        Resolver([Campaign("c", "file", {"path": "x.csv"})], plugins=[ClassNamedFile])
+    assert str(caught.value) == (
+        "adapter name 'file' is registered twice: by predial.adapters.builtin (builtin) and "
+        "by ClassNamedFile (explicit); rename ClassNamedFile.name (adapter names are unique)"
+    )
+    # Raised, so not logged as well; and no variable can disable a built-in.
+    assert [r.getMessage() for r in caplog.records if r.levelname != "DEBUG"] == []
+    assert capsys.readouterr().err == ""
+
+
+def test_a_duplicate_with_an_installed_plugin_offers_both_ways_out(site: Path) -> None:
+    install_distribution(
+        site,
+        "predial-hubspot",
+        "predial_test_hubspot",
+        GOOD_PLUGIN.replace('name = "echo"', 'name = "hubspot"'),
+    )
+    with pytest.raises(DuplicateAdapter) as caught:
+        load_plugins([OtherHubSpot], environ={})
+    assert str(caught.value).endswith(
+        "; rename OtherHubSpot.name (adapter names are unique), or disable hubspot "
+        "(PREDIAL_DISABLE_PLUGINS=hubspot)"
+    )
+    # Two installed plugins: either can be disabled.
+    install_distribution(
+        site,
+        "predial-hubspot-fork",
+        "predial_test_hubspot_fork",
+        GOOD_PLUGIN.replace('name = "echo"', 'name = "hubspot"'),
+    )
+    with pytest.raises(DuplicateAdapter, match=r"; uninstall or disable one \(PREDIAL_DISABLE"):
+        load_plugins(environ={}).adapter_class("hubspot")
