@@ -12,12 +12,14 @@ import sqlite3
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
 
 from predial import Lead, Resolution, Resolver
 from predial.cli.app import cli
+from predial.lupitor import AsyncLupitorClient
 from predial.testing import FakeLupitor, serve
 
 REPO = Path(__file__).resolve().parent.parent
@@ -404,3 +406,66 @@ def test_an_unknown_campaign_says_what_to_check(
         "it (404 Campaign not found or access denied): check --campaign, and that the key "
         "is of the campaign's account"
     ]
+
+
+# -- 7. the hint for --rejects; Ctrl-C says how many rows are confirmed -------------------
+
+
+def test_rejected_rows_without_rejects_say_how_to_get_them(
+    api: tuple[FakeLupitor, str], example: Path
+) -> None:
+    _, url = api
+    hint = "  rerun with --rejects rejects.csv to get each row with its reason"
+    common = [str(example), "--campaign", "cmp_1", "--region", "US"]
+    result = run_import(url, *common)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1] == hint
+    # As told: the rerun sends nothing and writes both rejected rows with their reasons.
+    rejects = example.parent / "rejects.csv"
+    again = run_import(url, *common, "--rejects", str(rejects))
+    assert hint not in again.stdout.splitlines()
+    assert [row.split(",")[:3] for row in rejects.read_text("utf-8-sig").splitlines()[1:]] == [
+        ["15", "rejected", "Phone"],
+        ["18", "rejected", "Priority"],
+    ]
+
+
+def test_no_hint_when_nothing_was_rejected(api: tuple[FakeLupitor, str], tmp_path: Path) -> None:
+    _, url = api
+    source = tmp_path / "clean.csv"
+    source.write_text("externalId\nA-1\nA-2\n")
+    result = run_import(url, str(source), "--campaign", "cmp_1")
+    assert result.exit_code == 0
+    assert "--rejects" not in result.stdout
+
+
+def test_ctrl_c_says_how_many_rows_are_confirmed(
+    api: tuple[FakeLupitor, str], example: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Interrupted after two batches of two: four rows confirmed, said with the
+    journal that holds them; the rerun sends the rest."""
+    fake, url = api
+    real = AsyncLupitorClient.create_leads_bulk
+    calls = 0
+
+    async def interrupted_third(self: AsyncLupitorClient, *args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise KeyboardInterrupt  # as Ctrl-C lands while a request is out
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(AsyncLupitorClient, "create_leads_bulk", interrupted_third)
+    common = [str(example), "--campaign", "cmp_1", "--region", "US", "--batch-size", "2"]
+    result = run_import(url, *common)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == (
+        "interrupted: run the same command again to resume; 4 rows confirmed so far "
+        f"(created or already in the campaign) are in {example}.journal.sqlite and will "
+        "not be sent again"
+    )
+    assert fake.count("cmp_1") == 4
+    monkeypatch.setattr(AsyncLupitorClient, "create_leads_bulk", real)
+    again = run_import(url, *common)
+    assert again.exit_code == 0, again.output
+    assert fake.count("cmp_1") == 16

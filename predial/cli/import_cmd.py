@@ -34,7 +34,7 @@ from ..lupitor.importer import (
     import_leads_async,
     verify_problem,
 )
-from ..lupitor.journal import Journal
+from ..lupitor.journal import Journal, recorded_counts
 from ..resolver import Resolver
 from .exits import EXIT_OK, EXIT_REFUSED
 from .output import err_console, out_console, reported_by_the_command
@@ -435,9 +435,19 @@ def import_(
             console.print("interrupted (a dry run: nothing was sent)", markup=False)
         else:
             journal = journal_path or Journal.path_for(file, campaign)
+            # The import closed its journal on the way out: what it holds is all there.
+            counts = recorded_counts(journal)
+            if counts is None:
+                confirmed = "the rows confirmed so far are"
+            else:
+                number = counts.get("created", 0) + counts.get("already_present", 0)
+                confirmed = (
+                    f"{number:,} row{'' if number == 1 else 's'} confirmed so far (created or "
+                    f"already in the campaign) {'is' if number == 1 else 'are'}"
+                )
             console.print(
-                "interrupted: run the same command again to resume; the rows confirmed "
-                f"so far are in {journal} and will not be sent again",
+                f"interrupted: run the same command again to resume; {confirmed} in "
+                f"{journal} and will not be sent again",
                 markup=False,
                 highlight=False,
             )
@@ -539,3 +549,10 @@ def _print_report(report: ImportReport) -> None:
         out.print(f"  journal: {report.journal}{read}", markup=False)
     if report.failed or report.in_flight:
         out.print("  rerun the same command to send the rows not settled", markup=False)
+    # A rerun writes the rejects file from the journal (rejected and failed rows);
+    # leads that would not resolve are found again only by a dry run.
+    listed = report.rejected or report.failed or (report.dry_run and report.would_not_resolve)
+    if listed and not report.rejects:
+        out.print(
+            "  rerun with --rejects rejects.csv to get each row with its reason", markup=False
+        )

@@ -584,6 +584,24 @@ def _copied(path: Path) -> sqlite3.Connection:
     return copy
 
 
+def recorded_counts(path: Path) -> dict[str, int] | None:
+    """How many rows the journal at `path` records in each status, or None: no file,
+    not a journal, or unreadable. Reads without writing or creating anything."""
+    if not path.is_file():
+        return None
+    try:
+        db = sqlite3.connect(_read_only_uri(path), uri=True, isolation_level=None)
+    except sqlite3.Error:
+        return None
+    try:
+        found = db.execute("SELECT status, COUNT(*) FROM rows GROUP BY status").fetchall()
+    except sqlite3.Error:
+        return None
+    finally:
+        db.close()
+    return {status: count for status, count in found if status in _CODES}
+
+
 def recorded_campaign(path: Path) -> str | None:
     """The campaign the journal at `path` records, or None: no file, not a predial
     journal, or unreadable. Reads without writing or creating anything."""
