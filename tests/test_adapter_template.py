@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import os
 import re
+import shutil
+import subprocess
 import sys
+import textwrap
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).parent.parent
 TEMPLATE = ROOT / "examples" / "adapter-template"
@@ -76,3 +82,98 @@ def test_the_testing_extra_holds_what_the_kit_and_the_template_import() -> None:
     assert not missing
     # And not the project's own gates: the point of the extra is a light install.
     assert not {"mypy", "ruff", "openapi-core", "schemathesis"} & {distribution(r) for r in testing}
+
+
+# -- making the template yours ----------------------------------------------------------
+
+
+def readme_block(name: str) -> str:
+    """The bash block after `<!-- setup:NAME -->` in the template's README, as written."""
+    text = (TEMPLATE / "README.md").read_text(encoding="utf-8")
+    found = re.search(rf"<!-- setup:{name} -->\s*```bash\n(.*?)\n\s*```", text, re.S)
+    assert found is not None, f"the template's README has no <!-- setup:{name} --> block"
+    return textwrap.dedent(found.group(1))
+
+
+def test_the_templates_tests_name_the_adapter_once() -> None:
+    """The served check takes the adapter's name from the adapter: renaming it there
+    is enough (a literal "acme" in the tests was a rename step the README forgot)."""
+    tests = (TEMPLATE / "tests" / "test_acme.py").read_text()
+    assert "AcmeAdapter.name" in tests
+    assert not re.search(r"""["']acme["']""", tests)
+
+
+def test_the_readmes_rename_makes_a_working_plugin(tmp_path: Path) -> None:
+    """The README's rename, run as written in a copy, then the copy installed beside
+    this environment: its tests pass and the renamed adapter is what they check."""
+    copy = tmp_path / "predial-mycrm"
+    shutil.copytree(
+        TEMPLATE, copy, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache", "*.egg-info")
+    )
+    subprocess.run(["bash", "-euc", readme_block("rename")], cwd=copy, check=True)
+    assert not (copy / "predial_acme").exists()
+    project = pyproject(copy)
+    assert project["project"]["name"] == "predial-mycrm"
+    assert project["project"]["entry-points"]["predial"] == {"mycrm": "predial_mycrm"}
+    assert project["tool"]["flit"]["module"]["name"] == "predial_mycrm"
+    assert re.search(
+        r'^    name = "mycrm"$', (copy / "predial_mycrm" / "__init__.py").read_text(), re.M
+    )
+    # Installed into a folder of its own (not this environment, which has the
+    # template's own predial-acme): the entry point is what the contract looks for.
+    site = tmp_path / "site"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-compile",
+            "--target",
+            str(site),
+            str(copy),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    env.pop("PREDIAL_CONFIG", None)
+    tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rA"],
+        cwd=copy,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert tests.returncode == 0, tests.stdout + tests.stderr
+    assert (
+        "PASSED tests/test_acme.py::TestAcmeContract::test_discoverable_through_its_entry_point"
+        in tests.stdout
+    )
+    assert "PASSED tests/test_acme.py::test_predial_check_against_the_served_fake" in tests.stdout
+
+
+def test_a_served_check_that_is_not_a_verdict_fails_with_the_commands_output(
+    tmp_path: Path,
+) -> None:
+    """An adapter no plugin registers: the command's own line in the failure, not
+    `assert (2, None) == (0, 'crm')` with the reason left in `.output`."""
+    from predial_acme.fake import FakeAcme
+
+    from predial.testing import served_check
+
+    fake = FakeAcme(tokens=["acme-test-key"])
+    settings = {"token": "${ACME_API_KEY}"}
+    env = {"ACME_API_KEY": "acme-test-key"}
+    with (
+        served_check(fake, "mycrm", settings, env=env, directory=tmp_path) as check,
+        pytest.raises(AssertionError) as failed,
+    ):
+        check("c-1")
+    message = str(failed.value)
+    assert "predial check check c-1 (adapter 'mycrm') exited 2:" in message
+    assert "unknown adapter 'mycrm'" in message
+    assert "acme" in message.split("unknown adapter 'mycrm'", 1)[1]  # what is installed

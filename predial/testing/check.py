@@ -12,13 +12,18 @@ with served_check(fake, "hubspot", {"token": "${HUBSPOT_TOKEN}"},
 ```
 
 Every run also checks that no value of `env` (the credentials) appears in the
-command's output. Needs the `cli` and `server` extras (click, rich, uvicorn).
+command's output. A run that exits 2, a usage or configuration error rather than a
+verdict on the lead (an adapter name no plugin registers, a setting the adapter
+refuses), or that crashes, fails there and then with the command's output (and the
+traceback), which says what is wrong.
+Needs the `cli` and `server` extras (click, rich, uvicorn).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -68,6 +73,13 @@ def _toml(value: object) -> str:
     raise TypeError(f"cannot write {type(value).__name__} to predial.toml")
 
 
+def _traceback(exc_info: object) -> str:
+    """The traceback of an exception the command did not handle, for the message."""
+    if not isinstance(exc_info, tuple):
+        return ""
+    return "\n" + "".join(traceback.format_exception(*exc_info)).rstrip()
+
+
 @contextmanager
 def served_check(
     fake: Any,
@@ -108,10 +120,21 @@ def served_check(
                 # Values under 6 characters would match by chance.
                 if len(secret) >= 6:
                     assert secret not in result.output, f"predial check printed ${name}"
-            try:
-                trace = json.loads(result.output.strip().splitlines()[-1])
+            command = f"predial check {campaign_id} {external_id} (adapter {adapter!r})"
+            crashed = result.exception is not None and not isinstance(result.exception, SystemExit)
+            if crashed or result.exit_code not in (0, 1):
+                # Not a verdict on the lead: without the output, the test would fail
+                # later on a comparison of exit codes that says nothing of why.
+                raise AssertionError(
+                    f"{command} exited {result.exit_code}:\n{result.output.rstrip()}"
+                    + _traceback(result.exc_info if crashed else None)
+                )
+            try:  # the trace is the last line on stdout (warnings may go to stderr)
+                trace = json.loads(result.stdout.strip().splitlines()[-1])
             except (ValueError, IndexError):
-                raise AssertionError(f"predial check printed no trace: {result.output}") from None
+                raise AssertionError(
+                    f"{command} printed no trace:\n{result.output.rstrip()}"
+                ) from None
             return CheckRun(result.exit_code, result.output, trace)
 
         yield check

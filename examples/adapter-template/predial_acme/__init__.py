@@ -21,7 +21,9 @@ __all__ = ["AcmeAdapter", "register_adapters"]
 class AcmeAdapter(HttpAdapter):
     """Acme contacts by id. Settings: `token`, `base_url`, `timeout`, `rate_limit`."""
 
-    name = "acme"  # what campaigns write as `adapter = "acme"`
+    # What campaigns write as their `adapter`: the one place the name is written
+    # (the tests take it from here).
+    name = "acme"
     default_base_url = "https://api.acme-crm.example"
     rate_limit: ClassVar[tuple[int, float] | None] = (50, 1.0)  # Acme's documented limit
 

@@ -57,11 +57,13 @@ async def test_reads_phones_and_flags(crm: respx.MockRouter) -> None:
 def test_predial_check_against_the_served_fake(fake: FakeAcme, tmp_path: Path) -> None:
     """`predial check`, as an operator would run it, against the fake on 127.0.0.1."""
     settings = {"token": "${ACME_API_KEY}"}
+    # The campaign names the adapter as predial.toml would: by its `name`, written
+    # once, in the adapter.
     with served_check(
-        fake, "acme", settings, env={"ACME_API_KEY": KEY}, directory=tmp_path
+        fake, AcmeAdapter.name, settings, env={"ACME_API_KEY": KEY}, directory=tmp_path
     ) as check:
         found = check("c-1")
-        assert (found.exit_code, found.trace["source"]) == (0, "crm")
+        assert (found.exit_code, found.trace["source"]) == (0, "crm"), found.output
         assert (check("c-dnc").trace["reason"], check("nobody").trace["reason"]) == (
             "do_not_call",
             "not_found",
