@@ -16,10 +16,14 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from hypothesis import given
+from hypothesis import strategies as st
 
 from predial import Lead, Resolution, Resolver
 from predial.cli.app import cli
+from predial.cli.import_cmd import _wrapped
 from predial.lupitor import AsyncLupitorClient
+from predial.lupitor.columns import ColumnMap
 from predial.testing import FakeLupitor, serve
 
 REPO = Path(__file__).resolve().parent.parent
@@ -469,3 +473,65 @@ def test_ctrl_c_says_how_many_rows_are_confirmed(
     again = run_import(url, *common)
     assert again.exit_code == 0, again.output
     assert fake.count("cmp_1") == 16
+
+
+# -- 8. the columns line is readable at 80 columns --------------------------------------
+
+
+def test_the_columns_line_wraps_between_mappings_at_80_columns(example: Path) -> None:
+    """Not one 131-character line the terminal cuts mid-name: broken between the
+    fields' mappings, metadata's names whole."""
+    result = CliRunner().invoke(
+        cli,
+        ["import", str(example), "--campaign", "cmp_1", "--region", "US", "--dry-run"],
+        env={"COLUMNS": "80"},
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    at = next(index for index, line in enumerate(lines) if line.startswith("columns: "))
+    assert lines[at : at + 3] == [
+        "columns: external_id <- 'CRM ID'; phone_number <- 'Phone';",
+        "         priority <- 'Priority';",
+        "         metadata <- 'First name', 'Last name', 'Company'",
+    ]
+
+
+_NAMES = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Zl", "Zp")),
+    min_size=1,
+    max_size=30,
+).filter(lambda name: name.strip() == name)
+
+
+@given(names=st.lists(_NAMES, min_size=1, max_size=12, unique=True), width=st.integers(20, 120))
+def test_the_columns_listing_breaks_only_between_names(names: list[str], width: int) -> None:
+    """Whatever the column names (quotes, `;` and `,` in them included): the lines put
+    back together are the listing, each break falls after a `; ` between mappings
+    or a `, ` between names, and a line is longer than `width` only when one piece
+    is (a name too long for any line)."""
+    columns = ColumnMap(["CRM ID", *(name for name in names if name != "CRM ID")], None)
+    text = columns.describe()
+    pieces = [f"{field} <- {column!r}" for field, column in columns.columns.items()]
+    if columns.metadata_columns:
+        listed = [repr(name) for name in columns.metadata_columns]
+        listed[0] = f"metadata <- {listed[0]}"
+        pieces += listed
+    # The offsets in `text` where a line may break (after each piece's separator).
+    allowed = set()
+    offset = 0
+    for piece in pieces[:-1]:
+        offset += len(piece) + 2
+        allowed.add(offset)
+    wrapped = _wrapped("columns: ", text, width).split("\n")
+    assert wrapped[0].startswith("columns: ")
+    body = [wrapped[0][len("columns: ") :]] + [line[len("columns: ") :] for line in wrapped[1:]]
+    assert all(line.startswith(" " * len("columns: ")) for line in wrapped[1:])
+    assert " ".join(body) == text
+    offset = 0
+    for line in body[:-1]:
+        offset += len(line) + 1
+        assert offset in allowed, (line, text)
+    for line, shown in zip(wrapped, body, strict=True):
+        if len(line) > width:  # one piece alone, too long for any line
+            assert shown.strip().rstrip(";,") in pieces, (line, width)

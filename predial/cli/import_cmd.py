@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
@@ -118,6 +119,42 @@ class _Estimate:
         if left is not None:
             parts.append(f"about {_duration(left)} left" + (" (rate limit)" if limited else ""))
         return "importing: " + ", ".join(parts)
+
+
+#: A quoted name (Python's repr, either quote, escapes kept).
+_QUOTED = r"'(?:[^'\\]|\\.)*'" + "|" + r'"(?:[^"\\]|\\.)*"'
+#: A field's mapping, up to its `;`; and a part of it, up to a `,`: outside quotes.
+_MAPPING = re.compile(rf"""(?:{_QUOTED}|[^'";])+;?\s*|;\s*""")
+_PART = re.compile(rf"""(?:{_QUOTED}|[^'",])+,?\s*|,\s*""")
+
+
+def _wrapped(prefix: str, text: str, width: int) -> str:
+    """`prefix` and the column listing `text` in lines of at most `width` columns,
+    the lines after the first indented under the text. A line breaks between two
+    fields' mappings (`a <- 'A'; b <- 'B'`), or, for a mapping longer than a line
+    (metadata's many columns), after one of its commas: never inside a column's
+    name. A name longer than a line has a line to itself."""
+    indent = " " * len(prefix)
+    lines: list[str] = []
+    line = prefix
+
+    def fits(piece: str) -> bool:
+        return len(line + piece.rstrip()) <= width
+
+    for mapping in _MAPPING.findall(text):
+        if not fits(mapping) and line != prefix and len(indent + mapping.rstrip()) <= width:
+            lines.append(line.rstrip())
+            line = indent
+        if fits(mapping):
+            line += mapping
+            continue
+        for part in _PART.findall(mapping):
+            if not fits(part) and line.strip() and line not in (prefix, indent):
+                lines.append(line.rstrip())
+                line = indent
+            line += part
+    lines.append(line.rstrip())
+    return "\n".join(lines)
 
 
 def _rate_text(rate: float | None) -> str:
@@ -413,7 +450,12 @@ def import_(
                     api_version=cast(ApiVersion, api_version),
                     verify=resolver,
                     progress=progress,
-                    on_columns=lambda text: console.print(f"columns: {text}", markup=False),
+                    on_columns=lambda text: console.print(
+                        _wrapped("columns: ", text, console.width),
+                        markup=False,
+                        highlight=False,
+                        soft_wrap=True,
+                    ),
                     encoding=encoding,
                     wait=wait,
                     on_notice=lambda text: console.print(text, markup=False, highlight=False),
