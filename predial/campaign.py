@@ -37,7 +37,10 @@ class Campaign:
 
     @property
     def where(self) -> str:
-        return self.origin or f"campaign {self.id!r}"
+        """Where errors say the campaign is, followed by `.adapter` or `.settings.x`:
+        its place in the file (`predial.toml: campaigns[2]`) or, for one built in
+        code, the call that built it (`Campaign('c')`)."""
+        return self.origin or f"Campaign({self.id!r})"
 
     def __post_init__(self) -> None:
         if not self.id:

@@ -69,7 +69,7 @@ def refusal(adapter: str, settings: dict[str, Any]) -> str:
 def test_a_misspelt_setting_is_named_with_the_closest_one_of_the_whole_chain() -> None:
     message = refusal("child", {"portal": "p", "tokn": "s3cr3t-value"})
     assert message.startswith(
-        "campaign 'c'.settings.tokn: adapter 'child' has no such setting; did you mean 'token'? "
+        "Campaign('c').settings.tokn: adapter 'child' has no such setting; did you mean 'token'? "
         "(its settings: portal, token, timeout)"
     )
     assert "requires 'token'" not in message  # the suggestion already says it
@@ -77,7 +77,7 @@ def test_a_misspelt_setting_is_named_with_the_closest_one_of_the_whole_chain() -
 
 def test_missing_required_settings_are_listed() -> None:
     message = refusal("child", {})
-    assert message == "campaign 'c'.settings: adapter 'child' requires 'portal' and 'token'"
+    assert message == "Campaign('c').settings: adapter 'child' requires 'portal' and 'token'"
 
 
 def test_an_adapter_taking_anything_speaks_for_itself() -> None:
@@ -87,6 +87,6 @@ def test_an_adapter_taking_anything_speaks_for_itself() -> None:
 
 def test_a_pydantic_settings_model_s_errors_are_in_predial_s_words() -> None:
     message = refusal("validated", {"token": "s3cr3t-value", "timeout": "soon"})
-    assert message.startswith("campaign 'c'.settings.timeout: ")
+    assert message.startswith("Campaign('c').settings.timeout: ")
     assert "[type=" not in message
     assert "pydantic.dev" not in message

@@ -851,3 +851,45 @@ def test_a_missing_file_named_by_predial_config_says_so(project: Path) -> None:
         "error: elsewhere.toml: no such configuration file (named by $PREDIAL_CONFIG); fix "
         "or unset PREDIAL_CONFIG, or give the file with --config PATH"
     ]
+
+
+BROKEN_ADAPTER = (
+    "import predial\n"
+    "class Broken:\n"
+    "    name = 'broken'\n"
+    "    def fetch_phone(self, external_id):\n"
+    "        raise RuntimeError('the CRM client fell over')\n"
+    "@predial.hookimpl\n"
+    "def register_adapters(register):\n"
+    "    register(Broken)\n"
+)
+
+
+def test_an_adapters_traceback_is_pointed_at_by_the_options_that_show_it(project: Path) -> None:
+    """The library logs "(traceback at DEBUG level)"; the command line says how to see it."""
+    (project / "adapter.py").write_text(BROKEN_ADAPTER)
+    (project / "predial.toml").write_text(
+        '[resolver]\nplugins = ["adapter.py"]\n[[campaigns]]\nid = "b"\nadapter = "broken"\n'
+    )
+    (project / "leads.csv").write_text("campaignId,externalId\nb,X-1\n")
+    result = run("resolve", "leads.csv")
+    assert result.exit_code == 1, result.output
+    logged = [line for line in result.stderr.splitlines() if "raised RuntimeError" in line]
+    assert len(logged) == 1, result.stderr
+    assert logged[0].endswith("treated as unavailable (traceback with -vv or --debug)")
+    assert "Traceback" not in result.stderr
+    shown = run("resolve", "leads.csv", "-vv")
+    assert "Traceback (most recent call last)" in shown.stderr
+    assert "the CRM client fell over" in shown.stderr
+
+
+def test_an_unconfigured_campaign_says_to_check_the_config_file(project: Path) -> None:
+    """Not "check --config", which reads like the `predial check` command."""
+    checked = run("check", "nope", "C-1")
+    assert checked.exit_code == 2
+    assert checked.stderr.rstrip().endswith("; check the --config file")
+    resolved = run("resolve", "--campaign", "nope", "--external-id", "C-1")
+    assert resolved.exit_code == 2
+    assert resolved.stderr.rstrip().endswith(
+        "fix the configuration (predial config validate) or check the --config file"
+    )

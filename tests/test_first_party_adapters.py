@@ -60,7 +60,7 @@ def test_the_table_is_the_first_party_plugins_of_the_repository() -> None:
 def test_a_first_party_adapter_not_installed_says_how_to_install_it(adapter: str) -> None:
     distribution = UnknownAdapter.FIRST_PARTY[adapter]
     assert refusal(adapter) == (
-        f"campaign 'c'.adapter: unknown adapter {adapter!r}: it comes with {distribution}, "
+        f"Campaign('c').adapter: unknown adapter {adapter!r}: it comes with {distribution}, "
         f"which is not installed: pip install -e plugins/{distribution} in a predial "
         "checkout. Installed adapters: file"
     )
@@ -76,7 +76,7 @@ def test_a_first_party_adapter_not_installed_says_how_to_install_it(adapter: str
 def test_did_you_mean_covers_first_party_adapters_not_installed(typo: str, meant: str) -> None:
     distribution = UnknownAdapter.FIRST_PARTY[meant]
     assert refusal(typo) == (
-        f"campaign 'c'.adapter: unknown adapter {typo!r}; did you mean {meant!r} "
+        f"Campaign('c').adapter: unknown adapter {typo!r}; did you mean {meant!r} "
         f"(pip install -e plugins/{distribution} in a predial checkout)? Installed "
         "adapters: file"
     )
@@ -108,7 +108,7 @@ def test_installed_but_left_out_is_not_told_to_install_it() -> None:
 
 def test_an_unknown_name_far_from_any_gets_no_suggestion() -> None:
     assert refusal("zzz") == (
-        "campaign 'c'.adapter: unknown adapter 'zzz'; installed adapters: file"
+        "Campaign('c').adapter: unknown adapter 'zzz'; installed adapters: file"
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -264,8 +265,8 @@ def test_module_plugins_are_accepted() -> None:
 
 def test_adapter_settings_errors_are_configuration_errors() -> None:
     """Settings the adapter does not take: a clear error naming campaign and adapter."""
-    expected = "campaign 'c'.settings.tokn: adapter 'hubspot' has no such setting; did you mean"
-    with pytest.raises(ConfigurationError, match=expected) as caught:
+    expected = "Campaign('c').settings.tokn: adapter 'hubspot' has no such setting; did you mean"
+    with pytest.raises(ConfigurationError, match=re.escape(expected)) as caught:
         Resolver(
             [Campaign("c", "hubspot", {"tokn": "secret-value"})],
             plugins=[Plugin(HubSpotLike)],
@@ -465,12 +466,14 @@ def test_a_plugin_name_matching_nothing_is_warned_once_with_the_closest(
     ],
 )
 def test_predial_plugins_warns_of_a_name_matching_no_plugin(
-    variable: str, value: str, line: str
+    variable: str, value: str, line: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`PREDIAL_LOAD_PLUGINS=hubspt predial plugins` no longer disables everything silently."""
     from click.testing import CliRunner
 
     from predial.cli.app import cli
+
+    monkeypatch.chdir(tmp_path)  # no predial.toml
 
     result = CliRunner().invoke(cli, ["plugins"], env={variable: value, "PREDIAL_CONFIG": None})
     assert result.exit_code == 0, result.output

@@ -203,10 +203,24 @@ class _Group(click.Group):
             ctx.exit(EXIT_USAGE)
 
 
+# The library's pointer to a traceback it logs at DEBUG level (predial.fetcher), and
+# what it means on the command line.
+_LIBRARY_TRACEBACK = "(traceback at DEBUG level)"
+_CLI_TRACEBACK = "(traceback with -vv or --debug)"
+
+
+class _Formatter(logging.Formatter):
+    """Log lines as the command line's user reads them: a library's "at DEBUG level"
+    becomes the options that show it."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).replace(_LIBRARY_TRACEBACK, _CLI_TRACEBACK)
+
+
 def _configure_logging(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(_Formatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("predial")
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -67,7 +67,7 @@ def check(
             if campaign not in resolver.campaigns:
                 # A configuration mistake, not a lead's verdict: exit 2, one line.
                 unknown = UnknownCampaign(campaign, sorted(resolver.campaigns))
-                raise ConfigurationError(f"{unknown.detail}; check --config")
+                raise ConfigurationError(f"{unknown.detail}; check the --config file")
             error = resolver.campaigns[campaign].error
             if error is not None:  # its adapter could not be built: nothing to trace
                 raise ConfigurationError(

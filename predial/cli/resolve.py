@@ -156,7 +156,7 @@ def configuration_problem(refusals: list[Unresolvable]) -> str:
     count = len(refusals)
     return (
         f"{cause}{also}; {count} lead{'s' if count > 1 else ''} not resolved: "
-        "fix the configuration (predial config validate) or check --config"
+        "fix the configuration (predial config validate) or check the --config file"
     )
 
 
