@@ -269,7 +269,10 @@ class Resolver:
         try:
             adapter = spec.cls(**dict(campaign.settings))
         except Exception as error:
-            return None, spec.plugin.source, settings_error(campaign, spec.cls, error)
+            problem = settings_error(campaign, spec.cls, error)
+            # The adapter's own exception, with its traceback, for --debug and -vv.
+            problem.__cause__ = error
+            return None, spec.plugin.source, problem
         return adapter, spec.plugin.source, None
 
     # -- resolving --------------------------------------------------------------

@@ -893,3 +893,51 @@ def test_an_unconfigured_campaign_says_to_check_the_config_file(project: Path) -
     assert resolved.stderr.rstrip().endswith(
         "fix the configuration (predial config validate) or check the --config file"
     )
+
+
+PICKY_ADAPTER = (
+    "import predial\n"
+    "class Picky:\n"
+    "    name = 'picky'\n"
+    "    def __init__(self, token):\n"
+    "        raise TypeError(f'token {token} is not for this portal')\n"
+    "    def fetch_phone(self, external_id):\n"
+    "        return None\n"
+    "@predial.hookimpl\n"
+    "def register_adapters(register):\n"
+    "    register(Picky)\n"
+)
+
+
+def test_config_validate_debug_logs_each_problems_traceback(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--debug (or -vv) shows the exception behind each problem, as other commands
+    do: here an adapter's own TypeError, redacted (it quotes the token)."""
+    token = "pat-" + "9f8e7d6c5b4a" * 3
+    monkeypatch.setenv("PICKY_TOKEN", token)
+    (project / "adapter.py").write_text(PICKY_ADAPTER)
+    config = project / "predial.toml"
+    config.write_text(
+        '[resolver]\nplugins = ["adapter.py", "missing.py"]\n'
+        + config.read_text().replace('path = "crm.csv"', 'path = "crm.csv"\nid_colum = "id"')
+        + '[[campaigns]]\nid = "p"\nadapter = "picky"\n'
+        '[campaigns.settings]\ntoken = "${PICKY_TOKEN}"\n'
+    )
+    plain = run("config", "validate")
+    assert plain.exit_code == 2
+    errors = [line for line in plain.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 3
+    assert "Traceback" not in plain.stderr
+    for args in (["config", "validate", "--debug"], ["--debug", "config", "validate"]):
+        debug = run(*args)
+        assert debug.exit_code == 2
+        assert [line for line in debug.stderr.splitlines() if line.startswith("error: ")] == (
+            errors
+        )
+        text = debug.stderr
+        assert text.count("Traceback (most recent call last)") >= 2, text
+        assert "TypeError: FileAdapter.__init__() got an unexpected keyword argument" in text
+        assert "raise TypeError(f'token {token} is not for this portal')" in text
+        assert "TypeError: token " in text
+        assert token not in text
