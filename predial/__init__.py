@@ -13,10 +13,9 @@ except predial.Unresolvable as refusal:
 ```
 """
 
-from __future__ import annotations
-
-from importlib.metadata import PackageNotFoundError, version
-
+# No `from __future__ import annotations` here (it would leave `annotations` in the
+# namespace) and no module-level import that is not predial's: `dir(predial)` is the
+# public names and the submodules, nothing else (tests/test_namespace.py).
 from .breaker import BreakerSettings
 from .cache import CacheSettings
 from .campaign import Campaign, RetrySettings
@@ -59,10 +58,18 @@ from .shared import RedisTier
 from .stats import ResolverStats
 from .warm import WarmReport
 
-try:
-    __version__ = version("predial")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0+unknown"
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("predial")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "0+unknown"
+
+
+__version__ = _version()
+del _version
 
 __all__ = [
     "AdapterAuthError",
