@@ -51,8 +51,7 @@ def settings_error(campaign: Campaign, cls: type[Any], error: Exception) -> Conf
     else:  # an arbitrary exception's text may quote a setting: name the type only
         text = f"{type(error).__name__} (see the adapter's documentation for its settings)"
     return ConfigurationError(
-        f"{where}: adapter {campaign.adapter!r} of campaign {campaign.id!r} "
-        f"rejected its settings: {text}"
+        f"{where}: adapter {campaign.adapter!r} rejected its settings: {text}"
     )
 
 

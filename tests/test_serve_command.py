@@ -574,7 +574,7 @@ def test_a_worker_that_cannot_start_stops_the_service(
     stderr = served.stderr
     assert stderr.splitlines()[-1] == "error: a worker could not start (its error is logged above)"
     assert 1 <= stderr.count("cannot start: ") <= 2, stderr
-    assert "adapter 'slow' of campaign 'cmp_slow' rejected its settings" in stderr
+    assert "campaigns[0].settings: adapter 'slow' rejected its settings" in stderr
     assert "Traceback" not in stderr
     assert not list(Path(environment["TMPDIR"]).glob("predial-metrics-*"))
     assert refuses(served.port)
