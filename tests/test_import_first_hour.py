@@ -5,6 +5,7 @@ example files where the trial used them."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import re
 import shutil
@@ -18,17 +19,21 @@ import pytest
 from click.testing import CliRunner, Result
 from hypothesis import given
 from hypothesis import strategies as st
+from rich.console import Console
 
 from predial import Lead, Resolution, Resolver
 from predial.cli.app import cli
-from predial.cli.import_cmd import _wrapped
-from predial.lupitor import AsyncLupitorClient
+from predial.cli.import_cmd import _progress_view, _wrapped
+from predial.lupitor import AsyncLupitorClient, ImportProgress, RetryPolicy, Waiting
+from predial.lupitor import client as client_module
 from predial.lupitor.columns import ColumnMap
-from predial.testing import FakeLupitor, serve
+from predial.testing import FakeLupitor, Faults, serve
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 KEY = "sk_test_write"
+#: A seed of the fake's fault draws (error_rate=0.5): two 500s, then a success.
+SEED = 7
 
 #: `cmp_1` over the example CRM export, as the trial's configuration had it.
 CONFIG = f"""
@@ -535,3 +540,87 @@ def test_the_columns_listing_breaks_only_between_names(names: list[str], width: 
     for line, shown in zip(wrapped, body, strict=True):
         if len(line) > width:  # one piece alone, too long for any line
             assert shown.strip().rstrip(";,") in pieces, (line, width)
+
+
+# -- 4. 429 waits are shown while they last and counted in the report --------------------
+
+
+def test_429_waits_are_shown_and_counted(example: Path) -> None:
+    """The server refuses the first three requests (429, Retry-After 0.6 s each): the
+    progress lines say so while it lasts, the report counts them and the wait."""
+    fake = FakeLupitor(window=6.0, faults=Faults(forced_429=3))
+    with serve(fake) as url:
+        result = run_import(
+            url, str(example), "--campaign", "cmp_1", "--region", "US", "--progress-every", "0.1"
+        )
+    assert result.exit_code == 0, result.output
+    waiting = [line for line in result.stderr.splitlines() if "the server asked (429)" in line]
+    assert waiting, result.stderr
+    assert re.search(r", waiting (<1|1) s: the server asked \(429\), about \d+ s left", waiting[0])
+    [requests] = [line for line in result.stdout.splitlines() if "requests:" in line]
+    assert re.fullmatch(
+        r"  requests: 1 bulk, 0 single \(3 answered 429, waited [12] s\)", requests
+    ), requests
+    assert fake.count("cmp_1") == 16
+
+
+def test_the_eta_counts_a_429_wait_before_any_row(tmp_path: Path) -> None:
+    """Before any row has settled there is no rate: the ETA is the known wait, not
+    `-` (a rerun inside the same minute used to stall at `ETA -`)."""
+    source = tmp_path / "clean.csv"
+    source.write_text("externalId\nA-1\nA-2\nA-3\n")
+    fake = FakeLupitor(window=10.0, faults=Faults(forced_429=2))
+    with serve(fake) as url:
+        result = run_import(url, str(source), "--campaign", "cmp_1", "--progress-every", "0.1")
+    assert result.exit_code == 0, result.output
+    waiting = [line for line in result.stderr.splitlines() if "(429)" in line]
+    assert waiting, result.stderr
+    assert all(line.startswith("importing: 0/3 rows settled (0%), 3 sent") for line in waiting)
+    assert all(re.search(r"about (<1|1) s left \(rate limit\)$", line) for line in waiting)
+
+
+@pytest.mark.parametrize(
+    ("waiting", "short", "full"),
+    [
+        (Waiting(12.0, "429"), "429: waiting 12 s", "waiting 12 s: the server asked (429)"),
+        (Waiting(40.0, "limit"), "rate limit: 40 s", "waiting 40 s for the rate limit"),
+        (
+            Waiting(2.0, "retry", "500 Internal server error"),
+            "retry in 2 s",
+            "waiting 2 s to retry (500)",
+        ),
+    ],
+)
+async def test_the_bar_says_what_it_waits_for(waiting: Waiting, short: str, full: str) -> None:
+    """On a terminal, the rate's place says what the import waits for, one line from
+    80 columns; the ETA counts the wait."""
+    for width, text in ((80, short), (120, full)):
+        output = io.StringIO()
+        console = Console(file=output, width=width, force_terminal=True, color_system=None)
+        async with _progress_view(console, "sent", 5.0) as progress:
+            progress(ImportProgress(1_000_000, 0, 500, 0, waiting=waiting))
+            await asyncio.sleep(0.15)  # a refresh of the live display
+        frame = output.getvalue().split("\r\x1b[2K")[-1].split("\n")[0]
+        assert len(frame) <= width
+        assert text in frame, frame
+        assert "ETA -" not in frame
+
+
+def test_retries_are_counted_in_the_report(example: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """500s retried are said with the requests (the seed makes the first answers
+    500s, then a success); the progress line says what the wait is for."""
+    monkeypatch.setattr(client_module, "RetryPolicy", lambda: RetryPolicy(initial=0.2, maximum=0.2))
+    fake = FakeLupitor(window=0.05, faults=Faults(error_rate=0.5, seed=SEED))
+    with serve(fake) as url:
+        result = run_import(
+            url, str(example), "--campaign", "cmp_1", "--region", "US", "--progress-every", "0.02"
+        )
+    assert result.exit_code == 0, result.output
+    [requests] = [line for line in result.stdout.splitlines() if "requests:" in line]
+    assert re.fullmatch(
+        r"  requests: 1 bulk, 0 single \([1-5] retried after a server error or a dropped "
+        r"connection, waited (<1|1) s\)",
+        requests,
+    ), requests
+    assert "to retry (500 Internal server error)" in result.stderr
+    assert fake.count("cmp_1") == 16

@@ -17,7 +17,14 @@ from predial import (
     LupitorUnavailable,
     LupitorValidationError,
 )
-from predial.lupitor import AsyncLupitorClient, LupitorClient, RetryPolicy, SlidingWindowLimiter
+from predial.lupitor import (
+    AsyncLupitorClient,
+    LupitorClient,
+    RetryPolicy,
+    SlidingWindowLimiter,
+    Waiting,
+)
+from predial.lupitor.client import _Sleep
 
 BASE = "http://127.0.0.1:8080"
 LEADS = f"{BASE}/api/v1/leads"
@@ -405,3 +412,81 @@ def test_release_gives_back_only_its_own_slot() -> None:
     assert limiter.acquire()[1] is not None  # the freed slot
     assert limiter.reserve() > 0  # still two in the window: second and the new one
     assert second is not None
+
+
+# -- issue 13: the waits are seen while they last and counted after --------------------
+
+
+@respx.mock
+def test_a_429_wait_is_seen_while_it_lasts_and_counted(fake_time: FakeTime) -> None:
+    """During the Retry-After wait, `waiting()` says a 429 and how long; listeners
+    hear it start and end; `stats` counts the 429s and the seconds waited."""
+    seen: list[Waiting | None] = []
+    client = LupitorClient(
+        KEY,
+        base_url=BASE,
+        clock=fake_time.clock,
+        wall_clock=fake_time.wall,
+        sleep=lambda seconds: (seen.append(client.waiting()), fake_time.sleep(seconds))[1],
+    )
+    heard: list[Waiting | None] = []
+    client.add_wait_listener(lambda: heard.append(client.waiting()))
+    limited = {"Retry-After": "7", "X-RateLimit-Remaining": "0"}
+    respx.post(LEADS).mock(
+        side_effect=[
+            fail(429, "Rate limit exceeded.", limited),
+            fail(429, "Rate limit exceeded.", {"Retry-After": "5"}),
+            ok({"leadId": "a"}),
+        ]
+    )
+    before = client.stats
+    client.create_lead({"campaignId": "c", "externalId": "E"})
+    assert seen == [Waiting(7.0, "429"), Waiting(5.0, "429")]
+    assert heard == [Waiting(7.0, "429"), None, Waiting(5.0, "429"), None]
+    met = client.stats - before
+    assert (met.answered_429, met.retries) == (2, 0)
+    assert met.waited_429 == pytest.approx(12)
+    assert client.waiting() is None
+
+
+@respx.mock
+def test_retries_are_counted_with_their_cause(client: LupitorClient, fake_time: FakeTime) -> None:
+    causes: list[str | None] = []
+    client.add_wait_listener(lambda: causes.append(w.cause if (w := client.waiting()) else None))
+    respx.post(f"{LEADS}/bulk").mock(
+        side_effect=[fail(500, "Internal server error"), httpx.ConnectError("refused"), ok({})]
+    )
+    client.create_leads_bulk("c", [{"externalId": "E"}])
+    assert [cause for cause in causes if cause] == ["500 Internal server error", "ConnectError"]
+    stats = client.stats
+    assert (stats.answered_429, stats.retries) == (0, 2)
+    assert stats.waited_retry == pytest.approx(sum(fake_time.slept))
+
+
+def test_the_rate_limits_own_wait_is_not_a_429(fake_time: FakeTime) -> None:
+    """Waiting for a slot of the client's own window is "limit", not "429"."""
+    limiter = SlidingWindowLimiter(1, 60.0, fake_time.clock, fake_time.wall)
+    limiter.acquire()
+    assert limiter.acquire()[1] is None
+    assert not limiter.held_by_429()
+    limiter.hold(5)
+    assert limiter.held_by_429()
+    fake_time.now += 5
+    assert not limiter.held_by_429()
+
+
+async def test_overlapping_waits_count_once() -> None:
+    """Two requests waiting out one 429 at the same time: the seconds are counted
+    once (the time something waited), not twice."""
+    clock = FakeTime()
+    client = AsyncLupitorClient(KEY, base_url=BASE, clock=clock.clock)
+    core = client._core
+    first = core.waits.begin(_Sleep(10.0, "429"))
+    clock.now += 4
+    second = core.waits.begin(_Sleep(10.0, "429"))
+    clock.now += 6
+    core.waits.end(first)
+    clock.now += 4
+    core.waits.end(second)
+    assert client.stats.waited_429 == pytest.approx(14)
+    await client.aclose()

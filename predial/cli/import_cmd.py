@@ -95,12 +95,42 @@ class _Estimate:
         remaining = latest.total - latest.settled
         if remaining <= 0:
             return 0.0, False
-        floor = max(0.0, latest.rate_limit_wait - (self.clock() - self.at))
+        # A wait the client is in (a 429's Retry-After, say) holds the rows in flight
+        # too, which the rate limit's share does not count.
+        waiting = latest.waiting.seconds if latest.waiting is not None else 0.0
+        floor = max(0.0, max(latest.rate_limit_wait, waiting) - (self.clock() - self.at))
         rate = self.rate()
         by_rate = remaining / rate if rate else None
         if by_rate is None or floor > by_rate:
             return (floor, True) if floor > 0 else (None, False)
         return by_rate, False
+
+    def wait_text(self, short: bool = False, brief: bool = False) -> str | None:
+        """What the import waits for now, or None: `waiting 12 s: the server asked
+        (429)`, `waiting 40 s for the rate limit`, `waiting 2 s to retry (500
+        Internal server error)`; `brief` (a bar), a retry's cause in one word
+        (`500`, `ConnectError`); `short`, for a bar under 120 columns: `429:
+        waiting 12 s`, `rate limit: 40 s`, `retry in 2 s`."""
+        latest = self.latest
+        if latest is None or latest.waiting is None:
+            return None
+        left = latest.waiting.seconds - (self.clock() - self.at)
+        if left <= 0:
+            return None
+        shown = _duration(left)
+        reason = latest.waiting.reason
+        if short:
+            if reason == "429":
+                return f"429: waiting {shown}"
+            return f"rate limit: {shown}" if reason == "limit" else f"retry in {shown}"
+        if reason == "429":
+            return f"waiting {shown}: the server asked (429)"
+        if reason == "limit":
+            return f"waiting {shown} for the rate limit"
+        cause = latest.waiting.cause
+        if cause and brief:
+            cause = cause.split()[0]
+        return f"waiting {shown} to retry" + (f" ({cause})" if cause else "")
 
     def line(self, sent_label: str) -> str:
         """The progress as one line of text, for a log."""
@@ -113,6 +143,9 @@ class _Estimate:
             f"{latest.sent:,} {sent_label}",
             _rate_text(self.rate()),
         ]
+        waiting = self.wait_text()
+        if waiting is not None:
+            parts.append(waiting)
         if latest.done_before:
             parts.append(f"{latest.done_before:,} settled by an earlier run")
         left, limited = self.left()
@@ -178,11 +211,18 @@ def _duration(seconds: float) -> str:
 
 
 class _RateColumn(ProgressColumn):
-    def __init__(self, estimate: _Estimate) -> None:
+    """Rows per second; while the import waits (a 429, the rate limit, a retry),
+    what it waits for instead: no rows move then, and the operator sees why."""
+
+    def __init__(self, estimate: _Estimate, wide: bool) -> None:
         super().__init__()
         self.estimate = estimate
+        self.wide = wide
 
     def render(self, task: Task) -> Text:
+        waiting = self.estimate.wait_text(short=not self.wide, brief=True)
+        if waiting is not None:
+            return Text(waiting, style="progress.data.speed")
         return Text(_rate_text(self.estimate.rate()), style="progress.data.speed")
 
 
@@ -261,7 +301,7 @@ async def _progress_view(
     columns: list[ProgressColumn] = [
         BarColumn(bar_width=max(5, min(40, room))),
         _RowsColumn(sent_label if wide else None),
-        _RateColumn(estimate),
+        _RateColumn(estimate, wide),
         _LeftColumn(estimate),
     ]
     if wide:
@@ -581,7 +621,22 @@ def _print_report(report: ImportReport) -> None:
             lines.setdefault(reason, []).append(line)
         causes(report.would_not_resolve_reasons, lines)
     if not report.dry_run:
-        out.print(f"  requests: {report.bulk_requests:,} bulk, {report.single_requests:,} single")
+        # What slowed the requests down, when anything did: the 429s and the retries.
+        met = []
+        if report.answered_429:
+            met.append(
+                f"{report.answered_429:,} answered 429, waited {_duration(report.waited_429)}"
+            )
+        if report.retries:
+            met.append(
+                f"{report.retries:,} retried after a server error or a dropped connection, "
+                f"waited {_duration(report.waited_retry)}"
+            )
+        shown = f" ({'; '.join(met)})" if met else ""
+        out.print(
+            f"  requests: {report.bulk_requests:,} bulk, {report.single_requests:,} single{shown}",
+            markup=False,
+        )
     if report.encoding not in ("utf-8", "utf-8-sig"):
         out.print(f"  read as: {report.encoding}", markup=False)
     if report.rejects:

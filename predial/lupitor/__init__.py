@@ -9,7 +9,9 @@ from .client import (
     MAX_BULK,
     AsyncLupitorClient,
     LupitorClient,
+    RequestStats,
     RetryPolicy,
+    Waiting,
 )
 from .importer import ImportProgress, ImportReport, import_leads, import_leads_async
 from .limiter import SlidingWindowLimiter
@@ -27,9 +29,11 @@ __all__ = [
     "ImportProgress",
     "ImportReport",
     "LupitorClient",
+    "RequestStats",
     "RetryPolicy",
     "SlidingWindowLimiter",
     "StoredLead",
+    "Waiting",
     "import_leads",
     "import_leads_async",
 ]

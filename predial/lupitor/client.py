@@ -16,12 +16,18 @@ and driven by a sync and an async loop.
   `CreatedLead(None, already_present=True)`: its first answer was lost.
 - Sliding-window limiters keep it under 10 bulk and 100 other requests per minute
   (configurable), lowered by the server's `X-RateLimit-*` headers.
+- Every wait is visible: `waiting()` says what the client waits for now (a 429, the
+  rate limit, a retry) and how long, listeners hear each wait start and end, and
+  `stats` counts 429s, retries and the seconds waited (an import's progress and
+  report show them).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -55,7 +61,9 @@ __all__ = [
     "MAX_BULK",
     "AsyncLupitorClient",
     "LupitorClient",
+    "RequestStats",
     "RetryPolicy",
+    "Waiting",
 ]
 
 API_KEY_ENV = "LUPITOR_API_KEY"
@@ -90,9 +98,115 @@ class _Send:
     request: httpx.Request
 
 
+WaitReason = Literal["429", "limit", "retry"]
+
+
 @dataclass(frozen=True, slots=True)
 class _Sleep:
     seconds: float
+    reason: WaitReason = "limit"
+    #: What a retry follows: "500 Internal server error", "ConnectError".
+    cause: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """A wait the client is in (`waiting()`): `seconds` left; why: `"429"` the
+    server answered 429 and asked for it (Retry-After), `"limit"` the rate limit
+    (as this client counts it, or as the server's X-RateLimit headers announce it),
+    `"retry"` before a retry; `cause` is what a retry follows ("500 Internal
+    server error", "ConnectError")."""
+
+    seconds: float
+    reason: WaitReason
+    cause: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestStats:
+    """What a client's requests met since it was made (`stats`): 429 answers, retries
+    after a 5xx or a dropped connection, and the seconds spent waiting for each
+    reason (time when at least one request waited, so waits that overlap count
+    once). `later - earlier` is what happened between two snapshots."""
+
+    answered_429: int = 0
+    retries: int = 0
+    waited_429: float = 0.0
+    waited_limit: float = 0.0
+    waited_retry: float = 0.0
+
+    def __sub__(self, earlier: RequestStats) -> RequestStats:
+        return RequestStats(
+            self.answered_429 - earlier.answered_429,
+            self.retries - earlier.retries,
+            self.waited_429 - earlier.waited_429,
+            self.waited_limit - earlier.waited_limit,
+            self.waited_retry - earlier.waited_retry,
+        )
+
+
+class _Waits:
+    """The client's waits as they happen, for `waiting()` and `stats` (thread-safe:
+    the sync client may be shared by threads), and the listeners told when one
+    starts or ends (an import's progress)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.lock = threading.Lock()
+        self.answered_429 = 0
+        self.retries = 0
+        self.waited: dict[str, float] = dict.fromkeys(("429", "limit", "retry"), 0.0)
+        self.active: dict[int, tuple[float, WaitReason, str | None]] = {}
+        self.since: dict[str, float] = {}
+        self.tokens = itertools.count()
+        self.listeners: list[Callable[[], None]] = []
+
+    def count(self, *, answered_429: int = 0, retries: int = 0) -> None:
+        with self.lock:
+            self.answered_429 += answered_429
+            self.retries += retries
+
+    def begin(self, step: _Sleep) -> int:
+        with self.lock:
+            now = self.clock()
+            token = next(self.tokens)
+            if not any(reason == step.reason for _, reason, _ in self.active.values()):
+                self.since[step.reason] = now
+            self.active[token] = (now + step.seconds, step.reason, step.cause)
+        self._tell()
+        return token
+
+    def end(self, token: int) -> None:
+        with self.lock:
+            _, reason, _ = self.active.pop(token)
+            if not any(other == reason for _, other, _ in self.active.values()):
+                self.waited[reason] += self.clock() - self.since.pop(reason)
+        self._tell()
+
+    def _tell(self) -> None:
+        for listener in list(self.listeners):
+            listener()
+
+    def current(self) -> Waiting | None:
+        with self.lock:
+            if not self.active:
+                return None
+            until, reason, cause = max(self.active.values(), key=lambda wait: wait[0])
+            return Waiting(max(0.0, until - self.clock()), reason, cause)
+
+    def stats(self) -> RequestStats:
+        with self.lock:
+            now = self.clock()
+            waited = dict(self.waited)
+            for reason, since in self.since.items():
+                waited[reason] += now - since  # a wait still going counts so far
+            return RequestStats(
+                self.answered_429,
+                self.retries,
+                waited["429"],
+                waited["limit"],
+                waited["retry"],
+            )
 
 
 _Step = _Send | _Sleep
@@ -185,6 +299,7 @@ class _Core:
         self.call_limiter = SlidingWindowLimiter(calls_per_window, window, clock, wall_clock)
         self.retry = retry
         self.wall_clock = wall_clock
+        self.waits = _Waits(clock)
 
     def request(
         self,
@@ -226,7 +341,7 @@ class _Core:
         while True:
             wait, stamp = limiter.acquire()
             if stamp is None:
-                yield _Sleep(wait)
+                yield _Sleep(wait, "429" if limiter.held_by_429() else "limit")
                 continue
             answer = yield _Send(request)
             if isinstance(answer, (httpx.LocalProtocolError, httpx.UnsupportedProtocol)):
@@ -254,13 +369,15 @@ class _Core:
                         f"{type(answer).__name__} after {failures} attempts "
                         f"({request.method} {request.url.path})"
                     ) from answer
-                yield _Sleep(retry.backoff(failures))
+                self.waits.count(retries=1)
+                yield _Sleep(retry.backoff(failures), "retry", type(answer).__name__)
                 continue
             assert answer is not None
             limiter.observe(answer.headers)
             status = answer.status_code
             if status == 429:
                 rate_limited += 1
+                self.waits.count(answered_429=1)
                 wait = _retry_after(answer, self.wall_clock)
                 if rate_limited > retry.rate_limit_waits:
                     raise LupitorRateLimited(_error_text(answer), retry_after=wait)
@@ -275,7 +392,8 @@ class _Core:
                     raise LupitorUnavailable(
                         f"{_error_text(answer)} after {failures} attempts", status=status
                     )
-                yield _Sleep(retry.backoff(failures))
+                self.waits.count(retries=1)
+                yield _Sleep(retry.backoff(failures), "retry", f"{status} {_error_text(answer)}")
                 continue
             if notes is not None and may_have_landed:
                 notes["may_have_landed"] = True
@@ -431,12 +549,34 @@ class LupitorClient:
     def __repr__(self) -> str:
         return f"LupitorClient(base_url={self._core.base_url!r})"
 
+    @property
+    def stats(self) -> RequestStats:
+        """429 answers, retries and seconds waited since this client was made."""
+        return self._core.waits.stats()
+
+    def waiting(self) -> Waiting | None:
+        """The wait the client is in now (the longest, if several requests wait), or
+        None when no request waits."""
+        return self._core.waits.current()
+
+    def add_wait_listener(self, listener: Callable[[], None]) -> None:
+        """Call `listener()` whenever a request starts or ends a wait (a 429, the rate
+        limit, a retry's backoff), in the thread or event loop of that request."""
+        self._core.waits.listeners.append(listener)
+
+    def remove_wait_listener(self, listener: Callable[[], None]) -> None:
+        self._core.waits.listeners.remove(listener)
+
     def _run(self, plan: _Plan[T]) -> T:
         try:
             step = next(plan)
             while True:
                 if isinstance(step, _Sleep):
-                    self._sleep(step.seconds)
+                    token = self._core.waits.begin(step)
+                    try:
+                        self._sleep(step.seconds)
+                    finally:
+                        self._core.waits.end(token)
                     step = plan.send(None)
                     continue
                 try:
@@ -549,12 +689,34 @@ class AsyncLupitorClient:
     def __repr__(self) -> str:
         return f"AsyncLupitorClient(base_url={self._core.base_url!r})"
 
+    @property
+    def stats(self) -> RequestStats:
+        """429 answers, retries and seconds waited since this client was made."""
+        return self._core.waits.stats()
+
+    def waiting(self) -> Waiting | None:
+        """The wait the client is in now (the longest, if several requests wait), or
+        None when no request waits."""
+        return self._core.waits.current()
+
+    def add_wait_listener(self, listener: Callable[[], None]) -> None:
+        """Call `listener()` whenever a request starts or ends a wait (a 429, the rate
+        limit, a retry's backoff), in the thread or event loop of that request."""
+        self._core.waits.listeners.append(listener)
+
+    def remove_wait_listener(self, listener: Callable[[], None]) -> None:
+        self._core.waits.listeners.remove(listener)
+
     async def _run(self, plan: _Plan[T]) -> T:
         try:
             step = next(plan)
             while True:
                 if isinstance(step, _Sleep):
-                    await self._sleep(step.seconds)
+                    token = self._core.waits.begin(step)
+                    try:
+                        await self._sleep(step.seconds)
+                    finally:
+                        self._core.waits.end(token)
                     step = plan.send(None)
                     continue
                 try:

@@ -79,7 +79,7 @@ from ..phone import PhonePolicy
 from ..redaction import redact
 from ..resolver import Resolver
 from ..tabular import detect_encoding, read_header, read_rows, table_format
-from .client import MAX_BULK, AsyncLupitorClient
+from .client import MAX_BULK, AsyncLupitorClient, Waiting
 from .columns import ColumnMap, Rejection
 from .journal import STATUSES, ImportLock, Journal, holder
 
@@ -131,13 +131,16 @@ class ImportProgress:
     this run put into requests (a dry run: would send). `rate_limit_wait` is how
     many seconds, from when this was made, the rate limit needs at least to send
     the rows not sent yet (an estimate: the rows still unread are assumed to be
-    sendable in the proportion seen so far)."""
+    sendable in the proportion seen so far). `waiting` is the wait the client is in
+    when this was made (a 429's Retry-After, the rate limit, a retry's backoff),
+    or None; a progress is given when each wait starts and ends."""
 
     total: int
     settled: int
     sent: int
     done_before: int
     rate_limit_wait: float = 0.0
+    waiting: Waiting | None = None
 
 
 Progress = Callable[[ImportProgress], None]
@@ -168,6 +171,13 @@ class ImportReport:
     would_not_resolve: int = 0
     bulk_requests: int = 0
     single_requests: int = 0
+    #: This run's 429 answers, retries (after a 5xx or a dropped connection) and
+    #: seconds waited because of each (`AsyncLupitorClient.stats`).
+    answered_429: int = 0
+    retries: int = 0
+    waited_429: float = 0.0
+    waited_limit: float = 0.0
+    waited_retry: float = 0.0
     elapsed: float = 0.0
     resumed: bool = False
     dry_run: bool = False
@@ -255,8 +265,14 @@ class _Tracker:
                 sent=self.sent,
                 done_before=self.done_before,
                 rate_limit_wait=self._rate_limit_wait(),
+                waiting=self.client.waiting() if self.client is not None else None,
             )
         )
+
+    def waits_changed(self) -> None:
+        """The client started or ended a wait: told at once (a 429 can hold every
+        request for a minute, and the operator should see why nothing moves)."""
+        self.tell(force=True)
 
     def _rate_limit_wait(self) -> float:
         if self.client is None:
@@ -763,9 +779,11 @@ async def import_leads_async(
             encoding=codec,
         )
         unresolved = _Unresolved()
+        tracker = _Tracker(None, client, 0, 0, batch_size)
+        before = client.stats if client is not None else None
+        listening = False
         try:
             statuses = journal.statuses()
-            tracker = _Tracker(None, client, 0, 0, batch_size)
             if progress is not None:
                 # The bar's total is the file's rows, counted first (a read without
                 # validation, small beside the import's rate-limited minutes), and a
@@ -774,6 +792,9 @@ async def import_leads_async(
                 done = sum(statuses.count(code) for code in _FINAL_CODES)
                 tracker = _Tracker(progress, client, total, done, batch_size)
                 tracker.tell(force=True)
+                if client is not None:
+                    client.add_wait_listener(tracker.waits_changed)
+                    listening = True
             importer = _Importer(
                 client, campaign_id, journal, report, api_version, concurrency, tracker
             )
@@ -793,6 +814,14 @@ async def import_leads_async(
         except BaseException:
             journal.abandon()
             raise
+        finally:
+            if listening and client is not None:
+                client.remove_wait_listener(tracker.waits_changed)
+        if client is not None and before is not None:
+            met = client.stats - before
+            report.answered_429, report.retries = met.answered_429, met.retries
+            report.waited_429, report.waited_limit = met.waited_429, met.waited_limit
+            report.waited_retry = met.waited_retry
         try:
             counts = journal.counts()
             report.created = counts.get("created", 0)

@@ -43,6 +43,9 @@ class SlidingWindowLimiter:
         self._wall_clock = wall_clock
         self._sent: deque[float] = deque()
         self._blocked_until = 0.0
+        #: Whether the hold now in force came from a 429's Retry-After (`hold`), not
+        #: from the server's X-RateLimit headers on an answer (`observe`).
+        self._held_by_429 = False
         self._lock = threading.Lock()
 
     def reserve(self) -> float:
@@ -103,6 +106,14 @@ class SlidingWindowLimiter:
         """Admit nothing for `seconds` (the server said 429 with Retry-After)."""
         with self._lock:
             self._blocked_until = max(self._blocked_until, self._clock() + seconds)
+            self._held_by_429 = True
+
+    def held_by_429(self) -> bool:
+        """Whether requests are held back now because the server answered 429 (its
+        Retry-After), not by the rate limit as counted or announced: what an
+        operator is told while it lasts."""
+        with self._lock:
+            return self._held_by_429 and self._clock() < self._blocked_until
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Adopt the server's view where it is stricter than ours."""
@@ -119,7 +130,10 @@ class SlidingWindowLimiter:
                     reset /= 1000
                 wait = reset - self._wall_clock()
                 if 0 < wait <= 3600:
-                    self._blocked_until = max(self._blocked_until, self._clock() + wait)
+                    until = self._clock() + wait
+                    if until > self._blocked_until:
+                        self._blocked_until = until
+                        self._held_by_429 = False
 
 
 def _number(value: str | None) -> float | None:
