@@ -346,7 +346,8 @@ async def _progress_view(
     "--journal",
     "journal_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Journal file (default: FILE.journal.sqlite beside the input).",
+    help="Journal file (default: FILE.journal.sqlite beside the input, or "
+    "FILE.CAMPAIGN.journal.sqlite when that one records another campaign).",
 )
 @click.option(
     "--rejects",
@@ -370,11 +371,18 @@ async def _progress_view(
     help="If another import of FILE (or with the same journal) is running, wait for "
     "it to finish, then resume from its journal; by default that is an error.",
 )
-@click.option("--dry-run", is_flag=True, help="Validate and report; send nothing.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Validate, and count what a real run would send now (the journal is read, "
+    "never written or created); send nothing.",
+)
 @click.option(
     "--verify",
     is_flag=True,
-    help="Resolve each prefetch lead through the campaign's adapter first (--config).",
+    help="First resolve each lead with an externalId as it will be imported (its "
+    "stored number too) through the campaign's adapter (--config), and report those "
+    "that would not resolve.",
 )
 @config_option
 @click.option(
@@ -440,7 +448,8 @@ def import_(
     """Import FILE (CSV or JSONL) into a campaign: prefetch leads by externalId,
     standard leads with their numbers. The API key is read from $LUPITOR_API_KEY.
 
-    Rerun the same command after an interruption: confirmed rows are not sent again.
+    Rerun the same command after an interruption: confirmed rows are not sent again
+    (the journal of each campaign's import of FILE is its own).
     A second import of the same file while one runs stops at once (exit 2) naming
     the first, or waits for it with --wait. Exit code 0 only when every row is
     accounted for (created, already present, duplicate or rejected); 1 when some
