@@ -25,6 +25,9 @@ from .redaction import redact
 
 __all__ = ["settings_error"]
 
+# How validation_problems names a rule over a whole table.
+_WHOLE = "(top level): "
+
 # Python's own messages when keyword arguments do not fit a signature.
 _BINDING = re.compile(r"got an unexpected keyword argument|missing \d+ required")
 
@@ -43,8 +46,14 @@ def settings_error(campaign: Campaign, cls: type[Any], error: Exception) -> Conf
         if problems:
             return ConfigurationError("; ".join(where + problem for problem in problems))
     if isinstance(error, ValidationError):
-        problems = validation_problems(error)
-        return ConfigurationError("; ".join(f"{where}.{problem}" for problem in problems))
+        lines = [
+            # A rule over the settings as a whole has no key of its own.
+            f"{where}: {problem.removeprefix(_WHOLE)}"
+            if problem.startswith(_WHOLE)
+            else f"{where}.{problem}"
+            for problem in validation_problems(error)
+        ]
+        return ConfigurationError("; ".join(lines))
     if isinstance(error, (TypeError, ValueError)):
         # The adapter's own message, redacted: it may quote the secret it refused.
         text = f"{type(error).__name__}: {redact(safe_text(error))}"

@@ -212,7 +212,9 @@ def test_bad_settings_name_the_setting(
 
 def test_bad_settings_through_the_resolver_name_the_campaign() -> None:
     campaign = Campaign("c", "http", {**SETTINGS, "path": "/people"})
-    with pytest.raises(Exception, match="campaign 'c'.*{id} must appear exactly once"):
+    with pytest.raises(
+        Exception, match=r"Campaign\('c'\)\.settings: \{id\} must appear exactly once"
+    ):
         Resolver([campaign])
 
 
