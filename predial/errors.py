@@ -323,6 +323,18 @@ class Unresolvable(PredialError):
             text = f"{text}: {detail}"
         super().__init__(text)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its attributes rather than its constructor's arguments (each
+        # subclass takes others): a refusal pickles and copies, e.g. across processes.
+        return (_restore, (type(self), self.args, self.__dict__.copy()))
+
+
+def _restore(cls: type[Unresolvable], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    refusal = cls.__new__(cls)
+    Exception.__init__(refusal, *args)
+    refusal.__dict__.update(state)
+    return refusal
+
 
 class InvalidLead(Unresolvable, ValueError):
     """A lead that fails validation: no dial is possible, whatever the CRM says.
@@ -359,6 +371,9 @@ class InvalidLead(Unresolvable, ValueError):
         )
 
 
+_MOST_TO_SUGGEST_FROM = 200
+
+
 class UnknownCampaign(Unresolvable):
     """No campaign with the lead's `campaignId` is configured in this resolver.
 
@@ -375,16 +390,25 @@ class UnknownCampaign(Unresolvable):
         elapsed: float = 0.0,
     ) -> None:
         self.configured = configured
-        close = difflib.get_close_matches(campaign_id, configured, n=1)
+        # A suggestion costs a comparison per configured id: skipped past a few
+        # hundred, where a typo is better found in the configuration anyway.
+        close = (
+            difflib.get_close_matches(campaign_id, configured, n=1)
+            if len(configured) <= _MOST_TO_SUGGEST_FROM
+            else []
+        )
         hint = f"; did you mean {close[0]!r}?" if close else ""
         listed = ", ".join(configured[:10]) + (", ..." if len(configured) > 10 else "")
+        # The id is the caller's input: shown masked and bounded, like any input.
+        from .redaction import redact  # here: redaction imports phone, which imports us
+
+        shown = redact(repr(campaign_id), limit=80)
         super().__init__(
             "unknown_campaign",
             retryable=False,
             campaign_id=campaign_id,
             external_id=external_id,
-            detail=f"no campaign {campaign_id!r} is configured{hint} "
-            f"(configured: {listed or 'none'})",
+            detail=f"no campaign {shown} is configured{hint} (configured: {listed or 'none'})",
             elapsed=elapsed,
         )
 

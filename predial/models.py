@@ -152,9 +152,22 @@ def parse_lead(value: object, *, index: int | None = None) -> Lead:
     Takes a `Lead`, the Lupitor lead JSON (a mapping, with or without the API's
     read-only fields), or another pydantic model of a lead (such as a listed
     `StoredLead`). `index` is the lead's position in a batch, for the message.
+    Whatever `value` is or does, the answer is a `Lead` or an `InvalidLead`; the
+    message shows field names (masked, bounded), never a value.
     """
     if isinstance(value, Lead):
         return value
+    try:
+        return _parse(value, index)
+    except InvalidLead:
+        raise
+    except Exception as error:  # a mapping or model whose methods raise
+        raise InvalidLead(
+            [(None, f"could not be read ({type_name(error)})")], index=index
+        ) from None
+
+
+def _parse(value: object, index: int | None) -> Lead:
     if isinstance(value, BaseModel):
         value = value.model_dump(by_alias=True, exclude_none=True)
     if not isinstance(value, Mapping):
@@ -163,15 +176,23 @@ def parse_lead(value: object, *, index: int | None = None) -> Lead:
                 (
                     None,
                     f"expected the Lupitor lead JSON (an object) or a predial.Lead, "
-                    f"not {type(value).__name__}",
+                    f"not {type_name(value)}",
                 )
             ],
             index=index,
         )
+    unknown = [key for key in value if key not in _KNOWN_KEYS]
+    if len(unknown) > _MOST_UNKNOWN:
+        # Not a lead at all: said at once, without a suggestion per key.
+        shown = ", ".join(_shown_field(key) for key in unknown[:3])
+        raise InvalidLead([(None, f"{len(unknown)} unknown fields ({shown}, ...)")], index=index)
     try:
         return Lead.model_validate(value)
     except ValidationError as error:
         problems = [_problem(item) for item in error.errors(include_url=False)]
+        if len(problems) > _MOST_PROBLEMS:
+            more = len(problems) - _MOST_PROBLEMS
+            problems = [*problems[:_MOST_PROBLEMS], (None, f"and {more} more problems")]
         campaign_id = value.get("campaignId", value.get("campaign_id"))
         external_id = value.get("externalId", value.get("external_id"))
         raise InvalidLead(
@@ -182,13 +203,27 @@ def parse_lead(value: object, *, index: int | None = None) -> Lead:
         ) from None
 
 
+# A lead has a dozen fields: past these, a message would only grow.
+_MOST_UNKNOWN = 20
+_MOST_PROBLEMS = 10
+
+
 def _lead_fields() -> list[str]:
     return [info.alias or name for name, info in Lead.model_fields.items()]
 
 
+_KNOWN_KEYS = frozenset(_lead_fields()) | frozenset(Lead.model_fields)
+
+
+def _shown_field(part: object) -> str:
+    """A field name from the input, as a message may show it: numbers masked,
+    control characters escaped, at most 64 characters (a key may be anything)."""
+    return redact(str(part), limit=64)
+
+
 def _problem(item: ErrorDetails) -> tuple[str | None, str]:
     """One pydantic error as (the field as the API spells it, our message)."""
-    location = [str(part) for part in item["loc"]]
+    location = [_shown_field(part) for part in item["loc"]]
     kind = item["type"]
     if not location:  # the one model-level rule: neither identifier was given
         return "externalId", item["msg"].removeprefix("Value error, ")

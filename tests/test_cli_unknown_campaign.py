@@ -69,3 +69,10 @@ def test_a_campaign_whose_adapter_cannot_be_built_exits_2(
         assert result.exit_code == 2, args
         assert "error: campaign 'a' is misconfigured: " in result.stderr
         assert "unknown adapter 'nosuch'" in result.stderr
+
+
+def test_check_strips_a_campaign_id_as_the_lead_does() -> None:
+    """Leads strip whitespace; check must look the campaign up by the stripped id."""
+    result = run("check", "cmp_crm_export ", "C-1001", "--config", CONFIG)
+    assert result.exit_code == 0, result.output
+    assert "+1202***1111" in result.stdout

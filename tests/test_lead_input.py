@@ -148,3 +148,71 @@ async def test_resolve_many_answers_every_input_whatever_it_holds(
         if isinstance(result, InvalidLead):
             assert result.index == index
             assert not result.retryable
+
+
+def test_field_names_from_the_input_are_masked_escaped_and_bounded() -> None:
+    """A key is input like any value: a number in it is masked, a control character
+    escaped (no forged log line), and a lead of many unknown keys is one short line."""
+    with pytest.raises(InvalidLead) as caught:
+        predial.parse_lead({"campaignId": "c", "externalId": "x", "+12025551234": 1})
+    assert "+12025551234" not in str(caught.value)
+    assert "lead.+1202***1234: unknown field" in str(caught.value)
+    with pytest.raises(InvalidLead) as caught:
+        predial.parse_lead({"campaignId": "c", "externalId": "x", "\x1b[2J\nINFO forged": 1})
+    assert "\n" not in str(caught.value)
+    assert "\x1b" not in str(caught.value)
+    with pytest.raises(InvalidLead, match=r"lead: 5000 unknown fields \(0, 1, 2, \.\.\.\)$"):
+        predial.parse_lead({str(n): n for n in range(5000)})
+    with pytest.raises(InvalidLead) as caught:
+        predial.parse_lead({"campaignId": 1, **{f"k{n}": n for n in range(15)}})
+    assert len(caught.value.problems) == 11
+    assert caught.value.problems[-1] == (None, "and 6 more problems")
+
+
+class _Hostile(dict[str, Any]):
+    def __getitem__(self, key: str) -> Any:
+        raise RuntimeError("+12025551234")
+
+    def get(self, key: str, default: Any = None) -> Any:
+        raise RuntimeError("+12025551234")
+
+
+class _RaisingModel(StoredLead):
+    def model_dump(self, **kwargs: Any) -> dict[str, Any]:
+        raise RuntimeError("dump failed for +12025551234")
+
+
+async def test_inputs_whose_methods_raise_are_invalid_leads_in_their_place() -> None:
+    model = _RaisingModel.model_validate(LISTED)
+    async with make_resolver() as resolver:
+        results = await resolver.resolve_many(
+            [_Hostile(campaignId="cmp"), model, {"campaignId": "cmp", "externalId": "A"}]
+        )
+    first, second, third = results
+    assert isinstance(first, InvalidLead)
+    assert isinstance(second, InvalidLead)
+    assert str(second) == "invalid_lead (skip): leads[1]: could not be read (RuntimeError)"
+    assert isinstance(third, Resolution)
+
+
+def test_refusals_pickle_and_copy_with_their_attributes() -> None:
+    import copy
+    import pickle
+
+    with pytest.raises(InvalidLead) as caught:
+        predial.parse_lead({"campaignId": 1}, index=4)
+    for refusal in (
+        caught.value,
+        predial.UnknownCampaign("cmq", ["cmp"]),
+        Unresolvable("timeout", retryable=True, retry_after=3.0),
+    ):
+        for again in (pickle.loads(pickle.dumps(refusal)), copy.copy(refusal)):
+            assert type(again) is type(refusal)
+            assert str(again) == str(refusal)
+            assert again.__dict__ == refusal.__dict__
+
+
+def test_an_unknown_campaign_s_id_is_shown_masked() -> None:
+    refusal = predial.UnknownCampaign("+12025551234", ["cmp"])
+    assert "+12025551234" not in str(refusal)
+    assert "'+1202***1234'" in str(refusal)

@@ -64,14 +64,14 @@ def check(
 
     async def run() -> Trace:
         async with resolver:
-            if campaign not in resolver.campaigns:
+            if lead.campaign_id not in resolver.campaigns:
                 # A configuration mistake, not a lead's verdict: exit 2, one line.
-                unknown = UnknownCampaign(campaign, sorted(resolver.campaigns))
+                unknown = UnknownCampaign(lead.campaign_id, sorted(resolver.campaigns))
                 raise ConfigurationError(f"{unknown.detail}; check the --config file")
-            error = resolver.campaigns[campaign].error
+            error = resolver.campaigns[lead.campaign_id].error
             if error is not None:  # its adapter could not be built: nothing to trace
                 raise ConfigurationError(
-                    f"campaign {campaign!r} is misconfigured: {safe_text(error)}; "
+                    f"campaign {lead.campaign_id!r} is misconfigured: {safe_text(error)}; "
                     "fix the configuration (predial config validate)"
                 )
             return await resolver.explain(lead)
