@@ -134,6 +134,8 @@ def lead_from_options(campaign: str, external_id: str | None, phone: str | None)
     except InvalidLead as invalid:
         field, message = invalid.problems[0]
         option = _OPTIONS.get(field or "", "the lead")
+        if message.startswith("At least one of"):  # the model's rule, in the options' terms
+            message = "must not be empty"
         raise click.UsageError(f"{option}: {message}") from None
 
 
