@@ -32,6 +32,7 @@ from ..lupitor.importer import (
     ApiVersion,
     ImportProgress,
     ImportReport,
+    campaign_problem,
     import_leads_async,
     verify_problem,
 )
@@ -318,9 +319,22 @@ async def _progress_view(
         yield update
 
 
+def _campaign(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    # Up front: an empty or over-long id would reject every row, one by one.
+    problem = campaign_problem(value)
+    if problem is not None:
+        raise click.BadParameter(problem, ctx=ctx, param=param)
+    return value
+
+
 @click.command("import")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--campaign", required=True, help="The Lupitor campaign to import into.")
+@click.option(
+    "--campaign",
+    required=True,
+    callback=_campaign,
+    help="The Lupitor campaign to import into (its id, e.g. cmp_1).",
+)
 @click.option(
     "--api-url",
     envvar=API_URL_ENV,
@@ -357,7 +371,9 @@ async def _progress_view(
     "CSV. A value starting with = + - @ or a tab or carriage return gets a ' in front, "
     "so a spreadsheet runs no formula; a byte that could not be read shows as \\xNN; "
     "values are otherwise kept as they were. Its last column, extra, holds values "
-    "without a column. It may not be FILE or the journal.",
+    "without a column. It may not be FILE or the journal, and its folder must exist. "
+    "A dry run writes it only when given, never over the one a real run of its "
+    "journal wrote.",
 )
 @click.option(
     "--encoding",

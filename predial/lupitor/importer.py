@@ -36,7 +36,11 @@ The journal belongs to one import of one file into one campaign: by default
 
 Nothing given is overwritten by mistake: a rejects file that is the input, the
 journal or one of its files, and a journal that is the input, are refused
-(`ConfigurationError`) before anything is read or written.
+(`ConfigurationError`) before anything is read or written; so is, for a dry run,
+the rejects file a real run of its journal wrote (the journal records it). A
+rejects file that could not be written at the end (its folder missing or not
+writable, a device) is refused then too, and it is written beside itself and put
+in place, so a failure leaves the earlier one whole.
 
 The file is decoded strictly (`predial.tabular`): a row with a byte that is not
 valid in the file's encoding is rejected, never sent altered; the encoding used is
@@ -55,10 +59,14 @@ import logging
 import math
 import os
 import re
+import secrets
+import stat
+import tempfile
 import time
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -81,12 +89,13 @@ from ..resolver import Resolver
 from ..tabular import detect_encoding, read_header, read_rows, table_format
 from .client import MAX_BULK, AsyncLupitorClient, Waiting
 from .columns import ColumnMap, Rejection
-from .journal import STATUSES, ImportLock, Journal, holder
+from .journal import STATUSES, ImportLock, Journal, holder, recorded_rejects
 
 __all__ = [
     "ApiVersion",
     "ImportProgress",
     "ImportReport",
+    "campaign_problem",
     "import_leads",
     "import_leads_async",
     "verify_problem",
@@ -611,6 +620,69 @@ def _check_paths(source: Path, journal: Path, rejects: Path | None) -> None:
                 )
 
 
+def _check_rejects_target(rejects: Path) -> None:
+    """Refuse, before anything is read or sent, a rejects file that could not be
+    written at the end: in a folder that does not exist or cannot be written, a
+    folder itself, or not a regular file (`/dev/full`, a pipe). The file is written
+    beside itself and then put in place (`_write_rejects`), so what decides is the
+    folder: a file is made in it and removed again to find out."""
+    named = f"--rejects {rejects}"
+    try:
+        found = os.stat(rejects)
+    except (FileNotFoundError, NotADirectoryError):
+        found = None  # the folder is looked at next
+    except OSError as error:
+        raise ConfigurationError(
+            f"{named}: cannot be used ({error.strerror or error}); name another file"
+        ) from None
+    if found is not None and stat.S_ISDIR(found.st_mode):
+        raise ConfigurationError(
+            f"{named}: that is a folder; name a file in it, e.g. --rejects "
+            f"{rejects / 'rejects.csv'}"
+        )
+    if found is not None and not stat.S_ISREG(found.st_mode):
+        raise ConfigurationError(
+            f"{named}: not a regular file (a device, a pipe or a socket); name a file to "
+            "write the rejected rows to"
+        )
+    folder = Path(os.path.realpath(rejects)).parent
+    if not folder.is_dir():
+        if folder.exists():
+            raise ConfigurationError(
+                f"{named}: {folder} is a file, not a folder; name a file in a folder"
+            )
+        raise ConfigurationError(
+            f"{named}: the folder {folder} does not exist; create it, or name a file in a "
+            "folder that exists"
+        )
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".predial-rejects-", dir=folder)
+    except OSError as error:
+        raise ConfigurationError(
+            f"{named}: no file can be written in {folder} ({error.strerror or error}); "
+            "make it writable, or name a file in another folder"
+        ) from None
+    os.close(handle)
+    os.unlink(probe)
+
+
+def _check_dry_run_rejects(journal: Path, rejects: Path) -> None:
+    """A dry run never overwrites the rejects file a real run of its journal wrote:
+    that file lists the rows the real import rejected or failed to send, and a dry
+    run's list of what it would reject is no replacement."""
+    written = recorded_rejects(journal)
+    if written is None or not _same_file(rejects, Path(written)):
+        return
+    if not os.path.exists(written):
+        return  # gone already: nothing to lose
+    suggestion = rejects.with_name(f"{rejects.stem}.dry-run{rejects.suffix or '.csv'}")
+    raise ConfigurationError(
+        f"--rejects {rejects}: the real import recorded in {journal} wrote its "
+        "rejected rows there, and a dry run does not overwrite them; name another file "
+        f"(e.g. --rejects {suggestion}) or leave --rejects out"
+    )
+
+
 class _Unresolved:
     """The leads `verify` found would not resolve: line and reason of each, kept
     compact (a few bytes a row) for the rejects file, counted by reason."""
@@ -642,6 +714,29 @@ class _Unresolved:
         """(line, reason text), in file order."""
         for line, ident in zip(self.lines, self.texts, strict=True):
             yield line, self._text_list[ident]
+
+
+#: The Leads API's longest campaign id (`Lead.campaign_id`).
+MAX_CAMPAIGN_ID = 256
+
+
+def campaign_problem(campaign_id: str) -> str | None:
+    """What is wrong with `campaign_id` as a campaign to import into, or None:
+    empty, longer than the API takes, blanks around it (each lead would be sent
+    without them, the journal and the listing with them), or a control character.
+    Checked before anything is read: every row would be refused alike."""
+    if not campaign_id.strip():
+        return "a campaign id cannot be empty; give the campaign's id, e.g. cmp_1"
+    if len(campaign_id) > MAX_CAMPAIGN_ID:
+        return (
+            f"the campaign id is {len(campaign_id):,} characters long; Lupitor's are "
+            f"at most {MAX_CAMPAIGN_ID}: give the campaign's id, e.g. cmp_1"
+        )
+    if campaign_id != campaign_id.strip():
+        return f"{campaign_id!r} has blanks around it; give the id without them"
+    if any(not character.isprintable() for character in campaign_id):
+        return f"{campaign_id!r} holds a control character; give the campaign's id as shown"
+    return None
 
 
 def verify_problem(
@@ -732,6 +827,9 @@ async def import_leads_async(
     and at the end."""
     if not 1 <= batch_size <= MAX_BULK:
         raise ValueError(f"batch_size must be between 1 and {MAX_BULK}")
+    wrong = campaign_problem(campaign_id)
+    if wrong is not None:
+        raise ValueError(f"campaign_id: {wrong}")
     if verify is not None:
         # Before anything is read, sent or journaled: every lead would be refused alike.
         problem = verify_problem(verify, campaign_id)
@@ -745,6 +843,12 @@ async def import_leads_async(
     journal_file = Path(journal_path) if journal_path else Journal.path_for(source, campaign_id)
     rejects_file = Path(rejects_path) if rejects_path is not None else None
     _check_paths(source, journal_file, rejects_file)
+    if rejects_file is not None:
+        # Before anything is sent: a folder that does not exist found at the end
+        # would cost the operator the rejected rows of an import already done.
+        _check_rejects_target(rejects_file)
+        if dry_run:
+            _check_dry_run_rejects(journal_file, rejects_file)
     notify = on_notice if on_notice is not None else log.warning
     codec = detect_encoding(source, encoding, notice=on_notice)
     header = _header(source, codec)
@@ -837,13 +941,15 @@ async def import_leads_async(
             if report.rejected:
                 report.rejected_causes = _rejected_causes(journal)
             report.would_not_resolve_reasons = unresolved.reasons.most_common()
-            if rejects_path is not None:
-                report.rejects = str(rejects_path)
+            if rejects_file is not None:
+                report.rejects = str(rejects_file)
+                if not dry_run:
+                    journal.note_rejects(rejects_file)
                 _write_rejects(
                     source,
                     codec,
                     journal,
-                    Path(rejects_path),
+                    rejects_file,
                     unresolved,
                     columns.columns.get("external_id"),
                 )
@@ -1027,7 +1133,10 @@ def _write_rejects(
     header = _header(source, codec)
     known = set(header)
     marked = codec in ("utf-8-sig", "utf-16")
-    with target.open("w", newline="", encoding="utf-8-sig" if marked else "utf-8") as file:
+    with (
+        _replacing(target) as temporary,
+        temporary.open("w", newline="", encoding="utf-8-sig" if marked else "utf-8") as file,
+    ):
         writer = csv.writer(file)
         writer.writerow(
             [_cell(name) for name in ["line", "status", "column", "reason", *header, "extra"]]
@@ -1046,6 +1155,35 @@ def _write_rejects(
                 extra = _extra(fields, known)
                 writer.writerow([_cell(v) for v in (line, status, column, reason, *values, extra)])
                 upcoming = next(problems, None)
+
+
+@contextmanager
+def _replacing(target: Path) -> Iterator[Path]:
+    """A new file beside `target` to write, put in place of `target` when the block
+    ends, removed if it fails: a rejects file is whole or not changed (a full disk
+    or a kill while writing leaves the earlier one as it was). Named through a
+    symbolic link, the file linked to is replaced. A failure to write is one
+    `ConfigurationError` naming --rejects, after the import itself is done."""
+    final = Path(os.path.realpath(target))
+    temporary = final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        # The mode a plain open() gives (0666 less the umask), or the replaced file's.
+        os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        with suppress(FileNotFoundError):
+            os.chmod(temporary, stat.S_IMODE(os.stat(final).st_mode))
+        yield temporary
+        os.replace(temporary, final)
+    except BaseException as error:
+        with suppress(FileNotFoundError):
+            os.unlink(temporary)
+        # An error naming another file (the input, read again) is not the rejects'.
+        if isinstance(error, OSError) and error.filename in (None, str(temporary), str(final)):
+            raise ConfigurationError(
+                f"--rejects {target}: could not be written ({error.strerror or error}); "
+                "the import itself is journaled: rerun the same command (nothing is sent "
+                "again) with --rejects naming a file where there is room"
+            ) from None
+        raise
 
 
 def _merged(

@@ -526,6 +526,16 @@ class Journal:
                         )
                 yield line, status, column, reason
 
+    def note_rejects(self, path: Path) -> None:
+        """Record that this (real) run writes its rejects to `path`, before it does:
+        a dry run will not overwrite that file (`recorded_rejects`)."""
+        with self._guard():
+            self._db.execute(
+                "INSERT INTO meta VALUES ('rejects', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (os.path.realpath(path),),
+            )
+
     def close(self) -> None:
         try:
             self.flush()
@@ -605,6 +615,17 @@ def recorded_counts(path: Path) -> dict[str, int] | None:
 def recorded_campaign(path: Path) -> str | None:
     """The campaign the journal at `path` records, or None: no file, not a predial
     journal, or unreadable. Reads without writing or creating anything."""
+    return _recorded(path, "campaign")
+
+
+def recorded_rejects(path: Path) -> str | None:
+    """The rejects file (its resolved path) a real run of the journal at `path`
+    last wrote (`Journal.note_rejects`), or None: none, no file, not a predial
+    journal, or unreadable. Reads without writing or creating anything."""
+    return _recorded(path, "rejects")
+
+
+def _recorded(path: Path, key: str) -> str | None:
     if not path.is_file():
         return None
     try:
@@ -612,7 +633,7 @@ def recorded_campaign(path: Path) -> str | None:
     except sqlite3.Error:
         return None
     try:
-        row = db.execute("SELECT value FROM meta WHERE key = 'campaign'").fetchone()
+        row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
     except sqlite3.Error:
         return None
     finally:
