@@ -64,6 +64,7 @@ from .cache import CacheSettings
 from .campaign import Campaign, RetrySettings
 from .errors import ConfigurationError, PluginLoadError
 from .phone import DEFAULT_REFUSED_TYPES, PhonePolicy
+from .redaction import register_secret
 from .service.settings import ServiceConfig
 
 if TYPE_CHECKING:
@@ -590,6 +591,32 @@ def _secret_problems(raw: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def _file_secrets(text: str, raw: Mapping[str, Any], env: Mapping[str, str]) -> list[object]:
+    """The secrets a configuration holds (variables substituted): the values of its
+    campaigns' secret settings, `[service]`'s keys and webhook secrets, and the
+    values of the variables it names whose names say secret (`${HUBSPOT_TOKEN}`),
+    wherever they are used."""
+    found: list[object] = [
+        env[match.group(1)]
+        for match in _VARIABLE.finditer(text)
+        if match.group(1) in env and is_secret_setting(match.group(1))
+    ]
+    campaigns = raw.get("campaigns")
+    for campaign in campaigns if isinstance(campaigns, list) else []:
+        settings = campaign.get("settings") if isinstance(campaign, dict) else None
+        if isinstance(settings, dict):
+            found.extend(secret_values(settings))
+    service = raw.get("service")
+    if isinstance(service, dict):
+        keys = service.get("keys")
+        for key in keys if isinstance(keys, list) else []:
+            if isinstance(key, dict):
+                found.append(key.get("key"))
+        secrets = service.get("webhook_secrets")
+        found.extend(secrets if isinstance(secrets, list) else [])
+    return found
+
+
 def _duplicate_ids(raw: Mapping[str, Any]) -> list[str]:
     # Checked on the raw tables: pydantic checks the list as a whole only once every
     # campaign in it is valid, so a typo elsewhere would hide a duplicate.
@@ -659,7 +686,9 @@ def check_config(
     (then nothing more can be read), literal secrets, unset variables, unknown or
     invalid settings, duplicate campaign ids. An unset variable does not hide the
     rest: what it feeds is left out, everything else is checked. `[service]`'s unset
-    variables are not problems here (`PredialConfig.service_unset`)."""
+    variables are not problems here (`PredialConfig.service_unset`). The file's
+    secrets are registered with `predial.redaction.register_secret`, so that no
+    message quotes one."""
     file = Path(path)
     env = os.environ if environ is None else environ
     if file.is_dir():
@@ -688,6 +717,11 @@ def check_config(
     raw = _substitute(raw, (), env, unset)
     if service_raw is not None:
         raw["service"] = _substitute(service_raw, ("service",), env, service_unset)
+    # Known by value from here on, before any message could quote one: a secret put
+    # in another setting too (`default_region = "${HUBSPOT_TOKEN}"`) is redacted
+    # from the problem that setting gets.
+    for secret in _file_secrets(text, raw, env):
+        register_secret(secret)
     problems.extend(unset.problems)
     problems.extend(_duplicate_ids(raw))
     _resolve_paths(raw, file.parent)

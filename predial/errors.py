@@ -182,15 +182,22 @@ class PluginLoadError(ConfigurationError):
 
     `plugin` names it (an entry point, what was passed in code, or the file or module
     as `[resolver] plugins` names it), `reason` says why, and `context`, when the
-    plugin was configured, where (`predial.toml: resolver.plugins[0]`).
+    plugin was configured, where (`predial.toml: resolver.plugins[0]`). The plugin's
+    name and the reason are redacted when the error is built (numbers masked,
+    credentials removed): a reason quotes what third-party code raised, and the
+    error is printed, logged and shown by `predial plugins` as it is.
     """
 
     def __init__(self, plugin: str, reason: str, context: str | None = None) -> None:
-        self.plugin = plugin
-        self.reason = reason
+        # Here, not at the top: predial.redaction imports predial.phone, which
+        # imports this module.
+        from .redaction import redact
+
+        self.plugin = redact(plugin, limit=200)
+        self.reason = redact(reason, limit=2000)
         self.context = context
         where = f"{context}: " if context else ""
-        super().__init__(f"{where}plugin {plugin!r} failed to load: {reason}")
+        super().__init__(f"{where}plugin {self.plugin!r} failed to load: {self.reason}")
 
 
 class AdapterError(PredialError):

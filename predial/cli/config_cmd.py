@@ -7,6 +7,7 @@ it too, before it starts, so both report every problem the same way.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,7 +29,7 @@ from ..config import (
 from ..errors import ConfigurationError
 from ..fetcher import redacted_traceback
 from ..plugins import PluginRegistry, load_plugins
-from ..redaction import safe_text
+from ..redaction import redact, safe_text
 from ..resolver import Resolver
 from ..service.settings import ServiceConfig
 from ..shared import redacted_url
@@ -38,6 +39,10 @@ from .output import err_console, out_console, reported_by_the_command
 __all__ = ["Checkup", "Problem", "config", "configuration_problems", "report_problems"]
 
 log = logging.getLogger("predial.cli")
+
+# A problem line is cut only past this many characters: an adapter's list of its
+# settings is long, and the fix is often at its end.
+_PROBLEM_LIMIT = 4000
 
 
 @dataclass(frozen=True)
@@ -126,10 +131,39 @@ def report_problems(problems: list[Problem]) -> None:
     behind it at DEBUG level (--debug, -vv), for a bug report or an adapter's author."""
     console = err_console()
     for problem in problems:
-        console.print(f"[bold red]error:[/] {escape(problem.text)}", highlight=False)
+        # Redacted, whatever wrote it: a plugin's or an adapter's exception text, a
+        # key or a value of the file (a secret's value put in another setting, a
+        # phone number as a key) may be quoted in it.
+        text = _redacted(problem.text)
+        console.print(f"[bold red]error:[/] {escape(text)}", highlight=False)
         if problem.error is not None and log.isEnabledFor(logging.DEBUG):
             # Redacted: an adapter's exception text may quote the secret it refused.
-            log.debug("%s\n%s", safe_text(problem.error), redacted_traceback(problem.error))
+            log.debug(
+                "%s\n%s",
+                redact(problem.error, limit=_PROBLEM_LIMIT),
+                redacted_traceback(problem.error),
+            )
+
+
+# A key path predial wrote, before the ": " that ends it (`campaigns[0].settings.token:
+# must be text`): redaction would take that for a credential's key and its value.
+_KEY_PATH = re.compile(
+    r"(?<![\w.\]\"-])(?:resolver|campaigns|service)"
+    r"(?:\[\d+\]|\.[A-Za-z0-9_-]+|\.\"(?:[^\"\\]|\\.)*\")*(?=: )"
+)
+# What stands for that ": " while the line is redacted (a private-use character: no
+# pattern of the redaction takes it for a separator).
+_HELD = "\ue000"
+
+
+def _redacted(text: str) -> str:
+    """A problem line redacted (`predial.redaction.redact`): numbers masked and
+    credentials removed from whatever it quotes, predial's key paths kept readable
+    (a key path's own keys are redacted too: a number written as a key is masked)."""
+    if _HELD in text:  # the file wrote the stand-in itself: no key path is spared
+        return redact(text, limit=_PROBLEM_LIMIT)
+    held = _KEY_PATH.sub(lambda match: match.group() + _HELD, text).replace(_HELD + ": ", _HELD)
+    return redact(held, limit=_PROBLEM_LIMIT).replace(_HELD, ": ")
 
 
 @click.group()
@@ -166,8 +200,14 @@ def validate(ctx: click.Context, config_file: Path | None, config_path: Path | N
         ctx.exit(EXIT_USAGE)
     loaded = checkup.checked.config
     assert loaded is not None  # no problem was found, so the file loaded
-    campaigns = ", ".join(f"{c.id} ({c.adapter})" for c in loaded.campaigns) or "none"
-    out_console().print(f"ok: {file}: {len(loaded.campaigns)} campaign(s): {campaigns}")
+    # Ids and names come from the file (or its variables): redacted like a problem.
+    campaigns = (
+        ", ".join(redact(f"{c.id} ({c.adapter})", limit=200) for c in loaded.campaigns) or "none"
+    )
+    out_console().print(
+        f"ok: {file}: {len(loaded.campaigns)} campaign(s): {campaigns}",
+        markup=False,
+    )
     shared = loaded.resolver.shared
     if shared is not None:
         # Checked for its form only: whether Redis answers is `predial check`'s job,
