@@ -35,6 +35,7 @@ predial's words (`resolver.deadlin: unknown setting; did you mean 'deadline'?`).
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib
 import importlib.util
 import itertools
@@ -337,13 +338,24 @@ class PredialConfig(_Strict):
         """
         base = self.path.parent if self.path else Path.cwd()
         modules = []
+        # A plugin named twice (`["a/x.py", "./a/x.py"]`) is imported once: the same
+        # module, or the same error, for both (`add_configured` registers it once).
+        done: dict[str, ModuleType | PluginLoadError] = {}
         for index, spec in enumerate(self.resolver.plugins):
-            try:
-                modules.append(_import_plugin(spec, base, self.path, index))
-            except PluginLoadError as error:
+            key = _plugin_key(spec, base)
+            result = done.get(key)
+            if result is None:
+                try:
+                    result = _import_plugin(spec, base, self.path, index)
+                except PluginLoadError as error:
+                    result = error
+                done[key] = result
+            if isinstance(result, PluginLoadError):
                 if failed is None:
-                    raise
-                failed[index] = error
+                    raise result
+                failed[index] = result
+            else:
+                modules.append(result)
         return modules
 
 
@@ -371,16 +383,39 @@ def service_problems(
     return problems
 
 
+_MODULE_CHARACTERS = re.compile(r"\W")
+
+
+def _plugin_file(spec: str, base: Path) -> Path:
+    return Path(spec) if Path(spec).is_absolute() else base / spec
+
+
+def _plugin_key(spec: str, base: Path) -> str:
+    """What a `[resolver] plugins` entry names: a file by its resolved path, a module
+    by its name."""
+    if not spec.endswith(".py"):
+        return f"module:{spec}"
+    try:
+        return f"file:{_plugin_file(spec, base).resolve()}"
+    except (OSError, RuntimeError):  # a symbolic link loop: it fails on import
+        return f"file:{_plugin_file(spec, base)}"
+
+
 def _import_plugin(spec: str, base: Path, config: Path | None, index: int) -> ModuleType:
     where = f"{config or DEFAULT_CONFIG}: resolver.plugins[{index}]"
     if spec.endswith(".py"):
-        file = Path(spec) if Path(spec).is_absolute() else base / spec
+        file = _plugin_file(spec, base)
         if not file.is_file():
             relative = "" if Path(spec).is_absolute() else " (relative to the configuration)"
             raise PluginLoadError(
                 spec, f"no such file {str(file)!r}; fix the path{relative} or remove it", where
             )
-        name = f"predial_config_plugin_{file.stem}"
+        # A name of its own for each file (two files named x.py in different folders
+        # must not take each other's place in sys.modules): the stem, for
+        # tracebacks, and a digest of where the file is.
+        digest = hashlib.sha256(_plugin_key(spec, base).encode("utf-8", "surrogatepass"))
+        stem = _MODULE_CHARACTERS.sub("_", file.stem)
+        name = f"predial_config_plugin_{stem}_{digest.hexdigest()[:12]}"
         module_spec = importlib.util.spec_from_file_location(name, file)
         if module_spec is None or module_spec.loader is None:
             raise PluginLoadError(spec, f"cannot import {str(file)!r}", where)

@@ -203,9 +203,13 @@ class PluginRegistry:
         failed: dict[int, PluginLoadError] = {}
         modules = iter(config.plugin_modules(failed))
         infos = []
+        told: set[int] = set()  # a failure named twice is listed once
         for index, spec in enumerate(config.resolver.plugins):
             info = PluginInfo(name=spec, origin="config")
             if index in failed:
+                if id(failed[index]) in told:
+                    continue
+                told.add(id(failed[index]))
                 self.plugins.append(info)
                 info.fail(failed[index].reason, failed[index])
             else:

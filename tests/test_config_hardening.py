@@ -124,3 +124,70 @@ def test_a_problem_naming_a_phone_number_key_masks_it(folder: Path) -> None:
     assert result.exit_code == 2
     assert "+12025551234" not in result.output
     assert '"+1202***1234": unknown setting' in result.stderr
+
+
+# -- 2. config validate accepts the configured plugins the runtime accepts ---------
+
+
+def two_plugin_folders(folder: Path) -> None:
+    for sub, cls, name in (("a", "A", "alpha"), ("b", "B", "beta")):
+        (folder / sub).mkdir()
+        (folder / sub / "x.py").write_text(PLUGIN.format(cls=cls, name=name))
+
+
+@pytest.mark.parametrize(
+    ("plugins", "adapters"),
+    [
+        ('["a/x.py", "a/x.py", "./a/x.py"]', ["alpha"]),  # one file named three times
+        ('["a/x.py", "b/x.py"]', ["alpha", "beta"]),  # two files with the same stem
+    ],
+)
+def test_validate_plugins_and_resolve_accept_the_same_configured_files(
+    folder: Path, plugins: str, adapters: list[str]
+) -> None:
+    two_plugin_folders(folder)
+    campaigns = "".join(
+        f'[[campaigns]]\nid = "c{index}"\nadapter = "{name}"\n'
+        for index, name in enumerate(adapters)
+    )
+    (folder / "predial.toml").write_text(f"[resolver]\nplugins = {plugins}\n{campaigns}")
+    validated = run("config", "validate")
+    assert validated.exit_code == 0, validated.output
+    assert validated.stdout.startswith(f"ok: predial.toml: {len(adapters)} campaign(s)")
+    listed = run("plugins")
+    assert listed.exit_code == 0, listed.output
+    assert "failed" not in listed.output
+    for index in range(len(adapters)):
+        resolved = run("resolve", "--campaign", f"c{index}", "--external-id", "X")
+        assert resolved.exit_code == 0, resolved.output
+        assert "+1202***1111" in resolved.stdout
+
+
+def test_same_stem_plugin_files_keep_their_own_modules(folder: Path) -> None:
+    """Each file is a module of its own in sys.modules (one replacing the other would
+    break whatever looks a class's module up: dataclasses, pickle, typing)."""
+    import sys
+
+    two_plugin_folders(folder)
+    (folder / "predial.toml").write_text('[resolver]\nplugins = ["a/x.py", "b/x.py"]\n')
+    with Resolver.from_config("predial.toml", load_entrypoints=False) as resolver:
+        alpha = resolver.registry.adapter_class("alpha")
+        beta = resolver.registry.adapter_class("beta")
+    assert alpha.__module__ != beta.__module__
+    assert sys.modules[alpha.__module__].A is alpha
+    assert sys.modules[beta.__module__].B is beta
+
+
+def test_validate_reports_every_failing_plugin_once(folder: Path) -> None:
+    (folder / "broken.py").write_text(BROKEN)
+    (folder / "predial.toml").write_text(
+        '[resolver]\nplugins = ["broken.py", "missing.py", "broken.py", "no_such_module_xyz"]\n'
+    )
+    result = run("config", "validate")
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 3, lines
+    assert lines[0].startswith("error: predial.toml: resolver.plugins[0]: plugin 'broken.py'")
+    assert lines[1].startswith("error: predial.toml: resolver.plugins[1]: plugin 'missing.py'")
+    assert lines[2].startswith("error: predial.toml: resolver.plugins[3]: plugin 'no_such_mod")
+    assert "already registered" not in result.stderr
