@@ -555,19 +555,38 @@ _INTERNAL_FIELDS = frozenset({"path", "service_unset"})
 
 
 class _Unset:
-    """Where `${VAR}`s that are not set were used (each is a problem of its own)."""
+    """Where `${VAR}`s that are not set were used (each is a problem of its own).
+
+    Indexed, so that asking about a location costs its depth, not the number of
+    unset variables: a file of 10,000 campaigns each with an unset variable and a
+    typo is checked in linear time (it took minutes when every question walked the
+    whole list)."""
 
     def __init__(self) -> None:
         self.problems: list[str] = []
         self.locations: list[tuple[int | str, ...]] = []
+        self._at: set[tuple[int | str, ...]] = set()
+        # Every location and each table above it.
+        self._within: set[tuple[int | str, ...]] = set()
+
+    def add(self, location: tuple[int | str, ...], problem: str | None = None) -> None:
+        if problem is not None:
+            self.problems.append(problem)
+        self.locations.append(location)
+        self._at.add(location)
+        for depth in range(len(location), -1, -1):
+            prefix = location[:depth]
+            if prefix in self._within:
+                break  # its own prefixes are in already
+            self._within.add(prefix)
 
     def covers(self, location: tuple[int | str, ...]) -> bool:
         """Whether an error at `location` may come from a missing value: it is at or
         below one, or a table holding one."""
-        return any(
-            location[: len(where)] == where or where[: len(location)] == location
-            for where in self.locations
-        )
+        location = tuple(location)
+        if location in self._within:
+            return True
+        return any(location[:depth] in self._at for depth in range(len(location)))
 
 
 def _substitute(
@@ -588,8 +607,7 @@ def _substitute(
             return env[name]
         if default is not None:
             return default
-        unset.problems.append(f"{_key_path(location)}: environment variable {name} is not set")
-        unset.locations.append(location)
+        unset.add(location, f"{_key_path(location)}: environment variable {name} is not set")
         return ""  # a stand-in: errors it causes are left out (`_Unset.covers`)
 
     return _VARIABLE.sub(value_of, value)
@@ -761,7 +779,8 @@ def check_config(
     problems.extend(_duplicate_ids(raw))
     _resolve_paths(raw, file.parent)
     both = _Unset()
-    both.locations = unset.locations + service_unset.locations
+    for location in (*unset.locations, *service_unset.locations):
+        both.add(location)
     config: PredialConfig | None = None
     try:
         config = PredialConfig.model_validate(raw)

@@ -191,3 +191,60 @@ def test_validate_reports_every_failing_plugin_once(folder: Path) -> None:
     assert lines[1].startswith("error: predial.toml: resolver.plugins[1]: plugin 'missing.py'")
     assert lines[2].startswith("error: predial.toml: resolver.plugins[3]: plugin 'no_such_mod")
     assert "already registered" not in result.stderr
+
+
+# -- 3. validation stays linear in the file's size ---------------------------------
+
+
+class Counted(int):
+    """An index that counts how often it is compared or hashed."""
+
+    calls = 0
+
+    def __eq__(self, other: object) -> bool:
+        Counted.calls += 1
+        return int(self) == other
+
+    def __hash__(self) -> int:
+        Counted.calls += 1
+        return int.__hash__(self)
+
+
+def test_asking_where_variables_are_unset_costs_the_location_s_depth_not_their_number() -> None:
+    from predial.config import _Unset
+
+    count = 2000
+    unset = _Unset()
+    for index in range(count):
+        unset.add(("campaigns", Counted(index), "settings", "path"))
+    Counted.calls = 0
+    for index in range(count):
+        assert unset.covers(("campaigns", Counted(index), "settings", "path"))
+        assert unset.covers(("campaigns", Counted(index)))  # a table holding one
+        assert unset.covers(("campaigns", Counted(index), "settings", "path", 0))  # below one
+        assert not unset.covers(("campaigns", Counted(index), "deadlin"))
+        assert not unset.covers(("campaigns", Counted(count + index)))
+    # A handful per question; walking every location would be millions.
+    assert Counted.calls < 100 * count
+
+
+def test_a_big_file_with_an_unset_variable_and_a_typo_in_every_campaign(folder: Path) -> None:
+    count = 1000
+    (folder / "predial.toml").write_text(
+        "".join(
+            f'[[campaigns]]\nid = "c{index}"\nadapter = "file"\ndeadlin = 1\n'
+            f'[campaigns.settings]\npath = "${{PREDIAL_TEST_MISSING_{index}}}"\n'
+            for index in range(count)
+        )
+    )
+    result = run("config", "validate")
+    assert result.exit_code == 2
+    expected = []
+    for index in range(count):
+        expected += [
+            f"error: predial.toml: campaigns[{index}].deadlin: unknown setting; did you mean "
+            "'deadline'?",
+            f"error: predial.toml: campaigns[{index}].settings.path: environment variable "
+            f"PREDIAL_TEST_MISSING_{index} is not set",
+        ]
+    assert sorted(result.stderr.splitlines()) == sorted(expected)
