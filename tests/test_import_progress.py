@@ -297,12 +297,19 @@ def test_a_bar_in_rows_on_a_terminal(slow_api: str, tmp_path: Path) -> None:
 
 
 def test_a_dry_run_counts_rows_to_send(tmp_path: Path) -> None:
+    """Checking, not importing; the rows it would send, counted to the last line
+    (it used to end on `importing: 0/12 ..., 0 to send`, beside `would send 12`)."""
     source = messy(tmp_path / "leads.csv")
     result = CliRunner().invoke(
         cli, ["import", str(source), "--campaign", "cmp_1", "--dry-run"], catch_exceptions=False
     )
     assert result.exit_code == 0
-    assert "importing: 0/12 rows settled (0%), 0 to send" in result.stderr
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("columns:")]
+    assert lines[0] == "checking: 0/12 rows checked (0%), 0 would send, - rows/s"
+    assert re.fullmatch(
+        r"checking: 12/12 rows checked \(100%\), 12 would send, [\d,.]+ rows/s, done", lines[-1]
+    ), lines
+    assert "  would send                       12" in result.stdout.splitlines()
 
 
 def test_a_csv_with_quoted_newlines_counts_records_not_lines(tmp_path: Path) -> None:
@@ -316,7 +323,7 @@ def test_a_csv_with_quoted_newlines_counts_records_not_lines(tmp_path: Path) -> 
     result = CliRunner().invoke(
         cli, ["import", str(source), "--campaign", "cmp_1", "--dry-run"], catch_exceptions=False
     )
-    assert "importing: 0/2 rows settled" in result.stderr
+    assert "checking: 0/2 rows checked" in result.stderr
 
 
 def test_the_bar_says_counting_before_the_total_is_known() -> None:

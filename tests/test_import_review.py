@@ -4,23 +4,33 @@ after every row was sent. Each through the CLI against the fake API on 127.0.0.1
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import os
+import re
 import shutil
+import signal
 import sqlite3
 import stat
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from rich.console import Console
 
 from predial.cli.app import cli
+from predial.cli.import_cmd import _Estimate, _progress_view, _sigterm_as_interrupt
 from predial.errors import ConfigurationError
+from predial.lupitor import ImportProgress, Waiting
 from predial.lupitor import importer as importer_module
 from predial.lupitor.importer import import_leads
-from predial.testing import FakeLupitor, serve
+from predial.testing import FakeLupitor, Faults, serve
 
 REPO = Path(__file__).resolve().parent.parent
 KEY = "sk_test_write"
@@ -303,3 +313,187 @@ def test_a_256_character_campaign_id_is_taken(example: Path) -> None:
 def test_the_library_refuses_a_campaign_id_too(example: Path) -> None:
     with pytest.raises(ValueError, match="^campaign_id: a campaign id cannot be empty"):
         import_leads(example, "", dry_run=True)
+
+
+# -- 4. progress and signals ---------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_short_import_ends_its_log_on_a_last_progress_line(
+    api: tuple[FakeLupitor, str], example: Path
+) -> None:
+    """Shorter than the 5 s between lines, the log used to hold the 0% line alone."""
+    _, url = api
+    result = run_import(url, str(example), "--campaign", "cmp_1", "--region", "US")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("importing:")]
+    assert lines[0].startswith("importing: 0/20 rows settled (0%), 0 sent, ")
+    assert re.fullmatch(
+        r"importing: 20/20 rows settled \(100%\), 16 sent, [\d,.]+ rows/s, done", lines[-1]
+    ), lines
+
+
+def test_a_dry_run_says_checking_and_counts_what_it_would_send(example: Path) -> None:
+    result = CliRunner().invoke(
+        cli,
+        ["import", str(example), "--campaign", "cmp_1", "--region", "US", "--dry-run"],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if not line.startswith(("columns:", " "))]
+    assert lines[0] == "checking: 0/20 rows checked (0%), 0 would send, - rows/s"
+    assert re.fullmatch(
+        r"checking: 20/20 rows checked \(100%\), 16 would send, [\d,.]+ rows/s, done", lines[-1]
+    ), lines
+    assert "importing" not in result.stderr
+
+
+def test_the_eta_holds_while_nothing_settles() -> None:
+    """A stall (a slow answer, a wait) used to make the rate fall and the ETA climb
+    second by second: the rate is the one measured up to the last settled row."""
+    clock = Clock()
+    estimate = _Estimate(clock)
+    estimate.update(ImportProgress(total=1_000, settled=0, sent=0, done_before=0))
+    clock.now += 10
+    estimate.update(ImportProgress(total=1_000, settled=100, sent=200, done_before=0))
+    assert estimate.left() == (90.0, False)
+    for _ in range(6):
+        clock.now += 10  # a minute without a settled row, and without news
+        assert estimate.rate() == 10.0
+        assert estimate.left() == (90.0, False)
+    # A progress without a settled row (a wait starting) changes nothing either.
+    estimate.update(ImportProgress(total=1_000, settled=100, sent=200, done_before=0))
+    assert estimate.left() == (90.0, False)
+
+
+def test_a_known_wait_sets_the_eta_while_nothing_settles() -> None:
+    """A 429's Retry-After longer than the rows need: the ETA is the wait, running
+    down, not a rate falling for lack of rows."""
+    clock = Clock()
+    estimate = _Estimate(clock)
+    estimate.update(ImportProgress(total=1_000, settled=0, sent=0, done_before=0))
+    clock.now += 1
+    estimate.update(ImportProgress(total=1_000, settled=900, sent=1_000, done_before=0))
+    assert estimate.left() == (pytest.approx(1 / 9), False)
+    estimate.update(
+        ImportProgress(
+            total=1_000, settled=900, sent=1_000, done_before=0, waiting=Waiting(120.0, "429")
+        )
+    )
+    lefts = []
+    for _ in range(4):
+        lefts.append(estimate.left())
+        clock.now += 30
+    assert lefts == [(120.0, True), (90.0, True), (60.0, True), (30.0, True)]
+
+
+@pytest.mark.parametrize("width", [10, 16, 20, 24, 30, 39, 40, 59, 60, 79])
+async def test_a_narrow_bar_keeps_the_count(width: int) -> None:
+    """At 30 columns the bar used to lose `settled/total`: what matters least goes
+    first (the bar, the rate, the ETA, the word rows), never the count."""
+    output = io.StringIO()
+    console = Console(file=output, width=width, force_terminal=True, color_system=None)
+    async with _progress_view(console, "sent", 5.0) as progress:
+        progress(ImportProgress(1_000_000, 0, 0, 0))
+        progress(ImportProgress(1_000_000, 250_000, 300_000, 0, waiting=Waiting(42.0, "429")))
+        await asyncio.sleep(0.15)  # a refresh of the live display
+    frame = output.getvalue().split("\r\x1b[2K")[-1].split("\n")[0]
+    assert len(frame) <= width, frame
+    assert ("250,000/1,000,000" if width >= 17 else "250k/1.0M") in frame
+    assert "…" not in frame
+    assert ("ETA 42 s" in frame) is (width >= 40)
+    assert ("429: waiting 42 s" in frame) is (width >= 60)
+
+
+def test_ctrl_c_before_the_import_starts_is_one_line(
+    api: tuple[FakeLupitor, str], example: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Ctrl-C while the command sets up (here: the adapter --verify builds) used to
+    end in click's `Aborted!`; nothing was sent and no journal made, which it says."""
+    fake, url = api
+
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("predial.cli.import_cmd._verifier", interrupted)
+    result = run_import(url, str(example), "--campaign", "cmp_1", "--verify")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        "interrupted before anything was sent: run the same command again to start"
+    ]
+    assert fake.requests == []
+
+
+def test_a_second_sigterm_is_left_to_the_system() -> None:
+    """The first SIGTERM stops the import as Ctrl-C does; a second one while that
+    unwinds is the system's (the process ends at once); afterwards the handler the
+    process had is back."""
+    before = signal.getsignal(signal.SIGTERM)
+    with _sigterm_as_interrupt():
+        handler = signal.getsignal(signal.SIGTERM)
+        assert callable(handler)
+        with pytest.raises(KeyboardInterrupt):
+            handler(signal.SIGTERM, None)
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_sigterm_stops_the_import_as_ctrl_c_does(example: Path) -> None:
+    """SIGTERM (a supervisor, `kill`) used to end the import silently: it says how
+    to resume, and how many rows are confirmed, and exits 1; the rerun completes."""
+    fake = FakeLupitor(window=0.05, faults=Faults(latency=0.3))
+    with serve(fake) as url:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from predial.cli import main; main()",
+                "import",
+                str(example),
+                "--campaign",
+                "cmp_1",
+                "--region",
+                "US",
+                "--batch-size",
+                "2",
+                "--rate-window",
+                "0.05",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "LUPITOR_API_URL": url, "LUPITOR_API_KEY": KEY},
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while fake.count("cmp_1") < 4 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            process.send_signal(signal.SIGTERM)
+            out, err = process.communicate(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+        assert process.returncode == 1, err
+        assert "Traceback" not in err
+        last = err.splitlines()[-1]
+        found = re.fullmatch(
+            r"terminated \(SIGTERM\): run the same command again to resume; (\d+) rows "
+            r"confirmed so far \(created or already in the campaign\) are in (.*) and will "
+            r"not be sent again",
+            last,
+        )
+        assert found, last
+        assert found.group(2) == f"{example}.journal.sqlite"
+        assert 4 <= int(found.group(1)) <= fake.count("cmp_1") < 16
+        assert out == ""
+        again = run_import(url, str(example), "--campaign", "cmp_1", "--region", "US")
+        assert again.exit_code == 0, again.output
+        assert fake.count("cmp_1") == 16

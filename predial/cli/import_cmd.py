@@ -6,11 +6,15 @@ import asyncio
 import json
 import os
 import re
+import signal
+import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
+from functools import partial
 from pathlib import Path
-from typing import cast
+from types import FrameType
+from typing import Any, cast
 
 import click
 from rich.console import Console
@@ -72,20 +76,28 @@ class _Estimate:
         self.started = clock()
         self.latest: ImportProgress | None = None
         self.at = self.started
+        #: When the count of settled rows last changed. The rate is measured up to
+        #: then: while nothing settles (a 429's wait, the rate limit, a slow answer)
+        #: a rate measured up to now would fall, and the ETA climb, for no news.
+        self.settled_at = self.started
 
     def update(self, progress: ImportProgress) -> None:
+        now = self.clock()
         if self.latest is None:
-            self.started = self.clock()  # counted from the first rows, not the count
+            self.started = self.settled_at = now  # counted from the first rows, not the count
+        elif progress.settled != self.latest.settled:
+            self.settled_at = now
         self.latest = progress
-        self.at = self.clock()
+        self.at = now
 
     def rate(self) -> float | None:
-        """Rows settled per second by this run, or None before any."""
+        """Rows settled per second by this run (up to its latest settled row), or
+        None before any."""
         latest = self.latest
         if latest is None:
             return None
         done = latest.settled - latest.done_before
-        seconds = self.clock() - self.started
+        seconds = self.settled_at - self.started
         return done / seconds if done > 0 and seconds > 0 else None
 
     def left(self) -> tuple[float | None, bool]:
@@ -133,14 +145,17 @@ class _Estimate:
             cause = cause.split()[0]
         return f"waiting {shown} to retry" + (f" ({cause})" if cause else "")
 
-    def line(self, sent_label: str) -> str:
-        """The progress as one line of text, for a log."""
+    def line(self, sent_label: str, verb: str = "importing") -> str:
+        """The progress as one line of text, for a log: `importing: ... rows
+        settled`, or, for a dry run (`verb` "checking"), `checking: ... rows
+        checked`."""
         latest = self.latest
         if latest is None:
-            return "importing: counting rows"
+            return f"{verb}: counting rows"
         share = latest.settled / latest.total if latest.total else 1.0
+        did = "checked" if verb == "checking" else "settled"
         parts = [
-            f"{latest.settled:,}/{latest.total:,} rows settled ({share:.0%})",
+            f"{latest.settled:,}/{latest.total:,} rows {did} ({share:.0%})",
             f"{latest.sent:,} {sent_label}",
             _rate_text(self.rate()),
         ]
@@ -150,9 +165,11 @@ class _Estimate:
         if latest.done_before:
             parts.append(f"{latest.done_before:,} settled by an earlier run")
         left, limited = self.left()
-        if left is not None:
+        if latest.settled >= latest.total:
+            parts.append("done")
+        elif left is not None:
             parts.append(f"about {_duration(left)} left" + (" (rate limit)" if limited else ""))
-        return "importing: " + ", ".join(parts)
+        return f"{verb}: " + ", ".join(parts)
 
 
 #: A quoted name (Python's repr, either quote, escapes kept).
@@ -229,25 +246,46 @@ class _RateColumn(ProgressColumn):
 
 class _RowsColumn(ProgressColumn):
     """`3,000/10,000 rows` (with `3,500 sent` when `sent_label`), or `counting rows`
-    before the total is known."""
+    before the total is known; `bare`, for the narrowest terminals, `3,000/10,000`
+    and `counting`."""
 
-    def __init__(self, sent_label: str | None) -> None:
+    def __init__(self, sent_label: str | None, bare: bool = False, width: int = 80) -> None:
         super().__init__()
         self.sent_label = sent_label
+        self.bare = bare
+        self.width = width
 
     def render(self, task: Task) -> Text:
         if task.total is None:
-            return Text("counting rows", style="progress.download")
-        text = f"{task.completed:,.0f}/{task.total:,.0f} rows"
+            return Text("counting" if self.bare else "counting rows", style="progress.download")
+        text = f"{task.completed:,.0f}/{task.total:,.0f}"
+        if self.bare and len(text) > self.width:
+            text = f"{_compact(task.completed)}/{_compact(task.total)}"
+        if not self.bare:
+            text += " rows"
         if self.sent_label:
             text += f" {task.fields.get('sent', 0):,} {self.sent_label}"
         return Text(text, style="progress.download")
 
 
+def _compact(number: float) -> str:
+    """`950`, `9,999`, `250k`, `1.2M`: a count in at most 5 characters."""
+    if number < 10_000:
+        return f"{number:,.0f}"
+    if number < 999_500:
+        return f"{number / 1000:.0f}k"
+    millions = number / 1_000_000
+    return f"{millions:.1f}M" if millions < 99.95 else f"{millions:.0f}M"
+
+
 class _LeftColumn(ProgressColumn):
-    def __init__(self, estimate: _Estimate) -> None:
+    """`ETA 3 min 5 s`, with ` (rate limit)` when the rate limit decides it (not
+    when `short`), `ETA -` before it is known, `done` at the end."""
+
+    def __init__(self, estimate: _Estimate, short: bool = False) -> None:
         super().__init__()
         self.estimate = estimate
+        self.short = short
 
     def render(self, task: Task) -> Text:
         left, limited = self.estimate.left()
@@ -255,22 +293,27 @@ class _LeftColumn(ProgressColumn):
             return Text("ETA -", style="progress.remaining")
         if left == 0 and not limited:
             return Text("done", style="progress.remaining")
-        text = f"ETA {_duration(left)}" + (" (rate limit)" if limited else "")
+        text = f"ETA {_duration(left)}" + (" (rate limit)" if limited and not self.short else "")
         return Text(text, style="progress.remaining")
 
 
 @asynccontextmanager
 async def _progress_view(
-    console: Console, sent_label: str, every: float
+    console: Console, sent_label: str, every: float, verb: str = "importing"
 ) -> AsyncIterator[Callable[[ImportProgress], None]]:
     """Show the import's progress on stderr: a live bar on a terminal (rows, not
-    lines or bytes; rows/s; the time left), else a line when the count is known
-    and one every `every` seconds after it. Yields the `progress` callback."""
+    lines or bytes; rows/s; the time left), else a line when the count is known,
+    one every `every` seconds after it, and one when the import is done. `verb`
+    is what the import does (`checking` for a dry run). Yields the `progress`
+    callback."""
     estimate = _Estimate()
     if not console.is_terminal:
+        shown: list[str] = []
 
         def show() -> None:
-            console.print(estimate.line(sent_label), markup=False, highlight=False)
+            text = estimate.line(sent_label, verb)
+            shown[:] = [text]
+            console.print(text, markup=False, highlight=False)
 
         def told(progress: ImportProgress) -> None:
             first = estimate.latest is None
@@ -293,23 +336,15 @@ async def _progress_view(
             task.cancel()
             with suppress(asyncio.CancelledError):
                 await task
+        # Done (not interrupted: an exception skips this): the log ends on the end,
+        # not on the first line of an import shorter than `every`.
+        if estimate.latest is not None and shown != [estimate.line(sent_label, verb)]:
+            show()
         return
-    # One line at 80 columns: no description or rows sent (the least needed) under
-    # 120 columns, and the bar takes what the text leaves (the text takes up to ~75
-    # columns, ~100 with those two); rows, rows/s and the ETA always stay.
-    wide = console.width >= 120
-    room = console.width - (100 if wide else 75)
-    columns: list[ProgressColumn] = [
-        BarColumn(bar_width=max(5, min(40, room))),
-        _RowsColumn(sent_label if wide else None),
-        _RateColumn(estimate, wide),
-        _LeftColumn(estimate),
-    ]
-    if wide:
-        columns.insert(0, TextColumn("[progress.description]{task.description}"))
+    columns = _bar_columns(estimate, console.width, sent_label)
     bar = Progress(*columns, console=console, transient=True)
     # Shown from the start: counting a big file's rows takes a few seconds.
-    row_task = bar.add_task("importing", total=None, sent=0)
+    row_task = bar.add_task(verb, total=None, sent=0)
 
     def update(progress: ImportProgress) -> None:
         estimate.update(progress)
@@ -317,6 +352,34 @@ async def _progress_view(
 
     with bar:
         yield update
+
+
+def _bar_columns(estimate: _Estimate, width: int, sent_label: str) -> list[ProgressColumn]:
+    """The bar's columns for a terminal `width` columns wide, on one line. What
+    matters least goes first as it narrows: the description and the rows sent
+    (under 120 columns), the bar (under 80), the rate and the ETA's reason (under
+    60), the ETA (under 40), the word `rows` (under 25), the digits (`250k/1.0M`,
+    when the count is wider than the terminal); the count of rows settled of the
+    total stays at any width; a wait is said in full from 120 columns."""
+    if width >= 80:
+        # The text takes up to ~75 columns (~100 with the description and the rows
+        # sent, ~125 with a wait said in full); the bar takes what it leaves.
+        wide = width >= 120
+        room = width - (125 if wide else 75)
+        columns: list[ProgressColumn] = [
+            BarColumn(bar_width=max(5, min(40, room))),
+            _RowsColumn(sent_label if wide else None),
+            _RateColumn(estimate, wide),
+            _LeftColumn(estimate),
+        ]
+        if wide:
+            columns.insert(0, TextColumn("[progress.description]{task.description}"))
+        return columns
+    if width >= 60:
+        return [_RowsColumn(None), _RateColumn(estimate, False), _LeftColumn(estimate, short=True)]
+    if width >= 40:
+        return [_RowsColumn(None), _LeftColumn(estimate, short=True)]
+    return [_RowsColumn(None, bare=width < 25, width=width)]
 
 
 def _campaign(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -469,50 +532,102 @@ def import_(
     A second import of the same file while one runs stops at once (exit 2) naming
     the first, or waits for it with --wait. Exit code 0 only when every row is
     accounted for (created, already present, duplicate or rejected); 1 when some
-    failed to send, or on Ctrl-C; 2 on errors.
+    failed to send, or when interrupted (Ctrl-C or SIGTERM: the journal keeps what
+    was confirmed); 2 on errors.
 
-    Progress goes to stderr: a bar on a terminal, else a line every few seconds.
+    Progress goes to stderr: a bar on a terminal, else a line every few seconds and
+    one at the end.
     """
-    if not file.exists():
-        raise InputFileError(f"{file}: no such file")
-    mapping = _mapping(maps)
-    if not dry_run and not os.environ.get(API_KEY_ENV, "").strip():
-        # The library's own message says "pass api_key": this command has no such
-        # option (a key in a flag would sit in the shell's history and ps).
-        raise ConfigurationError(
-            f"no Lupitor API key: set {API_KEY_ENV} in the environment "
-            f"(export {API_KEY_ENV}=...), the only place predial import reads it from; "
-            "to try an import without an account, `predial fake-lupitor` prints one"
-        )
     console = err_console()
+    with _sigterm_as_interrupt():
+        try:
+            if not file.exists():
+                raise InputFileError(f"{file}: no such file")
+            mapping = _mapping(maps)
+            if not dry_run and not os.environ.get(API_KEY_ENV, "").strip():
+                # The library's own message says "pass api_key": this command has no
+                # such option (a key in a flag would sit in the shell's history and ps).
+                raise ConfigurationError(
+                    f"no Lupitor API key: set {API_KEY_ENV} in the environment "
+                    f"(export {API_KEY_ENV}=...), the only place predial import reads it "
+                    "from; to try an import without an account, `predial fake-lupitor` "
+                    "prints one"
+                )
+            report = _run(
+                console,
+                file,
+                campaign,
+                mapping,
+                verify=verify,
+                config_path=config_path,
+                client=None
+                if dry_run
+                else partial(
+                    AsyncLupitorClient,
+                    base_url=api_url,
+                    resource="records" if resource == "records" else "leads",
+                    bulk_per_minute=bulk_per_minute,
+                    calls_per_minute=calls_per_minute,
+                    window=rate_window,
+                ),
+                batch_size=batch_size,
+                region=region,
+                journal_path=journal_path,
+                rejects_path=rejects_path,
+                dry_run=dry_run,
+                api_version=cast(ApiVersion, api_version),
+                encoding=encoding,
+                wait=wait,
+                progress_every=progress_every,
+            )
+        except (LupitorAuthError, LupitorForbidden, LupitorNotFound) as refused:
+            # The API's words alone ("403 Forbidden") do not say what to do.
+            raise ConfigurationError(_refusal_text(refused, campaign)) from None
+        except KeyboardInterrupt as stop:
+            # Instead of click's bare "Aborted!" (or, for SIGTERM, nothing at all):
+            # what happened and what to do next.
+            console.print(
+                _interrupted_text(stop, dry_run, journal_path or Journal.path_for(file, campaign)),
+                markup=False,
+                highlight=False,
+            )
+            ctx.exit(EXIT_REFUSED)
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+    else:
+        _print_report(report)
+    ctx.exit(EXIT_OK if report.accounted else EXIT_REFUSED)
+
+
+def _run(
+    console: Console,
+    file: Path,
+    campaign: str,
+    mapping: dict[str, str],
+    *,
+    verify: bool,
+    config_path: Path | None,
+    client: Callable[[], AsyncLupitorClient] | None,
+    dry_run: bool,
+    progress_every: float,
+    **options: Any,
+) -> ImportReport:
+    """The import itself, with its progress on `console`: `client` makes the API
+    client (None for a dry run); `options` are `import_leads_async`'s."""
     resolver = _verifier(config_path, campaign) if verify else None
-    client = (
-        None
-        if dry_run
-        else AsyncLupitorClient(
-            base_url=api_url,
-            resource="records" if resource == "records" else "leads",
-            bulk_per_minute=bulk_per_minute,
-            calls_per_minute=calls_per_minute,
-            window=rate_window,
-        )
-    )
+    api = client() if client is not None else None
 
     async def run() -> ImportReport:
         try:
-            sent_label = "to send" if dry_run else "sent"
-            async with _progress_view(console, sent_label, progress_every) as progress:
+            sent_label = "would send" if dry_run else "sent"
+            verb = "checking" if dry_run else "importing"
+            async with _progress_view(console, sent_label, progress_every, verb) as progress:
                 return await import_leads_async(
                     file,
                     campaign,
-                    client=client,
-                    batch_size=batch_size,
-                    region=region,
+                    client=api,
                     mapping=mapping,
-                    journal_path=journal_path,
-                    rejects_path=rejects_path,
                     dry_run=dry_run,
-                    api_version=cast(ApiVersion, api_version),
                     verify=resolver,
                     progress=progress,
                     on_columns=lambda text: console.print(
@@ -521,49 +636,66 @@ def import_(
                         highlight=False,
                         soft_wrap=True,
                     ),
-                    encoding=encoding,
-                    wait=wait,
                     on_notice=lambda text: console.print(text, markup=False, highlight=False),
+                    **options,
                 )
         finally:
-            if client is not None:
-                await client.aclose()
+            if api is not None:
+                await api.aclose()
             if resolver is not None:
                 await resolver.close()
 
+    return run_to_end(run())
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt: the import stops the
+    same way (its journal closed, the resume line said), not silently."""
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM handled as Ctrl-C while the block runs. A second SIGTERM while the
+    first is handled ends the process at once, as the system's default does: the
+    journal survives that as it survives kill -9."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set a handler (and receives signals)
+        return
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
-        report = run_to_end(run())
-    except (LupitorAuthError, LupitorForbidden, LupitorNotFound) as refused:
-        # The API's words alone ("403 Forbidden") do not say what to do.
-        raise ConfigurationError(_refusal_text(refused, campaign)) from None
-    except KeyboardInterrupt:
-        # Instead of click's bare "Aborted!": what happened and what to do next.
-        if dry_run:
-            console.print("interrupted (a dry run: nothing was sent)", markup=False)
-        else:
-            journal = journal_path or Journal.path_for(file, campaign)
-            # The import closed its journal on the way out: what it holds is all there.
-            counts = recorded_counts(journal)
-            if counts is None:
-                confirmed = "the rows confirmed so far are"
-            else:
-                number = counts.get("created", 0) + counts.get("already_present", 0)
-                confirmed = (
-                    f"{number:,} row{'' if number == 1 else 's'} confirmed so far (created or "
-                    f"already in the campaign) {'is' if number == 1 else 'are'}"
-                )
-            console.print(
-                f"interrupted: run the same command again to resume; {confirmed} in "
-                f"{journal} and will not be sent again",
-                markup=False,
-                highlight=False,
-            )
-        ctx.exit(EXIT_REFUSED)
-    if as_json:
-        click.echo(json.dumps(report.to_dict()))
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _interrupted_text(stop: KeyboardInterrupt, dry_run: bool, journal: Path) -> str:
+    """What an interrupted import (Ctrl-C, SIGTERM) says: what was sent, and that
+    the same command resumes."""
+    what = "terminated (SIGTERM)" if isinstance(stop, _Terminated) else "interrupted"
+    if dry_run:
+        return f"{what} (a dry run: nothing was sent)"
+    # The import closed its journal on the way out: what it holds is all there.
+    counts = recorded_counts(journal)
+    if counts is None:
+        if not journal.exists():
+            # The journal is made before the first row is sent.
+            return f"{what} before anything was sent: run the same command again to start"
+        confirmed = "the rows confirmed so far are"
     else:
-        _print_report(report)
-    ctx.exit(EXIT_OK if report.accounted else EXIT_REFUSED)
+        number = counts.get("created", 0) + counts.get("already_present", 0)
+        confirmed = (
+            f"{number:,} row{'' if number == 1 else 's'} confirmed so far (created or "
+            f"already in the campaign) {'is' if number == 1 else 'are'}"
+        )
+    return (
+        f"{what}: run the same command again to resume; {confirmed} in {journal} and "
+        "will not be sent again"
+    )
 
 
 def _refusal_text(refused: LupitorError, campaign: str) -> str:
