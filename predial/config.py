@@ -761,6 +761,14 @@ def check_config(
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         return ConfigCheck(file, None, [f"invalid TOML: {error}"], parsed=False)
+    except RecursionError:
+        # tomllib reads nested tables and arrays by recursion: a few hundred levels
+        # (`x = {a = {a = ...}}`) exhaust Python's stack.
+        return ConfigCheck(file, None, [_TOO_DEEP], parsed=False)
+    if _too_deep(raw):
+        # What reads the tables next recurses too (variables, secrets, pydantic):
+        # a depth tomllib could still read would exhaust the stack there.
+        return ConfigCheck(file, None, [_TOO_DEEP], parsed=False)
     problems = _secret_problems(raw)
     # [service] is read only by the service: a dialer or an operator's CLI sharing the
     # file need not hold the service's keys. Its unset variables are an error when
@@ -816,6 +824,27 @@ def check_config(
         update={"path": file, "service_unset": tuple(service_unset.problems)}
     )
     return replace(found, config=config)
+
+
+_TOO_DEEP = "nested too deeply to read"
+#: Tables and arrays nested deeper than this are refused: predial's own settings go
+#: five deep, an adapter's a few more.
+_MAX_DEPTH = 64
+
+
+def _too_deep(raw: Mapping[str, Any]) -> bool:
+    """Whether tables and arrays nest deeper than `_MAX_DEPTH` (walked without
+    recursion, in linear time)."""
+    pending: list[tuple[object, int]] = [(raw, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if depth > _MAX_DEPTH:
+            return True
+        if isinstance(value, dict):
+            pending.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, list):
+            pending.extend((item, depth + 1) for item in value)
+    return False
 
 
 def _no_such_file(file: Path, env: Mapping[str, str]) -> str:

@@ -248,3 +248,46 @@ def test_a_big_file_with_an_unset_variable_and_a_typo_in_every_campaign(folder: 
             f"PREDIAL_TEST_MISSING_{index} is not set",
         ]
     assert sorted(result.stderr.splitlines()) == sorted(expected)
+
+
+# -- 4. TOML nested too deeply ------------------------------------------------------
+
+
+def nested(levels: int, kind: str = "table") -> str:
+    value = '"x"'
+    for _ in range(levels):
+        value = f"{{a = {value}}}" if kind == "table" else f"[{value}]"
+    return value
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"[resolver]\nx = {nested(400)}\n",  # deeper than tomllib can read
+        # tomllib reads these; what reads the tables after it would recurse as deep
+        f'[[campaigns]]\nid = "c"\nadapter = "file"\n[campaigns.settings]\n'
+        f"token = {nested(480, 'array')}\n",
+        f"[resolver]\nlabel_preference = {nested(100, 'array')}\n",
+    ],
+    ids=["tables-400", "arrays-480", "arrays-100"],
+)
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["config", "validate"],
+        ["resolve", "--campaign", "c", "--external-id", "X"],
+        ["check", "c", "X"],
+    ],
+)
+def test_a_file_nested_too_deeply_is_one_line(folder: Path, text: str, command: list[str]) -> None:
+    (folder / "predial.toml").write_text(text)
+    result = run(*command)
+    assert result.exit_code == 2, result.output
+    assert result.output == "error: predial.toml: nested too deeply to read\n"
+
+
+def test_nesting_a_setting_needs_is_read(folder: Path) -> None:
+    (folder / "predial.toml").write_text(f"[resolver]\nx = {nested(40)}\n")
+    result = run("config", "validate")
+    assert result.exit_code == 2
+    assert "resolver.x: unknown setting" in result.stderr
