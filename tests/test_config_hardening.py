@@ -291,3 +291,42 @@ def test_nesting_a_setting_needs_is_read(folder: Path) -> None:
     result = run("config", "validate")
     assert result.exit_code == 2
     assert "resolver.x: unknown setting" in result.stderr
+
+
+# -- 5. rich's emoji codes are text -------------------------------------------------
+
+
+def test_emoji_codes_in_a_key_are_printed_as_written(folder: Path) -> None:
+    (folder / "predial.toml").write_text('[resolver]\n":x: :thumbs_up:" = 1\n')
+    result = run("config", "validate")
+    assert result.exit_code == 2
+    assert '":x: :thumbs_up:": unknown setting' in result.stderr
+    assert "❌" not in result.output
+
+
+def test_emoji_codes_in_an_adapter_s_message_are_printed_as_written(folder: Path) -> None:
+    (folder / "crm.csv").write_text("root:x:0,mobile\nC-1,+12024561111\n")
+    (folder / "predial.toml").write_text(
+        '[[campaigns]]\nid = "c"\nadapter = "file"\n[campaigns.settings]\npath = "crm.csv"\n'
+    )
+    result = run("config", "validate")
+    assert result.exit_code == 2
+    assert "is not among the columns of crm.csv (root:x:0, mobile)" in result.stderr
+    assert "❌" not in result.output
+
+
+def test_emoji_codes_in_a_campaign_are_printed_as_written(folder: Path) -> None:
+    (folder / "crm.csv").write_text("id,mobile\n:thumbs_up:,+12024561111\n")
+    (folder / "predial.toml").write_text(
+        '[[campaigns]]\nid = ":x:"\nadapter = "file"\n[campaigns.settings]\npath = "crm.csv"\n'
+        'id_column = "id"\n'
+    )
+    validated = run("config", "validate")
+    assert validated.exit_code == 0, validated.output
+    assert validated.stdout == "ok: predial.toml: 1 campaign(s): :x: (file)\n"
+    resolved = run("resolve", "--campaign", ":x:", "--external-id", ":thumbs_up:")
+    assert resolved.exit_code == 0, resolved.output
+    assert ":thumbs_up:" in resolved.stdout
+    for output in (validated.output, resolved.output):
+        assert "❌" not in output
+        assert "👍" not in output

@@ -46,15 +46,19 @@ __all__ = [
 ]
 
 
+# No emoji codes: what is printed quotes files, keys and adapters' messages, where
+# `:x:` (a TOML key, `root:x:0` of /etc/passwd) is text, not ❌.
+
+
 def out_console() -> Console:
     # Piped output keeps whole rows (rich would wrap at 80 columns), unless COLUMNS
     # says how wide the reader is.
     width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200
-    return Console(soft_wrap=False, highlight=False, width=width)
+    return Console(soft_wrap=False, highlight=False, emoji=False, width=width)
 
 
 def err_console() -> Console:
-    return Console(stderr=True, soft_wrap=True, highlight=False)
+    return Console(stderr=True, soft_wrap=True, highlight=False, emoji=False)
 
 
 class Masker:
