@@ -65,7 +65,7 @@ from .cache import CacheSettings
 from .campaign import Campaign, RetrySettings
 from .errors import ConfigurationError, PluginLoadError
 from .phone import DEFAULT_REFUSED_TYPES, PhonePolicy
-from .redaction import register_secret
+from .redaction import redact, register_secret
 from .service.settings import ServiceConfig
 
 if TYPE_CHECKING:
@@ -84,6 +84,7 @@ __all__ = [
     "load_config",
     "problem_order",
     "problems_text",
+    "redacted_problem",
     "secret_values",
     "service_problems",
     "validation_problems",
@@ -452,6 +453,29 @@ def _key_path(location: tuple[int | str, ...]) -> str:
     return text or "(top level)"
 
 
+# A key path predial wrote, before the ": " that ends it (`campaigns[0].settings.token:
+# must be text`): redaction would take that for a credential's key and its value.
+_KEY_PATH = re.compile(
+    r"(?<![\w.\]\"-])(?:resolver|campaigns|service)"
+    r"(?:\[\d+\]|\.[A-Za-z0-9_-]+|\.\"(?:[^\"\\]|\\.)*\")*(?=: )"
+)
+# What stands for that ": " while the line is redacted (a private-use character: no
+# pattern of the redaction takes it for a separator).
+_HELD = "\ue000"
+
+
+def redacted_problem(text: str, *, limit: int = 4000) -> str:
+    """A problem line redacted (`predial.redaction.redact`): numbers masked and
+    credentials removed from whatever it quotes (a value, an adapter's message), the
+    key paths predial wrote kept readable (`campaigns[0].settings.token: ...` is not
+    a credential; a key path's own keys are redacted too: a number written as a key
+    is masked)."""
+    if _HELD in text:  # the file wrote the stand-in itself: no key path is spared
+        return redact(text, limit=limit)
+    held = _KEY_PATH.sub(lambda match: match.group() + _HELD, text).replace(_HELD + ": ", _HELD)
+    return redact(held, limit=limit).replace(_HELD, ": ")
+
+
 def problems_text(file: str | os.PathLike[str], problems: list[str]) -> str:
     """A `ConfigurationError`'s text for `problems` of `file`: one line for one, a
     count and a line each for several."""
@@ -809,6 +833,9 @@ def check_config(
         except ValidationError as error:
             problems.extend(_lines(error, PredialConfig))
     problems.sort(key=problem_order)
+    # A problem may quote a value of the file (`default_region 'pat-...'`, a key that
+    # is a phone number): every user of these lines gets them redacted.
+    problems = [redacted_problem(problem) for problem in problems]
     service: ServiceConfig | None = None
     if isinstance(raw.get("service"), dict) and not service_unset.locations:
         try:

@@ -118,6 +118,24 @@ def test_a_token_setting_s_value_used_elsewhere_is_not_echoed(folder: Path) -> N
     assert "default_region '<redacted>' is not a known region" in result.stderr
 
 
+@pytest.mark.parametrize(
+    "command",
+    [["resolve", "--campaign", "a", "--external-id", "C-1"], ["check", "a", "C-1"], ["plugins"]],
+)
+def test_other_commands_loading_the_file_do_not_echo_a_secret_either(
+    folder: Path, command: list[str]
+) -> None:
+    value = fresh_secret()
+    (folder / "crm.csv").write_text("id,mobile\nC-1,+12024561111\n")
+    (folder / "predial.toml").write_text(
+        '[[campaigns]]\nid = "a"\nadapter = "file"\ndefault_region = "${ACME_API_TOKEN}"\n'
+        '[campaigns.settings]\npath = "crm.csv"\n'
+    )
+    result = run(*command, env={"ACME_API_TOKEN": value})
+    assert value not in result.output
+    assert "default_region '<redacted>' is not a known region" in result.stderr
+
+
 def test_a_problem_naming_a_phone_number_key_masks_it(folder: Path) -> None:
     (folder / "predial.toml").write_text('[resolver]\n"+12025551234" = 1\n')
     result = run("config", "validate")

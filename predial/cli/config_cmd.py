@@ -7,7 +7,6 @@ it too, before it starts, so both report every problem the same way.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,6 +23,7 @@ from ..config import (
     check_config,
     find_config,
     problem_order,
+    redacted_problem,
     service_problems,
 )
 from ..errors import ConfigurationError
@@ -134,7 +134,7 @@ def report_problems(problems: list[Problem]) -> None:
         # Redacted, whatever wrote it: a plugin's or an adapter's exception text, a
         # key or a value of the file (a secret's value put in another setting, a
         # phone number as a key) may be quoted in it.
-        text = _redacted(problem.text)
+        text = redacted_problem(problem.text, limit=_PROBLEM_LIMIT)
         console.print(f"[bold red]error:[/] {escape(text)}", highlight=False)
         if problem.error is not None and log.isEnabledFor(logging.DEBUG):
             # Redacted: an adapter's exception text may quote the secret it refused.
@@ -143,27 +143,6 @@ def report_problems(problems: list[Problem]) -> None:
                 redact(problem.error, limit=_PROBLEM_LIMIT),
                 redacted_traceback(problem.error),
             )
-
-
-# A key path predial wrote, before the ": " that ends it (`campaigns[0].settings.token:
-# must be text`): redaction would take that for a credential's key and its value.
-_KEY_PATH = re.compile(
-    r"(?<![\w.\]\"-])(?:resolver|campaigns|service)"
-    r"(?:\[\d+\]|\.[A-Za-z0-9_-]+|\.\"(?:[^\"\\]|\\.)*\")*(?=: )"
-)
-# What stands for that ": " while the line is redacted (a private-use character: no
-# pattern of the redaction takes it for a separator).
-_HELD = "\ue000"
-
-
-def _redacted(text: str) -> str:
-    """A problem line redacted (`predial.redaction.redact`): numbers masked and
-    credentials removed from whatever it quotes, predial's key paths kept readable
-    (a key path's own keys are redacted too: a number written as a key is masked)."""
-    if _HELD in text:  # the file wrote the stand-in itself: no key path is spared
-        return redact(text, limit=_PROBLEM_LIMIT)
-    held = _KEY_PATH.sub(lambda match: match.group() + _HELD, text).replace(_HELD + ": ", _HELD)
-    return redact(held, limit=_PROBLEM_LIMIT).replace(_HELD, ": ")
 
 
 @click.group()
