@@ -497,17 +497,47 @@ def test_resolve_names_every_configuration_problem(project: Path) -> None:
 
 
 def test_debug_works_after_the_subcommand(project: Path) -> None:
-    """`predial resolve x.csv --debug` shows the traceback as `predial --debug resolve` does."""
+    """`predial resolve x.csv --debug` shows the traceback as `predial --debug resolve`
+    does, and exits 2 as it would without --debug."""
     (project / "predial.toml").unlink()
-    for args in (["resolve", "leads.csv", "--debug"], ["config", "validate", "--debug"]):
-        result = CliRunner().invoke(cli, args)
-        assert result.exit_code != 0
-        if args[0] == "resolve":
-            assert isinstance(result.exception, Exception)
-            assert "no such configuration file" in str(result.exception)
     without = CliRunner().invoke(cli, ["resolve", "leads.csv"])
     assert without.exit_code == 2
-    assert isinstance(without.exception, SystemExit)
+    assert "Traceback" not in without.stderr
+    for args in (["resolve", "leads.csv", "--debug"], ["--debug", "resolve", "leads.csv"]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, result.output
+        assert result.stderr.startswith("Traceback (most recent call last):\n")
+        assert "predial.errors.ConfigurationError: predial.toml: no such configuration" in (
+            result.stderr
+        )
+        # The same line as without --debug, after the traceback.
+        assert result.stderr.endswith(without.stderr)
+
+
+def test_debug_s_traceback_is_redacted() -> None:
+    """An exception's text in the traceback is redacted as the logs are: no number,
+    no credential; the exit code is still 2."""
+    import click
+
+    from predial.cli.app import _Group
+
+    @click.group(cls=_Group)
+    @click.option("--debug", is_flag=True)
+    @click.pass_context
+    def group(ctx: click.Context, debug: bool) -> None:
+        ctx.meta["predial.debug"] = debug
+
+    @group.command()
+    def fail() -> None:
+        raise ValueError("call +12025551234 with token=sk_live_abcdefSECRET")
+
+    for args in (["--debug", "fail"], ["fail"]):
+        result = CliRunner().invoke(group, args)
+        assert result.exit_code == 2, result.output
+        assert "sk_live_abcdefSECRET" not in result.output
+        assert "+12025551234" not in result.output
+        assert result.stderr.endswith("error: call +1202***1234 with token=<redacted>\n")
+        assert ("Traceback (most recent call last):" in result.stderr) == (args[0] == "--debug")
 
 
 def test_verbose_works_after_the_subcommand(project: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import traceback
 from typing import IO, Any
 
 import click
@@ -188,7 +189,10 @@ class _Group(click.Group):
             raise _usage_line(error) from error
         except _EXPECTED as error:
             if ctx.meta.get("predial.debug"):
-                raise
+                # The traceback as Python prints it, redacted as the logs are (an
+                # exception's text may quote a number or a credential), then the
+                # same line and exit code as without --debug.
+                click.echo(_redacted_traceback(error), err=True)
             # predial's own messages already redact what they quote from adapters
             # and files; any other error's text is redacted here (numbers,
             # credentials).
@@ -201,6 +205,14 @@ class _Group(click.Group):
                 message = redact(error, limit=2000)
             _print_error(message or type(error).__name__)
             ctx.exit(EXIT_USAGE)
+
+
+def _redacted_traceback(error: BaseException) -> str:
+    try:
+        text = "".join(traceback.format_exception(error))
+    except Exception:  # a __str__ that raises: say so rather than lose the error line
+        text = f"<the traceback of {type(error).__name__} could not be formatted>"
+    return redact(text.rstrip("\n"), keep_newlines=True, limit=50_000)
 
 
 # The library's pointer to a traceback it logs at DEBUG level (predial.fetcher), and
