@@ -135,7 +135,7 @@ def _adopt(command: click.Command) -> None:
                 expose_value=False,
                 is_eager=True,  # before any other parameter can fail
                 callback=_set_debug,
-                help="Show tracebacks instead of one-line errors.",
+                help="Show the traceback behind an error too (redacted).",
             )
         )
     if not taken & {"-v", "--verbose"}:
@@ -240,7 +240,7 @@ def _configure_logging(verbose: int) -> None:
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.option("--debug", is_flag=True, help="Show the traceback behind an error too (redacted).")
 @click.option("-v", "--verbose", count=True, help="Log more (-v info, -vv debug) to stderr.")
 @click.version_option(package_name="predial")
 @click.pass_context
