@@ -156,9 +156,12 @@ class PluginRegistry:
         if info.status != "active":
             return
         try:
-            self.manager.register(plugin, name=f"{info.origin}:{info.name}")
-        except (pluggy.PluginValidationError, ValueError) as error:
+            self.manager.register(plugin, name=self._registration_name(info))
+        except pluggy.PluginValidationError as error:
             info.fail(f"invalid hook implementation: {error}")
+            return
+        except Exception as error:  # its own code, run while pluggy looked at it
+            info.fail(f"cannot be registered: {type(error).__name__}: {error}")
             return
         try:
             # A hook whose name matches no spec (say, `register_adapter`) fails here
@@ -170,18 +173,39 @@ class PluginRegistry:
             return
         self._collect_adapters(plugin, info)
 
+    def _registration_name(self, info: PluginInfo) -> str:
+        """pluggy's name for a plugin: unique (two classes both called `Good`, from
+        two modules, are two plugins), or pluggy refuses the second with a dump of
+        every plugin registered."""
+        base = f"{info.origin}:{info.name}"
+        name, number = base, 1
+        while self.manager.has_plugin(name):
+            number += 1
+            name = f"{base}#{number}"
+        return name
+
     def add_explicit(self, plugin: object) -> None:
         """Register a plugin passed in code (`Resolver(plugins=[...])`, `load_plugins`):
         a module or object with a `register_adapters` hook implementation, or an
         adapter class itself (a class with `name` and `fetch_phone`), registered as
         is. Raise if it fails or registers nothing, since the caller named it directly.
         """
-        if self._is_adapter_class(plugin):
-            # One wrapper per class, so passing the same class twice registers it once.
-            plugin = self._class_plugins.setdefault(plugin, _AdapterClassPlugin(plugin))
         name = _explicit_name(plugin)
-        if not self._hook_names(plugin):
-            raise PluginLoadError(name, _no_hook_reason(plugin))
+        try:
+            if self._is_adapter_class(plugin):
+                # One wrapper per class, so passing the same class twice registers it
+                # once.
+                plugin = self._class_plugins.setdefault(plugin, _AdapterClassPlugin(plugin))
+            reason = None if self._hook_names(plugin) else _no_hook_reason(plugin)
+        except Exception as error:
+            # Looking at it ran its own code (a metaclass's __getattr__ or __dir__, a
+            # property) and that raised: said as this plugin's failure, not as the
+            # bare error of someone else's code.
+            raise PluginLoadError(
+                name, f"cannot be inspected: {type(error).__name__}: {error}"
+            ) from error
+        if reason is not None:
+            raise PluginLoadError(name, reason)
         info = PluginInfo(name=name, origin="explicit", raised=True)
         self.add(plugin, info)
         if info.status == "failed":
@@ -216,11 +240,17 @@ class PluginRegistry:
                 module = next(modules)
                 if self.manager.is_registered(module):
                     continue  # named twice: registered once
-                if self._hook_names(module):
-                    self.add(module, info)
-                else:
+                try:
+                    hooks = self._hook_names(module)
+                except Exception as error:  # the module's own __dir__ raised
                     self.plugins.append(info)
-                    info.fail(_NO_REGISTER_ADAPTERS)
+                    info.fail(f"cannot be inspected: {type(error).__name__}: {error}")
+                else:
+                    if hooks:
+                        self.add(module, info)
+                    else:
+                        self.plugins.append(info)
+                        info.fail(_NO_REGISTER_ADAPTERS)
                 if info.status == "failed" and info.exception is None:
                     context = f"{config.path or DEFAULT_CONFIG}: resolver.plugins[{index}]"
                     info.exception = PluginLoadError(spec, info.error or "unknown error", context)
@@ -346,7 +376,13 @@ def _explicit_name(plugin: object) -> str:
     """How errors and `predial plugins` name a plugin passed in code."""
     if plugin is None or isinstance(plugin, (str, bytes)):
         return repr(plugin) if isinstance(plugin, bytes) else str(plugin)
-    return getattr(plugin, "__name__", None) or type(plugin).__name__
+    try:
+        name = getattr(plugin, "__name__", None)
+    except Exception:  # a __getattr__ that raises: named by its type
+        name = None
+    # Only a name that is text: an object answering every attribute (a catch-all
+    # __getattr__) would be named by whatever it returned, a lambda's repr.
+    return name if isinstance(name, str) and name else type(plugin).__name__
 
 
 def _names(value: str | None) -> set[str] | None:

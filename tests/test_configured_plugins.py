@@ -230,3 +230,15 @@ def test_a_plugin_s_failure_never_shows_a_secret_or_a_number(
         assert "sk_live_abcdef1234567890" not in result.output
         assert "+12025550123" not in result.output
         assert "token=<redacted>" in result.output
+
+
+def test_a_configured_module_whose_dir_raises_is_failed_and_the_rest_load(
+    project: Path,
+) -> None:
+    (project / "odd.py").write_text("def __dir__():\n    raise RuntimeError('dir boom')\n")
+    (project / "predial.toml").write_text('[resolver]\nplugins = ["odd.py", "good.py"]\n')
+    result = run("plugins", "--json")
+    assert result.exit_code == 0, result.output
+    listed = {item["name"]: item for item in map(json.loads, result.stdout.splitlines())}
+    assert listed["odd.py"]["error"] == "cannot be inspected: RuntimeError: dir boom"
+    assert listed["good.py"]["status"] == "active"

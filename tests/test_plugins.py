@@ -530,3 +530,96 @@ def test_a_duplicate_with_an_installed_plugin_offers_both_ways_out(site: Path) -
     )
     with pytest.raises(DuplicateAdapter, match=r"; uninstall or disable one \(PREDIAL_DISABLE"):
         load_plugins(environ={}).adapter_class("hubspot")
+
+
+# -- a hostile review: plugins passed in code whose own code raises when looked at
+
+
+class _RaisingMeta(type):
+    def __getattr__(cls, attribute: str) -> object:
+        raise RuntimeError("meta boom +12025551234")
+
+
+class _RaisingDirMeta(type):
+    def __dir__(cls) -> list[str]:
+        raise RuntimeError("dir boom")
+
+
+class _MetaGetattrRaises(metaclass=_RaisingMeta):
+    name = "weird"
+
+
+class _DirRaises(metaclass=_RaisingDirMeta):
+    name = "dirb"
+
+    async def fetch_phone(self, external_id: str) -> str:
+        return "+12024561111"
+
+
+class _PropertyRaises:
+    @property
+    def fetch_phone(self) -> object:
+        raise RuntimeError("prop boom token=sk_live_abcdefSECRET")
+
+
+class _CatchAll:
+    def __getattr__(self, attribute: str) -> object:
+        return lambda *args, **kwargs: None
+
+
+@pytest.mark.parametrize(
+    ("plugin", "expected"),
+    [
+        (
+            _MetaGetattrRaises,
+            "plugin '_MetaGetattrRaises' failed to load: cannot be inspected: RuntimeError: "
+            "meta boom +1202***1234",
+        ),
+        (
+            _DirRaises,
+            "plugin '_DirRaises' failed to load: cannot be inspected: RuntimeError: dir boom",
+        ),
+        (
+            _PropertyRaises(),
+            "plugin '_PropertyRaises' failed to load: cannot be inspected: RuntimeError: prop "
+            "boom token=<redacted>",
+        ),
+    ],
+)
+def test_a_plugin_whose_inspection_raises_is_a_plugin_load_error(
+    plugin: object, expected: str
+) -> None:
+    with pytest.raises(PluginLoadError) as caught:
+        Resolver([Campaign("c", "hubspot")], plugins=[plugin], load_entrypoints=False)
+    assert str(caught.value) == expected
+
+
+def test_an_object_answering_every_attribute_is_named_by_its_type() -> None:
+    with pytest.raises(PluginLoadError) as caught:
+        load_plugins([_CatchAll()], entrypoints=False)
+    assert caught.value.plugin == "_CatchAll"
+    assert "lambda" not in str(caught.value)
+
+
+def test_a_raising_hook_s_error_is_masked_as_its_log_line_is() -> None:
+    class Exploding:
+        @predial.hookimpl
+        def register_adapters(self, register):
+            raise RuntimeError("hook boom +12025551234 password=hunter2hunter2")
+
+    with pytest.raises(PluginLoadError) as caught:
+        load_plugins([Exploding()], entrypoints=False)
+    assert str(caught.value) == (
+        "plugin 'Exploding' failed to load: register_adapters raised RuntimeError: hook boom "
+        "+1202***1234 password=<redacted>"
+    )
+
+
+def test_two_adapter_classes_with_the_same_class_name_are_two_plugins() -> None:
+    """Classes both called Adapter (from two modules) register both; pluggy refused the
+    second by its name, with a dump of every registered plugin."""
+    first = type("Adapter", (HubSpotLike,), {"name": "first"})
+    second = type("Adapter", (HubSpotLike,), {"name": "second"})
+    registry = load_plugins([first, second], entrypoints=False)
+    assert registry.adapter_names() == ["file", "first", "second"]
+    assert not registry.failures()
