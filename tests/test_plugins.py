@@ -623,3 +623,15 @@ def test_two_adapter_classes_with_the_same_class_name_are_two_plugins() -> None:
     registry = load_plugins([first, second], entrypoints=False)
     assert registry.adapter_names() == ["file", "first", "second"]
     assert not registry.failures()
+
+
+def test_an_installed_plugin_whose_registration_raises_is_failed_not_raised() -> None:
+    """load_plugins goes on past it: recorded as failed, as an import error is."""
+    from predial.plugins import PluginInfo
+
+    odd = type(sys)("predial_test_odd_plugin")
+    exec("def __dir__():\n    raise RuntimeError('dir boom')\n", odd.__dict__)
+    registry = load_plugins(entrypoints=False)
+    info = PluginInfo(name="odd", origin="entry point")
+    registry.add(odd, info)
+    assert (info.status, info.error) == ("failed", "cannot be registered: RuntimeError: dir boom")
