@@ -25,7 +25,9 @@ allowed_regions = ["US", "CA"]
 
 `${VAR}` (or `${VAR:-default}`) anywhere in a string is read from the environment; a
 missing variable is an error naming it. Settings that look like secrets (`token`,
-`client_secret`, `password`, ...) must be written that way. Relative paths in settings
+`client_secret`, `password`, ...), at any depth of a campaign's settings (`headers =
+{X-Api-Key = ...}`), must be written that way, and without a default (a default is
+written in the file too). Relative paths in settings
 named `path` or `*_path` are read from the config file's directory. Every problem in
 the file is found at once (a missing variable does not hide a typo elsewhere), and
 each names its key path (`campaigns[2].settings.token`) and what is wrong, in
@@ -637,34 +639,65 @@ def _substitute(
     return _VARIABLE.sub(value_of, value)
 
 
-def _literal_secret(value: object) -> bool:
-    return isinstance(value, str) and bool(value) and not _VARIABLE.search(value)
+_LITERAL_ADVICE = (
+    'secrets are not written in the file; set an environment variable and write "${VARIABLE}"'
+)
+_DEFAULT_ADVICE = (
+    'a default for a secret is a secret written in the file; write "${VARIABLE}" without '
+    '":-..." and set the variable'
+)
+
+
+def _literal_secret(value: object) -> str | None:
+    """What is wrong with a secret's value as written, or None: written out, or as
+    the default of a variable (`${TOKEN:-pat-...}`), it is in the file."""
+    if not isinstance(value, str) or not value:
+        return None
+    variables = list(_VARIABLE.finditer(value))
+    if not variables:
+        return _LITERAL_ADVICE
+    if any(variable.group(2) for variable in variables):
+        return _DEFAULT_ADVICE
+    return None
 
 
 def _secret_problems(raw: Mapping[str, Any]) -> list[str]:
-    """Secrets written literally in the file: they belong in the environment."""
-    advice = (
-        'secrets are not written in the file; set an environment variable and write "${VARIABLE}"'
-    )
+    """Secrets written literally in the file: they belong in the environment. A
+    campaign's settings are looked into at every depth: a secret in a table
+    (`headers = {X-Api-Key = "..."}`) or under a secret's name (`credentials =
+    {...}`) is one too."""
     problems = []
+
+    def check(value: object, location: tuple[int | str, ...]) -> None:
+        problem = _literal_secret(value)
+        if problem is not None:
+            problems.append(f"{_key_path(location)}: {problem}")
+
     service = raw.get("service")
     if isinstance(service, dict):
         keys = service.get("keys") or []
         for index, key in enumerate(keys if isinstance(keys, list) else []):
-            if isinstance(key, dict) and _literal_secret(key.get("key")):
-                problems.append(f"service.keys[{index}].key: {advice}")
+            if isinstance(key, dict):
+                check(key.get("key"), ("service", "keys", index, "key"))
         secrets = service.get("webhook_secrets") or []
         for index, secret in enumerate(secrets if isinstance(secrets, list) else []):
-            if _literal_secret(secret):
-                problems.append(f"service.webhook_secrets[{index}]: {advice}")
+            check(secret, ("service", "webhook_secrets", index))
+
+    def walk(value: object, location: tuple[int | str, ...], secret: bool) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, (*location, key), secret or is_secret_setting(str(key)))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                walk(item, (*location, index), secret)
+        elif secret:
+            check(value, location)
+
     campaigns = raw.get("campaigns") or []
     for index, campaign in enumerate(campaigns if isinstance(campaigns, list) else []):
         settings = campaign.get("settings") if isinstance(campaign, dict) else None
-        if not isinstance(settings, dict):
-            continue
-        for key, value in settings.items():
-            if is_secret_setting(str(key)) and _literal_secret(value):
-                problems.append(f"{_key_path(('campaigns', index, 'settings', key))}: {advice}")
+        if isinstance(settings, dict):
+            walk(settings, ("campaigns", index, "settings"), False)
     return problems
 
 

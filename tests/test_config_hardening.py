@@ -348,3 +348,69 @@ def test_emoji_codes_in_a_campaign_are_printed_as_written(folder: Path) -> None:
     for output in (validated.output, resolved.output):
         assert "❌" not in output
         assert "👍" not in output
+
+
+# -- 8. literal secrets in disguise ---------------------------------------------------
+
+LITERAL = 'secrets are not written in the file; set an environment variable and write "${VARIABLE}"'
+DEFAULT = (
+    'a default for a secret is a secret written in the file; write "${VARIABLE}" without '
+    '":-..." and set the variable'
+)
+
+
+@pytest.mark.parametrize(
+    ("settings", "problem"),
+    [
+        ('token = "${PREDIAL_TEST_UNSET:-pat-literal}"', f"settings.token: {DEFAULT}"),
+        ('token = "${PREDIAL_TEST_SET:-pat-literal}"', f"settings.token: {DEFAULT}"),
+        ('headers = {X-Api-Key = "literal"}', f"settings.headers.X-Api-Key: {LITERAL}"),
+        (
+            'headers = {X-Api-Key = "${PREDIAL_TEST_SET:-literal}"}',
+            f"settings.headers.X-Api-Key: {DEFAULT}",
+        ),
+        ('credentials = {user = "u1", other = "p1"}', f"settings.credentials.user: {LITERAL}"),
+        (
+            'credentials = {list = ["${PREDIAL_TEST_SET}", "literal"]}',
+            f"settings.credentials.list[1]: {LITERAL}",
+        ),
+    ],
+)
+def test_a_secret_written_in_disguise_is_refused(folder: Path, settings: str, problem: str) -> None:
+    (folder / "predial.toml").write_text(
+        f'[[campaigns]]\nid = "c"\nadapter = "http"\n[campaigns.settings]\n{settings}\n'
+    )
+    result = run(
+        "config", "validate", env={"PREDIAL_TEST_SET": "from-the-env", "PREDIAL_TEST_UNSET": None}
+    )
+    assert result.exit_code == 2
+    assert f"error: predial.toml: campaigns[0].{problem}\n" in result.stderr
+    assert "literal" not in result.stderr.replace("secrets are not written", "")
+
+
+@pytest.mark.parametrize(
+    ("service", "problem"),
+    [
+        ('[[service.keys]]\nkey = "${PREDIAL_TEST_UNSET:-dialer-key-1}"\n', "service.keys[0].key"),
+        ('webhook_secrets = ["${PREDIAL_TEST_UNSET:-whsec-1}"]\n', "service.webhook_secrets[0]"),
+    ],
+)
+def test_a_service_credential_with_a_default_is_refused(
+    folder: Path, service: str, problem: str
+) -> None:
+    header = "" if service.startswith("[[") else "[service]\n"
+    (folder / "predial.toml").write_text(header + service)
+    result = run("config", "validate", env={"PREDIAL_TEST_UNSET": None})
+    assert result.exit_code == 2
+    assert f"error: predial.toml: {problem}: {DEFAULT}\n" in result.stderr
+
+
+def test_secrets_from_the_environment_and_other_defaults_are_accepted(folder: Path) -> None:
+    (folder / "crm.csv").write_text("id,mobile\nC-1,+12024561111\n")
+    (folder / "predial.toml").write_text(
+        '[[campaigns]]\nid = "c"\nadapter = "file"\ndefault_region = "${PREDIAL_TEST_UNSET:-US}"\n'
+        '[campaigns.settings]\npath = "${PREDIAL_TEST_UNSET:-crm.csv}"\n'
+        'id_column = "id"\n'
+    )
+    result = run("config", "validate", env={"PREDIAL_TEST_UNSET": None})
+    assert result.exit_code == 0, result.output
