@@ -37,6 +37,7 @@ predial's words (`resolver.deadlin: unknown setting; did you mean 'deadline'?`).
 from __future__ import annotations
 
 import difflib
+import errno
 import hashlib
 import importlib
 import importlib.util
@@ -812,7 +813,11 @@ def check_config(
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
         return ConfigCheck(file, None, [_no_such_file(file, env)], parsed=False)
-    except (OSError, UnicodeDecodeError) as error:
+    except OSError as error:
+        if error.errno != errno.ELOOP:
+            return ConfigCheck(file, None, [f"cannot be read: {error}"], parsed=False)
+        return ConfigCheck(file, None, [LINK_LOOP], parsed=False)
+    except UnicodeDecodeError as error:
         return ConfigCheck(file, None, [f"cannot be read: {error}"], parsed=False)
     try:
         raw = tomllib.loads(text)
@@ -887,6 +892,9 @@ def check_config(
 
 
 _TOO_DEEP = "nested too deeply to read"
+#: A path whose symbolic links lead back to each other, as every command says it
+#: (the CLI's file parameters too).
+LINK_LOOP = "is a symbolic link loop (its links lead back to each other); give the file itself"
 #: Tables and arrays nested deeper than this are refused: predial's own settings go
 #: five deep, an adapter's a few more.
 _MAX_DEPTH = 64

@@ -414,3 +414,32 @@ def test_secrets_from_the_environment_and_other_defaults_are_accepted(folder: Pa
     )
     result = run("config", "validate", env={"PREDIAL_TEST_UNSET": None})
     assert result.exit_code == 0, result.output
+
+
+# -- 9. a symbolic link loop given as a file ----------------------------------------
+
+LOOP = "is a symbolic link loop (its links lead back to each other); give the file itself"
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "line"),
+    [
+        (["resolve", "loop"], {}, f"error: LEADS_FILE: loop {LOOP}\n"),
+        (
+            ["resolve", "--config", "loop", "--campaign", "c", "--external-id", "X"],
+            {},
+            f"error: --config: loop {LOOP}\n",
+        ),
+        (["config", "validate", "loop"], {}, f"error: PATH: loop {LOOP}\n"),
+        (["import", "loop", "--campaign", "c"], {}, f"error: FILE: loop {LOOP}\n"),
+        (["check", "c", "X"], {"PREDIAL_CONFIG": "loop"}, f"error: loop: {LOOP}\n"),
+    ],
+)
+def test_a_symbolic_link_loop_is_said_the_same_way_everywhere(
+    folder: Path, args: list[str], env: dict[str, str | None], line: str
+) -> None:
+    (folder / "loop").symlink_to("loop2")
+    (folder / "loop2").symlink_to("loop")
+    result = run(*args, env=env)
+    assert result.exit_code == 2
+    assert result.output == line

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -13,7 +14,7 @@ from click.exceptions import NoArgsIsHelpError
 from pydantic import ValidationError
 from rich.markup import escape
 
-from ..config import validation_problems
+from ..config import LINK_LOOP, validation_problems
 from ..errors import PredialError
 from ..redaction import redact, safe_text
 from .exits import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
@@ -96,9 +97,23 @@ class _FilePath(click.Path):
         self.kind = kind
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, str | os.PathLike) and os.path.isdir(value):
-            self.fail(f"{os.fsdecode(value)} is a directory; give {self.kind}", param, ctx)
+        if isinstance(value, str | os.PathLike):
+            if os.path.isdir(value):
+                self.fail(f"{os.fsdecode(value)} is a directory; give {self.kind}", param, ctx)
+            if _link_loop(value):
+                # Python's own checks take a loop for a missing file ("no such file").
+                self.fail(f"{os.fsdecode(value)} {LINK_LOOP}", param, ctx)
         return super().convert(value, param, ctx)
+
+
+def _link_loop(path: str | os.PathLike[str]) -> bool:
+    try:
+        os.stat(path)
+    except OSError as error:
+        return error.errno == errno.ELOOP
+    except ValueError:  # a NUL in the name: click's own checks say what is wrong
+        return False
+    return False
 
 
 def _set_debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
