@@ -17,7 +17,7 @@ from rich.markup import escape
 from ..config import LINK_LOOP, validation_problems
 from ..errors import PredialError
 from ..redaction import redact, safe_text
-from .exits import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
+from .exits import EXIT_INTERNAL, EXIT_OK, EXIT_REFUSED, EXIT_USAGE
 from .output import err_console
 
 __all__ = ["EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE", "cli"]
@@ -220,6 +220,18 @@ class _Group(click.Group):
                 message = redact(error, limit=2000)
             _print_error(message or type(error).__name__)
             ctx.exit(EXIT_USAGE)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise  # click's own ways out (ctx.exit, Ctrl-C, its errors)
+        except Exception as error:
+            # A bug, in predial or in a plugin: the traceback is what a report needs,
+            # redacted like every other text predial prints (Python's own would show
+            # a number or a token an exception quoted).
+            click.echo(_redacted_traceback(error), err=True)
+            _print_error(
+                f"internal error ({type(error).__name__}): a bug, not your input; "
+                "please report it with the traceback above"
+            )
+            ctx.exit(EXIT_INTERNAL)
 
 
 def _redacted_traceback(error: BaseException) -> str:
@@ -264,7 +276,8 @@ def cli(ctx: click.Context, debug: bool, verbose: int) -> None:
 
     \b
     Exit codes: 0 every lead resolved, 1 some lead refused,
-                2 usage, input or configuration error.
+                2 usage, input or configuration error,
+                70 a bug (the traceback, redacted, to report).
     --debug and -v may be given before or after the command.
     """
     ctx.meta["predial.debug"] = debug

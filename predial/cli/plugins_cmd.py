@@ -88,7 +88,7 @@ def _plugins_of(path: Path) -> PredialConfig:
         problem = safe_text(error)
     named: object = None
     # Unreadable or not TOML: the problem above says so, and no plugin is listed.
-    with contextlib.suppress(OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+    with contextlib.suppress(OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError):
         resolver = tomllib.loads(path.read_text(encoding="utf-8")).get("resolver")
         named = resolver.get("plugins") if isinstance(resolver, dict) else None
     readable = isinstance(named, list) and all(isinstance(spec, str) for spec in named)
