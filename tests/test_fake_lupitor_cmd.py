@@ -66,7 +66,7 @@ def test_faults_parse() -> None:
         ("latency=inf", "must be seconds"),
         ("forced_429=1.5", "forced_429=1.5: must be a whole number of requests, 0 or more"),
         ("forced_429=-1", "must be a whole number of requests"),
-        ("seed=x", "seed=x: must be an integer, e.g. seed=7"),
+        ("seed=x", "seed=x: must be an integer (digits 0-9), e.g. seed=7"),
         ("latency=1,latency=2", "latency is given twice"),
     ],
 )
