@@ -30,6 +30,7 @@ from predial.errors import ConfigurationError
 from predial.lupitor import ImportProgress, Waiting
 from predial.lupitor import importer as importer_module
 from predial.lupitor.importer import import_leads
+from predial.lupitor.journal import recorded_counts
 from predial.testing import FakeLupitor, Faults, serve
 
 REPO = Path(__file__).resolve().parent.parent
@@ -227,6 +228,27 @@ def test_a_read_only_folder_is_found_by_writing_in_it(
         f"--rejects {tmp_path / 'r.csv'}: no file can be written in {tmp_path} (Read-only "
         "file system); make it writable, or name a file in another folder"
     )
+
+
+def test_a_read_only_rejects_file_is_kept(
+    example: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The file is put in place by replacing it, which a read-only file does not
+    stop: it is refused instead (tried through os.access, as root may write any)."""
+    rejects = tmp_path / "kept.csv"
+    rejects.write_text("mine\n")
+    real_access = os.access
+    monkeypatch.setattr(
+        importer_module.os,
+        "access",
+        lambda path, mode: False if Path(path) == rejects else real_access(path, mode),
+    )
+    with pytest.raises(ConfigurationError) as caught:
+        import_leads(example, "cmp_1", rejects_path=rejects, dry_run=True)
+    assert str(caught.value) == (
+        f"--rejects {rejects}: the file is read-only; make it writable, or name another file"
+    )
+    assert rejects.read_text() == "mine\n"
 
 
 def test_a_rejects_file_is_replaced_whole_and_keeps_its_mode(
@@ -492,7 +514,13 @@ def test_sigterm_stops_the_import_as_ctrl_c_does(example: Path) -> None:
         )
         assert found, last
         assert found.group(2) == f"{example}.journal.sqlite"
-        assert 4 <= int(found.group(1)) <= fake.count("cmp_1") < 16
+        # Batches go one after another: the second is sent once the first's answer
+        # is journaled, so with 4 leads stored at least 2 are confirmed.
+        confirmed = int(found.group(1))
+        assert 2 <= confirmed <= fake.count("cmp_1") < 16
+        counts = recorded_counts(Path(found.group(2)))
+        assert counts is not None
+        assert counts.get("created", 0) + counts.get("already_present", 0) == confirmed
         assert out == ""
         again = run_import(url, str(example), "--campaign", "cmp_1", "--region", "US")
         assert again.exit_code == 0, again.output

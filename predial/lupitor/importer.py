@@ -645,6 +645,12 @@ def _check_rejects_target(rejects: Path) -> None:
             f"{named}: not a regular file (a device, a pipe or a socket); name a file to "
             "write the rejected rows to"
         )
+    if found is not None and not os.access(rejects, os.W_OK):
+        # Replacing it would work (the folder decides), but a read-only file is
+        # one its owner meant to keep.
+        raise ConfigurationError(
+            f"{named}: the file is read-only; make it writable, or name another file"
+        )
     folder = Path(os.path.realpath(rejects)).parent
     if not folder.is_dir():
         if folder.exists():
