@@ -16,6 +16,9 @@ __all__ = ["main"]
 def main() -> None:
     try:
         from .app import cli
+    except KeyboardInterrupt:  # Ctrl-C while the command is still loading
+        print("interrupted before anything was done", file=sys.stderr)
+        raise SystemExit(130) from None
     except ImportError as error:
         if error.name in ("click", "rich"):
             print(
