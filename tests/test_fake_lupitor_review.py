@@ -20,7 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from predial.cli.app import cli
-from predial.cli.fake_lupitor_cmd import STOP_GRACE, parse_faults
+from predial.cli.fake_lupitor_cmd import parse_faults
 
 pytest.importorskip("uvicorn")
 pytest.importorskip("starlette")
@@ -65,7 +65,8 @@ class Fake:
 @pytest.fixture
 def slow_fake(tmp_path: Path) -> Iterator[Fake]:
     """A fake whose every request takes 30 s."""
-    fake = Fake(tmp_path, "--faults", "latency=30")
+    # The most a fault allows: a stop that waited it out would never end in a test.
+    fake = Fake(tmp_path, "--faults", "latency=3600")
     yield fake
     fake.stop()
 
@@ -114,12 +115,11 @@ def test_a_stop_gives_a_request_in_flight_a_few_seconds_not_its_latency(
 ) -> None:
     """SIGTERM used to wait out the request's 30 s (up to the 3,600 s allowed)."""
     thread, answers = in_flight(slow_fake)
-    began = time.monotonic()
     slow_fake.process.send_signal(signal.SIGTERM)
-    assert slow_fake.process.wait(30) == 0
-    took = time.monotonic() - began
+    # A hang guard, not a measurement: the request's latency is an hour.
+    assert slow_fake.process.wait(60) == 0
     thread.join(10)
-    assert STOP_GRACE - 0.5 <= took < STOP_GRACE + 5
+    assert "a second signal" not in slow_fake.stderr
     assert_cut_with_503(slow_fake, answers)
     assert (
         "stopping: 1 request still running gets up to 3 s to finish, then the answer 503; "
@@ -132,13 +132,13 @@ def test_a_second_signal_stops_it_at_once(slow_fake: Fake, stop: signal.Signals)
     """A second SIGTERM did nothing; a second Ctrl-C forced the stop with an `Exception
     in ASGI application` CancelledError traceback and a 500 to the client."""
     thread, answers = in_flight(slow_fake)
-    began = time.monotonic()
     slow_fake.process.send_signal(stop)
     time.sleep(0.3)
     slow_fake.process.send_signal(stop)
-    assert slow_fake.process.wait(30) == 0
-    assert time.monotonic() - began < STOP_GRACE
+    assert slow_fake.process.wait(60) == 0
     thread.join(10)
+    # Whether the wait was cut short, from the fake itself rather than a clock.
+    assert "a second signal: stopped at once" in slow_fake.stderr.splitlines()
     assert_cut_with_503(slow_fake, answers)
 
 

@@ -398,6 +398,8 @@ def _serve(
                     err=True,
                 )
             await super().shutdown(sockets)
+            if running and self.force_exit:
+                click.echo("a second signal: stopped at once", err=True)
 
     logging.getLogger("uvicorn.error").addFilter(_QuietCancel())
     config = uvicorn.Config(
