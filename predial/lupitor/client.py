@@ -507,7 +507,31 @@ _COMMON_DOC = """
 """
 
 
-class LupitorClient:
+class _WaitReports:
+    """What both clients tell of their waits, read from their shared core."""
+
+    _core: _Core
+
+    @property
+    def stats(self) -> RequestStats:
+        """429 answers, retries and seconds waited since this client was made."""
+        return self._core.waits.stats()
+
+    def waiting(self) -> Waiting | None:
+        """The wait the client is in now (the longest, if several requests wait), or
+        None when no request waits."""
+        return self._core.waits.current()
+
+    def add_wait_listener(self, listener: Callable[[], None]) -> None:
+        """Call `listener()` whenever a request starts or ends a wait (a 429, the rate
+        limit, a retry's backoff), in the thread or event loop of that request."""
+        self._core.waits.listeners.append(listener)
+
+    def remove_wait_listener(self, listener: Callable[[], None]) -> None:
+        self._core.waits.listeners.remove(listener)
+
+
+class LupitorClient(_WaitReports):
     """The Leads API for threads and scripts. Use as a context manager, or `close()`."""
 
     def __init__(
@@ -548,24 +572,6 @@ class LupitorClient:
 
     def __repr__(self) -> str:
         return f"LupitorClient(base_url={self._core.base_url!r})"
-
-    @property
-    def stats(self) -> RequestStats:
-        """429 answers, retries and seconds waited since this client was made."""
-        return self._core.waits.stats()
-
-    def waiting(self) -> Waiting | None:
-        """The wait the client is in now (the longest, if several requests wait), or
-        None when no request waits."""
-        return self._core.waits.current()
-
-    def add_wait_listener(self, listener: Callable[[], None]) -> None:
-        """Call `listener()` whenever a request starts or ends a wait (a 429, the rate
-        limit, a retry's backoff), in the thread or event loop of that request."""
-        self._core.waits.listeners.append(listener)
-
-    def remove_wait_listener(self, listener: Callable[[], None]) -> None:
-        self._core.waits.listeners.remove(listener)
 
     def _run(self, plan: _Plan[T]) -> T:
         try:
@@ -645,7 +651,7 @@ class LupitorClient:
         self.close()
 
 
-class AsyncLupitorClient:
+class AsyncLupitorClient(_WaitReports):
     """The Leads API for asyncio. Use `async with`, or `await aclose()`."""
 
     def __init__(
@@ -688,24 +694,6 @@ class AsyncLupitorClient:
 
     def __repr__(self) -> str:
         return f"AsyncLupitorClient(base_url={self._core.base_url!r})"
-
-    @property
-    def stats(self) -> RequestStats:
-        """429 answers, retries and seconds waited since this client was made."""
-        return self._core.waits.stats()
-
-    def waiting(self) -> Waiting | None:
-        """The wait the client is in now (the longest, if several requests wait), or
-        None when no request waits."""
-        return self._core.waits.current()
-
-    def add_wait_listener(self, listener: Callable[[], None]) -> None:
-        """Call `listener()` whenever a request starts or ends a wait (a 429, the rate
-        limit, a retry's backoff), in the thread or event loop of that request."""
-        self._core.waits.listeners.append(listener)
-
-    def remove_wait_listener(self, listener: Callable[[], None]) -> None:
-        self._core.waits.listeners.remove(listener)
 
     async def _run(self, plan: _Plan[T]) -> T:
         try:
