@@ -597,18 +597,9 @@ def _copied(path: Path) -> sqlite3.Connection:
 def recorded_counts(path: Path) -> dict[str, int] | None:
     """How many rows the journal at `path` records in each status, or None: no file,
     not a journal, or unreadable. Reads without writing or creating anything."""
-    if not path.is_file():
+    found = _read_only(path, "SELECT status, COUNT(*) FROM rows GROUP BY status")
+    if found is None:
         return None
-    try:
-        db = sqlite3.connect(_read_only_uri(path), uri=True, isolation_level=None)
-    except sqlite3.Error:
-        return None
-    try:
-        found = db.execute("SELECT status, COUNT(*) FROM rows GROUP BY status").fetchall()
-    except sqlite3.Error:
-        return None
-    finally:
-        db.close()
     return {status: count for status, count in found if status in _CODES}
 
 
@@ -626,6 +617,13 @@ def recorded_rejects(path: Path) -> str | None:
 
 
 def _recorded(path: Path, key: str) -> str | None:
+    rows = _read_only(path, "SELECT value FROM meta WHERE key = ?", key)
+    return rows[0][0] if rows and isinstance(rows[0][0], str) else None
+
+
+def _read_only(path: Path, sql: str, *parameters: str) -> list[Any] | None:
+    """The rows `sql` selects from the journal at `path`, or None: no file, not a
+    journal, or unreadable. Opened read-only: nothing is written or created."""
     if not path.is_file():
         return None
     try:
@@ -633,12 +631,11 @@ def _recorded(path: Path, key: str) -> str | None:
     except sqlite3.Error:
         return None
     try:
-        row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return db.execute(sql, parameters).fetchall()
     except sqlite3.Error:
         return None
     finally:
         db.close()
-    return row[0] if row is not None and isinstance(row[0], str) else None
 
 
 def remove_journal(path: Path) -> None:
