@@ -62,6 +62,9 @@ class RefreshTokenFile:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        # Whether the lock file could not be made (a read-only folder) and the
+        # operator was told: once per store, not at every refresh.
+        self._unlockable_told = False
 
     def __repr__(self) -> str:
         return f"RefreshTokenFile({str(self.path)!r})"
@@ -70,7 +73,36 @@ class RefreshTokenFile:
         """Held while one adapter refreshes, so adapters and processes sharing the
         file refresh one after another: each then sends the newest refresh token,
         never one that another has just retired (a file lock, `<file>.lock`)."""
-        return _refresh_lock(self.path.with_name(self.path.name + ".lock"))
+        return self._refresh_lock()
+
+    @asynccontextmanager
+    async def _refresh_lock(self) -> AsyncIterator[None]:
+        path = self.path.with_name(self.path.name + ".lock")
+        lock = filelock.AsyncFileLock(path, timeout=REFRESH_LOCK_TIMEOUT, mode=0o600)
+        try:
+            await lock.acquire()
+        except filelock.Timeout:
+            raise AdapterUnavailable(
+                "another refresh of the token file has held its lock for "
+                f"{REFRESH_LOCK_TIMEOUT:.0f} s"
+            ) from None
+        except OSError as error:
+            # A folder this process may read but not write (a read-only secret
+            # mount): the refresh goes ahead unlocked, as it would with no file to
+            # share. Tried again at the next refresh: the mount may have been fixed.
+            if not self._unlockable_told:
+                self._unlockable_told = True
+                log.warning(
+                    "cannot lock %s (%s): refreshes through it are not serialised across processes",
+                    path,
+                    type(error).__name__,
+                )
+            yield
+            return
+        try:
+            yield
+        finally:
+            await lock.release()
 
     def read(self) -> str | None:
         try:
@@ -352,37 +384,6 @@ class OAuth2:
         # Refreshed ahead of expiry by the leeway, or by half the lifetime for
         # short-lived tokens (else a token would never count as valid).
         self._expires_at = self._clock() + lifetime - min(self._leeway, lifetime / 2)
-
-
-@asynccontextmanager
-async def _refresh_lock(path: Path) -> AsyncIterator[None]:
-    lock = filelock.AsyncFileLock(path, timeout=REFRESH_LOCK_TIMEOUT, mode=0o600)
-    try:
-        await lock.acquire()
-    except filelock.Timeout:
-        raise AdapterUnavailable(
-            f"another refresh of the token file has held its lock for {REFRESH_LOCK_TIMEOUT:.0f} s"
-        ) from None
-    except OSError as error:
-        # A folder this process may read but not write (a read-only secret mount):
-        # the refresh goes ahead unlocked, as it would with no file to share.
-        if path.parent not in _UNLOCKABLE:
-            _UNLOCKABLE.add(path.parent)
-            log.warning(
-                "cannot lock %s (%s): refreshes through it are not serialised across processes",
-                path,
-                type(error).__name__,
-            )
-        yield
-        return
-    try:
-        yield
-    finally:
-        await lock.release()
-
-
-#: Folders whose lock could not be made, each warned about once.
-_UNLOCKABLE: set[Path] = set()
 
 
 def persisting(store: RefreshTokenFile | None, hook: RefreshHook | None) -> RefreshHook | None:
