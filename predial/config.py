@@ -41,6 +41,7 @@ import errno
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import itertools
 import json
 import os
@@ -51,7 +52,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType, UnionType
-from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -70,9 +71,7 @@ from .errors import ConfigurationError, PluginLoadError
 from .phone import DEFAULT_REFUSED_TYPES, PhonePolicy
 from .redaction import redact, register_secret
 from .service.settings import ServiceConfig
-
-if TYPE_CHECKING:
-    from .shared import RedisTier
+from .shared import RedisTier, url_problem
 
 __all__ = [
     "CONFIG_ENV",
@@ -144,51 +143,56 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# The defaults are the runtime classes' own, defined there once; the bounds are what
+# the file may say.
+_POLICY, _CACHE, _RETRY = PhonePolicy(), CacheSettings(), RetrySettings()
+_BREAKER = BreakerSettings()
+_TIER = {name: p.default for name, p in inspect.signature(RedisTier).parameters.items()}
+
+
 class PolicyConfig(_Strict):
-    strictness: Literal["valid", "possible"] = "valid"
+    strictness: Literal["valid", "possible"] = _POLICY.strictness
     allowed_regions: list[str] | None = None
     allowed_types: list[str] | None = None
     refused_types: list[str] = Field(default_factory=lambda: sorted(DEFAULT_REFUSED_TYPES))
 
 
 class CacheConfig(_Strict):
-    positive_ttl: float = Field(default=300.0, ge=0)
-    negative_ttl: float = Field(default=30.0, ge=0)
-    stale_grace: float = Field(default=3600.0, ge=0)
-    maxsize: int = Field(default=100_000, ge=1)
+    positive_ttl: float = Field(default=_CACHE.positive_ttl, ge=0)
+    negative_ttl: float = Field(default=_CACHE.negative_ttl, ge=0)
+    stale_grace: float = Field(default=_CACHE.stale_grace, ge=0)
+    maxsize: int = Field(default=_CACHE.maxsize, ge=1)
 
     def settings(self) -> CacheSettings:
         return CacheSettings(**self.model_dump())
 
 
 class RetryConfig(_Strict):
-    attempts: int = Field(default=3, ge=1)
-    initial: float = Field(default=0.05, ge=0)
-    maximum: float = Field(default=1.0, ge=0)
+    attempts: int = Field(default=_RETRY.attempts, ge=1)
+    initial: float = Field(default=_RETRY.initial, ge=0)
+    maximum: float = Field(default=_RETRY.maximum, ge=0)
 
 
 class BreakerConfig(_Strict):
-    failure_threshold: int = Field(default=5, ge=1)
-    open_for: float = Field(default=5.0, gt=0)
-    slow_call: float | None = Field(default=None, gt=0)
+    failure_threshold: int = Field(default=_BREAKER.failure_threshold, ge=1)
+    open_for: float = Field(default=_BREAKER.open_for, gt=0)
+    slow_call: float | None = Field(default=_BREAKER.slow_call, gt=0)
 
 
 class SharedConfig(_Strict):
     """`[resolver.shared]`: the shared tier on Redis or Valkey (`predial.RedisTier`)."""
 
     url: str = Field(min_length=1)
-    prefix: str = "predial"
-    timeout: float = Field(default=0.05, gt=0, lt=3600)
-    cluster: bool = False
-    local_ttl: float = Field(default=1.0, gt=0, lt=3600)
-    retry_interval: float = Field(default=1.0, gt=0, lt=3600)
+    prefix: str = _TIER["prefix"]
+    timeout: float = Field(default=_TIER["timeout"], gt=0, lt=3600)
+    cluster: bool = _TIER["cluster"]
+    local_ttl: float = Field(default=_TIER["local_ttl"], gt=0, lt=3600)
+    retry_interval: float = Field(default=_TIER["retry_interval"], gt=0, lt=3600)
 
     @field_validator("url")
     @classmethod
     def _redis_url(cls, value: str) -> str:
         # The value may hold a password: the message never quotes it.
-        from .shared import url_problem
-
         scheme = value.split("://", 1)[0].lower() if "://" in value else ""
         if scheme not in ("redis", "rediss", "unix"):
             raise ValueError(
@@ -209,8 +213,6 @@ class SharedConfig(_Strict):
         return value
 
     def tier(self) -> RedisTier:
-        from .shared import RedisTier
-
         return RedisTier(**self.model_dump())
 
 
