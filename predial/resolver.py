@@ -57,6 +57,7 @@ from .redaction import redact, register_secret
 from .selection import DEFAULT_LABEL_PREFERENCE, Outcome
 from .shared.codec import Message, encode_body, encode_message
 from .stats import ResolverStats, StatsRecorder
+from .tenants import Tenants
 from .trace import Trace
 from .warm import WarmReport
 from .warm import warm as warm_leads
@@ -79,6 +80,9 @@ class Resolver:
     `resolve`, adapter retries included. With `strict=False` a campaign whose
     adapter cannot be set up does not stop the others: its prefetch leads are
     refused as retryable (`campaign_misconfigured`) until the configuration is fixed.
+    Campaigns whose adapters name one CRM `tenant` share its rate budget and
+    daily-quota pause through `tenants` (default: the resolver's own; another
+    resolver in the process does not share them unless given the same object).
     """
 
     def __init__(
@@ -98,6 +102,7 @@ class Resolver:
         max_adapter_threads: int = 32,
         clock: Callable[[], float] = time.monotonic,
         shared: RedisTier | None = None,
+        tenants: Tenants | None = None,
     ) -> None:
         if not deadline > 0 or deadline == math.inf:  # NaN compares false
             raise ValueError("deadline must be a finite number of seconds > 0")
@@ -131,6 +136,8 @@ class Resolver:
             for plugin in plugins:
                 registry.add_explicit(plugin)
         retry = retry or RetrySettings()
+        #: The CRM tenants named by the campaigns, each shared by its campaigns.
+        self.tenants = tenants if tenants is not None else Tenants()
         self.campaigns: dict[str, CampaignRuntime] = {}
         for campaign in campaigns:
             if campaign.id in self.campaigns:
@@ -273,6 +280,13 @@ class Resolver:
             # The adapter's own exception, with its traceback, for --debug and -vv.
             problem.__cause__ = error
             return None, spec.plugin.source, problem
+        join_tenants = getattr(adapter, "join_tenants", None)
+        if callable(join_tenants):
+            try:
+                join_tenants(self.tenants, campaign)
+            except ConfigurationError as error:
+                # Built, so kept to be closed with the others; the campaign is refused.
+                return adapter, spec.plugin.source, error
         return adapter, spec.plugin.source, None
 
     # -- resolving --------------------------------------------------------------

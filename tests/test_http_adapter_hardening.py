@@ -16,9 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
-from predial import AdapterAuthError, AdapterRateLimited, AdapterUnavailable
+from predial import AdapterAuthError, AdapterRateLimited, AdapterUnavailable, Campaign
 from predial._http import MAX_RETRY_AFTER, retry_after_seconds
 from predial.adapters.http import HttpAdapter, environment_proxy
+from predial.tenants import Tenants
 from predial.testing import FakeOAuth
 
 Writer = Callable[[asyncio.StreamWriter], Awaitable[None]]
@@ -292,7 +293,7 @@ async def test_campaigns_naming_one_tenant_share_its_budget_and_pause() -> None:
         return httpx.Response(200, json={})
 
     def pair(tenant: str | None) -> list[Raw]:
-        return [
+        adapters = [
             Raw(
                 base_url="http://127.0.0.1:1",
                 rate_limit=[2, 60],
@@ -301,8 +302,12 @@ async def test_campaigns_naming_one_tenant_share_its_budget_and_pause() -> None:
             )
             for _ in range(2)
         ]
+        tenants = Tenants()  # as a resolver hands it to its campaigns' adapters
+        for index, adapter in enumerate(adapters):
+            adapter.join_tenants(tenants, Campaign(f"campaign-{index}", "raw"))
+        return adapters
 
-    first, second = pair("acme-account-tests-1")
+    first, second = pair("acme-account")
     await first.fetch_phone("1")
     await second.fetch_phone("1")
     with pytest.raises(AdapterRateLimited, match="budget"):  # the shared budget of 2 is spent

@@ -14,11 +14,13 @@ class AcmeAdapter(HttpAdapter):
 ```
 
 What the base does:
-- **A pool that stays fast under load.** One `httpx.AsyncClient` with 100 requests
-  in flight collapses (its pool scans every connection on every event). Requests go
-  straight to `PooledTransport` (no cookie jar, redirects or client auth flow): up
-  to `max_in_flight` httpcore connections, an idle one taken from a stack in O(1),
-  made by an asyncio network backend without anyio's per-call cancel scopes.
+- **Connections that stay fast under load.** One `httpx.AsyncClient` with 100
+  requests in flight collapses (httpcore's pool scans every connection on every
+  event). Requests are httpx's, sent straight to a transport on aiohttp
+  (`AiohttpTransport`; no cookie jar, redirects or client auth flow): up to
+  `max_in_flight` connections on each event loop, TLS checked against certifi's CAs,
+  through the proxy the environment names. Each exchange is bounded as a whole by
+  `timeout`, and its answer is read under `max_response_bytes` and decoded here.
 - **Auth.** A static token header (`token`), Basic (`username`/`password`), or OAuth2
   (`client_id`/`client_secret` with `refresh_token` or client credentials) with expiry
   tracking, one refresh at a time, a hook to persist rotated refresh tokens, and one
@@ -42,7 +44,6 @@ import json
 import logging
 import math
 import os
-import re
 import ssl
 import time
 import urllib.request
@@ -51,10 +52,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import quote
 
 import certifi
-import httpcore
 import httpx
 
-from .._http import retry_after_seconds
+from .._http import MAX_RETRY_AFTER, retry_after_seconds
+from .._ratelimit import SlidingWindowLimiter
 from ..errors import (
     AdapterAuthError,
     AdapterRateLimited,
@@ -62,18 +63,8 @@ from ..errors import (
     AdapterUnavailable,
     RecordNotFound,
 )
-from ..lupitor.limiter import SlidingWindowLimiter
-from ._pool import PooledTransport
-from ._transport import (
-    Deadline,
-    DeferredRequest,
-    ShardedTransport,
-    body_chunks,
-    decode_body,
-    read_capped,
-    reclaim_orphans,
-    unframed,
-)
+from ._aiohttp import AiohttpTransport
+from ._transport import Deadline, body_chunks, decode_body, read_capped, unframed
 from .oauth import OAuth2, RefreshHook, RefreshTokenFile, persisting
 
 __all__ = [
@@ -88,21 +79,16 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from ..campaign import Campaign
     from ..shared.budget import SharedBudget
     from ..shared.redis import RedisTier
+    from ..tenants import Tenants
 
 log = logging.getLogger("predial.adapters.http")
 
 RateLimitScope = Literal["burst", "daily"]
 #: Query parameters: a mapping, or pairs when a name repeats (`properties=a&properties=b`).
 Params = Mapping[str, Any] | list[tuple[str, Any]]
-
-#: A path `HttpAdapter` sends without httpx's URL parser (which would leave it
-#: unchanged): segments of RFC 3986 path characters and percent escapes, none `.`
-#: or `..`. Any other path goes through httpx.
-_PCHAR = r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@]|%[0-9A-Fa-f]{2})"
-_SENDABLE_PATH = re.compile(rf"(?:/(?!\.\.?(?:/|$)){_PCHAR}*)+")
-_SENDABLE_QUERY = re.compile(rf"(?:{_PCHAR}|[/?])*")
 
 #: What a request that outlived `timeout` raises (as `AdapterUnavailable`).
 _LATE = "the CRM did not answer in time"
@@ -144,7 +130,8 @@ class HttpAdapter:
     `rate_limit = [requests, seconds]` for the tenant's own limit (the class's
     `rate_limit` is the CRM's documented default), and `tenant`: campaigns naming
     the same tenant (one CRM account) share one rate budget and one daily-quota
-    pause in the process; `max_in_flight` (default 100) for how many connections
+    pause in their resolver (with the same rate_limit: a different one is a
+    configuration error); `max_in_flight` (default 100) for how many connections
     the adapter may hold on each event loop, each serving one request at a time
     (more wait for one, up to `timeout`).
     """
@@ -164,9 +151,6 @@ class HttpAdapter:
     #: say when it comes back.
     quota_cooldown: ClassVar[float] = 900.0
     max_response_bytes: ClassVar[int] = 2_000_000
-    #: Through a proxy, connections per httpx pool; `max_in_flight` is spread over
-    #: as many pools as needed. (Without one, a single pool of `max_in_flight`.)
-    proxy_connections_per_pool: ClassVar[int] = 2
 
     _init_kwargs: dict[str, Any]
 
@@ -239,12 +223,19 @@ class HttpAdapter:
         self._seconds = float(timeout)
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
-        self._max_in_flight = max_in_flight
-        self._given_transport = transport is not None
-        self._retired: list[httpx.AsyncBaseTransport] = []
-        self._proxy = environment_proxy(url)
         self._tls: ssl.SSLContext | None = None
-        self._transport = transport if transport is not None else self._new_transport()
+        self._closed = False
+        # Bare transports do not read the environment: `environment_proxy` looks up
+        # the proxy an AsyncClient would use.
+        self._transport = (
+            transport
+            if transport is not None
+            else AiohttpTransport(
+                ssl_context=self._tls_context(),
+                max_connections=max_in_flight,
+                proxy=environment_proxy(url),
+            )
+        )
         # The OAuth token endpoint is called rarely: an ordinary client will do (it
         # finds its own proxy).
         if transport is not None:
@@ -269,24 +260,23 @@ class HttpAdapter:
             else None
         )
         self._shared_budget: SharedBudget | None = None
-        if tenant is not None:
-            # Campaigns on one CRM account share its limits: one budget, one pause.
-            key = (f"{type(self).__module__}.{type(self).__qualname__}", tenant)
-            self._tenant = _TENANTS.get(key) or _TENANTS.setdefault(key, _Tenant(budget))
-            if self._tenant.limit != (budget and (int(budget[0]), float(budget[1]))):
-                log.warning(
-                    "%s: tenant %r is already in use with rate_limit %s; this adapter's %s "
-                    "is ignored (give campaigns of one tenant the same rate_limit)",
-                    self.name,
-                    tenant,
-                    self._tenant.limit,
-                    budget,
-                )
-        else:
-            self._tenant = _Tenant(budget)
+        self._tenant_setting = tenant
+        # The adapter's own limits, until a resolver hands it the tenants of its
+        # campaigns (`join_tenants`): used alone, it shares them with no one.
+        self._tenant = _Tenant(budget)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    def join_tenants(self, tenants: Tenants, campaign: Campaign) -> None:
+        """Share the rate budget and the daily-quota pause with the other campaigns
+        of `tenants` naming the same `tenant` (the resolver calls this as it adds
+        `campaign`). `ConfigurationError` naming both campaigns if their rate_limit
+        differs."""
+        if self._tenant_setting is not None:
+            self._tenant = tenants.join(
+                campaign, type(self), self._tenant_setting, self._tenant.limit, self._tenant
+            )
 
     def share_limits(self, tier: RedisTier, default_tenant: str) -> None:
         """Enforce the rate budget and the daily-quota pause fleet-wide through the
@@ -311,15 +301,8 @@ class HttpAdapter:
     def base_url(self, url: str) -> None:
         if "#" in url:
             raise ValueError(f"base_url cannot have a fragment ('#'): {url!r}")
-        parsed = httpx.URL(url)
+        httpx.URL(url)  # InvalidURL now, rather than at the first request
         self._base_url = url
-        # The parts httpcore sends, worked out once rather than per request. A base
-        # URL with a query or fragment is left to httpx to join, request by request.
-        self._base_parts: tuple[bytes, bytes, int | None, bytes, bytes] | None = (
-            (parsed.raw_scheme, parsed.raw_host, parsed.port, parsed.netloc, parsed.raw_path)
-            if not parsed.query and not parsed.fragment
-            else None
-        )
 
     def _tls_context(self) -> ssl.SSLContext:
         # One for every connection: building one loads the CA bundle (~80 ms on the
@@ -327,25 +310,6 @@ class HttpAdapter:
         if self._tls is None:
             self._tls = ssl.create_default_context(cafile=certifi.where())
         return self._tls
-
-    def _new_transport(self) -> httpx.AsyncBaseTransport:
-        """The transport for `self._proxy`: the adapter's own pool, or through a proxy
-        (bare transports do not read the environment: `environment_proxy` looks up
-        what an AsyncClient would use) httpx's transports, which speak the proxy
-        protocols, in pools small enough not to collapse."""
-        if self._proxy is None:
-            return PooledTransport(
-                ssl_context=self._tls_context(),
-                max_connections=self._max_in_flight,
-                max_response_bytes=self.max_response_bytes,
-            )
-        per_pool = self.proxy_connections_per_pool
-        limits = httpx.Limits(max_connections=per_pool, max_keepalive_connections=per_pool)
-        pools: list[httpx.AsyncBaseTransport] = [
-            httpx.AsyncHTTPTransport(verify=self._tls_context(), limits=limits, proxy=self._proxy)
-            for _ in range(-(-self._max_in_flight // per_pool))
-        ]
-        return ShardedTransport(pools, per_pool)
 
     def with_transport(self, transport: httpx.AsyncBaseTransport) -> HttpAdapter:
         """A new adapter with the same settings that sends through `transport`."""
@@ -381,13 +345,9 @@ class HttpAdapter:
         ):
             raise AdapterUnavailable("the token endpoint named an unusable API address")
         self.base_url = str(url).rstrip("/")
-        proxy = environment_proxy(self.base_url)
-        if not self._given_transport and proxy != self._proxy:
-            # The new host is proxied differently (NO_PROXY): a transport of its own;
-            # the old one is closed with the adapter.
-            self._proxy = proxy
-            self._retired.append(self._transport)
-            self._transport = self._new_transport()
+        if isinstance(self._transport, AiohttpTransport):
+            # The new host may be proxied differently (NO_PROXY).
+            self._transport.proxy = environment_proxy(self.base_url)
 
     def rate_limit_scope(self, response: httpx.Response) -> RateLimitScope | None:
         """Whether `response` says a rate limit was hit, and which one.
@@ -469,7 +429,7 @@ class HttpAdapter:
             if verdict == "paused":
                 # Asked of Redis on every call: not copied here, where a tampered
                 # or outdated pause would outlive the key.
-                wait = min(wait, 86_400.0)
+                wait = min(wait, MAX_RETRY_AFTER)
                 raise AdapterRateLimited(
                     "the CRM's daily quota is spent (calls paused)",
                     retry_after=wait,
@@ -508,130 +468,66 @@ class HttpAdapter:
         json_body: Any,
         stale_token: str | None = None,
     ) -> httpx.Response:
+        if self._closed:
+            raise AdapterUnavailable("the adapter is closed")
         method = method.upper()
         headers = {**self._headers, **self.auth_headers()}
         if self.oauth is not None:
             token = await self.oauth.token(self._token_client, stale_token)
             headers["Authorization"] = f"Bearer {token}"
-        names = {name.lower() for name in headers}
         query = str(httpx.QueryParams(params)) if params else ""
         body: bytes | None = None
         if json_body is not None:
-            # As httpx encodes `json=`, so either way of sending sends the same bytes.
+            # As httpx encodes `json=` (0.28), whichever httpx is installed.
             body = json.dumps(
                 json_body, ensure_ascii=False, separators=(",", ":"), allow_nan=False
             ).encode()
-            if "content-type" not in names:
+            if "content-type" not in {name.lower() for name in headers}:
                 headers["Content-Type"] = "application/json"
         # `path` holds only percent-encoded ids (safe_path): joining is safe.
         url = self.base_url + path + ("?" + query if query else "")
-        extensions: dict[str, Any] = {"timeout": self._timeout}
+        request = httpx.Request(
+            method, url, headers=headers, content=body, extensions={"timeout": self._timeout}
+        )
+        cap = self.max_response_bytes
         # `timeout` bounds the exchange as a whole: waiting for a connection,
         # connecting, sending, and every read of the answer (1xx answers and chunks
         # included). A transport times each read on its own, which a server sending
         # a byte at a time never trips. Bounded here, not in a transport, so it holds
-        # for any transport (a proxy's, a test's, a later pool).
+        # for any transport (a proxy's, a test's). Transport errors become predial's
+        # here, and only here.
         response: httpx.Response | None = None
         try:
             with Deadline(self._seconds, _LATE):
                 try:
-                    target = self._target(path, query)
-                    if (
-                        target is not None
-                        and isinstance(self._transport, PooledTransport)
-                        # Framing headers set by hand: left to httpx's rules for them.
-                        and names.isdisjoint(("host", "content-length", "transfer-encoding"))
-                    ):
-                        request: httpx.Request = DeferredRequest(
-                            method, url, list(headers.items()), body, extensions
-                        )
-                        response = await self._transport.send(
-                            self._core_request(method, target, headers, body, extensions)
-                        )
-                        response.request = request
-                    else:
-                        request = httpx.Request(
-                            method, url, headers=headers, content=body, extensions=extensions
-                        )
-                        try:
-                            response = await self._transport.handle_async_request(request)
-                        except BaseException:
-                            # Cut off (by the deadline or the caller) while waiting
-                            # for a connection, an httpx pool can lose a place for good.
-                            await reclaim_orphans(self._transport)
-                            raise
-                except httpx.TimeoutException:
-                    raise AdapterUnavailable(_LATE) from None
-                except httpx.HTTPError as error:
-                    reason = f"cannot reach the CRM ({type(error).__name__})"
-                    raise AdapterUnavailable(reason) from None
-                try:
+                    response = await self._transport.handle_async_request(request)
                     if response.is_stream_consumed:
-                        # Read already: by `PooledTransport` (under the cap, decoded)
-                        # or built in-process by a mock transport.
-                        if len(response.content) > self.max_response_bytes:
-                            raise AdapterUnavailable(
-                                f"the CRM's answer exceeds {self.max_response_bytes} bytes"
-                            )
-                        response.request = request
-                        return response
-                    # Any other transport (a proxy's, an ASGI app's) streams: count as
-                    # it comes.
-                    raw = await read_capped(body_chunks(response), self.max_response_bytes)
+                        # Built and read in-process (a mock transport): httpx has
+                        # decoded it already.
+                        raw, encoding = response.content, "identity"
+                        if len(raw) > cap:
+                            raise AdapterUnavailable(f"the CRM's answer exceeds {cap} bytes")
+                    else:
+                        raw = await read_capped(body_chunks(response), cap)
+                        encoding = response.headers.get("content-encoding", "identity")
                 except httpx.TimeoutException:
                     raise AdapterUnavailable(_LATE) from None
                 except httpx.HTTPError as error:
-                    reason = f"the CRM's answer was cut ({type(error).__name__})"
-                    raise AdapterUnavailable(reason) from None
+                    where = (
+                        "cannot reach the CRM" if response is None else "the CRM's answer was cut"
+                    )
+                    raise AdapterUnavailable(f"{where} ({type(error).__name__})") from None
         finally:
             # Not read to its end (cut off, refused), the connection is closed, not
             # kept for another request. Outside the deadline, which must not cut the
-            # close itself short: an httpx pool would keep the request for good.
+            # close itself short.
             if response is not None:
                 await response.aclose()
-        encoding = response.headers.get("content-encoding", "identity")
-        body = decode_body(raw, encoding, self.max_response_bytes)
         return httpx.Response(
-            response.status_code, headers=unframed(response.headers), content=body, request=request
-        )
-
-    def _target(self, path: str, query: str) -> bytes | None:
-        """The request target as httpx would send it, when it can be had without
-        httpx's URL parser: a plain base URL, a path of percent-encoded segments with
-        no dot segments (which httpx would remove), and a plain query."""
-        parts = self._base_parts
-        if parts is None or not _SENDABLE_PATH.fullmatch(path):
-            return None
-        if query and not _SENDABLE_QUERY.fullmatch(query):
-            return None
-        base = parts[4].rstrip(b"/")
-        target = base + path.encode("ascii")
-        return (target or b"/") + (b"?" + query.encode("ascii") if query else b"")
-
-    def _core_request(
-        self,
-        method: str,
-        target: bytes,
-        headers: dict[str, str],
-        body: bytes | None,
-        extensions: dict[str, Any],
-    ) -> httpcore.Request:
-        """The httpcore request `httpx.Request` would make of the same parts: `Host`
-        first, `Content-Length` for a body (0 for a POST, PUT or PATCH without one),
-        header values as ASCII."""
-        scheme, host, port, netloc, _ = self._base_parts or (b"", b"", None, b"", b"")
-        raw = [(b"Host", netloc)]
-        if body is None and method in ("POST", "PUT", "PATCH"):
-            raw.append((b"Content-Length", b"0"))
-        raw += [(name.encode("ascii"), value.encode("ascii")) for name, value in headers.items()]
-        if body is not None:
-            raw.append((b"Content-Length", str(len(body)).encode()))
-        return httpcore.Request(
-            method,
-            httpcore.URL(scheme=scheme, host=host, port=port, target=target),
-            headers=raw,
-            content=body,
-            extensions=extensions,
+            response.status_code,
+            headers=unframed(response.headers),
+            content=decode_body(raw, encoding, cap),
+            request=request,
         )
 
     def raise_for_status(self, response: httpx.Response) -> None:
@@ -672,11 +568,11 @@ class HttpAdapter:
         raise AdapterUnavailable(f"the CRM answered {status}")
 
     async def aclose(self) -> None:
+        self._closed = True
         if self.oauth is not None:
             await self.oauth.aclose()  # before its client closes under it
         await self._token_client.aclose()
-        for transport in (*self._retired, self._transport):
-            await transport.aclose()
+        await self._transport.aclose()
 
 
 def environment_proxy(url: str) -> str | None:
@@ -696,10 +592,6 @@ class _Tenant:
         self.limit = (int(budget[0]), float(budget[1])) if budget else None
         self.budget = SlidingWindowLimiter(*self.limit) if self.limit else None
         self.quota_until = 0.0
-
-
-#: Tenants shared by name (the `tenant` setting) across the adapters of a process.
-_TENANTS: dict[tuple[str, str], _Tenant] = {}
 
 
 def _version() -> str:

@@ -33,6 +33,7 @@ from ..redaction import redact, safe_text
 from ..resolver import Resolver
 from ..service.settings import ServiceConfig
 from ..shared import redacted_url
+from ..tenants import Tenants
 from .exits import EXIT_USAGE
 from .output import err_console, out_console, reported_by_the_command
 
@@ -225,6 +226,9 @@ def _adapter_problems(checked: ConfigCheck) -> list[Problem]:
         Problem(safe_text(info.exception), info.exception) for info in configured if info.exception
     )
     complete = {index for index, _, whole in checked.campaigns if whole}
+    # The campaigns' tenants, as one resolver would hold them: two campaigns naming
+    # one CRM account with different limits are a problem, though each builds alone.
+    tenants = Tenants()
     for index, name in checked.adapters.items():
         if index not in complete:
             problem = _unknown_adapter(registry, name, f"{file}: campaigns[{index}].adapter")
@@ -237,7 +241,7 @@ def _adapter_problems(checked: ConfigCheck) -> list[Problem]:
         # skip its adapter), strictly: the error is raised here, not logged as well.
         campaign = replace(entry.campaign(), origin=f"{file}: campaigns[{index}]")
         try:
-            Resolver([campaign], registry=registry).close_sync()
+            Resolver([campaign], registry=registry, tenants=tenants).close_sync()
         except ConfigurationError as error:
             problems.append(Problem(safe_text(error), error))
     return problems
