@@ -9,7 +9,11 @@ PredialError
 ├── AdapterError              raised by adapters, interpreted by the resolver
 │   ├── RecordNotFound        the CRM has no such record (permanent)
 │   ├── AdapterUnavailable    the CRM cannot answer now (retryable, retry_after)
+│   │   ├── AdapterRateLimited      the CRM's rate limit or daily quota (scope, called)
+│   │   ├── AdapterRequestRejected  the CRM refused the request itself: not retried
+│   │   └── CircuitOpen             the campaign's circuit is open: the CRM was not called
 │   └── AdapterAuthError      credentials rejected (retryable once fixed)
+├── BadBatchAnswer            also a TypeError: fetch_phones answered no mapping (warm)
 ├── InvalidPhoneNumber        also a ValueError: the policy refused a number
 ├── InputFileError            a leads file or CRM export cannot be read as a whole
 ├── ImportInProgress          another import of the same file or journal is running (owner)
@@ -46,6 +50,8 @@ __all__ = [
     "AdapterRateLimited",
     "AdapterRequestRejected",
     "AdapterUnavailable",
+    "BadBatchAnswer",
+    "CircuitOpen",
     "ConfigurationError",
     "DuplicateAdapter",
     "ImportInProgress",
@@ -249,6 +255,14 @@ class AdapterRequestRejected(AdapterUnavailable):
     """The CRM refused the request itself (a 400 or 422 no adapter explained): a bug
     or a misconfiguration, so the resolver does not retry it within the dial (some
     CRMs and proxies block clients that repeat failing requests)."""
+
+
+class CircuitOpen(AdapterUnavailable):
+    """The campaign's circuit is open: the adapter was not called (`Resolver.warm`'s batches)."""
+
+
+class BadBatchAnswer(PredialError, TypeError):
+    """`fetch_phones` returned no readable mapping (a bug in the adapter): the batch fails."""
 
 
 class AdapterAuthError(AdapterError):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import random
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._faults import is_adapter_fault
-from ._http import retry_after_hint
+from ._http import backoff, retry_after_hint
 from ._threads import DaemonThreadPool, RaisedInThread
 from .breaker import BreakerSettings, CircuitBreaker
 from .cache import CacheSettings
@@ -34,6 +33,8 @@ from .errors import (
     AdapterRateLimited,
     AdapterRequestRejected,
     AdapterUnavailable,
+    BadBatchAnswer,
+    CircuitOpen,
     ConfigurationError,
     RecordNotFound,
 )
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     from .metrics import ResolverMetrics
     from .shared.breaker import SharedBreaker
 
-__all__ = ["Answer", "BadBatchAnswer", "CampaignRuntime", "CircuitOpen"]
+__all__ = ["Answer", "CampaignRuntime"]
 
 log = logging.getLogger("predial.resolver")
 
@@ -59,18 +60,10 @@ class Answer:
     raw: object
 
 
-class BadBatchAnswer(TypeError):
-    """`fetch_phones` returned something other than a mapping (a bug in the adapter)."""
-
-
 class Calling(Protocol):
     """Told when the adapter is being called (a flight, for its deadline's cut)."""
 
     calling: bool
-
-
-class CircuitOpen(AdapterUnavailable):
-    """The campaign's circuit is open: the adapter was not called."""
 
 
 def _described(error: BaseException) -> str:
@@ -215,10 +208,6 @@ class CampaignRuntime:
             self.record_failure()
         self._stats.adapter_errors["timeout"] += 1
         return Outcome.failed("timeout")
-
-    def _backoff(self, attempt: int) -> float:
-        ceiling = min(self.retry.maximum, self.retry.initial * 2 ** (attempt - 1))
-        return random.uniform(0, ceiling)  # full jitter: spreads many dialers' retries
 
     async def fetch(
         self, external_id: str, deadline_at: float, trace: Trace | None = None
@@ -377,7 +366,7 @@ class CampaignRuntime:
         if isinstance(error, AdapterUnavailable):
             stats.adapter_errors["unavailable"] += 1
             retry_after = _retry_after(error)
-            wait = self._backoff(attempt)
+            wait = backoff(attempt, self.retry.initial, self.retry.maximum)
             if retry_after is not None:
                 wait = max(wait, retry_after)
             if attempt >= self.retry.attempts or wait >= deadline_at - time.monotonic():

@@ -21,11 +21,18 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import AdapterError, InvalidLead, RecordNotFound, Unresolvable
-from .fetcher import Answer, BadBatchAnswer, CampaignRuntime, CircuitOpen
+from .errors import (
+    AdapterError,
+    BadBatchAnswer,
+    CircuitOpen,
+    InvalidLead,
+    RecordNotFound,
+    Unresolvable,
+)
+from .fetcher import Answer, CampaignRuntime
 from .models import Lead, parse_lead
 from .redaction import redact, safe_text
-from .selection import Outcome
+from .selection import TRANSIENT_REASONS, Outcome
 
 if TYPE_CHECKING:
     from .resolver import Resolver
@@ -35,18 +42,6 @@ __all__ = ["WarmReport", "warm"]
 log = logging.getLogger("predial.resolver")
 
 Progress = Callable[[int, int], None]
-
-#: Outcome reasons that say the CRM could not answer (as opposed to answering no).
-TRANSIENT_REASONS = frozenset(
-    {
-        "unavailable",
-        "timeout",
-        "circuit_open",
-        "adapter_error",
-        "auth_error",
-        "campaign_misconfigured",
-    }
-)
 
 
 @dataclass

@@ -23,8 +23,13 @@ from rich.progress import Progress
 
 from predial.cli.app import cli
 from predial.cli.import_cmd import _duration, _Estimate, _progress_view, _RowsColumn
-from predial.lupitor import AsyncLupitorClient, ImportProgress, RetryPolicy, import_leads_async
-from predial.lupitor.limiter import SlidingWindowLimiter
+from predial.lupitor import (
+    AsyncLupitorClient,
+    ImportProgress,
+    RetryPolicy,
+    SlidingWindowLimiter,
+    import_leads_async,
+)
 from predial.testing import FakeLupitor, Faults, serve
 
 KEY = "sk_test_write"

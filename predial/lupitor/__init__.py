@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .._ratelimit import SlidingWindowLimiter
 from .client import (
     API_KEY_ENV,
     API_URL_ENV,
@@ -14,7 +15,6 @@ from .client import (
     Waiting,
 )
 from .importer import ImportProgress, ImportReport, import_leads, import_leads_async
-from .limiter import SlidingWindowLimiter
 from .models import BulkCreateResult, BulkDeleteResult, CreatedLead, StoredLead
 
 __all__ = [

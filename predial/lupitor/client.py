@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import random
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
@@ -36,7 +35,8 @@ from typing import Any, Literal, TypeVar
 
 import httpx
 
-from .._http import retry_after_seconds
+from .._http import MAX_SLEEP_IN_CALL, backoff, retry_after_seconds
+from .._ratelimit import SlidingWindowLimiter
 from ..errors import (
     ConfigurationError,
     LeadAlreadyExists,
@@ -51,7 +51,6 @@ from ..errors import (
 )
 from ..models import Lead
 from ..redaction import register_secret
-from .limiter import SlidingWindowLimiter
 from .models import BulkCreateResult, BulkDeleteResult, CreatedLead, StoredLead
 
 __all__ = [
@@ -90,7 +89,7 @@ class RetryPolicy:
     rate_limit_waits: int = 30
 
     def backoff(self, attempt: int) -> float:
-        return random.uniform(0, min(self.maximum, self.initial * 2 ** (attempt - 1)))
+        return backoff(attempt, self.initial, self.maximum)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,16 +219,12 @@ _ERRORS: dict[int, type[LupitorError]] = {
 }
 
 
-# A server that asks for longer than an hour is misconfigured; do not hang on it.
-_MAX_WAIT = 3600.0
-
-
 def _retry_after(response: httpx.Response, wall_clock: Callable[[], float]) -> float:
     """Seconds to wait after a 429: Retry-After (seconds or HTTP date), else the
     X-RateLimit-Reset unix time, else one second."""
     seconds = retry_after_seconds(response.headers.get("retry-after"), wall_clock)
     if seconds is not None:
-        return min(_MAX_WAIT, seconds)
+        return min(MAX_SLEEP_IN_CALL, seconds)
     reset = response.headers.get("x-ratelimit-reset")
     if reset:
         try:
@@ -238,7 +233,7 @@ def _retry_after(response: httpx.Response, wall_clock: Callable[[], float]) -> f
             return 1.0
         if value > 1e11:  # milliseconds, as Convex-style timestamps are
             value /= 1000
-        return min(_MAX_WAIT, max(0.0, value - wall_clock()))
+        return min(MAX_SLEEP_IN_CALL, max(0.0, value - wall_clock()))
     return 1.0
 
 

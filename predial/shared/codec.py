@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
+from .._http import MAX_RETRY_AFTER, retry_after_hint
 from ..selection import PERMANENT_REASONS, TRANSIENT_REASONS
 
 __all__ = [
@@ -77,7 +78,9 @@ def encode_message(
     if phone_number is not None:
         return f"{token}|p|{phone_number}|"
     kind = "t" if transient else "n"
-    wait = "" if retry_after is None else f"{retry_after:.3f}"
+    # Within what the reader takes: a circuit open for longer than a day says a day.
+    hint = retry_after_hint(retry_after)
+    wait = "" if hint is None else f"{hint:.3f}"
     return f"{token}|{kind}|{reason}|{wait}"
 
 
@@ -128,7 +131,7 @@ def decode_message(raw: bytes | str) -> Message:
                 retry_after = float(extra)
             except ValueError:
                 raise CorruptValue("a malformed retry-after") from None
-            if not 0 <= retry_after <= 86_400:
+            if not 0 <= retry_after <= MAX_RETRY_AFTER:
                 raise CorruptValue("a retry-after out of range")
         return Message(token, None, payload, True, retry_after)
     raise CorruptValue("not a number, a known reason or a known failure")

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.asyncio.cluster import RedisCluster
 
-    from ..lupitor.limiter import SlidingWindowLimiter
+    from .._ratelimit import SlidingWindowLimiter
 
 __all__ = ["Lookup", "RedisTier", "TierState", "redacted_url"]
 
@@ -689,7 +689,7 @@ class RedisTier:
     def local_budget(self, tenant: str, limit: int, window: float) -> SlidingWindowLimiter:
         """The tenant's budget in this process while Redis is unavailable: one per
         tenant, whatever number of campaigns (adapters) share it."""
-        from ..lupitor.limiter import SlidingWindowLimiter
+        from .._ratelimit import SlidingWindowLimiter
 
         budget = self._local_budgets.get(tenant)
         if budget is None or budget.window != window:
