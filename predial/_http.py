@@ -16,6 +16,7 @@ __all__ = [
     "MAX_RETRY_AFTER",
     "MAX_SLEEP_IN_CALL",
     "backoff",
+    "reset_in",
     "retry_after_hint",
     "retry_after_seconds",
 ]
@@ -39,6 +40,16 @@ def backoff(attempt: int, initial: float, maximum: float) -> float:
     retries after a shared outage."""
     # A bounded exponent: 2 ** 2000 (an int) overflows a float product; 2.0 ** 1000 does not.
     return random.uniform(0, min(maximum, initial * 2.0 ** min(attempt - 1, 1000)))
+
+
+def reset_in(value: str | None, now: Callable[[], float] = time.time) -> float | None:
+    """An `X-RateLimit-Reset` unix time (seconds, or milliseconds as Convex-style
+    timestamps are) as seconds from now, negative when past; None when unreadable."""
+    try:
+        reset = float(value or "")
+    except ValueError:
+        return None
+    return (reset / 1000 if reset > 1e11 else reset) - now()
 
 
 def retry_after_seconds(value: str | None, now: Callable[[], float] = time.time) -> float | None:

@@ -21,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 
-from ._http import MAX_SLEEP_IN_CALL
+from ._http import MAX_SLEEP_IN_CALL, reset_in
 
 __all__ = ["SlidingWindowLimiter"]
 
@@ -122,16 +122,11 @@ class SlidingWindowLimiter:
         """Adopt the server's view where it is stricter than ours."""
         limit = _number(headers.get("x-ratelimit-limit"))
         remaining = _number(headers.get("x-ratelimit-remaining"))
-        reset = _number(headers.get("x-ratelimit-reset"))
+        wait = reset_in(headers.get("x-ratelimit-reset"), self._wall_clock)
         with self._lock:
             if limit is not None and 1 <= limit < self.limit:
                 self.limit = int(limit)
-            if remaining is not None and remaining <= 0 and reset is not None:
-                # Reset is a unix time (seconds; some servers send milliseconds);
-                # convert it to our (monotonic) clock.
-                if reset > 1e11:
-                    reset /= 1000
-                wait = reset - self._wall_clock()
+            if remaining is not None and remaining <= 0 and wait is not None:
                 # Further off is not believed (a clock or unit mix-up): a real limit 429s.
                 if 0 < wait <= MAX_SLEEP_IN_CALL:
                     until = self._clock() + wait

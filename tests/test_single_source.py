@@ -35,7 +35,7 @@ from predial import (
     RetrySettings,
     Unresolvable,
 )
-from predial._http import MAX_RETRY_AFTER, MAX_SLEEP_IN_CALL, backoff
+from predial._http import MAX_RETRY_AFTER, MAX_SLEEP_IN_CALL, backoff, reset_in
 from predial._ratelimit import SlidingWindowLimiter
 from predial.config import (
     BreakerConfig,
@@ -157,6 +157,18 @@ def test_the_limiter_believes_a_reset_no_further_off_than_max_sleep_in_call(
     limiter = SlidingWindowLimiter(10, 60.0, clock=lambda: 0.0, wall_clock=lambda: 1e9)
     limiter.observe({"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(1e9 + ahead)})
     assert (limiter.reserve() > 0) is held
+
+
+@given(st.one_of(st.none(), st.text(max_size=40)))
+def test_reset_in_reads_any_header_without_raising(value: str | None) -> None:
+    seconds = reset_in(value, lambda: 1e9)
+    assert seconds is None or isinstance(seconds, float)
+
+
+def test_reset_in_takes_seconds_or_milliseconds() -> None:
+    assert reset_in("1000000060", lambda: 1e9) == 60
+    assert reset_in("1000000060000", lambda: 1e9) == 60
+    assert reset_in("soon", lambda: 1e9) is None
 
 
 # -- the backoff ----------------------------------------------------------------------

@@ -35,7 +35,7 @@ from typing import Any, Literal, TypeVar
 
 import httpx
 
-from .._http import MAX_SLEEP_IN_CALL, backoff, retry_after_seconds
+from .._http import MAX_SLEEP_IN_CALL, backoff, reset_in, retry_after_seconds
 from .._ratelimit import SlidingWindowLimiter
 from ..errors import (
     ConfigurationError,
@@ -223,18 +223,9 @@ def _retry_after(response: httpx.Response, wall_clock: Callable[[], float]) -> f
     """Seconds to wait after a 429: Retry-After (seconds or HTTP date), else the
     X-RateLimit-Reset unix time, else one second."""
     seconds = retry_after_seconds(response.headers.get("retry-after"), wall_clock)
-    if seconds is not None:
-        return min(MAX_SLEEP_IN_CALL, seconds)
-    reset = response.headers.get("x-ratelimit-reset")
-    if reset:
-        try:
-            value = float(reset)
-        except ValueError:
-            return 1.0
-        if value > 1e11:  # milliseconds, as Convex-style timestamps are
-            value /= 1000
-        return min(MAX_SLEEP_IN_CALL, max(0.0, value - wall_clock()))
-    return 1.0
+    if seconds is None:
+        seconds = reset_in(response.headers.get("x-ratelimit-reset"), wall_clock)
+    return 1.0 if seconds is None else min(MAX_SLEEP_IN_CALL, max(0.0, seconds))
 
 
 def _error_text(response: httpx.Response) -> str:
