@@ -34,7 +34,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -77,7 +76,7 @@ class BenchAdapter(HttpAdapter):
 
 class Plugin:
     @predial.hookimpl
-    def register_adapters(self, register: Callable[[type], None]) -> None:
+    def register_adapters(self, register: predial.AdapterRegister) -> None:
         register(BenchAdapter)
 
 

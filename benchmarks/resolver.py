@@ -57,7 +57,7 @@ class SlowAdapter:
 
 class Plugin:
     @predial.hookimpl
-    def register_adapters(self, register: Callable[[type], None]) -> None:
+    def register_adapters(self, register: predial.AdapterRegister) -> None:
         register(InstantAdapter)
         register(SlowAdapter)
 

@@ -108,7 +108,7 @@ class FiftyMsCrm:
 
 
 @predial.hookimpl
-def register_adapters(register: Callable[[type], None]) -> None:
+def register_adapters(register: predial.AdapterRegister) -> None:
     register(InstantCrm)
     register(FiftyMsCrm)
 

@@ -132,7 +132,7 @@ class CountingCrm:
 
 class Plugin:
     @predial.hookimpl
-    def register_adapters(self, register: Callable[[type], None]) -> None:
+    def register_adapters(self, register: predial.AdapterRegister) -> None:
         register(InstantCrm)
         register(SlowCrm)
         register(CountingCrm)

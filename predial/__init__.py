@@ -48,7 +48,7 @@ from .errors import (
     UnknownCampaign,
     Unresolvable,
 )
-from .hookspecs import hookimpl
+from .hookspecs import AdapterRegister, hookimpl
 from .models import CrmContact, CrmPhone, Lead, Resolution, parse_lead
 from .phone import PhonePolicy, mask_phone, normalize
 from .plugins import load_plugins
@@ -75,6 +75,7 @@ __all__ = [
     "AdapterAuthError",
     "AdapterError",
     "AdapterRateLimited",
+    "AdapterRegister",
     "AdapterRequestRejected",
     "AdapterUnavailable",
     "BreakerSettings",

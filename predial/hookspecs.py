@@ -4,7 +4,7 @@
 import predial
 
 @predial.hookimpl
-def register_adapters(register):
+def register_adapters(register: predial.AdapterRegister) -> None:
     register(MyCrmAdapter)
 ```
 
@@ -17,12 +17,11 @@ implementation, and the first to answer could dial a number from the wrong CRM.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import pluggy
 
-__all__ = ["hookimpl", "hookspec", "register_adapters"]
+__all__ = ["AdapterRegister", "hookimpl", "hookspec", "register_adapters"]
 
 PROJECT_NAME = "predial"
 
@@ -30,6 +29,17 @@ hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 
+class AdapterRegister(Protocol):
+    """What `register_adapters` is handed: call it once with each adapter class.
+
+    Any class is taken (`type[Any]`): predial checks it as it registers it (a
+    lowercase slug `name`, a `fetch_phone(external_id)` method) and lists the plugin
+    as failed, saying what is wrong, rather than raising in the plugin's hook.
+    """
+
+    def __call__(self, adapter: type[Any], /) -> None: ...
+
+
 @hookspec
-def register_adapters(register: Callable[[type[Any]], None]) -> None:
+def register_adapters(register: AdapterRegister) -> None:
     """Register adapter classes by calling `register(AdapterClass)` for each one."""

@@ -24,7 +24,7 @@ import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,7 +178,7 @@ class RecordingCrm:
 
 class FleetPlugin:
     @predial.hookimpl
-    def register_adapters(self, register: Callable[[type], None]) -> None:
+    def register_adapters(self, register: predial.AdapterRegister) -> None:
         register(CountingAdapter)
         register(FleetCrm)
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from predial import Campaign, ConfigurationError, Resolver, hookimpl
+from predial import AdapterRegister, Campaign, ConfigurationError, Resolver, hookimpl
 
 
 class Base:
@@ -53,7 +53,7 @@ class Validated(Base):
 
 class Plugin:
     @hookimpl
-    def register_adapters(self, register: Any) -> None:
+    def register_adapters(self, register: AdapterRegister) -> None:
         for cls in (Child, Anything, Validated):
             register(cls)
 

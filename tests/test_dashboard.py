@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +75,7 @@ class Directory:
 
 class DirectoryPlugin:
     @predial.hookimpl
-    def register_adapters(self, register: Callable[[type], None]) -> None:
+    def register_adapters(self, register: predial.AdapterRegister) -> None:
         register(Directory)
 
 

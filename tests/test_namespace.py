@@ -15,6 +15,7 @@ PUBLIC = [
     "AdapterAuthError",
     "AdapterError",
     "AdapterRateLimited",
+    "AdapterRegister",
     "AdapterRequestRejected",
     "AdapterUnavailable",
     "BreakerSettings",

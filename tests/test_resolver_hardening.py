@@ -471,7 +471,7 @@ class PasswordAdapter:
 
 class PasswordPlugin:
     @predial.hookimpl
-    def register_adapters(self, register: Any) -> None:
+    def register_adapters(self, register: predial.AdapterRegister) -> None:
         register(PasswordAdapter)
 
 

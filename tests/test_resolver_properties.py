@@ -179,7 +179,7 @@ class HostileSyncAdapter:
 
 class HostilePlugin:
     @predial.hookimpl
-    def register_adapters(self, register: Callable[[type], None]) -> None:
+    def register_adapters(self, register: predial.AdapterRegister) -> None:
         register(HostileAdapter)
         register(HostileSyncAdapter)
 

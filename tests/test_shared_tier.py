@@ -583,7 +583,7 @@ class BatchAdapter:
 
 class BatchPlugin:
     @predial.hookimpl
-    def register_adapters(self, register: Callable[[type], None]) -> None:
+    def register_adapters(self, register: predial.AdapterRegister) -> None:
         register(BatchAdapter)
 
 
@@ -1201,7 +1201,7 @@ class RatedCrm(predial.adapters.http.HttpAdapter):
 
 class RatedPlugin:
     @predial.hookimpl
-    def register_adapters(self, register: Callable[[type], None]) -> None:
+    def register_adapters(self, register: predial.AdapterRegister) -> None:
         register(RatedCrm)
 
 

@@ -9,10 +9,9 @@ and wants `X-Api-Key: <token>`. Everything else (timeouts, retries on 429/5xx,
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from predial import CrmContact, CrmPhone, hookimpl
+from predial import AdapterRegister, CrmContact, CrmPhone, hookimpl
 from predial.adapters.http import HttpAdapter
 
 __all__ = ["AcmeAdapter", "register_adapters"]
@@ -49,5 +48,5 @@ class AcmeAdapter(HttpAdapter):
 
 
 @hookimpl
-def register_adapters(register: Callable[[type[Any]], None]) -> None:
+def register_adapters(register: AdapterRegister) -> None:
     register(AcmeAdapter)

@@ -22,12 +22,19 @@ other 400 or 422 is an error (the request was refused, not the contact missing).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import httpx
 
-from predial import AdapterUnavailable, CrmContact, CrmPhone, RecordNotFound, hookimpl
+from predial import (
+    AdapterRegister,
+    AdapterUnavailable,
+    CrmContact,
+    CrmPhone,
+    RecordNotFound,
+    hookimpl,
+)
 from predial.adapters.http import HttpAdapter
 
 __all__ = [
@@ -173,5 +180,5 @@ def _text(value: object) -> str | None:
 
 
 @hookimpl
-def register_adapters(register: Callable[[type[Any]], None]) -> None:
+def register_adapters(register: AdapterRegister) -> None:
     register(GoHighLevelAdapter)

@@ -36,7 +36,7 @@ default, any header (`auth_header = "X-Api-Key"`, `auth_scheme = ""`), Basic
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import httpx
@@ -45,7 +45,7 @@ import jmespath.exceptions
 import jmespath.parser
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from predial import CrmContact, CrmPhone, RecordNotFound, hookimpl
+from predial import AdapterRegister, CrmContact, CrmPhone, RecordNotFound, hookimpl
 from predial.adapters.http import HttpAdapter
 
 __all__ = ["HttpSettings", "JsonHttpAdapter", "PhoneField", "register_adapters"]
@@ -286,5 +286,5 @@ def _phones(
 
 
 @hookimpl
-def register_adapters(register: Callable[[type[Any]], None]) -> None:
+def register_adapters(register: AdapterRegister) -> None:
     register(JsonHttpAdapter)

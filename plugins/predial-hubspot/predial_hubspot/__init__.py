@@ -17,12 +17,12 @@ reads up to 100 contacts per call (`POST .../batch/read`) for `Resolver.warm`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import httpx
 
-from predial import CrmContact, CrmPhone, RecordNotFound, hookimpl
+from predial import AdapterRegister, CrmContact, CrmPhone, RecordNotFound, hookimpl
 from predial.adapters.http import HttpAdapter, RateLimitScope
 
 __all__ = ["PHONE_PROPERTIES", "HubSpotAdapter", "register_adapters"]
@@ -137,5 +137,5 @@ def _text(value: object) -> str | None:
 
 
 @hookimpl
-def register_adapters(register: Callable[[type[Any]], None]) -> None:
+def register_adapters(register: AdapterRegister) -> None:
     register(HubSpotAdapter)

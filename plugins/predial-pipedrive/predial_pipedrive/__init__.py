@@ -20,12 +20,12 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import httpx
 
-from predial import CrmContact, CrmPhone, RecordNotFound, hookimpl
+from predial import AdapterRegister, CrmContact, CrmPhone, RecordNotFound, hookimpl
 from predial.adapters.http import HttpAdapter, RateLimitScope
 from predial.models import ContactState
 
@@ -234,5 +234,5 @@ def _reset_seconds(value: str | None) -> float | None:
 
 
 @hookimpl
-def register_adapters(register: Callable[[type[Any]], None]) -> None:
+def register_adapters(register: AdapterRegister) -> None:
     register(PipedriveAdapter)

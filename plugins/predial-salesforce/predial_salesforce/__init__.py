@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, ClassVar, Final, Literal, cast
 
 import httpx
 
 from predial import (
     AdapterAuthError,
+    AdapterRegister,
     AdapterUnavailable,
     CrmContact,
     CrmPhone,
@@ -381,5 +382,5 @@ def _error(response: httpx.Response) -> tuple[bool, str | None, str]:
 
 
 @hookimpl
-def register_adapters(register: Callable[[type[Any]], None]) -> None:
+def register_adapters(register: AdapterRegister) -> None:
     register(SalesforceAdapter)
