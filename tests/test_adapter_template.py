@@ -21,7 +21,15 @@ import pytest
 ROOT = Path(__file__).parent.parent
 TEMPLATE = ROOT / "examples" / "adapter-template"
 #: What an adapter author's tests import from predial's kit.
-KIT = ["__init__.py", "check.py", "contract.py", "fake_crm.py", "serving.py"]
+KIT = [
+    "__init__.py",
+    "check.py",
+    "contract.py",
+    "fake_crm.py",
+    "http_contracts.py",
+    "recording.py",
+    "serving.py",
+]
 
 
 def pyproject(folder: Path) -> dict[str, Any]:

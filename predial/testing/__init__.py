@@ -11,9 +11,12 @@ with serve(fake) as base_url:             # or a real uvicorn on 127.0.0.1
 ```
 
 - `AdapterContract` (needs pytest): the checks every CRM adapter must pass.
+- `RateLimitContract`, `OAuthAdapterContract` (need pytest): what an HTTP adapter
+  does with its CRM's rate limits and OAuth, against your fake CRM.
 - `FakeCrm`, `FakeOAuth`: the base of the fake CRMs the first-party plugins ship.
 - `served_check` (needs the `cli` and `server` extras): `predial check` against a
   fake CRM served on 127.0.0.1, credentials checked absent from the output.
+- `RecordingTransport`: a mock transport that keeps every request and answer.
 - `OpenApiSpec` (needs openapi-core): checks requests against a CRM's OpenAPI spec.
 - `FakeLupitor`, `serve`: need the `server` extra (starlette, uvicorn).
 
@@ -31,7 +34,9 @@ if TYPE_CHECKING:
     from .contract import HOSTILE_IDS, AdapterContract
     from .fake_crm import FakeCrm, FakeOAuth, json_response
     from .fake_lupitor import ApiKey, FakeLupitor, Faults, RequestRecord
+    from .http_contracts import OAuthAdapterContract, RateLimitContract
     from .openapi import OpenApiSpec
+    from .recording import RecordingTransport
     from .serving import serve
 
 __all__ = [
@@ -43,7 +48,10 @@ __all__ = [
     "FakeLupitor",
     "FakeOAuth",
     "Faults",
+    "OAuthAdapterContract",
     "OpenApiSpec",
+    "RateLimitContract",
+    "RecordingTransport",
     "RequestRecord",
     "json_response",
     "serve",
@@ -59,7 +67,10 @@ _HOMES = {
     "FakeLupitor": "fake_lupitor",
     "FakeOAuth": "fake_crm",
     "Faults": "fake_lupitor",
+    "OAuthAdapterContract": "http_contracts",
     "OpenApiSpec": "openapi",
+    "RateLimitContract": "http_contracts",
+    "RecordingTransport": "recording",
     "RequestRecord": "fake_lupitor",
     "json_response": "fake_crm",
     "serve": "serving",  # not "serve": the submodule would shadow the function

@@ -22,12 +22,15 @@ gives a number the phone policy accepts; an unknown id gives `None` or
 adapter is discoverable through its `predial` entry point. For adapters built on
 `HttpAdapter`, also: outages, 429s, refused credentials and dropped connections
 map to the right errors, and hostile external ids (`../admin`, `a/b?c=d#e`,
-CR/LF, 10 KB strings, ...) never change the request's path, query or headers.
+CR/LF, 10 KB strings, ...) never change the request's path, query or headers. For
+every adapter, each hostile id is, to the fake, an id it does not have.
 If the adapter has `fetch_phones`, its answer for a known and an unknown id is
 checked too.
 
-Override `unknown_id`, `policy`, `entry_point` (False for an adapter that is not
-packaged yet) or `hostile_ids` to adjust. The tests run their own event loop, so
+Combined with `RateLimitContract` or `OAuthAdapterContract`, which ask for
+`make_adapter(fake, **settings)` instead, the `adapter` fixture defaults to
+`make_adapter(fake)`. Override `unknown_id`, `policy`, `entry_point` (False for an
+adapter that is not packaged yet) or `hostile_ids` to adjust. The tests run their own event loop, so
 no pytest asyncio plugin is needed; fixtures must be function-scoped (the default).
 """
 
@@ -50,7 +53,13 @@ import pytest
 from ..adapters import adapter_problems, close_adapter
 from ..adapters.http import HttpAdapter
 from ..config import is_secret_setting
-from ..errors import AdapterAuthError, AdapterUnavailable, RecordNotFound
+from ..errors import (
+    AdapterAuthError,
+    AdapterError,
+    AdapterRateLimited,
+    AdapterUnavailable,
+    RecordNotFound,
+)
 from ..phone import PhonePolicy
 from ..plugins import load_plugins
 from ..selection import DEFAULT_LABEL_PREFERENCE, interpret
@@ -114,8 +123,13 @@ class AdapterContract:
     probe_id: ClassVar[str] = PROBE_ID
 
     @pytest.fixture
-    def adapter(self) -> Any:
-        raise NotImplementedError("define an `adapter` fixture: your adapter, wired to a fake")
+    def adapter(self, request: pytest.FixtureRequest) -> Any:
+        """Yours, wired to a fake; by default `make_adapter(fake)`, when the class has
+        `make_adapter` (from `RateLimitContract` or `OAuthAdapterContract`)."""
+        make = getattr(self, "make_adapter", None)
+        if make is None:
+            raise NotImplementedError("define an `adapter` fixture: your adapter, wired to a fake")
+        return make(request.getfixturevalue("fake"))
 
     @pytest.fixture
     def known_id(self) -> str:
@@ -280,6 +294,41 @@ class AdapterContract:
             assert len(sent) <= len(baseline), f"{hostile[:40]!r} caused extra requests"
             for request, reference in zip(sent, baseline, strict=False):
                 _assert_same_target(request, reference, hostile, self.probe_id)
+
+    def test_hostile_ids_find_no_record(self, adapter: Any) -> None:
+        """To the fake, each hostile id is an id it does not have: `None` or
+        `RecordNotFound`, never another record's number or an error (an id built
+        into a query language unescaped shows up here)."""
+
+        async def lookup(external_id: str) -> Any:
+            try:
+                return await _call(adapter, external_id)
+            except AdapterRateLimited as refusal:
+                # The adapter's own budget (a low documented rate_limit): wait it out.
+                wait = refusal.retry_after
+                if refusal.called or wait is None or wait > 10:
+                    raise
+                await asyncio.sleep(wait)
+                return await _call(adapter, external_id)
+
+        async def each() -> None:
+            try:
+                for hostile in self.hostile_ids:
+                    short = repr(hostile[:40])
+                    try:
+                        raw = await lookup(hostile)
+                    except RecordNotFound:
+                        continue
+                    except AdapterError as error:
+                        raise AssertionError(
+                            f"fetch_phone({short}) raised {error!r}; an id the CRM does "
+                            "not have is None or RecordNotFound"
+                        ) from None
+                    assert raw is None, f"fetch_phone({short}) found {raw!r}; want no record"
+            finally:
+                await close_adapter(adapter)
+
+        _run(each)
 
     # -- helpers ---------------------------------------------------------------------------
 

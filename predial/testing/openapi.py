@@ -7,7 +7,8 @@ the JSON body match their schemas.
 
 ```python
 spec = OpenApiSpec.from_file("specs/hubspot-crm-contacts-v3.json")
-spec.validate_request(route.calls.last.request)   # AssertionError saying what is wrong
+spec.validate_request(crm.calls.last.request)     # AssertionError saying what is wrong
+transport = RecordingTransport(spec.checking(fake.handler))   # every exchange checked
 ```
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -158,3 +160,26 @@ class OpenApiSpec:
                 raise AssertionError(
                     f"answer {response.status_code} to {request.method} {request.url.path}: {error}"
                 ) from error
+
+    def checking(
+        self,
+        handler: Callable[[httpx.Request], httpx.Response],
+        *,
+        outside: Callable[[httpx.Request], bool] = lambda request: False,
+        answers: Callable[[httpx.Response], bool] = lambda response: True,
+    ) -> Callable[[httpx.Request], httpx.Response]:
+        """`handler` (a fake's) with each request checked against the spec on its way
+        in and each answer on its way out, for a transport to call. Requests
+        `outside` the spec (an OAuth token endpoint it leaves out) pass unchecked, and
+        answers for which `answers` is False (statuses it does not document) too."""
+
+        def checked(request: httpx.Request) -> httpx.Response:
+            if outside(request):
+                return handler(request)
+            self.validate_request(request)
+            response = handler(request)
+            if answers(response):
+                self.validate_response(request, response)
+            return response
+
+        return checked

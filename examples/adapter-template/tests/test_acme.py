@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
-import respx
 from predial_acme import AcmeAdapter
 from predial_acme.fake import FakeAcme
 
 from predial import CrmPhone, RecordNotFound
-from predial.testing import AdapterContract, served_check
+from predial.testing import AdapterContract, RateLimitContract, RecordingTransport, served_check
 
 BASE = "http://127.0.0.1:7201"  # tests only ever talk to 127.0.0.1
 KEY = "acme-test-key"
@@ -24,12 +24,15 @@ def fake() -> FakeAcme:
     return fake
 
 
-class TestAcmeContract(AdapterContract):
-    """Shape, known and unknown ids, error mapping, injection, entry point."""
+class TestAcmeContract(AdapterContract, RateLimitContract):
+    """Shape, known and unknown ids, error mapping, injection, entry point; the rate
+    budget and Acme's 429s. (An adapter that takes OAuth settings adds
+    `OAuthAdapterContract`: see docs/writing-adapters.md.)"""
 
-    @pytest.fixture
-    def adapter(self, fake: FakeAcme) -> AcmeAdapter:
-        return AcmeAdapter(base_url=BASE, token=KEY, transport=fake.transport())
+    def make_adapter(self, fake: FakeAcme, **settings: Any) -> AcmeAdapter:
+        return AcmeAdapter(
+            **{"base_url": BASE, "token": KEY, "transport": fake.transport(), **settings}
+        )
 
     @pytest.fixture
     def known_id(self) -> str:
@@ -37,14 +40,13 @@ class TestAcmeContract(AdapterContract):
 
 
 @pytest.fixture
-def crm(fake: FakeAcme) -> respx.MockRouter:
-    with respx.mock(base_url=BASE) as router:
-        router.route().mock(side_effect=fake.handler)
-        yield router
+def crm(fake: FakeAcme) -> RecordingTransport:
+    """The fake as Acme, every request and answer recorded."""
+    return RecordingTransport(fake.handler)
 
 
-async def test_reads_phones_and_flags(crm: respx.MockRouter) -> None:
-    adapter = AcmeAdapter(base_url=BASE, token=KEY)
+async def test_reads_phones_and_flags(crm: RecordingTransport) -> None:
+    adapter = AcmeAdapter(base_url=BASE, token=KEY, transport=crm)
     contact = await adapter.fetch_phone("c-1")
     assert contact.phones[1] == CrmPhone("+12025550123", "mobile", True)
     assert crm.calls.last.request.headers["x-api-key"] == KEY

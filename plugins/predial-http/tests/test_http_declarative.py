@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import respx
 from predial_http import JsonHttpAdapter
 from predial_http.fake import FakeJsonCrm
 from pydantic import ValidationError
 
 from predial import AdapterAuthError, CrmPhone, Lead, RecordNotFound, Resolver, Unresolvable
 from predial.campaign import Campaign
-from predial.testing import HOSTILE_IDS, AdapterContract, FakeOAuth, served_check
+from predial.testing import (
+    HOSTILE_IDS,
+    AdapterContract,
+    OAuthAdapterContract,
+    RateLimitContract,
+    RecordingTransport,
+    served_check,
+)
 
 BASE = "http://127.0.0.1:7101"
 TOKEN = "inhouse-t0k3n"
@@ -63,27 +67,39 @@ def fake() -> FakeJsonCrm:
 
 
 @pytest.fixture
-def crm(fake: FakeJsonCrm) -> Iterator[respx.MockRouter]:
-    with respx.mock(base_url=BASE, assert_all_called=False) as router:
-        router.route().mock(side_effect=fake.handler)
-        yield router
+def crm(fake: FakeJsonCrm) -> RecordingTransport:
+    """The fake in-house CRM, every exchange recorded."""
+    return RecordingTransport(fake.handler)
 
 
-def adapter(**changes: Any) -> JsonHttpAdapter:
-    return JsonHttpAdapter(**{**SETTINGS, **changes})
+def adapter(transport: httpx.AsyncBaseTransport | None = None, **changes: Any) -> JsonHttpAdapter:
+    return JsonHttpAdapter(**{**SETTINGS, "transport": transport, **changes})
 
 
-class TestContract(AdapterContract):
-    @pytest.fixture
-    def adapter(self, fake: FakeJsonCrm) -> JsonHttpAdapter:
-        return JsonHttpAdapter(**SETTINGS, transport=fake.transport())
+class Wiring:
+    """How predial's contracts build the adapter against the fake."""
+
+    def make_adapter(self, fake: FakeJsonCrm, **settings: Any) -> JsonHttpAdapter:
+        return adapter(fake.transport(), **settings)
 
     @pytest.fixture
     def known_id(self) -> str:
         return "P-1"
 
+    @pytest.fixture
+    def served_settings(self) -> dict[str, object]:
+        return {"path": SETTINGS["path"], "phones": PHONES}
 
-class TestContractWithIdInQuery(TestContract):
+
+class TestContract(Wiring, AdapterContract, RateLimitContract, OAuthAdapterContract):
+    """predial's contracts: shape, errors, injection, limits, OAuth (refresh token)."""
+
+
+class TestOAuthClientCredentials(Wiring, OAuthAdapterContract):
+    grant = "client_credentials"
+
+
+class TestContractWithIdInQuery(AdapterContract):
     @pytest.fixture
     def adapter(self, fake: FakeJsonCrm) -> JsonHttpAdapter:
         query_fake = FakeJsonCrm("/api/v1/people", query_key="ref", tokens=[TOKEN])
@@ -91,12 +107,16 @@ class TestContractWithIdInQuery(TestContract):
         settings = {**SETTINGS, "path": "/api/v1/people", "query": {"ref": "{id}", "view": "dial"}}
         return JsonHttpAdapter(**settings, transport=query_fake.transport())
 
+    @pytest.fixture
+    def known_id(self) -> str:
+        return "P-1"
+
 
 # -- reading the answer ---------------------------------------------------------------
 
 
-async def test_phones_labels_and_primary_from_the_paths(crm: respx.MockRouter) -> None:
-    crm_adapter = adapter()
+async def test_phones_labels_and_primary_from_the_paths(crm: RecordingTransport) -> None:
+    crm_adapter = adapter(crm)
     contact = await crm_adapter.fetch_phone("P-1")
     assert contact.phones == [
         CrmPhone("(202) 456-1111", "work", False),
@@ -108,8 +128,8 @@ async def test_phones_labels_and_primary_from_the_paths(crm: respx.MockRouter) -
     await crm_adapter.aclose()
 
 
-async def test_flags_from_the_paths(crm: respx.MockRouter) -> None:
-    campaign = Campaign("c", "http", SETTINGS, default_region="US")
+async def test_flags_from_the_paths(crm: RecordingTransport) -> None:
+    campaign = Campaign("c", "http", {**SETTINGS, "transport": crm}, default_region="US")
     async with Resolver([campaign]) as resolver:
         assert (
             await resolver.resolve(Lead(campaign_id="c", external_id="P-1"))
@@ -125,7 +145,7 @@ async def test_flags_from_the_paths(crm: respx.MockRouter) -> None:
         assert missing.value.reason == "not_found"
 
 
-async def test_list_of_strings_and_filters(crm: respx.MockRouter, fake: FakeJsonCrm) -> None:
+async def test_list_of_strings_and_filters(crm: RecordingTransport, fake: FakeJsonCrm) -> None:
     fake.records["P-2"] = {
         "data": {
             "numbers": ["+12025550101", "+12025550102"],
@@ -136,10 +156,11 @@ async def test_list_of_strings_and_filters(crm: respx.MockRouter, fake: FakeJson
         }
     }
     crm_adapter = adapter(
+        crm,
         phones=[
             {"path": "data.numbers", "label": "main", "primary": True},
             {"path": "data.contacts[?type=='cell'].n", "label": "mobile"},
-        ]
+        ],
     )
     contact = await crm_adapter.fetch_phone("P-2")
     assert [(p.value, p.label, p.primary) for p in contact.phones] == [
@@ -150,10 +171,10 @@ async def test_list_of_strings_and_filters(crm: respx.MockRouter, fake: FakeJson
     await crm_adapter.aclose()
 
 
-async def test_header_token_and_fixed_headers(crm: respx.MockRouter, fake: FakeJsonCrm) -> None:
+async def test_header_token_and_fixed_headers(crm: RecordingTransport, fake: FakeJsonCrm) -> None:
     fake.auth_header, fake.auth_prefix = "x-api-key", ""
     crm_adapter = adapter(
-        auth_header="X-Api-Key", auth_scheme="", headers={"Accept": "application/json"}
+        crm, auth_header="X-Api-Key", auth_scheme="", headers={"Accept": "application/json"}
     )
     await crm_adapter.fetch_phone("P-1")
     request = crm.calls.last.request
@@ -163,8 +184,8 @@ async def test_header_token_and_fixed_headers(crm: respx.MockRouter, fake: FakeJ
     await crm_adapter.aclose()
 
 
-async def test_basic_auth(crm: respx.MockRouter) -> None:
-    crm_adapter = adapter(token=None, username="dialer", password="s3cret")
+async def test_basic_auth(crm: RecordingTransport) -> None:
+    crm_adapter = adapter(crm, token=None, username="dialer", password="s3cret")
     with pytest.raises(AdapterAuthError):  # the fake accepts bearer tokens only
         await crm_adapter.fetch_phone("P-1")
     sent = crm.calls.last.request.headers["authorization"]
@@ -172,9 +193,9 @@ async def test_basic_auth(crm: respx.MockRouter) -> None:
     await crm_adapter.aclose()
 
 
-async def test_custom_not_found_status(crm: respx.MockRouter, fake: FakeJsonCrm) -> None:
+async def test_custom_not_found_status(crm: RecordingTransport, fake: FakeJsonCrm) -> None:
     fake.faults.append(httpx.Response(422, json={"error": "unknown person"}))
-    crm_adapter = adapter(not_found=[404, 422])
+    crm_adapter = adapter(crm, not_found=[404, 422])
     with pytest.raises(RecordNotFound):
         await crm_adapter.fetch_phone("P-1")
     await crm_adapter.aclose()
@@ -224,55 +245,21 @@ def test_base_url_is_required() -> None:
         JsonHttpAdapter(**settings)
 
 
-# -- OAuth ---------------------------------------------------------------------------------
-
-
-async def test_oauth_client_credentials_refresh_once_for_50(
-    crm: respx.MockRouter, fake: FakeJsonCrm
-) -> None:
-    fake.oauth = FakeOAuth("cid", "csecret", expires_in=60)
-    crm_adapter = adapter(
-        token=None, client_id="cid", client_secret="csecret", token_url=f"{BASE}/oauth/token"
-    )
-    contacts = await asyncio.gather(*(crm_adapter.fetch_phone("P-1") for _ in range(50)))
-    assert all(c.phones for c in contacts)
-    assert fake.oauth.refreshes == 1
-    await crm_adapter.aclose()
-
-
-async def test_oauth_revoked_is_an_auth_error(crm: respx.MockRouter, fake: FakeJsonCrm) -> None:
-    fake.oauth = FakeOAuth("cid", "csecret", "refresh-0")
-    fake.oauth.revoke()
-    crm_adapter = adapter(
-        token=None, client_id="cid", client_secret="csecret", refresh_token="refresh-0"
-    )
-    for _ in range(3):
-        with pytest.raises(AdapterAuthError):
-            await crm_adapter.fetch_phone("P-1")
-    assert len(fake.requests_to("/oauth/token")) == 1
-    await crm_adapter.aclose()
-
-
 # -- injection -------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("external_id", HOSTILE_IDS, ids=lambda v: repr(v[:12]))
-async def test_hostile_ids_in_path_and_query(crm: respx.MockRouter, external_id: str) -> None:
-    for changes in ({}, {"path": "/api/v1/people", "query": {"ref": "{id}"}}):
-        crm_adapter = adapter(**changes)
-        with pytest.raises(RecordNotFound):
-            await crm_adapter.fetch_phone(external_id)
-        request = crm.calls.last.request
-        raw = request.url.raw_path.decode("ascii").split("?")[0]
-        if changes:
-            assert raw == "/api/v1/people"
-            assert dict(request.url.params) == {"ref": external_id}
-        else:
-            assert raw.startswith("/api/v1/people/")
-            assert raw.count("/") == 4
-            assert not request.url.params
-        assert "x-injected" not in request.headers
-        await crm_adapter.aclose()
+async def test_hostile_ids_are_one_query_value(crm: RecordingTransport, external_id: str) -> None:
+    """In a query value the id is sent whole, as itself (the contract checks that the
+    path and the other query values are left as they are)."""
+    crm_adapter = adapter(crm, path="/api/v1/people", query={"ref": "{id}"})
+    with pytest.raises(RecordNotFound):
+        await crm_adapter.fetch_phone(external_id)
+    request = crm.calls.last.request
+    assert request.url.raw_path.decode("ascii").split("?")[0] == "/api/v1/people"
+    assert dict(request.url.params) == {"ref": external_id}
+    assert "x-injected" not in request.headers
+    await crm_adapter.aclose()
 
 
 # -- predial check against the served fake ----------------------------------------------------

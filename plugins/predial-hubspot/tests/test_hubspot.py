@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import respx
 from predial_hubspot import HubSpotAdapter
-from predial_hubspot.fake import CONTACT_PATH, FakeHubSpot
+from predial_hubspot.fake import FakeHubSpot
 
 from predial import (
-    AdapterAuthError,
     AdapterRateLimited,
     CrmContact,
     CrmPhone,
@@ -24,9 +21,18 @@ from predial import (
     Resolver,
 )
 from predial.campaign import Campaign
-from predial.testing import HOSTILE_IDS, AdapterContract, FakeOAuth, OpenApiSpec, served_check
+from predial.testing import (
+    AdapterContract,
+    FakeOAuth,
+    OAuthAdapterContract,
+    OpenApiSpec,
+    RateLimitContract,
+    RecordingTransport,
+    served_check,
+)
 
 BASE = "http://127.0.0.1:7001"
+TOKEN_PATH = "/oauth/v1/token"
 TOKEN = "pat-na1-test"
 SPEC = OpenApiSpec.from_file(Path(__file__).parent / "specs" / "hubspot-crm-contacts-v3.json")
 
@@ -46,43 +52,54 @@ def fake() -> FakeHubSpot:
     return fake
 
 
+def checked(fake: FakeHubSpot) -> Callable[[httpx.Request], httpx.Response]:
+    """The fake's handler, with every request and answer checked against the spec
+    (but OAuth's, which is not in the contacts spec)."""
+    return SPEC.checking(fake.handler, outside=lambda request: request.url.path == TOKEN_PATH)
+
+
 @pytest.fixture
-def crm(fake: FakeHubSpot) -> Iterator[respx.MockRouter]:
-    """HubSpot on 127.0.0.1 through respx; every request and answer checked against
-    the spec as it passes."""
-
-    def checked(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/oauth/v1/token":  # OAuth is not in the contacts spec
-            return fake.handler(request)
-        SPEC.validate_request(request)
-        response = fake.handler(request)
-        SPEC.validate_response(request, response)
-        return response
-
-    with respx.mock(base_url=BASE, assert_all_called=False) as router:
-        router.route().mock(side_effect=checked)
-        yield router
+def crm(fake: FakeHubSpot) -> RecordingTransport:
+    """The fake as HubSpot, checked against the spec, every exchange recorded."""
+    return RecordingTransport(checked(fake))
 
 
-def adapter(**settings: Any) -> HubSpotAdapter:
-    return HubSpotAdapter(base_url=BASE, **{"token": TOKEN, **settings})
+def adapter(transport: httpx.AsyncBaseTransport, **settings: Any) -> HubSpotAdapter:
+    return HubSpotAdapter(**{"base_url": BASE, "token": TOKEN, "transport": transport, **settings})
 
 
-class TestContract(AdapterContract):
-    @pytest.fixture
-    def adapter(self, fake: FakeHubSpot) -> HubSpotAdapter:
-        return HubSpotAdapter(base_url=BASE, token=TOKEN, transport=fake.transport())
+def campaign(crm: RecordingTransport, **settings: object) -> Campaign:
+    return Campaign(
+        "c",
+        "hubspot",
+        {"base_url": BASE, "token": TOKEN, "transport": crm, **settings},
+        default_region="US",
+    )
+
+
+class TestContract(AdapterContract, RateLimitContract, OAuthAdapterContract):
+    """predial's contracts: shape, errors, injection, limits, OAuth (through the spec)."""
+
+    def make_adapter(self, fake: FakeHubSpot, **settings: Any) -> HubSpotAdapter:
+        return adapter(httpx.MockTransport(checked(fake)), **settings)
 
     @pytest.fixture
     def known_id(self) -> str:
         return "101"
 
+    def token_endpoint(self, **options: Any) -> FakeOAuth:
+        # HubSpot's OAuth access tokens live 30 minutes.
+        return FakeOAuth(path=TOKEN_PATH, expires_in=1800, **options)
+
+    def spend_daily_quota(self, fake: FakeHubSpot) -> None:
+        fake.daily_limit = 0
+
 
 # -- requests and answers ---------------------------------------------------------------
 
 
-async def test_asks_only_for_the_phone_properties(crm: respx.MockRouter) -> None:
-    hubspot = adapter()
+async def test_asks_only_for_the_phone_properties(crm: RecordingTransport) -> None:
+    hubspot = adapter(crm)
     contact = await hubspot.fetch_phone("101")
     request = crm.calls.last.request
     assert request.url.path == "/crm/v3/objects/contacts/101"
@@ -102,8 +119,8 @@ async def test_asks_only_for_the_phone_properties(crm: respx.MockRouter) -> None
     await hubspot.aclose()
 
 
-async def test_typed_phone_is_primary_without_the_calculated_one(crm: respx.MockRouter) -> None:
-    hubspot = adapter()
+async def test_typed_phone_is_primary_without_the_calculated_one(crm: RecordingTransport) -> None:
+    hubspot = adapter(crm)
     contact = await hubspot.fetch_phone("103")
     assert contact.phones == [CrmPhone("not a number", "main", primary=True)]
     contact = await hubspot.fetch_phone("102")
@@ -111,9 +128,8 @@ async def test_typed_phone_is_primary_without_the_calculated_one(crm: respx.Mock
     await hubspot.aclose()
 
 
-async def test_resolves_to_e164_through_the_resolver(crm: respx.MockRouter) -> None:
-    campaign = Campaign("c", "hubspot", {"base_url": BASE, "token": TOKEN}, default_region="US")
-    async with Resolver([campaign]) as resolver:
+async def test_resolves_to_e164_through_the_resolver(crm: RecordingTransport) -> None:
+    async with Resolver([campaign(crm)]) as resolver:
         assert (
             await resolver.resolve(Lead(campaign_id="c", external_id="101"))
         ).phone_number == "+12024561111"
@@ -123,8 +139,8 @@ async def test_resolves_to_e164_through_the_resolver(crm: respx.MockRouter) -> N
         ).phone_number == "+12025550188"
 
 
-async def test_unique_property_lookup(crm: respx.MockRouter) -> None:
-    hubspot = adapter(id_property="email")
+async def test_unique_property_lookup(crm: RecordingTransport) -> None:
+    hubspot = adapter(crm, id_property="email")
     contact = await hubspot.fetch_phone("ada@example.com")
     request = crm.calls.last.request
     assert request.url.raw_path.startswith(b"/crm/v3/objects/contacts/ada%40example.com?")
@@ -136,9 +152,9 @@ async def test_unique_property_lookup(crm: respx.MockRouter) -> None:
 
 
 async def test_unknown_and_archived_contacts_are_not_found(
-    crm: respx.MockRouter, fake: FakeHubSpot
+    crm: RecordingTransport, fake: FakeHubSpot
 ) -> None:
-    hubspot = adapter()
+    hubspot = adapter(crm)
     with pytest.raises(RecordNotFound):
         await hubspot.fetch_phone("999")
     fake.archive("101")
@@ -147,9 +163,9 @@ async def test_unknown_and_archived_contacts_are_not_found(
     await hubspot.aclose()
 
 
-async def test_null_properties_are_no_phone(crm: respx.MockRouter) -> None:
+async def test_null_properties_are_no_phone(crm: RecordingTransport) -> None:
     """HubSpot is reported to answer unset requested properties with null."""
-    hubspot = adapter()
+    hubspot = adapter(crm)
     record = {
         "id": "7",
         "archived": False,
@@ -165,20 +181,20 @@ async def test_null_properties_are_no_phone(crm: respx.MockRouter) -> None:
     await hubspot.aclose()
 
 
-async def test_archived_record_returned_anyway_is_not_dialled(crm: respx.MockRouter) -> None:
+async def test_archived_record_returned_anyway_is_not_dialled(crm: RecordingTransport) -> None:
     """If HubSpot ever returns an archived record, it is marked so and not dialled."""
-    hubspot = adapter()
+    hubspot = adapter(crm)
     record = {"id": "5", "archived": True, "properties": {"phone": "+12024561111"}}
     assert hubspot._contact(record, "5").state == "archived"
     await hubspot.aclose()
 
 
 async def test_merged_contact_answers_with_the_survivor(
-    crm: respx.MockRouter, fake: FakeHubSpot
+    crm: RecordingTransport, fake: FakeHubSpot
 ) -> None:
     fake.add_contact("200", phone="+12025550100")
     fake.merge("201", into="200")
-    hubspot = adapter()
+    hubspot = adapter(crm)
     contact = await hubspot.fetch_phone("201")
     assert contact.state == "merged"
     assert contact.phones[0].value == "+12025550100"
@@ -188,8 +204,8 @@ async def test_merged_contact_answers_with_the_survivor(
 # -- batch read and warm-up ----------------------------------------------------------------
 
 
-async def test_batch_read_marks_missing_ids_not_found(crm: respx.MockRouter) -> None:
-    hubspot = adapter()
+async def test_batch_read_marks_missing_ids_not_found(crm: RecordingTransport) -> None:
+    hubspot = adapter(crm)
     answers = await hubspot.fetch_phones(["101", "102", "nope"])
     assert set(answers) == {"101", "102", "nope"}
     assert isinstance(answers["nope"], RecordNotFound)
@@ -199,12 +215,11 @@ async def test_batch_read_marks_missing_ids_not_found(crm: respx.MockRouter) -> 
 
 
 async def test_warm_asks_a_merged_id_alone_and_dials_the_survivor(
-    crm: respx.MockRouter, fake: FakeHubSpot
+    crm: RecordingTransport, fake: FakeHubSpot
 ) -> None:
     fake.add_contact("300", phone="+12025550100")
     fake.merge("301", into="300")
-    campaign = Campaign("c", "hubspot", {"base_url": BASE, "token": TOKEN}, default_region="US")
-    async with Resolver([campaign]) as resolver:
+    async with Resolver([campaign(crm)]) as resolver:
         report = await resolver.warm(
             [Lead(campaign_id="c", external_id=i) for i in ("101", "301", "nope")]
         )
@@ -214,8 +229,8 @@ async def test_warm_asks_a_merged_id_alone_and_dials_the_survivor(
         assert (resolution.phone_number, resolution.source) == ("+12025550100", "cache")
 
 
-async def test_batch_read_by_unique_property(crm: respx.MockRouter) -> None:
-    hubspot = adapter(id_property="email")
+async def test_batch_read_by_unique_property(crm: RecordingTransport) -> None:
+    hubspot = adapter(crm, id_property="email")
     answers = await hubspot.fetch_phones(["ada@example.com", "x@example.com"])
     assert isinstance(answers["ada@example.com"], CrmContact)
     assert isinstance(answers["x@example.com"], RecordNotFound)
@@ -223,15 +238,14 @@ async def test_batch_read_by_unique_property(crm: respx.MockRouter) -> None:
 
 
 async def test_warm_fills_the_cache_in_batches_of_100(
-    crm: respx.MockRouter, fake: FakeHubSpot
+    crm: RecordingTransport, fake: FakeHubSpot
 ) -> None:
     for index in range(250):
         fake.add_contact(f"9{index:03d}", phone=f"+1202555{index:04d}")
     leads = [Lead(campaign_id="c", external_id=f"9{index:03d}") for index in range(250)]
     leads.append(Lead(campaign_id="c", external_id="missing"))
-    campaign = Campaign("c", "hubspot", {"base_url": BASE, "token": TOKEN, "rate_limit": [190, 10]})
     progress: list[tuple[int, int]] = []
-    async with Resolver([campaign]) as resolver:
+    async with Resolver([campaign(crm, rate_limit=[190, 10])]) as resolver:
         report = await resolver.warm(
             leads, on_progress=lambda done, total: progress.append((done, total))
         )
@@ -250,146 +264,18 @@ async def test_warm_fills_the_cache_in_batches_of_100(
 # -- limits ------------------------------------------------------------------------------
 
 
-async def test_burst_limit_is_a_burst(crm: respx.MockRouter, fake: FakeHubSpot) -> None:
-    fake.faults.append(fake.rate_limited())
-    hubspot = adapter()
-    with pytest.raises(AdapterRateLimited) as raised:
-        await hubspot.fetch_phone("101")
-    assert raised.value.scope == "burst"
-    assert (await hubspot.fetch_phone("101")).phones  # the next call goes through
-    await hubspot.aclose()
-
-
-async def test_daily_quota_stops_calls(crm: respx.MockRouter, fake: FakeHubSpot) -> None:
-    fake.daily_limit = 1
-    hubspot = adapter()
-    await hubspot.fetch_phone("101")
-    with pytest.raises(AdapterRateLimited) as raised:
-        await hubspot.fetch_phone("101")
-    assert raised.value.scope == "daily"
-    assert raised.value.retry_after == HubSpotAdapter.quota_cooldown
-    sent = len(fake.requests)
-    with pytest.raises(AdapterRateLimited):
-        await hubspot.fetch_phone("102")
-    assert len(fake.requests) == sent  # HubSpot was not asked again
-    await hubspot.aclose()
-
-
 async def test_daily_quota_read_from_the_body_on_oauth_calls(
-    crm: respx.MockRouter, fake: FakeHubSpot
+    crm: RecordingTransport, fake: FakeHubSpot
 ) -> None:
     """OAuth calls carry no daily-remaining header: `policyName` alone says DAILY."""
     fake.daily_limit = 0
     response = fake.daily_limited()
     del response.headers["X-HubSpot-RateLimit-Daily-Remaining"]
     fake.faults.append(response)
-    hubspot = adapter()
+    hubspot = adapter(crm)
     with pytest.raises(AdapterRateLimited) as raised:
         await hubspot.fetch_phone("101")
     assert raised.value.scope == "daily"
-    await hubspot.aclose()
-
-
-async def test_client_side_budget_fails_fast(crm: respx.MockRouter, fake: FakeHubSpot) -> None:
-    hubspot = adapter(rate_limit=[2, 10])
-    await hubspot.fetch_phone("101")
-    await hubspot.fetch_phone("101")
-    with pytest.raises(AdapterRateLimited) as raised:
-        await hubspot.fetch_phone("101")
-    assert 0 < (raised.value.retry_after or 0) <= 10
-    assert len(fake.requests) == 2
-    await hubspot.aclose()
-
-
-# -- OAuth -----------------------------------------------------------------------------------
-
-
-def oauth_fake(**options: Any) -> FakeOAuth:
-    return FakeOAuth("cid", "csecret", "refresh-0", expires_in=1800, **options)
-
-
-async def test_oauth_refreshes_once_for_50_concurrent_lookups(
-    crm: respx.MockRouter, fake: FakeHubSpot
-) -> None:
-    fake.oauth = oauth_fake()
-    fake.oauth.path = "/oauth/v1/token"
-    hubspot = adapter(
-        token=None, client_id="cid", client_secret="csecret", refresh_token="refresh-0"
-    )
-    contacts = await asyncio.gather(*(hubspot.fetch_phone("101") for _ in range(50)))
-    assert all(c.phones for c in contacts)
-    assert fake.oauth.refreshes == 1
-    # HubSpot's tokens live 30 minutes; once HubSpot retires them, one refresh again.
-    fake.oauth.expire_all()
-    await asyncio.gather(*(hubspot.fetch_phone("101") for _ in range(50)))
-    assert fake.oauth.refreshes == 2
-    await hubspot.aclose()
-
-
-async def test_rotated_refresh_token_is_persisted(
-    crm: respx.MockRouter, fake: FakeHubSpot, tmp_path: Path
-) -> None:
-    fake.oauth = oauth_fake(rotate=True)
-    fake.oauth.path = "/oauth/v1/token"
-    store = tmp_path / "hubspot-refresh"
-    hubspot = adapter(
-        token=None,
-        client_id="cid",
-        client_secret="csecret",
-        refresh_token="refresh-0",
-        refresh_token_file=str(store),
-    )
-    await hubspot.fetch_phone("101")
-    assert store.read_text() == fake.oauth.refresh_token == "refresh-1"
-    assert store.stat().st_mode & 0o777 == 0o600
-    await hubspot.aclose()
-    # A restart reads the rotated token, not the retired one from the settings.
-    fake.oauth.expire_all()
-    restarted = adapter(
-        token=None,
-        client_id="cid",
-        client_secret="csecret",
-        refresh_token="refresh-0",
-        refresh_token_file=str(store),
-    )
-    assert (await restarted.fetch_phone("101")).phones
-    await restarted.aclose()
-
-
-async def test_revoked_refresh_token_is_an_auth_error_not_a_loop(
-    crm: respx.MockRouter, fake: FakeHubSpot
-) -> None:
-    fake.oauth = oauth_fake()
-    fake.oauth.path = "/oauth/v1/token"
-    fake.oauth.revoke()
-    hubspot = adapter(
-        token=None, client_id="cid", client_secret="csecret", refresh_token="refresh-0"
-    )
-    results = await asyncio.gather(
-        *(hubspot.fetch_phone("101") for _ in range(20)), return_exceptions=True
-    )
-    assert all(isinstance(r, AdapterAuthError) for r in results)
-    assert len(fake.requests_to("/oauth/v1/token")) == 1
-    assert fake.requests_to(CONTACT_PATH) == []
-    await hubspot.aclose()
-
-
-# -- injection ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("external_id", HOSTILE_IDS, ids=lambda v: repr(v[:12]))
-async def test_hostile_ids_reach_only_one_contact(
-    crm: respx.MockRouter, fake: FakeHubSpot, external_id: str
-) -> None:
-    hubspot = adapter()
-    with pytest.raises(RecordNotFound):
-        await hubspot.fetch_phone(external_id)
-    request = crm.calls.last.request
-    raw = request.url.raw_path.decode("ascii").split("?")[0]
-    assert raw.startswith(CONTACT_PATH)
-    assert raw.count("/") == CONTACT_PATH.count("/")
-    assert set(request.url.params) == {"properties"}
-    assert "x-injected" not in request.headers
     await hubspot.aclose()
 
 

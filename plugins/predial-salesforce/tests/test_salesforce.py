@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import respx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from predial_salesforce import (
@@ -32,7 +29,15 @@ from predial import (
     Unresolvable,
 )
 from predial.campaign import Campaign
-from predial.testing import HOSTILE_IDS, AdapterContract, FakeOAuth, served_check
+from predial.testing import (
+    HOSTILE_IDS,
+    AdapterContract,
+    FakeOAuth,
+    OAuthAdapterContract,
+    RateLimitContract,
+    RecordingTransport,
+    served_check,
+)
 
 BASE = "http://127.0.0.1:7002"
 TOKEN = "00D000000000001!AQ4AQFakeStaticAccessToken"
@@ -82,15 +87,17 @@ def fake() -> FakeSalesforce:
 
 
 @pytest.fixture
-def crm(fake: FakeSalesforce) -> Iterator[respx.MockRouter]:
-    """Salesforce on 127.0.0.1 through respx; nothing else is reachable."""
-    with respx.mock(base_url=BASE, assert_all_called=False) as router:
-        router.route().mock(side_effect=fake.handler)
-        yield router
+def crm(fake: FakeSalesforce) -> RecordingTransport:
+    """The fake as Salesforce, every exchange recorded; nothing else is reachable."""
+    return RecordingTransport(fake.handler)
 
 
-def adapter(**settings: Any) -> SalesforceAdapter:
-    return SalesforceAdapter(base_url=BASE, **{"token": TOKEN, **settings})
+def adapter(
+    transport: httpx.AsyncBaseTransport | None = None, **settings: Any
+) -> SalesforceAdapter:
+    return SalesforceAdapter(
+        **{"base_url": BASE, "token": TOKEN, "transport": transport, **settings}
+    )
 
 
 def oauth_adapter(**settings: object) -> SalesforceAdapter:
@@ -99,7 +106,6 @@ def oauth_adapter(**settings: object) -> SalesforceAdapter:
         "client_id": "cid",
         "client_secret": "csecret",
         "refresh_token": "refresh-0",
-        # Never login.salesforce.com from a test: only 127.0.0.1 is reachable.
         "token_url": TOKEN_URL,
     }
     return adapter(**{**oauth, **settings})
@@ -109,18 +115,27 @@ def data_requests(fake: FakeSalesforce) -> list[httpx.Request]:
     return fake.requests_to("/services/data/")
 
 
-class TestContract(AdapterContract):
+class TestContract(AdapterContract, RateLimitContract, OAuthAdapterContract):
+    """predial's contracts: shape, errors, injection, limits, OAuth."""
+
     # The adapter refuses ids that are not 15 or 18 letters and digits without a
     # request, so the probe that shows where ids go must be a real-looking one.
     probe_id = make_id("003", 7)
+    api_address_field = "instance_url"
 
-    @pytest.fixture
-    def adapter(self, fake: FakeSalesforce) -> SalesforceAdapter:
-        return SalesforceAdapter(base_url=BASE, token=TOKEN, transport=fake.transport())
+    def make_adapter(self, fake: FakeSalesforce, **settings: Any) -> SalesforceAdapter:
+        return adapter(fake.transport(), **settings)
 
     @pytest.fixture
     def known_id(self) -> str:
         return CONTACT
+
+    def token_endpoint(self, **options: Any) -> FakeOAuth:
+        # Salesforce's token answers carry no expires_in.
+        return FakeOAuth(path=TOKEN_PATH, expires_in=None, **options)
+
+    def spend_daily_quota(self, fake: FakeSalesforce) -> None:
+        fake.daily_limit = 0
 
 
 class TestContractByExternalId(AdapterContract):
@@ -145,9 +160,9 @@ class TestContractByExternalId(AdapterContract):
 
 
 async def test_contact_by_id_asks_only_for_the_phone_fields(
-    crm: respx.MockRouter, fake: FakeSalesforce
+    crm: RecordingTransport, fake: FakeSalesforce
 ) -> None:
-    salesforce = adapter()
+    salesforce = adapter(crm)
     contact = await salesforce.fetch_phone(CONTACT)
     request = crm.calls.last.request
     assert request.url.path == SOBJECTS + "Contact/" + CONTACT
@@ -167,8 +182,8 @@ async def test_contact_by_id_asks_only_for_the_phone_fields(
     await salesforce.aclose()
 
 
-async def test_lead_by_id_asks_for_the_lead_fields(crm: respx.MockRouter) -> None:
-    salesforce = adapter()
+async def test_lead_by_id_asks_for_the_lead_fields(crm: RecordingTransport) -> None:
+    salesforce = adapter(crm)
     contact = await salesforce.fetch_phone(LEAD)
     request = crm.calls.last.request
     assert request.url.path == SOBJECTS + "Lead/" + LEAD
@@ -182,17 +197,17 @@ async def test_lead_by_id_asks_for_the_lead_fields(crm: respx.MockRouter) -> Non
     await salesforce.aclose()
 
 
-async def test_missing_fields_give_no_phones(crm: respx.MockRouter) -> None:
+async def test_missing_fields_give_no_phones(crm: RecordingTransport) -> None:
     """Salesforce answers unset fields with null; they are not phones."""
-    salesforce = adapter()
+    salesforce = adapter(crm)
     contact = await salesforce.fetch_phone(MOBILE_ONLY)
     assert contact.phones == [CrmPhone("202-555-0188", "mobile")]
     assert contact.do_not_call is False
     await salesforce.aclose()
 
 
-async def test_auto_routes_by_key_prefix(crm: respx.MockRouter, fake: FakeSalesforce) -> None:
-    salesforce = adapter()
+async def test_auto_routes_by_key_prefix(crm: RecordingTransport, fake: FakeSalesforce) -> None:
+    salesforce = adapter(crm)
     # A 15-character id (case-sensitive) routes like its 18-character form.
     await salesforce.fetch_phone(CONTACT[:15])
     assert crm.calls.last.request.url.path == SOBJECTS + "Contact/" + CONTACT[:15]
@@ -209,14 +224,14 @@ async def test_auto_routes_by_key_prefix(crm: respx.MockRouter, fake: FakeSalesf
     await salesforce.aclose()
 
 
-async def test_object_setting_overrides_the_prefix(crm: respx.MockRouter) -> None:
-    as_lead = adapter(object="Lead")
+async def test_object_setting_overrides_the_prefix(crm: RecordingTransport) -> None:
+    as_lead = adapter(crm, object="Lead")
     with pytest.raises(RecordNotFound):
         await as_lead.fetch_phone(CONTACT)  # Salesforce: no such Lead
     assert crm.calls.last.request.url.path == SOBJECTS + "Lead/" + CONTACT
     assert crm.calls.last.response.status_code == 404
     await as_lead.aclose()
-    as_contact = adapter(object="Contact")
+    as_contact = adapter(crm, object="Contact")
     assert (await as_contact.fetch_phone(CONTACT)).phones
     await as_contact.aclose()
 
@@ -226,9 +241,9 @@ async def test_object_setting_overrides_the_prefix(crm: respx.MockRouter) -> Non
     ["", "abc", CONTACT[:17], CONTACT + "A", CONTACT[:15] + "-x", " " + CONTACT[1:], "003 0001"],
 )
 async def test_malformed_ids_are_refused_without_a_request(
-    crm: respx.MockRouter, fake: FakeSalesforce, external_id: str
+    crm: RecordingTransport, fake: FakeSalesforce, external_id: str
 ) -> None:
-    salesforce = adapter()
+    salesforce = adapter(crm)
     with pytest.raises(RecordNotFound, match="not a Salesforce record id"):
         await salesforce.fetch_phone(external_id)
     assert fake.requests == []
@@ -236,9 +251,9 @@ async def test_malformed_ids_are_refused_without_a_request(
 
 
 async def test_unknown_and_deleted_records_are_not_found(
-    crm: respx.MockRouter, fake: FakeSalesforce
+    crm: RecordingTransport, fake: FakeSalesforce
 ) -> None:
-    salesforce = adapter()
+    salesforce = adapter(crm)
     with pytest.raises(RecordNotFound):
         await salesforce.fetch_phone(NOBODY)
     fake.delete(CONTACT)
@@ -248,8 +263,8 @@ async def test_unknown_and_deleted_records_are_not_found(
     await salesforce.aclose()
 
 
-async def test_api_version_setting_is_used(crm: respx.MockRouter) -> None:
-    salesforce = adapter(api_version="v58.0")
+async def test_api_version_setting_is_used(crm: RecordingTransport) -> None:
+    salesforce = adapter(crm, api_version="v58.0")
     await salesforce.fetch_phone(CONTACT)
     assert crm.calls.last.request.url.path == f"/services/data/v58.0/sobjects/Contact/{CONTACT}"
     await salesforce.aclose()
@@ -258,27 +273,26 @@ async def test_api_version_setting_is_used(crm: respx.MockRouter) -> None:
 # -- through the resolver ------------------------------------------------------------------
 
 
-def campaign(**settings: object) -> Campaign:
-    return Campaign(
-        "c", "salesforce", {"base_url": BASE, "token": TOKEN, **settings}, default_region="US"
-    )
+def campaign(crm: RecordingTransport) -> Campaign:
+    settings = {"base_url": BASE, "token": TOKEN, "transport": crm}
+    return Campaign("c", "salesforce", settings, default_region="US")
 
 
 async def test_resolver_dials_phone_then_the_campaigns_label_order(
-    crm: respx.MockRouter,
+    crm: RecordingTransport,
 ) -> None:
-    async with Resolver([campaign()]) as resolver:
+    async with Resolver([campaign(crm)]) as resolver:
         first = await resolver.resolve(Lead(campaign_id="c", external_id=CONTACT))
         assert first.phone_number == "+12024561111"
         mobile = await resolver.resolve(Lead(campaign_id="c", external_id=MOBILE_ONLY))
         assert mobile.phone_number == "+12025550188"
 
 
-async def test_do_not_call_is_refused_even_with_a_stored_number(crm: respx.MockRouter) -> None:
-    salesforce = adapter()
+async def test_do_not_call_is_refused_even_with_a_stored_number(crm: RecordingTransport) -> None:
+    salesforce = adapter(crm)
     assert (await salesforce.fetch_phone(DNC_CONTACT)).do_not_call is True
     await salesforce.aclose()
-    async with Resolver([campaign()]) as resolver:
+    async with Resolver([campaign(crm)]) as resolver:
         lead = Lead(campaign_id="c", external_id=DNC_CONTACT, phone_number="+12025550100")
         with pytest.raises(Unresolvable) as refused:
             await resolver.resolve(lead)
@@ -290,9 +304,9 @@ async def test_do_not_call_is_refused_even_with_a_stored_number(crm: respx.MockR
 
 
 async def test_converted_lead_is_followed_to_its_contact(
-    crm: respx.MockRouter, fake: FakeSalesforce
+    crm: RecordingTransport, fake: FakeSalesforce
 ) -> None:
-    salesforce = adapter()
+    salesforce = adapter(crm)
     contact = await salesforce.fetch_phone(CONVERTED_LEAD)
     assert contact == CrmContact(
         phones=[CrmPhone("+12025550104", "main", primary=True)], state="merged"
@@ -304,9 +318,9 @@ async def test_converted_lead_is_followed_to_its_contact(
 
 
 async def test_do_not_call_on_either_record_of_a_conversion_is_honoured(
-    crm: respx.MockRouter, fake: FakeSalesforce
+    crm: RecordingTransport, fake: FakeSalesforce
 ) -> None:
-    salesforce = adapter()
+    salesforce = adapter(crm)
     fake.records[CONVERTED_LEAD]["DoNotCall"] = True
     assert (await salesforce.fetch_phone(CONVERTED_LEAD)).do_not_call is True
     fake.records[CONVERTED_LEAD]["DoNotCall"] = False
@@ -316,9 +330,9 @@ async def test_do_not_call_on_either_record_of_a_conversion_is_honoured(
 
 
 async def test_lead_converted_to_a_deleted_or_no_contact(
-    crm: respx.MockRouter, fake: FakeSalesforce
+    crm: RecordingTransport, fake: FakeSalesforce
 ) -> None:
-    salesforce = adapter()
+    salesforce = adapter(crm)
     fake.delete(CONVERTED_TO)
     with pytest.raises(RecordNotFound):
         await salesforce.fetch_phone(CONVERTED_LEAD)
@@ -332,8 +346,8 @@ async def test_lead_converted_to_a_deleted_or_no_contact(
 # -- by an external id field (SOQL) -----------------------------------------------------------
 
 
-async def test_contact_by_external_id_field(crm: respx.MockRouter, fake: FakeSalesforce) -> None:
-    salesforce = adapter(object="Contact", external_id_field="Dialer_Id__c")
+async def test_contact_by_external_id_field(crm: RecordingTransport, fake: FakeSalesforce) -> None:
+    salesforce = adapter(crm, object="Contact", external_id_field="Dialer_Id__c")
     contact = await salesforce.fetch_phone("D-101")
     request = crm.calls.last.request
     assert request.url.path == QUERY
@@ -347,9 +361,9 @@ async def test_contact_by_external_id_field(crm: respx.MockRouter, fake: FakeSal
 
 
 async def test_lead_by_external_id_field_follows_a_conversion(
-    crm: respx.MockRouter, fake: FakeSalesforce
+    crm: RecordingTransport, fake: FakeSalesforce
 ) -> None:
-    salesforce = adapter(object="Lead", external_id_field="Dialer_Id__c")
+    salesforce = adapter(crm, object="Lead", external_id_field="Dialer_Id__c")
     assert (await salesforce.fetch_phone("L-1")).phones[0].value == "+12025550201"
     assert fake.requests[-1].url.params["q"] == f"{LEAD_SELECT} WHERE Dialer_Id__c = 'L-1' LIMIT 2"
     converted = await salesforce.fetch_phone("L-2")
@@ -372,9 +386,9 @@ async def test_lead_by_external_id_field_follows_a_conversion(
     ids=["quote-injection", "backslashes", "escaped-escape", "double-quotes", "controls", "like"],
 )
 async def test_soql_literal_is_escaped(
-    crm: respx.MockRouter, fake: FakeSalesforce, value: str, literal: str
+    crm: RecordingTransport, fake: FakeSalesforce, value: str, literal: str
 ) -> None:
-    salesforce = adapter(object="Contact", external_id_field="Dialer_Id__c")
+    salesforce = adapter(crm, object="Contact", external_id_field="Dialer_Id__c")
     with pytest.raises(RecordNotFound):
         await salesforce.fetch_phone(value)
     q = crm.calls.last.request.url.params["q"]
@@ -389,13 +403,14 @@ async def test_soql_literal_is_escaped(
     await salesforce.aclose()
 
 
-def test_unescaped_injection_would_be_visible(crm: respx.MockRouter) -> None:
+def test_unescaped_injection_would_be_visible(fake: FakeSalesforce) -> None:
     """The fake's parser refuses what an unescaped id would build: the escaping
     tests above could fail."""
     raw = f"{CONTACT_SELECT} WHERE Dialer_Id__c = '' OR Name != '' LIMIT 2"
-    response = httpx.get(
-        BASE + QUERY, params={"q": raw}, headers={"Authorization": f"Bearer {TOKEN}"}
+    request = httpx.Request(
+        "GET", BASE + QUERY, params={"q": raw}, headers={"Authorization": f"Bearer {TOKEN}"}
     )
+    response = fake.handler(request)
     assert response.status_code == 400
     assert response.json() == [{"message": "unexpected token: OR", "errorCode": "MALFORMED_QUERY"}]
 
@@ -419,11 +434,11 @@ def test_soql_string_round_trips_through_the_parser(value: str) -> None:
 
 @pytest.mark.parametrize("value", ["nul\x00", "bell\x07", "esc\x1b[0m", "\ud800"])
 async def test_characters_soql_cannot_escape_are_not_sent(
-    crm: respx.MockRouter, fake: FakeSalesforce, value: str
+    crm: RecordingTransport, fake: FakeSalesforce, value: str
 ) -> None:
     with pytest.raises(ValueError, match="no escape"):
         soql_string(value)
-    salesforce = adapter(object="Contact", external_id_field="Dialer_Id__c")
+    salesforce = adapter(crm, object="Contact", external_id_field="Dialer_Id__c")
     with pytest.raises(RecordNotFound):
         await salesforce.fetch_phone(value)
     assert fake.requests == []
@@ -431,9 +446,9 @@ async def test_characters_soql_cannot_escape_are_not_sent(
 
 
 async def test_empty_and_overlong_values_are_not_sent(
-    crm: respx.MockRouter, fake: FakeSalesforce
+    crm: RecordingTransport, fake: FakeSalesforce
 ) -> None:
-    salesforce = adapter(object="Contact", external_id_field="Dialer_Id__c")
+    salesforce = adapter(crm, object="Contact", external_id_field="Dialer_Id__c")
     for value in ("", "x" * 256):
         with pytest.raises(RecordNotFound, match="255"):
             await salesforce.fetch_phone(value)
@@ -445,10 +460,10 @@ async def test_empty_and_overlong_values_are_not_sent(
 
 
 async def test_ambiguous_external_id_is_refused(
-    crm: respx.MockRouter, fake: FakeSalesforce
+    crm: RecordingTransport, fake: FakeSalesforce
 ) -> None:
     fake.add_contact(LastName="Twin", Phone="+12025550166", Dialer_Id__c="D-101")
-    salesforce = adapter(object="Contact", external_id_field="Dialer_Id__c")
+    salesforce = adapter(crm, object="Contact", external_id_field="Dialer_Id__c")
     with pytest.raises(RecordNotFound, match="2 or more Contacts have this Dialer_Id__c"):
         await salesforce.fetch_phone("D-101")
     assert fake.queries[-1].limit == 2  # asks for just enough to see the ambiguity
@@ -456,9 +471,9 @@ async def test_ambiguous_external_id_is_refused(
 
 
 async def test_misspelt_external_id_field_is_not_a_missing_record(
-    crm: respx.MockRouter,
+    crm: RecordingTransport,
 ) -> None:
-    salesforce = adapter(object="Contact", external_id_field="Dialr_Id__c")
+    salesforce = adapter(crm, object="Contact", external_id_field="Dialr_Id__c")
     with pytest.raises(AdapterUnavailable, match="400 INVALID_FIELD"):
         await salesforce.fetch_phone("D-101")
     await salesforce.aclose()
@@ -512,6 +527,10 @@ def test_oauth_token_endpoint_defaults_to_login_salesforce() -> None:
     my_domain = oauth_adapter(token_url=TOKEN_PATH)
     assert my_domain.oauth is not None
     assert my_domain.oauth.token_url == TOKEN_URL
+    # Without base_url, the login host stands in until the first token answer names
+    # the org's instance (no data goes there).
+    unplaced = oauth_adapter(base_url=None)
+    assert unplaced.base_url == "https://login.salesforce.com"
 
 
 def test_repr_hides_credentials(tmp_path: Path) -> None:
@@ -525,42 +544,12 @@ def test_repr_hides_credentials(tmp_path: Path) -> None:
 # -- limits and errors --------------------------------------------------------------------------
 
 
-async def test_daily_allocation_stops_calls(crm: respx.MockRouter, fake: FakeSalesforce) -> None:
-    fake.daily_limit = 1
-    salesforce = adapter()
-    await salesforce.fetch_phone(CONTACT)
-    assert salesforce.api_usage == (1, 1)
-    with pytest.raises(AdapterRateLimited) as raised:
-        await salesforce.fetch_phone(CONTACT)
-    assert crm.calls.last.response.status_code == 403
-    assert raised.value.scope == "daily"
-    assert raised.value.retry_after == SalesforceAdapter.quota_cooldown
-    sent = len(fake.requests)
-    with pytest.raises(AdapterRateLimited) as again:
-        await salesforce.fetch_phone(MOBILE_ONLY)
-    assert again.value.scope == "daily"
-    assert len(fake.requests) == sent  # Salesforce was not asked again
-    await salesforce.aclose()
-
-
-async def test_concurrent_request_limit_is_a_burst(
-    crm: respx.MockRouter, fake: FakeSalesforce
-) -> None:
-    fake.faults.append(fake.rate_limited())
-    salesforce = adapter()
-    with pytest.raises(AdapterRateLimited) as raised:
-        await salesforce.fetch_phone(CONTACT)
-    assert raised.value.scope == "burst"
-    assert (await salesforce.fetch_phone(CONTACT)).phones  # the next call goes through
-    await salesforce.aclose()
-
-
 @pytest.mark.parametrize("status", [503, 500, 404, 403, 401, 400, 200])
 async def test_html_pages_are_transient(
-    crm: respx.MockRouter, fake: FakeSalesforce, status: int
+    crm: RecordingTransport, fake: FakeSalesforce, status: int
 ) -> None:
     fake.faults.append(fake.maintenance_page(status))
-    salesforce = adapter()
+    salesforce = adapter(crm)
     with pytest.raises(AdapterUnavailable) as raised:
         await salesforce.fetch_phone(CONTACT)
     assert not isinstance(raised.value, AdapterRateLimited)
@@ -580,10 +569,10 @@ async def test_html_pages_are_transient(
     ],
 )
 async def test_error_codes_are_mapped(
-    crm: respx.MockRouter, fake: FakeSalesforce, status: int, code: str, expected: type[Exception]
+    crm: RecordingTransport, fake: FakeSalesforce, status: int, code: str, expected: type[Exception]
 ) -> None:
     fake.faults.append(httpx.Response(status, json=[{"message": "m", "errorCode": code}]))
-    salesforce = adapter()
+    salesforce = adapter(crm)
     with pytest.raises(expected) as raised:
         await salesforce.fetch_phone(CONTACT)
     assert type(raised.value) is expected
@@ -591,9 +580,9 @@ async def test_error_codes_are_mapped(
 
 
 async def test_static_token_refused_is_an_auth_error(
-    crm: respx.MockRouter, fake: FakeSalesforce
+    crm: RecordingTransport, fake: FakeSalesforce
 ) -> None:
-    salesforce = adapter(token="00Dwrong")
+    salesforce = adapter(crm, token="00Dwrong")
     with pytest.raises(AdapterAuthError):
         await salesforce.fetch_phone(CONTACT)
     assert crm.calls.last.response.json() == [
@@ -604,7 +593,7 @@ async def test_static_token_refused_is_an_auth_error(
 
 
 def test_api_usage_reads_only_the_orgs_usage() -> None:
-    salesforce = adapter()
+    salesforce = adapter(crm)
     header = "api-usage=25/5000, per-app-api-usage=17/250(appName=dialer)"
     salesforce.raise_for_status(httpx.Response(200, headers={"Sforce-Limit-Info": header}, json={}))
     assert salesforce.api_usage == (25, 5000)
@@ -614,110 +603,15 @@ def test_api_usage_reads_only_the_orgs_usage() -> None:
     assert salesforce.api_usage == (25, 5000)
 
 
-# -- OAuth --------------------------------------------------------------------------------------
-
-
-def salesforce_oauth(**options: Any) -> FakeOAuth:
-    # Salesforce's token responses carry no expires_in.
-    return FakeOAuth("cid", "csecret", "refresh-0", expires_in=None, **options)
-
-
-async def test_oauth_refreshes_once_for_50_concurrent_lookups(
-    crm: respx.MockRouter, fake: FakeSalesforce
-) -> None:
-    fake.oauth = salesforce_oauth()
-    salesforce = oauth_adapter()
-    contacts = await asyncio.gather(*(salesforce.fetch_phone(CONTACT) for _ in range(50)))
-    assert all(c.phones for c in contacts)
-    assert fake.oauth.refreshes == 1
-    token_answer = next(c.response for c in crm.calls if c.request.url.path == TOKEN_PATH)
-    body = token_answer.json()
-    assert body["instance_url"] == BASE
-    assert "expires_in" not in body
-    # The session times out on Salesforce's side: 50 lookups meet 401
-    # INVALID_SESSION_ID, and one refresh serves them all.
-    fake.oauth.expire_all()
-    contacts = await asyncio.gather(*(salesforce.fetch_phone(CONTACT) for _ in range(50)))
-    assert all(c.phones for c in contacts)
-    assert fake.oauth.refreshes == 2
-    await salesforce.aclose()
-
-
-async def test_invalid_session_refreshes_and_retries_once(
-    crm: respx.MockRouter, fake: FakeSalesforce
-) -> None:
-    fake.oauth = salesforce_oauth()
-    salesforce = oauth_adapter()
-    await salesforce.fetch_phone(CONTACT)
-    fake.oauth.expire_all()
-    before = len(data_requests(fake))
-    contact = await salesforce.fetch_phone(CONTACT)
-    assert contact.phones
-    assert fake.oauth.refreshes == 2
-    sent = data_requests(fake)[before:]
-    assert len(sent) == 2  # the refused request and its one retry
-    assert sent[0].headers["authorization"] != sent[1].headers["authorization"]
-    await salesforce.aclose()
-
-
-async def test_invalid_session_after_refresh_is_an_auth_error(
-    crm: respx.MockRouter, fake: FakeSalesforce, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    fake.oauth = salesforce_oauth()
-    salesforce = oauth_adapter()
-    await salesforce.fetch_phone(CONTACT)
-    # Salesforce now refuses every session, fresh ones too (e.g. the user lost API access).
-    monkeypatch.setattr(fake.oauth, "valid", lambda token: False)
-    before = len(data_requests(fake))
-    with pytest.raises(AdapterAuthError):
-        await salesforce.fetch_phone(CONTACT)
-    assert fake.oauth.refreshes == 2  # one refresh...
-    assert len(data_requests(fake)) - before == 2  # ...and one retry, no more
-    await salesforce.aclose()
-
-
-async def test_rotated_refresh_token_is_persisted(
-    crm: respx.MockRouter, fake: FakeSalesforce, tmp_path: Path
-) -> None:
-    fake.oauth = salesforce_oauth(rotate=True)
-    store = tmp_path / "salesforce-refresh"
-    salesforce = oauth_adapter(refresh_token_file=str(store))
-    await salesforce.fetch_phone(CONTACT)
-    assert store.read_text() == fake.oauth.refresh_token == "refresh-1"
-    assert store.stat().st_mode & 0o777 == 0o600
-    await salesforce.aclose()
-    # A restart reads the rotated token, not the retired one from the settings.
-    fake.oauth.expire_all()
-    restarted = oauth_adapter(refresh_token_file=str(store))
-    assert (await restarted.fetch_phone(CONTACT)).phones
-    assert store.read_text() == "refresh-2"
-    await restarted.aclose()
-
-
-async def test_revoked_refresh_token_is_an_auth_error_not_a_loop(
-    crm: respx.MockRouter, fake: FakeSalesforce
-) -> None:
-    fake.oauth = salesforce_oauth()
-    fake.oauth.revoke()
-    salesforce = oauth_adapter()
-    results = await asyncio.gather(
-        *(salesforce.fetch_phone(CONTACT) for _ in range(20)), return_exceptions=True
-    )
-    assert all(isinstance(r, AdapterAuthError) for r in results)
-    assert len(fake.requests_to(TOKEN_PATH)) == 1
-    assert data_requests(fake) == []
-    await salesforce.aclose()
-
-
 # -- injection ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("object_setting", ["auto", "Contact", "Lead"])
 @pytest.mark.parametrize("external_id", HOSTILE_IDS, ids=lambda v: repr(v[:12]))
 async def test_hostile_ids_never_reach_salesforce_by_id(
-    crm: respx.MockRouter, fake: FakeSalesforce, external_id: str, object_setting: str
+    crm: RecordingTransport, fake: FakeSalesforce, external_id: str, object_setting: str
 ) -> None:
-    salesforce = adapter(object=object_setting)
+    salesforce = adapter(crm, object=object_setting)
     with pytest.raises(RecordNotFound):
         await salesforce.fetch_phone(external_id)
     assert fake.requests == []  # none is a record id: refused before any request
@@ -726,9 +620,9 @@ async def test_hostile_ids_never_reach_salesforce_by_id(
 
 @pytest.mark.parametrize("external_id", HOSTILE_IDS, ids=lambda v: repr(v[:12]))
 async def test_hostile_ids_stay_one_soql_literal(
-    crm: respx.MockRouter, fake: FakeSalesforce, external_id: str
+    crm: RecordingTransport, fake: FakeSalesforce, external_id: str
 ) -> None:
-    salesforce = adapter(object="Contact", external_id_field="Dialer_Id__c")
+    salesforce = adapter(crm, object="Contact", external_id_field="Dialer_Id__c")
     with pytest.raises(RecordNotFound):
         await salesforce.fetch_phone(external_id)
     if len(external_id) > 255:
@@ -765,34 +659,6 @@ def test_predial_check_against_the_served_fake(fake: FakeSalesforce, tmp_path: P
 
 def test_lead_fields_constant_matches_the_request() -> None:
     assert LEAD_FIELDS == ("Phone", "MobilePhone", "DoNotCall", "IsConverted", "ConvertedContactId")
-
-
-async def test_without_base_url_oauth_follows_the_instance_url(
-    crm: respx.MockRouter, fake: FakeSalesforce
-) -> None:
-    """The token answer's instance_url says where the org lives: no base_url needed."""
-    fake.oauth = salesforce_oauth()
-    salesforce = SalesforceAdapter(
-        client_id="cid", client_secret="csecret", refresh_token="refresh-0", token_url=TOKEN_URL
-    )
-    assert salesforce.base_url == "https://login.salesforce.com"  # until the first token
-    assert (await salesforce.fetch_phone(CONTACT)).phones
-    assert salesforce.base_url == BASE
-    assert data_requests(fake)[0].url.host == "127.0.0.1"
-    await salesforce.aclose()
-    # A configured base_url wins over the token answer.
-    crm.route(host="localhost").mock(side_effect=fake.handler)
-    pinned = SalesforceAdapter(
-        base_url="http://localhost:9",
-        client_id="cid",
-        client_secret="csecret",
-        refresh_token="refresh-0",
-        token_url=TOKEN_URL,
-    )
-    assert (await pinned.fetch_phone(CONTACT)).phones
-    assert pinned.base_url == "http://localhost:9"
-    assert data_requests(fake)[-1].url.host == "localhost"
-    await pinned.aclose()
 
 
 def test_a_token_without_base_url_is_refused() -> None:
