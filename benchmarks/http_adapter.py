@@ -9,6 +9,8 @@ at 10 and at 100 lookups in flight:
 
 - **HTTP base**: `Resolver.resolve_many` over distinct ids (every resolve a cache
   miss) with an `HttpAdapter` subclass: a GET, JSON, phone policy, cache write;
+  also the client process's CPU time per resolve (`cpu µs`), which compares stacks
+  better than rates on a shared machine;
 - **plain client**: one `httpx.AsyncClient` whose pool holds `in_flight`
   connections, doing the same GETs with a semaphore and nothing else; also shown
   with httpx's default limits (20 kept alive, the rest reconnecting per request).
@@ -22,6 +24,9 @@ at 10 and at 100 lookups in flight:
 The ideal is `in_flight / 0.05 s` (200/s at 10, 2,000/s at 100). Targets: the HTTP
 base at >= 0.9 of the ideal at 10; at 100, >= 0.7 of the ideal (1,400/s) and >= 8x
 the plain client. Each figure is the best of `--repeats` runs.
+
+The script uses predial's public API only, so an older checkout's stack can be
+measured with it too: `PYTHONPATH=<checkout> python benchmarks/http_adapter.py`.
 """
 
 from __future__ import annotations
@@ -129,7 +134,10 @@ async def adapter_lookups(base_url: str, in_flight: int, count: int, offset: int
         await adapter.aclose()
 
 
-async def through_the_base(base_url: str, in_flight: int, count: int, offset: int) -> float:
+async def through_the_base(
+    base_url: str, in_flight: int, count: int, offset: int
+) -> tuple[float, float]:
+    """Resolves per second, and CPU µs of this process per resolve."""
     campaign = Campaign(
         "bench",
         "bench",
@@ -142,13 +150,13 @@ async def through_the_base(base_url: str, in_flight: int, count: int, offset: in
     async with resolver:
         # Warm the connections first, as a dialer that has been running would have.
         await resolver.resolve_many(leads[:in_flight], concurrency=in_flight)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         results = await resolver.resolve_many(leads[in_flight:], concurrency=in_flight)
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     failed = [r for r in results if not isinstance(r, predial.Resolution)]
     if failed:
         raise SystemExit(f"{len(failed)} resolves failed, e.g. {failed[0]!r}")
-    return (count - in_flight) / elapsed
+    return (count - in_flight) / elapsed, cpu / (count - in_flight) * 1e6
 
 
 async def plain_client(
@@ -247,7 +255,7 @@ def main() -> None:
             f"(own process); Python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
         )
         print(
-            f"{'in flight':>9} {'ideal/s':>8} {'resolves/s':>11} {'of ideal':>9} "
+            f"{'in flight':>9} {'ideal/s':>8} {'resolves/s':>11} {'of ideal':>9} {'cpu µs':>7} "
             f"{'lookups/s':>10} {'of ideal':>9} {'plain/s':>8} {'base/plain':>11} "
             f"{'default limits/s':>17} {'bare/s':>7} {'base/bare':>10}"
         )
@@ -255,7 +263,8 @@ def main() -> None:
         for in_flight in (10, 100):
             ideal = in_flight / LATENCY
             count = int(ideal * (1.5 if args.quick else 4)) + in_flight
-            base_runs, plain_runs, default_runs, bare_runs = [], [], [], []
+            base_runs: list[tuple[float, float]] = []
+            plain_runs, default_runs, bare_runs = [], [], []
             lookup_runs = []
             for _ in range(repeats):
                 base_runs.append(asyncio.run(through_the_base(base_url, in_flight, count, offset)))
@@ -275,10 +284,11 @@ def main() -> None:
                 offset += plain_count
                 bare_runs.append(asyncio.run(bare_transports(base_url, in_flight, count, offset)))
                 offset += count
-            base, plain, default = max(base_runs), max(plain_runs), max(default_runs)
+            base, cpu = max(rate for rate, _ in base_runs), min(cpu for _, cpu in base_runs)
+            plain, default = max(plain_runs), max(default_runs)
             bare, lookups = max(bare_runs), max(lookup_runs)
             print(
-                f"{in_flight:>9} {ideal:>8.0f} {base:>11.0f} {base / ideal:>9.2f} "
+                f"{in_flight:>9} {ideal:>8.0f} {base:>11.0f} {base / ideal:>9.2f} {cpu:>7.0f} "
                 f"{lookups:>10.0f} {lookups / ideal:>9.2f} {plain:>8.0f} {base / plain:>10.1f}x "
                 f"{default:>17.0f} {bare:>7.0f} {base / bare:>10.2f}"
             )

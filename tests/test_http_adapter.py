@@ -37,6 +37,12 @@ class Acme(HttpAdapter):
     name = "acme"
     default_base_url = BASE
 
+    def __init__(self, **settings: Any) -> None:
+        # respx intercepts httpx's own transports, not the adapter's (aiohttp): unless
+        # a test names one, requests go to respx's router through a mock transport.
+        settings.setdefault("transport", httpx.MockTransport(respx.mock.async_handler))
+        super().__init__(**settings)
+
     async def fetch_phone(self, external_id: str) -> CrmContact:
         data = await self.get_json("/v1/contacts/{}", external_id, params={"fields": "phone"})
         return CrmContact(phones=[CrmPhone(data["phone"], "main", True)])

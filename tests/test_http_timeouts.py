@@ -5,6 +5,7 @@ servers on 127.0.0.1 that answer a byte at a time or never stop sending `100 Con
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -26,7 +27,8 @@ from predial import (
     RetrySettings,
     Unresolvable,
 )
-from predial.adapters._transport import Deadline, ShardedTransport
+from predial.adapters._aiohttp import AiohttpTransport
+from predial.adapters._transport import Deadline
 from predial.adapters.http import HttpAdapter
 
 Reader = asyncio.StreamReader
@@ -152,7 +154,7 @@ async def timed(call: Awaitable[Any]) -> tuple[BaseException | None, float]:
 
 
 @pytest.mark.parametrize("answer", list(SLOW_ANSWERS), ids=list(SLOW_ANSWERS))
-@pytest.mark.parametrize("path", ["pool", "httpx-transport", "proxy"])
+@pytest.mark.parametrize("path", ["aiohttp", "httpx-transport", "proxy"])
 async def test_a_trickling_answer_ends_within_the_timeout(
     answer: str, path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -160,12 +162,11 @@ async def test_a_trickling_answer_ends_within_the_timeout(
     async with serving(slow_server(SLOW_ANSWERS[answer])) as url:
         transport = httpx.AsyncHTTPTransport() if path == "httpx-transport" else None
         if path == "proxy":
-            # The trickling server as the proxy: httpx's transports, sharded.
+            # The trickling server as the proxy.
             monkeypatch.setenv("HTTP_PROXY", url)
             monkeypatch.setenv("NO_PROXY", "")
             url = "http://crm.example.invalid"
         adapter = Crm(base_url=url, timeout=TIMEOUT, transport=transport)
-        assert isinstance(adapter._transport, ShardedTransport) == (path == "proxy")
         try:
             error, elapsed = await timed(adapter.get_json("/c/{}", "1"))
         finally:
@@ -202,8 +203,9 @@ async def test_a_cut_off_answer_does_not_leave_its_connection_in_the_pool() -> N
     assert connections == 2  # the half-read connection was closed, not reused
 
 
-async def test_requests_cut_off_while_waiting_for_an_httpx_pool_leave_its_places_free() -> None:
-    """Requests cut off while queued in an httpx pool do not use up its places for good."""
+async def test_requests_cut_off_while_waiting_for_a_connection_leave_its_places_free() -> None:
+    """Requests cut off while waiting for one of `max_in_flight` connections do not use
+    up the places for good."""
 
     async def only_fast_answers(reader: Reader, writer: Writer) -> None:
         while True:
@@ -214,7 +216,8 @@ async def test_requests_cut_off_while_waiting_for_an_httpx_pool_leave_its_places
             await writer.drain()
 
     async with serving(only_fast_answers) as url:
-        transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=2))
+        # Two connections, shared by a hurried adapter and a patient one.
+        transport = AiohttpTransport(ssl_context=ssl.create_default_context(), max_connections=2)
         hurried = Crm(base_url=url, timeout=0.1, transport=transport)
         patient = Crm(base_url=url, timeout=GUARD, transport=transport)
         try:

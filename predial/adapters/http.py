@@ -133,7 +133,8 @@ class HttpAdapter:
     pause in their resolver (with the same rate_limit: a different one is a
     configuration error); `max_in_flight` (default 100) for how many connections
     the adapter may hold on each event loop, each serving one request at a time
-    (more wait for one, up to `timeout`).
+    (more wait for one, up to `timeout`); and, in tests, `transport`: an httpx
+    transport to send through instead of aiohttp's (a fake CRM's `transport()`).
     """
 
     name: ClassVar[str]
@@ -347,7 +348,7 @@ class HttpAdapter:
         self.base_url = str(url).rstrip("/")
         if isinstance(self._transport, AiohttpTransport):
             # The new host may be proxied differently (NO_PROXY).
-            self._transport.proxy = environment_proxy(self.base_url)
+            self._transport.use_proxy(environment_proxy(self.base_url))
 
     def rate_limit_scope(self, response: httpx.Response) -> RateLimitScope | None:
         """Whether `response` says a rate limit was hit, and which one.
@@ -513,6 +514,8 @@ class HttpAdapter:
                 except httpx.TimeoutException:
                     raise AdapterUnavailable(_LATE) from None
                 except httpx.HTTPError as error:
+                    if self._closed:  # closed under it, from this or another loop
+                        raise AdapterUnavailable("the adapter is closed") from None
                     where = (
                         "cannot reach the CRM" if response is None else "the CRM's answer was cut"
                     )
