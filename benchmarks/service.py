@@ -10,7 +10,7 @@ the rounds, so a slow moment of a noisy machine does not land on one side only.
 
 - **bare**: a Starlette app whose one route reads the body and answers the service's
   own decision JSON (a cache hit's, captured from it at start), on uvicorn with the
-  settings `predial serve` itself builds (`predial.service.server._uvicorn_config`:
+  settings `predial serve` itself builds (`predial.service._server._uvicorn_config`:
   same HTTP implementation, event loop, `log_config=None`, no uvicorn access log, no
   server header, lifespan on, one worker);
 - **serve**: the real command, `python -m predial serve --config <temp> --port N`,
@@ -327,8 +327,8 @@ def serve_bare(port: int, answer: str) -> None:
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    from predial.service.server import _uvicorn_config
-    from predial.service.settings import ServiceConfig
+    from predial.service._server import _uvicorn_config
+    from predial.service._settings import ServiceConfig
 
     decision = json.loads(answer)
 
@@ -430,8 +430,8 @@ def cpu_ticks(pid: int) -> int:
 async def in_process(config_path: Path, in_flight: int, duration: float) -> dict[str, float]:
     """`await resolver.resolve(lead)` on the same configuration, cache hits, with
     `in_flight` tasks taking turns; each call timed alone."""
-    from predial.config import load_config
-    from predial.service.app import resolver_from_config
+    from predial._config import load_config
+    from predial.service._app import resolver_from_config
 
     resolver = resolver_from_config(
         load_config(config_path, {**os.environ, "PREDIAL_BENCH_KEY": KEY})
@@ -492,7 +492,7 @@ def main() -> None:
     import uvicorn
     from uvicorn.config import HTTP_PROTOCOLS
 
-    from predial.service.settings import ServiceConfig
+    from predial.service._settings import ServiceConfig
 
     # What every server here runs on: predial serve's own setting, and uvicorn's
     # "auto" loop (uvloop when it is installed).

@@ -5,7 +5,7 @@
     python benchmarks/shared_tier.py --timeout 0.5   # c, d with another tier timeout
 
 It starts its own `redis-server` on a free port of 127.0.0.1
-(`predial.testing.redis_server.RedisServer`, persistence off) and stops it at the
+(`predial.testing._redis_server.RedisServer`, persistence off) and stops it at the
 end. The runs are interleaved round by round (a, b, c, d, then d, c, b, a) and each
 figure is the median over the rounds, so a slow moment of a noisy machine does not
 land on one side only; within a run of a and b, the two sides alternate in 10
@@ -474,7 +474,7 @@ def main() -> None:
 
     import redis
 
-    from predial.testing.redis_server import RedisServer
+    from predial.testing import RedisServer
 
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(FLEET_PROCESSES)

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 import predial
-from predial.leadfile import LeadRow, read_leads
+from predial import LeadRow, read_leads
 
 HERE = Path(__file__).parent
 MAX_TRIES = 2  # a real dialer would retry in a later calling window instead

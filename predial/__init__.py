@@ -16,9 +16,18 @@ except predial.Unresolvable as refusal:
 # No `from __future__ import annotations` here (it would leave `annotations` in the
 # namespace) and no module-level import that is not predial's: `dir(predial)` is the
 # public names and the submodules, nothing else (tests/test_namespace.py).
-from .breaker import BreakerSettings
-from .cache import CacheSettings
-from .campaign import Campaign, RetrySettings
+from ._breaker import BreakerSettings
+from ._cache import CacheSettings
+from ._campaign import Campaign, RetrySettings
+from ._leadfile import LeadRow, read_leads
+from ._models import ContactState, CrmContact, CrmPhone, Lead, Resolution, parse_lead
+from ._phone import PhonePolicy, mask_phone, normalize
+from ._plugins import load_plugins
+from ._redaction import redact
+from ._resolver import Resolver
+from ._selection import PERMANENT_REASONS, TRANSIENT_REASONS
+from ._stats import ResolverStats
+from ._warm import WarmReport
 from .errors import (
     AdapterAuthError,
     AdapterError,
@@ -49,14 +58,7 @@ from .errors import (
     Unresolvable,
 )
 from .hookspecs import AdapterRegister, hookimpl
-from .models import CrmContact, CrmPhone, Lead, Resolution, parse_lead
-from .phone import PhonePolicy, mask_phone, normalize
-from .plugins import load_plugins
-from .redaction import redact
-from .resolver import Resolver
 from .shared import RedisTier
-from .stats import ResolverStats
-from .warm import WarmReport
 
 
 def _version() -> str:
@@ -72,6 +74,8 @@ __version__ = _version()
 del _version
 
 __all__ = [
+    "PERMANENT_REASONS",
+    "TRANSIENT_REASONS",
     "AdapterAuthError",
     "AdapterError",
     "AdapterRateLimited",
@@ -82,6 +86,7 @@ __all__ = [
     "CacheSettings",
     "Campaign",
     "ConfigurationError",
+    "ContactState",
     "CrmContact",
     "CrmPhone",
     "DuplicateAdapter",
@@ -92,6 +97,7 @@ __all__ = [
     "JournalError",
     "Lead",
     "LeadAlreadyExists",
+    "LeadRow",
     "LupitorAnswerLost",
     "LupitorAuthError",
     "LupitorError",
@@ -119,5 +125,6 @@ __all__ = [
     "mask_phone",
     "normalize",
     "parse_lead",
+    "read_leads",
     "redact",
 ]

@@ -17,11 +17,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ._campaign import Campaign
+from ._config import validation_problems
 from ._faults import safe_text
-from .campaign import Campaign
-from .config import validation_problems
+from ._redaction import redact
 from .errors import ConfigurationError
-from .redaction import redact
 
 __all__ = ["settings_error"]
 

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 __all__ = ["DaemonThreadPool", "LoopThread", "RaisedInThread", "run"]
 
-log = logging.getLogger("predial")
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 

@@ -195,9 +195,9 @@ class PluginLoadError(ConfigurationError):
     """
 
     def __init__(self, plugin: str, reason: str, context: str | None = None) -> None:
-        # Here, not at the top: predial.redaction imports predial.phone, which
+        # Here, not at the top: predial._redaction imports predial._phone, which
         # imports this module.
-        from .redaction import redact
+        from ._redaction import redact
 
         self.plugin = redact(plugin, limit=200)
         self.reason = redact(reason, limit=2000)
@@ -272,7 +272,7 @@ class AdapterAuthError(AdapterError):
 class InvalidPhoneNumber(PredialError, ValueError):
     """The phone policy refused a number.
 
-    `reason` is machine-readable (see `predial.phone.REASONS`); `input` is what was
+    `reason` is machine-readable (see `predial._phone.REASONS`); `input` is what was
     given. The message masks the number, so it is safe to log.
     """
 
@@ -421,7 +421,7 @@ class UnknownCampaign(Unresolvable):
         hint = f"; did you mean {close[0]!r}?" if close else ""
         listed = ", ".join(configured[:10]) + (", ..." if len(configured) > 10 else "")
         # The id is the caller's input: shown masked and bounded, like any input.
-        from .redaction import redact  # here: redaction imports phone, which imports us
+        from ._redaction import redact  # here: redaction imports phone, which imports us
 
         shown = redact(repr(campaign_id), limit=80)
         super().__init__(

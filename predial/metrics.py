@@ -43,7 +43,7 @@ except ImportError as error:  # pragma: no cover - exercised without the extra o
     ) from error
 
 if TYPE_CHECKING:
-    from .resolver import Resolver
+    from ._resolver import Resolver
 
 __all__ = [
     "BREAKER_STATES",

@@ -40,8 +40,8 @@ from predial import (
     Resolver,
     RetrySettings,
 )
+from predial._phone import PhonePolicy
 from predial.adapters.http import HttpAdapter
-from predial.phone import PhonePolicy
 
 __all__ = [
     "CountingAdapter",
@@ -140,7 +140,7 @@ class FleetCrm(HttpAdapter):
 
 
 class RecordingCrm:
-    """A fake CRM (an ASGI app, served by `predial.testing.serving.serve`): records
+    """A fake CRM (an ASGI app, served by `predial.testing._serving.serve`): records
     the time (`time.monotonic()`, the machine's clock, as every process reads it) of
     every request it receives and answers `GET /contacts/<id>` with the id's number
     (after `delay` seconds). Requests of `FleetCrm` say when they were sent

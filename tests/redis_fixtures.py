@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from predial.testing.redis_server import (
+from predial.testing._redis_server import (
     INSTALL_HINT,
     RedisClusterServers,
     RedisServer,

@@ -33,7 +33,7 @@ from predial import (
     RetrySettings,
 )
 from predial.service import ApiKeyConfig, PredialService, ServiceConfig, create_app
-from predial.testing.serving import serve
+from predial.testing._serving import serve
 
 CAMPAIGNS = ("cmp_a", "cmp_b")
 NUMBERS = ("+12024561111", "+12024561414", "+447911123456")
@@ -230,5 +230,5 @@ def all_log_text(caplog: pytest.LogCaptureFixture, exclude: tuple[str, ...] = ()
 
 def capture_all_logs(caplog: pytest.LogCaptureFixture) -> None:
     """Every record at DEBUG, whatever levels earlier tests left on predial's loggers."""
-    for name in (None, "predial", "predial.access", "predial.service", "predial.resolver"):
+    for name in (None, "predial", "predial.access", "predial.service", "predial._resolver"):
         caplog.set_level(logging.DEBUG, logger=name)

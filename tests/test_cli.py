@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from predial.cli.app import cli
+from predial.cli._app import cli
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 CONFIG = str(EXAMPLES / "predial.toml")
@@ -519,7 +519,7 @@ def test_debug_s_traceback_is_redacted() -> None:
     no credential; the exit code is still 2."""
     import click
 
-    from predial.cli.app import _Group
+    from predial.cli._app import _Group
 
     @click.group(cls=_Group)
     @click.option("--debug", is_flag=True)
@@ -716,7 +716,7 @@ def test_one_campaign_is_said_once_and_a_long_problem_is_cut(project: Path) -> N
 def test_check_tables_keep_numbers_whole_at_80_columns(project: Path) -> None:
     (project / "long.py").write_text(
         "import predial\n"
-        "from predial.models import CrmContact, CrmPhone\n"
+        "from predial._models import CrmContact, CrmPhone\n"
         "class Long:\n"
         "    name = 'long'\n"
         "    def fetch_phone(self, external_id):\n"

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from predial.cli.app import cli
+from predial.cli._app import cli
 from predial.lupitor import RetryPolicy
-from predial.lupitor import client as client_module
+from predial.lupitor import _client as client_module
 from predial.testing import FakeLupitor, Faults, serve
 
 KEY = "sk_test_write"
@@ -376,8 +376,8 @@ def test_ctrl_c_says_how_to_resume(
     async def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    # By name: predial.cli.app must be imported before the command modules.
-    monkeypatch.setattr("predial.cli.import_cmd.import_leads_async", interrupted)
+    # By name: predial.cli._app must be imported before the command modules.
+    monkeypatch.setattr("predial.cli._import_cmd.import_leads_async", interrupted)
     result = run_import(url, str(leads), "--campaign", "cmp_1", *(["--dry-run"] * dry_run))
     assert result.exit_code == 1
     assert "Aborted" not in result.output

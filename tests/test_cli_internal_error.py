@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from predial.cli import resolve as resolve_command
-from predial.cli.app import cli
+from predial.cli import _resolve as resolve_command
+from predial.cli._app import cli
 
 CONFIG = str(Path(__file__).parent.parent / "examples" / "predial.toml")
 

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from rich.console import Console
 from rich.text import Text
 
-from predial.cli.app import cli
-from predial.cli.output import (
+from predial.cli._app import cli
+from predial.cli._output import (
     FitColumn,
     fitted_table,
     least_width,
@@ -197,7 +197,7 @@ def long_labels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An adapter answering two phones, one with a long label."""
     (tmp_path / "long.py").write_text(
         "import predial\n"
-        "from predial.models import CrmContact, CrmPhone\n"
+        "from predial._models import CrmContact, CrmPhone\n"
         "class Long:\n"
         "    name = 'long'\n"
         "    def fetch_phone(self, external_id):\n"

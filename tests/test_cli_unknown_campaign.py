@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from predial.cli.app import cli
+from predial.cli._app import cli
 
 CONFIG = str(Path(__file__).parent.parent / "examples" / "predial.toml")
 

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from predial import ConfigurationError, Lead, Resolver, UnknownAdapter
-from predial.config import check_config, load_config, validation_problems
+from predial._config import check_config, load_config, validation_problems
 
 CRM = "id,mobile_phone\nC-1,(202) 456-1111\n"
 
@@ -198,7 +198,7 @@ def test_a_key_scoped_to_an_unknown_campaign_is_refused(tmp_path: Path) -> None:
 def test_config_validate_checks_the_service_too(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from predial.cli.app import cli
+    from predial.cli._app import cli
 
     path = write(tmp_path, GOOD + SERVICE % "b")
     env = {"PREDIAL_TEST_DIALER_KEY": "k" * 20, "PREDIAL_TEST_WEBHOOK_SECRET": "whsec_" + "A" * 32}

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from predial import PluginLoadError, Resolver
-from predial.cli.app import cli
+from predial.cli._app import cli
 
 # What a failing plugin raises: a phone number and a credential.
 BROKEN = 'raise RuntimeError("boom: call +12025551234 token=sk_live_abcdefSECRET")\n'
@@ -229,7 +229,7 @@ class Counted(int):
 
 
 def test_asking_where_variables_are_unset_costs_the_location_s_depth_not_their_number() -> None:
-    from predial.config import _Unset
+    from predial._config import _Unset
 
     count = 2000
     unset = _Unset()

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from predial import Lead, PluginLoadError, Resolver, Unresolvable
-from predial.cli.app import cli
+from predial.cli._app import cli
 
 GOOD = """
 import predial

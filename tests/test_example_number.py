@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from predial import InvalidPhoneNumber
-from predial.phone import EXAMPLE_NUMBER, PhonePolicy, mask_phone
-from predial.redaction import redact
+from predial._phone import EXAMPLE_NUMBER, PhonePolicy, mask_phone
+from predial._redaction import redact
 
 
 def test_the_example_is_fictional() -> None:

@@ -15,7 +15,7 @@ import respx
 from click.testing import CliRunner
 
 import predial
-from predial.cli.app import cli
+from predial.cli._app import cli
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 

@@ -19,8 +19,8 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from predial.cli.app import cli
-from predial.cli.fake_lupitor_cmd import parse_faults
+from predial.cli._app import cli
+from predial.cli._fake_lupitor_cmd import parse_faults
 
 pytest.importorskip("uvicorn")
 pytest.importorskip("starlette")

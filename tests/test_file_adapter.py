@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from predial import CacheSettings, CrmContact, Lead, RecordNotFound
-from predial.adapters.file import FileAdapter
+from predial.adapters._file import FileAdapter
 
 
 def fetch(adapter: FileAdapter, external_id: str) -> CrmContact:

@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from predial import Campaign, Resolver, UnknownAdapter
-from predial.cli.app import cli
-from predial.plugins import load_plugins
+from predial._plugins import load_plugins
+from predial.cli._app import cli
 
 ROOT = Path(__file__).parent.parent
 INSTALL = (

@@ -18,8 +18,8 @@ import pytest
 
 from predial import AdapterAuthError, AdapterRateLimited, AdapterUnavailable, Campaign
 from predial._http import MAX_RETRY_AFTER, retry_after_seconds
+from predial._tenants import Tenants
 from predial.adapters.http import HttpAdapter, environment_proxy
-from predial.tenants import Tenants
 from predial.testing import FakeOAuth
 
 Writer = Callable[[asyncio.StreamWriter], Awaitable[None]]

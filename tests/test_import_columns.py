@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from predial import ConfigurationError, PhonePolicy
-from predial.lupitor.columns import ColumnMap, Rejection, RowLead
-from predial.lupitor.journal import Journal
+from predial.lupitor._columns import ColumnMap, Rejection, RowLead
+from predial.lupitor._journal import Journal
 
 POLICY = PhonePolicy(default_region="US")
 

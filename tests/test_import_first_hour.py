@@ -22,11 +22,11 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from predial import Lead, Resolution, Resolver
-from predial.cli.app import cli
-from predial.cli.import_cmd import _progress_view, _wrapped
+from predial.cli._app import cli
+from predial.cli._import_cmd import _progress_view, _wrapped
 from predial.lupitor import AsyncLupitorClient, ImportProgress, RetryPolicy, Waiting
-from predial.lupitor import client as client_module
-from predial.lupitor.columns import ColumnMap
+from predial.lupitor import _client as client_module
+from predial.lupitor._columns import ColumnMap
 from predial.testing import FakeLupitor, Faults, serve
 
 REPO = Path(__file__).resolve().parent.parent

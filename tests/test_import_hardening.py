@@ -26,11 +26,11 @@ import pytest
 from click.testing import CliRunner
 
 from predial import ConfigurationError, InputFileError, PredialError
-from predial.cli.app import cli
-from predial.leadfile import LeadRow, LeadRowError, read_leads
+from predial._leadfile import LeadRow, LeadRowError, read_leads
+from predial._tabular import read_rows
+from predial.cli._app import cli
 from predial.lupitor import AsyncLupitorClient, RetryPolicy, import_leads, import_leads_async
-from predial.lupitor.journal import Journal
-from predial.tabular import read_rows
+from predial.lupitor._journal import Journal
 from predial.testing import FakeLupitor, Faults, serve
 
 KEY = "sk_test_write"
@@ -253,7 +253,7 @@ def test_wait_runs_the_second_import_after_the_first(
 async def test_an_import_in_the_same_process_is_refused_with_its_owner(tmp_path: Path) -> None:
     """The lock is taken by the import, not the process: a second import while one
     holds it raises ImportInProgress whose owner names this process."""
-    from predial.lupitor.journal import ImportLock
+    from predial.lupitor._journal import ImportLock
 
     source = tmp_path / "leads.csv"
     source.write_text("externalId\nA\n")
@@ -277,7 +277,7 @@ async def test_an_import_in_the_same_process_is_refused_with_its_owner(tmp_path:
 
 async def test_without_an_owner_file_the_holder_is_another_process(tmp_path: Path) -> None:
     """An owner file that cannot be read: the message says another process, no details."""
-    from predial.lupitor.journal import ImportLock
+    from predial.lupitor._journal import ImportLock
 
     source = tmp_path / "leads.csv"
     source.write_text("externalId\nA\n")
@@ -310,7 +310,7 @@ async def test_locks_are_let_go_after_a_failed_import_and_a_dry_run_takes_none(
     async with in_process(fake) as client:
         report = await import_leads_async(source, CAMPAIGN, client=client)
     assert report.created == 1
-    from predial.lupitor.journal import ImportLock
+    from predial.lupitor._journal import ImportLock
 
     held = ImportLock(Journal.default_path(source), source, CAMPAIGN)
     held.acquire()
@@ -411,7 +411,7 @@ def test_csv_metadata_cells_with_huge_numbers_or_deep_nesting_are_rejected(
     assert isinstance(rows[1], LeadRowError)
     assert "nested too deeply" in rows[1].message
     from predial import PhonePolicy
-    from predial.lupitor.columns import ColumnMap, Rejection
+    from predial.lupitor._columns import ColumnMap, Rejection
 
     columns = ColumnMap(["campaignId", "externalId", "metadata"])
     outcomes = [
@@ -576,13 +576,13 @@ async def test_a_file_with_no_utf8_character_is_read_as_cp1252_with_a_warning(
     source = tmp_path / "leads.csv"
     source.write_bytes(b"externalId,name\n" + _ascii_rows(3000) + "X,Müller – €\n".encode("cp1252"))
     fake = FakeLupitor(window=0.05)
-    with caplog.at_level(logging.WARNING, logger="predial.tabular"):
+    with caplog.at_level(logging.WARNING, logger="predial._tabular"):
         async with in_process(fake) as client:
             report = await import_leads_async(source, CAMPAIGN, client=client, batch_size=1000)
     names = {lead["externalId"]: lead["metadata"]["name"] for lead in fake.leads(CAMPAIGN)}
     assert names["X"] == "Müller – €"
     assert report.encoding == "cp1252"
-    warnings = [r.getMessage() for r in caplog.records if r.name == "predial.tabular"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "predial._tabular"]
     assert len(warnings) == 1
     assert "read as cp1252" in warnings[0]
 
@@ -809,7 +809,7 @@ def test_a_read_only_journal_is_one_error_line(
             return real_connect(database, uri=True, **kwargs)
         return real_connect(f"file:{database}?mode=ro", uri=True, **kwargs)
 
-    monkeypatch.setattr("predial.lupitor.journal.sqlite3.connect", read_only)
+    monkeypatch.setattr("predial.lupitor._journal.sqlite3.connect", read_only)
     result = _cli_import(source)
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
@@ -839,7 +839,7 @@ async def test_a_full_disk_mid_import_is_one_clear_error(
     def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
         return real_connect(*args, **kwargs, factory=_FullDisk)
 
-    monkeypatch.setattr("predial.lupitor.journal.sqlite3.connect", connect)
+    monkeypatch.setattr("predial.lupitor._journal.sqlite3.connect", connect)
     source = _source(tmp_path)
     fake = FakeLupitor(window=0.05)
     async with in_process(fake) as client:
@@ -1012,7 +1012,7 @@ def test_imports_with_different_temp_folders_and_journals_are_one_at_a_time(
     """cron and a shell have different TMPDIRs: with another --journal too, the
     lock beside the input file still stops the second import."""
     from predial.errors import ImportInProgress
-    from predial.lupitor.journal import ImportLock
+    from predial.lupitor._journal import ImportLock
 
     source = _source(tmp_path)
     (tmp_path / "cron").mkdir()
@@ -1039,7 +1039,7 @@ def test_a_journal_reached_through_a_symbolic_link_is_the_same_journal(tmp_path:
     """The journal lock is keyed by the journal's resolved path: a symlink to a
     journal in use is refused, even for another file and campaign."""
     from predial.errors import ImportInProgress
-    from predial.lupitor.journal import ImportLock
+    from predial.lupitor._journal import ImportLock
 
     source = _source(tmp_path)
     other = tmp_path / "other.csv"
@@ -1063,7 +1063,7 @@ async def test_an_input_folder_that_cannot_be_written_skips_that_lock_with_a_war
     under its other locks, and a warning says so once."""
     import errno
 
-    from predial.lupitor import journal as journal_module
+    from predial.lupitor import _journal as journal_module
 
     real_create = journal_module._create_lock_file
 
@@ -1075,7 +1075,7 @@ async def test_an_input_folder_that_cannot_be_written_skips_that_lock_with_a_war
     monkeypatch.setattr(journal_module, "_create_lock_file", create)
     source = _source(tmp_path)
     fake = FakeLupitor(window=0.05)
-    with caplog.at_level(logging.WARNING, logger="predial.lupitor.journal"):
+    with caplog.at_level(logging.WARNING, logger="predial.lupitor._journal"):
         async with in_process(fake) as client:
             report = await import_leads_async(source, CAMPAIGN, client=client)
     assert report.created == 2
@@ -1127,7 +1127,7 @@ def test_a_journal_in_a_read_only_folder_says_to_fix_the_permissions(
     def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
         return real_connect(*args, **kwargs, factory=_ReadOnlyFolder)
 
-    monkeypatch.setattr("predial.lupitor.journal.sqlite3.connect", connect)
+    monkeypatch.setattr("predial.lupitor._journal.sqlite3.connect", connect)
     source = _source(tmp_path)
     result = _cli_import(source)
     assert result.exit_code == 2, result.output
@@ -1365,7 +1365,7 @@ def test_comma_wins_a_tie_and_a_single_column(tmp_path: Path) -> None:
 
 def test_a_header_of_40000_columns_names_its_duplicates(tmp_path: Path) -> None:
     """The duplicate check counts names once (it was quadratic: 41 s here)."""
-    from predial.tabular import read_header
+    from predial._tabular import read_header
 
     names = [f"c{i}" for i in range(40_000)] + ["c7", "c5", "c7"]
     path = tmp_path / "wide.csv"

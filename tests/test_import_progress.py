@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from rich.console import Console
 from rich.progress import Progress
 
-from predial.cli.app import cli
-from predial.cli.import_cmd import _duration, _Estimate, _progress_view, _RowsColumn
+from predial.cli._app import cli
+from predial.cli._import_cmd import _duration, _Estimate, _progress_view, _RowsColumn
 from predial.lupitor import (
     AsyncLupitorClient,
     ImportProgress,

@@ -24,13 +24,13 @@ import pytest
 from click.testing import CliRunner, Result
 from rich.console import Console
 
-from predial.cli.app import cli
-from predial.cli.import_cmd import _Estimate, _progress_view, _sigterm_as_interrupt
+from predial.cli._app import cli
+from predial.cli._import_cmd import _Estimate, _progress_view, _sigterm_as_interrupt
 from predial.errors import ConfigurationError
 from predial.lupitor import ImportProgress, Waiting
-from predial.lupitor import importer as importer_module
-from predial.lupitor.importer import import_leads
-from predial.lupitor.journal import recorded_counts
+from predial.lupitor import _importer as importer_module
+from predial.lupitor._importer import import_leads
+from predial.lupitor._journal import recorded_counts
 from predial.testing import FakeLupitor, Faults, serve
 
 REPO = Path(__file__).resolve().parent.parent
@@ -444,7 +444,7 @@ def test_ctrl_c_before_the_import_starts_is_one_line(
     def interrupted(*args: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("predial.cli.import_cmd._verifier", interrupted)
+    monkeypatch.setattr("predial.cli._import_cmd._verifier", interrupted)
     result = run_import(url, str(example), "--campaign", "cmp_1", "--verify")
     assert result.exit_code == 1
     assert result.stderr.splitlines() == [

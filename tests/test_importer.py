@@ -155,7 +155,7 @@ async def test_a_journal_of_another_campaign_is_refused_naming_the_one_to_pass(
     and the message names the --journal to pass (never "delete" a good journal);
     without --journal, the second campaign gets a journal of its own."""
     source = write_csv(tmp_path / "leads.csv", [{"id": "A", "phone": ""}])
-    from predial.lupitor.journal import Journal
+    from predial.lupitor._journal import Journal
 
     fake = FakeLupitor(window=0.05)
     async with in_process(fake, 0.05) as client:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import predial
 from predial import InvalidLead, Lead, Resolution, Unresolvable
-from predial.lupitor.models import StoredLead
+from predial.lupitor._models import StoredLead
 
 # A lead exactly as GET /api/v1/leads lists it (the reference's documented fields).
 LISTED = {

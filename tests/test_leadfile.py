@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from predial import InputFileError
-from predial.leadfile import LeadRow, LeadRowError, read_leads
+from predial._leadfile import LeadRow, LeadRowError, read_leads
 
 
 def test_reads_camel_and_snake_case_columns(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from predial.lupitor import (
     SlidingWindowLimiter,
     Waiting,
 )
-from predial.lupitor.client import _Sleep
+from predial.lupitor._client import _Sleep
 
 BASE = "http://127.0.0.1:8080"
 LEADS = f"{BASE}/api/v1/leads"

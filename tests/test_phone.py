@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from predial import InvalidPhoneNumber, PhonePolicy, mask_phone, normalize
-from predial.phone import REASONS, warm_regions
+from predial._phone import REASONS, warm_regions
 
 
 @pytest.mark.parametrize(

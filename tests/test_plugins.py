@@ -22,7 +22,7 @@ from predial import (
     Resolver,
     UnknownAdapter,
 )
-from predial.plugins import ENTRY_POINT_GROUP, load_plugins, make_plugin_manager
+from predial._plugins import ENTRY_POINT_GROUP, load_plugins, make_plugin_manager
 
 
 class HubSpotLike:
@@ -420,9 +420,9 @@ def test_a_plugin_whose_hook_is_misspelt_is_refused_by_the_hooks_name() -> None:
 @pytest.fixture
 def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test sees the once-per-process warnings afresh."""
-    import predial.plugins
+    import predial._plugins
 
-    monkeypatch.setattr(predial.plugins, "_WARNED", set())
+    monkeypatch.setattr(predial._plugins, "_WARNED", set())
 
 
 @pytest.mark.usefixtures("fresh_warnings")
@@ -471,7 +471,7 @@ def test_predial_plugins_warns_of_a_name_matching_no_plugin(
     """`PREDIAL_LOAD_PLUGINS=hubspt predial plugins` no longer disables everything silently."""
     from click.testing import CliRunner
 
-    from predial.cli.app import cli
+    from predial.cli._app import cli
 
     monkeypatch.chdir(tmp_path)  # no predial.toml
 
@@ -500,7 +500,7 @@ def test_an_adapter_class_named_like_a_builtin_is_raised_once_with_rename_hint(
     with pytest.raises(DuplicateAdapter) as caught:
         Resolver([Campaign("c", "file", {"path": "x.csv"})], plugins=[ClassNamedFile])
     assert str(caught.value) == (
-        "adapter name 'file' is registered twice: by predial.adapters.builtin (builtin) and "
+        "adapter name 'file' is registered twice: by predial.adapters._builtin (builtin) and "
         "by ClassNamedFile (explicit); rename ClassNamedFile.name (adapter names are unique)"
     )
     # Raised, so not logged as well; and no variable can disable a built-in.
@@ -627,7 +627,7 @@ def test_two_adapter_classes_with_the_same_class_name_are_two_plugins() -> None:
 
 def test_an_installed_plugin_whose_registration_raises_is_failed_not_raised() -> None:
     """load_plugins goes on past it: recorded as failed, as an import error is."""
-    from predial.plugins import PluginInfo
+    from predial._plugins import PluginInfo
 
     odd = type(sys)("predial_test_odd_plugin")
     exec("def __dir__():\n    raise RuntimeError('dir boom')\n", odd.__dict__)

@@ -24,7 +24,7 @@ from predial import (
     Resolver,
     Unresolvable,
 )
-from predial.selection import PERMANENT_REASONS, TRANSIENT_REASONS
+from predial._selection import PERMANENT_REASONS, TRANSIENT_REASONS
 
 REGIONS = ["US", "GB", "FR", "DE", "IN", "BR", "AU", "JP", "MX", "ZA"]
 FORMATS = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from predial import redact
-from predial.redaction import REDACTED, register_secret
+from predial._redaction import REDACTED, register_secret
 
 SECRET = "s3cr3tV4lue"
 
@@ -173,7 +173,7 @@ def test_a_secret_is_found_url_encoded_and_json_escaped() -> None:
 
 def test_the_oldest_secrets_are_forgotten_first() -> None:
     """Past MAX_SECRETS, the newest are kept, whatever their length."""
-    from predial.redaction import MAX_SECRETS
+    from predial._redaction import MAX_SECRETS
 
     register_secret("a long and old secret that stays the longest one")
     for n in range(MAX_SECRETS):

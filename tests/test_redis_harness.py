@@ -1,4 +1,4 @@
-"""The Redis harness itself (predial.testing.redis_server), against real servers: what
+"""The Redis harness itself (predial.testing._redis_server), against real servers: what
 the shared tier's tests rely on — a URL that answers, a password that is enforced,
 a crash, a restart that comes back empty on the same port, a stall, a cluster that
 fails over."""
@@ -17,7 +17,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis_fixtures import require_redis_or_skip
 
-from predial.testing.redis_server import (
+from predial.testing._redis_server import (
     RedisClusterServers,
     RedisServer,
     RedisServerError,

@@ -30,8 +30,8 @@ from predial import (
     Unresolvable,
     mask_phone,
 )
-from predial.phone import MAX_INPUT_LENGTH
-from predial.selection import MAX_PHONES
+from predial._phone import MAX_INPUT_LENGTH
+from predial._selection import MAX_PHONES
 
 LEAD = Lead(campaign_id="cmp", external_id="ext-1")
 NO_CACHE = CacheSettings(positive_ttl=0, negative_ttl=0, stale_grace=0)
@@ -445,8 +445,8 @@ async def test_a_trace_marks_the_call_cut_off_at_the_deadline() -> None:
 def test_trace_and_cache_reprs_mask_numbers() -> None:
     """Every repr that can reach a log masks numbers: traces, attempts, verdicts, cache
     entries, a lead's metadata."""
-    from predial.cache import CacheEntry
-    from predial.trace import Attempt, PhoneVerdict, Trace
+    from predial._cache import CacheEntry
+    from predial._trace import Attempt, PhoneVerdict, Trace
 
     trace = Trace(Lead(campaign_id="cmp", external_id="x", metadata={"alt": VALID_US_2}))
     trace.attempts.append(Attempt(1, 0.0, 0.1, raw=VALID_US, error=f"no {VALID_US_2}"))

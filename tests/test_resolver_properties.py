@@ -35,7 +35,7 @@ from predial import (
     RetrySettings,
     Unresolvable,
 )
-from predial.selection import MAX_PHONES, PERMANENT_REASONS, TRANSIENT_REASONS
+from predial._selection import MAX_PHONES, PERMANENT_REASONS, TRANSIENT_REASONS
 
 DEADLINE = 0.15
 #: The acceptance bound: a resolve returns within its deadline plus this.

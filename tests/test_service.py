@@ -33,8 +33,8 @@ from service_helpers import (
 from starlette.routing import Route
 
 from predial.service import ServiceConfig, create_app
-from predial.service.openapi import openapi_document
-from predial.testing.serving import serve
+from predial.service._openapi import openapi_document
+from predial.testing._serving import serve
 
 E164 = re.compile(r"\+[1-9]\d{1,14}")
 DECISION_KEYS = {

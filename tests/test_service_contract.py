@@ -47,7 +47,7 @@ from service_helpers import (
 
 from predial import Lead, Resolution, Unresolvable
 from predial.service import ServiceConfig, create_app
-from predial.service.openapi import openapi_document
+from predial.service._openapi import openapi_document
 
 
 @pytest.fixture(scope="module")

@@ -236,7 +236,7 @@ def test_line_writer_writes_whole_lines_within_pipe_buf(tmp_path: Path) -> None:
     import os
     import select
 
-    from predial.service.accesslog import LineWriter
+    from predial.service._accesslog import LineWriter
 
     read_end, write_end = os.pipe()
     writes: list[bytes] = []
@@ -263,7 +263,7 @@ def test_line_writer_writes_whole_lines_within_pipe_buf(tmp_path: Path) -> None:
 def test_line_writer_survives_a_broken_stdout() -> None:
     import os
 
-    from predial.service.accesslog import LineWriter
+    from predial.service._accesslog import LineWriter
 
     read_end, write_end = os.pipe()
     os.close(read_end)

@@ -28,8 +28,8 @@ from fleet_helpers import (
     read_calls,
 )
 
-from predial.testing.redis_server import RedisClusterServers, RedisServer
-from predial.testing.serving import serve
+from predial.testing._redis_server import RedisClusterServers, RedisServer
+from predial.testing._serving import serve
 
 
 def _url(request: pytest.FixtureRequest, topology: str) -> str:

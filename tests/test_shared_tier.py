@@ -42,8 +42,8 @@ from predial import (
     RetrySettings,
     Unresolvable,
 )
-from predial.cli.app import cli
-from predial.testing.redis_server import RedisClusterServers, RedisServer
+from predial.cli._app import cli
+from predial.testing._redis_server import RedisClusterServers, RedisServer
 
 CAMPAIGN = "cmp"
 DNC = CrmContact(phones=[CrmPhone(VALID_US)], do_not_call=True)
@@ -1015,8 +1015,8 @@ def test_readyz_reports_the_shared_tier(
     tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch, listening: bool
 ) -> None:
     from predial.service import ServiceConfig, create_app
-    from predial.testing.redis_server import free_port
-    from predial.testing.serving import serve
+    from predial.testing._redis_server import free_port
+    from predial.testing._serving import serve
 
     url = redis_url if listening else f"redis://127.0.0.1:{free_port()}/0"  # nothing there
     monkeypatch.setenv("REDIS_URL", url)
@@ -1039,7 +1039,7 @@ def _served_and_closed(server: RedisServer) -> int:
     """Serve a resolver of the caller's own through `create_app(resolver)`, close it as
     the caller does, and count the predial connections Redis still has open."""
     from predial.service import ServiceConfig, create_app
-    from predial.testing.serving import serve
+    from predial.testing._serving import serve
 
     resolver = Resolver(
         [Campaign(CAMPAIGN, "scripted", {"script": Script()}, default_region="US")],

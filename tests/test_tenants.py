@@ -15,9 +15,9 @@ from conftest import VALID_US
 
 import predial
 from predial import Campaign, ConfigurationError, Resolver, RetrySettings, Unresolvable
+from predial._tenants import Tenants
 from predial.adapters.http import HttpAdapter
-from predial.cli.app import cli
-from predial.tenants import Tenants
+from predial.cli._app import cli
 
 
 class Rated(HttpAdapter):

@@ -24,7 +24,7 @@ from predial.testing import (
     RateLimitContract,
     json_response,
 )
-from predial.testing.check import _string, _toml
+from predial.testing._check import _string, _toml
 
 pytest_plugins = ["pytester"]
 

@@ -22,7 +22,7 @@ from predial import (
     Resolver,
     hookimpl,
 )
-from predial.breaker import BreakerSettings
+from predial._breaker import BreakerSettings
 
 NUMBERS = {f"id-{index}": f"+1202555{index:04d}" for index in range(250)}
 

@@ -14,7 +14,7 @@ import re
 from collections.abc import Awaitable
 from typing import Any, Protocol, runtime_checkable
 
-from ..models import CrmContact
+from .._models import CrmContact
 
 __all__ = ["ADAPTER_NAME", "Adapter", "FetchResult", "adapter_problems", "close_adapter"]
 

@@ -64,8 +64,8 @@ from ..errors import (
     RecordNotFound,
 )
 from ._aiohttp import AiohttpTransport
+from ._oauth import OAuth2, RefreshHook, RefreshTokenFile, persisting
 from ._transport import Deadline, body_chunks, decode_body, read_capped, unframed
-from .oauth import OAuth2, RefreshHook, RefreshTokenFile, persisting
 
 __all__ = [
     "HttpAdapter",
@@ -79,12 +79,12 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from ..campaign import Campaign
-    from ..shared.budget import SharedBudget
-    from ..shared.redis import RedisTier
-    from ..tenants import Tenants
+    from .._campaign import Campaign
+    from .._tenants import Tenants
+    from ..shared._budget import SharedBudget
+    from ..shared._redis import RedisTier
 
-log = logging.getLogger("predial.adapters.http")
+log = logging.getLogger(__name__)
 
 RateLimitScope = Literal["burst", "daily"]
 #: Query parameters: a mapping, or pairs when a name repeats (`properties=a&properties=b`).
@@ -283,7 +283,7 @@ class HttpAdapter:
         """Enforce the rate budget and the daily-quota pause fleet-wide through the
         shared tier (the resolver calls this): per `tenant` setting, else per
         `default_tenant` (the campaign)."""
-        from ..shared.budget import SharedBudget
+        from ..shared._budget import SharedBudget
 
         limit = self._tenant.limit
         self._shared_budget = SharedBudget(

@@ -15,7 +15,7 @@ __all__ = ["main"]
 
 def main() -> None:
     try:
-        from .app import cli
+        from ._app import cli
     except KeyboardInterrupt:  # Ctrl-C while the command is still loading
         print("interrupted before anything was done", file=sys.stderr)
         raise SystemExit(130) from None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .._ratelimit import SlidingWindowLimiter
-from .client import (
+from ._client import (
     API_KEY_ENV,
     API_URL_ENV,
     DEFAULT_API_URL,
@@ -14,8 +14,8 @@ from .client import (
     RetryPolicy,
     Waiting,
 )
-from .importer import ImportProgress, ImportReport, import_leads, import_leads_async
-from .models import BulkCreateResult, BulkDeleteResult, CreatedLead, StoredLead
+from ._importer import ImportProgress, ImportReport, import_leads, import_leads_async
+from ._models import BulkCreateResult, BulkDeleteResult, CreatedLead, StoredLead
 
 __all__ = [
     "API_KEY_ENV",

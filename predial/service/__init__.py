@@ -15,18 +15,25 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .settings import ApiKeyConfig, ServiceConfig
+from ._auth import Caller
+from ._settings import ApiKeyConfig, ServiceConfig
 
 if TYPE_CHECKING:
-    from .app import PredialService, create_app
+    from ._app import PredialService, create_app
 
-__all__ = ["ApiKeyConfig", "PredialService", "ServiceConfig", "create_app"]
+__all__ = [
+    "ApiKeyConfig",
+    "Caller",
+    "PredialService",
+    "ServiceConfig",
+    "create_app",
+]
 
 
 def __getattr__(name: str) -> Any:
-    # Starlette is an extra: `predial.config` reads ServiceConfig without it.
+    # Starlette is an extra: `predial._config` reads ServiceConfig without it.
     if name in ("PredialService", "create_app"):
-        from . import app
+        from . import _app as app
 
         return getattr(app, name)
     raise AttributeError(f"module 'predial.service' has no attribute {name!r}")

@@ -7,6 +7,6 @@ configured as `[resolver.shared]` in `predial.toml`; see docs/shared-tier.md.
 
 from __future__ import annotations
 
-from .redis import Lookup, RedisTier, TierState, redacted_url, url_problem
+from ._redis import Lookup, RedisTier, TierState, redacted_url, url_problem
 
 __all__ = ["Lookup", "RedisTier", "TierState", "redacted_url", "url_problem"]

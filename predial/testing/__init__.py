@@ -30,14 +30,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .check import CheckRun, served_check
-    from .contract import HOSTILE_IDS, AdapterContract
-    from .fake_crm import FakeCrm, FakeOAuth, json_response
-    from .fake_lupitor import ApiKey, FakeLupitor, Faults, RequestRecord
-    from .http_contracts import OAuthAdapterContract, RateLimitContract
-    from .openapi import OpenApiSpec
-    from .recording import RecordingTransport
-    from .serving import serve
+    from ._check import CheckRun, served_check
+    from ._contract import HOSTILE_IDS, AdapterContract
+    from ._fake_crm import FakeCrm, FakeOAuth, body_json, json_response
+    from ._fake_lupitor import ApiKey, FakeLupitor, Faults, RequestRecord
+    from ._http_contracts import OAuthAdapterContract, RateLimitContract
+    from ._openapi import OpenApiSpec
+    from ._recording import RecordingTransport
+    from ._redis_server import RedisServer
+    from ._serving import serve
 
 __all__ = [
     "HOSTILE_IDS",
@@ -52,29 +53,33 @@ __all__ = [
     "OpenApiSpec",
     "RateLimitContract",
     "RecordingTransport",
+    "RedisServer",
     "RequestRecord",
+    "body_json",
     "json_response",
     "serve",
     "served_check",
 ]
 
 _HOMES = {
-    "HOSTILE_IDS": "contract",
-    "AdapterContract": "contract",
-    "ApiKey": "fake_lupitor",
-    "CheckRun": "check",
-    "FakeCrm": "fake_crm",
-    "FakeLupitor": "fake_lupitor",
-    "FakeOAuth": "fake_crm",
-    "Faults": "fake_lupitor",
-    "OAuthAdapterContract": "http_contracts",
-    "OpenApiSpec": "openapi",
-    "RateLimitContract": "http_contracts",
-    "RecordingTransport": "recording",
-    "RequestRecord": "fake_lupitor",
-    "json_response": "fake_crm",
-    "serve": "serving",  # not "serve": the submodule would shadow the function
-    "served_check": "check",
+    "HOSTILE_IDS": "_contract",
+    "AdapterContract": "_contract",
+    "ApiKey": "_fake_lupitor",
+    "CheckRun": "_check",
+    "FakeCrm": "_fake_crm",
+    "FakeLupitor": "_fake_lupitor",
+    "FakeOAuth": "_fake_crm",
+    "Faults": "_fake_lupitor",
+    "OAuthAdapterContract": "_http_contracts",
+    "OpenApiSpec": "_openapi",
+    "RateLimitContract": "_http_contracts",
+    "RecordingTransport": "_recording",
+    "RedisServer": "_redis_server",
+    "RequestRecord": "_fake_lupitor",
+    "body_json": "_fake_crm",
+    "json_response": "_fake_crm",
+    "serve": "_serving",  # not "serve": the submodule would shadow the function
+    "served_check": "_check",
 }
 
 

@@ -7,7 +7,7 @@ from urllib.parse import unquote
 
 import httpx
 
-from predial.testing.fake_crm import FakeCrm, json_response
+from predial.testing import FakeCrm, json_response
 
 __all__ = ["FakeAcme"]
 

@@ -30,7 +30,7 @@ from urllib.parse import parse_qs, unquote
 
 import httpx
 
-from predial.testing.fake_crm import FakeCrm, FakeOAuth, json_response
+from predial.testing import FakeCrm, FakeOAuth, json_response
 
 __all__ = [
     "API_VERSION",

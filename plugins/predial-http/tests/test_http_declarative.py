@@ -12,8 +12,15 @@ from predial_http import JsonHttpAdapter
 from predial_http.fake import FakeJsonCrm
 from pydantic import ValidationError
 
-from predial import AdapterAuthError, CrmPhone, Lead, RecordNotFound, Resolver, Unresolvable
-from predial.campaign import Campaign
+from predial import (
+    AdapterAuthError,
+    Campaign,
+    CrmPhone,
+    Lead,
+    RecordNotFound,
+    Resolver,
+    Unresolvable,
+)
 from predial.testing import (
     HOSTILE_IDS,
     AdapterContract,

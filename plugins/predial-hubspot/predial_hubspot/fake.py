@@ -23,7 +23,7 @@ from urllib.parse import unquote
 
 import httpx
 
-from predial.testing.fake_crm import FakeCrm, FakeOAuth, body_json, json_response
+from predial.testing import FakeCrm, FakeOAuth, body_json, json_response
 
 __all__ = ["FakeHubSpot"]
 

@@ -13,6 +13,7 @@ from predial_hubspot.fake import FakeHubSpot
 
 from predial import (
     AdapterRateLimited,
+    Campaign,
     CrmContact,
     CrmPhone,
     Lead,
@@ -20,7 +21,6 @@ from predial import (
     Resolution,
     Resolver,
 )
-from predial.campaign import Campaign
 from predial.testing import (
     AdapterContract,
     FakeOAuth,

@@ -25,9 +25,8 @@ from typing import Any, ClassVar
 
 import httpx
 
-from predial import AdapterRegister, CrmContact, CrmPhone, RecordNotFound, hookimpl
+from predial import AdapterRegister, ContactState, CrmContact, CrmPhone, RecordNotFound, hookimpl
 from predial.adapters.http import HttpAdapter, RateLimitScope
-from predial.models import ContactState
 
 __all__ = [
     "MAX_CUSTOM_FIELDS",

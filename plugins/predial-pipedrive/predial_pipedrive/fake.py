@@ -36,7 +36,7 @@ from typing import Any
 
 import httpx
 
-from predial.testing.fake_crm import FakeCrm, FakeOAuth, json_response
+from predial.testing import FakeCrm, FakeOAuth, json_response
 
 __all__ = ["BURST_WINDOW", "PERSONS_PATH", "FakePipedrive"]
 

@@ -15,13 +15,13 @@ from predial import (
     AdapterAuthError,
     AdapterRateLimited,
     AdapterUnavailable,
+    Campaign,
     CrmPhone,
     Lead,
     RecordNotFound,
     Resolver,
     Unresolvable,
 )
-from predial.campaign import Campaign
 from predial.testing import (
     HOSTILE_IDS,
     AdapterContract,

@@ -31,7 +31,7 @@ from urllib.parse import unquote
 
 import httpx
 
-from predial.testing.fake_crm import FakeCrm, FakeOAuth, json_response
+from predial.testing import FakeCrm, FakeOAuth, json_response
 
 __all__ = [
     "CONTACT_FIELDS",

@@ -21,6 +21,7 @@ from predial import (
     AdapterAuthError,
     AdapterRateLimited,
     AdapterUnavailable,
+    Campaign,
     CrmContact,
     CrmPhone,
     Lead,
@@ -28,7 +29,6 @@ from predial import (
     Resolver,
     Unresolvable,
 )
-from predial.campaign import Campaign
 from predial.testing import (
     HOSTILE_IDS,
     AdapterContract,
