@@ -23,12 +23,12 @@ TEMPLATE = ROOT / "examples" / "adapter-template"
 #: What an adapter author's tests import from predial's kit.
 KIT = [
     "__init__.py",
-    "check.py",
-    "contract.py",
-    "fake_crm.py",
-    "http_contracts.py",
-    "recording.py",
-    "serving.py",
+    "_check.py",
+    "_contract.py",
+    "_fake_crm.py",
+    "_http_contracts.py",
+    "_recording.py",
+    "_serving.py",
 ]
 
 

@@ -204,7 +204,7 @@ def test_the_table_stays_readable_at_80_columns(project: Path) -> None:
     screen = in_terminal("plugins", "--config", "broken.toml", cwd=project)
     table = [line for line in screen.splitlines() if "│" in line or "┃" in line]
     assert all(len(line) <= 80 for line in table), table
-    assert re.search(r"^ predial\.adapters\.builtin +│ builtin +│ file +│ active", screen, re.M)
+    assert re.search(r"^ predial\.adapters\._builtin +│ builtin +│ file +│ active", screen, re.M)
     assert re.search(
         r"^ salesforce +│ predial-salesforce 0\.1\.0 +│ salesforce +│ active", screen, re.M
     )
