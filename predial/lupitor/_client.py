@@ -29,6 +29,7 @@ import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -181,6 +182,14 @@ class _Waits:
             if not any(other == reason for _, other, _ in self.active.values()):
                 self.waited[reason] += self.clock() - self.since.pop(reason)
         self._tell()
+
+    @contextmanager
+    def during(self, step: _Sleep) -> Iterator[None]:
+        token = self.begin(step)
+        try:
+            yield
+        finally:
+            self.end(token)
 
     def _tell(self) -> None:
         for listener in list(self.listeners):
@@ -493,10 +502,18 @@ _COMMON_DOC = """
 """
 
 
-class _WaitReports:
-    """What both clients tell of their waits, read from their shared core."""
+class _ClientBase:
+    """What both clients tell of themselves and of their waits, read from their
+    shared core."""
 
     _core: _Core
+
+    @property
+    def base_url(self) -> str:
+        return self._core.base_url
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self._core.base_url!r})"
 
     @property
     def stats(self) -> RequestStats:
@@ -517,7 +534,7 @@ class _WaitReports:
         self._core.waits.listeners.remove(listener)
 
 
-class LupitorClient(_WaitReports):
+class LupitorClient(_ClientBase):
     """The Leads API for threads and scripts. Use as a context manager, or `close()`."""
 
     def __init__(
@@ -552,34 +569,23 @@ class LupitorClient(_WaitReports):
 
     __init__.__doc__ = _COMMON_DOC
 
-    @property
-    def base_url(self) -> str:
-        return self._core.base_url
-
-    def __repr__(self) -> str:
-        return f"LupitorClient(base_url={self._core.base_url!r})"
-
     def _run(self, plan: _Plan[T]) -> T:
-        try:
-            step = next(plan)
-            while True:
-                if isinstance(step, _Sleep):
-                    token = self._core.waits.begin(step)
-                    try:
-                        self._sleep(step.seconds)
-                    finally:
-                        self._core.waits.end(token)
-                    step = plan.send(None)
-                    continue
-                try:
-                    response = self._http.send(step.request)
-                except httpx.TransportError as error:
-                    step = plan.send(error)
-                    continue
-                step = plan.send(response)
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
+        answer: httpx.Response | httpx.TransportError | None = None  # first send: next()
+        while True:
+            try:
+                step = plan.send(answer)
+            except StopIteration as stop:
+                result: T = stop.value
+                return result
+            if isinstance(step, _Sleep):
+                with self._core.waits.during(step):
+                    self._sleep(step.seconds)
+                answer = None
+                continue
+            try:
+                answer = self._http.send(step.request)
+            except httpx.TransportError as error:
+                answer = error
 
     def create_lead(
         self,
@@ -637,7 +643,7 @@ class LupitorClient(_WaitReports):
         self.close()
 
 
-class AsyncLupitorClient(_WaitReports):
+class AsyncLupitorClient(_ClientBase):
     """The Leads API for asyncio. Use `async with`, or `await aclose()`."""
 
     def __init__(
@@ -674,34 +680,23 @@ class AsyncLupitorClient(_WaitReports):
 
     __init__.__doc__ = _COMMON_DOC
 
-    @property
-    def base_url(self) -> str:
-        return self._core.base_url
-
-    def __repr__(self) -> str:
-        return f"AsyncLupitorClient(base_url={self._core.base_url!r})"
-
     async def _run(self, plan: _Plan[T]) -> T:
-        try:
-            step = next(plan)
-            while True:
-                if isinstance(step, _Sleep):
-                    token = self._core.waits.begin(step)
-                    try:
-                        await self._sleep(step.seconds)
-                    finally:
-                        self._core.waits.end(token)
-                    step = plan.send(None)
-                    continue
-                try:
-                    response = await self._http.send(step.request)
-                except httpx.TransportError as error:
-                    step = plan.send(error)
-                    continue
-                step = plan.send(response)
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
+        answer: httpx.Response | httpx.TransportError | None = None  # first send: next()
+        while True:
+            try:
+                step = plan.send(answer)
+            except StopIteration as stop:
+                result: T = stop.value
+                return result
+            if isinstance(step, _Sleep):
+                with self._core.waits.during(step):
+                    await self._sleep(step.seconds)
+                answer = None
+                continue
+            try:
+                answer = await self._http.send(step.request)
+            except httpx.TransportError as error:
+                answer = error
 
     async def create_lead(
         self,
