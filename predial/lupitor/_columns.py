@@ -190,10 +190,9 @@ class ColumnMap:
                 )
         phone = cell("phone_number")
         if phone is not None:
-            if not isinstance(phone, str):
-                phone = _text(phone)
-                if phone is None:
-                    return Rejection(columns["phone_number"], _NOT_TEXT)
+            phone = _text(phone)  # a number in a JSON Lines row, as its text
+            if phone is None:
+                return Rejection(columns["phone_number"], _NOT_TEXT)
             try:
                 values["phone_number"] = policy.normalize(phone)
             except InvalidPhoneNumber as refusal:
@@ -205,10 +204,9 @@ class ColumnMap:
                 return Rejection(columns["phone_number"], reason)
         external_id = cell("external_id")
         if external_id is not None:
-            if not isinstance(external_id, str):
-                external_id = _text(external_id)
-                if external_id is None:
-                    return Rejection(columns["external_id"], _NOT_TEXT)
+            external_id = _text(external_id)  # a number in a JSON Lines row, as its text
+            if external_id is None:
+                return Rejection(columns["external_id"], _NOT_TEXT)
             values["external_id"] = external_id
         for field in ("priority", "scheduled_for"):
             value = cell(field)

@@ -638,13 +638,6 @@ def _read_only(path: Path, sql: str, *parameters: str) -> list[Any] | None:
         db.close()
 
 
-def remove_journal(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm"):
-        candidate = Path(str(path) + suffix)
-        if candidate.exists():
-            os.remove(candidate)
-
-
 def holder(owner: dict[str, Any] | None) -> str:
     """`pid 4242 on host dialer-3, started 2026-12-01T14:02:11Z`, or what is known."""
     if owner is None:

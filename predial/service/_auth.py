@@ -86,10 +86,6 @@ class Authenticator:
         self._allow_anonymous = settings.allow_unauthenticated
         self._seen: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
 
-    @property
-    def signs(self) -> bool:
-        return bool(self._secrets)
-
     def by_key(self, headers: Mapping[str, str]) -> Caller | None:
         """The caller an API key names, None when no key was sent; `AuthFailure`
         for a key that is not configured."""
