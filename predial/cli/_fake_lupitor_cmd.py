@@ -371,6 +371,8 @@ def _serve(
     (those requests are answered 503 too)."""
     import uvicorn
 
+    from ..testing._serving import uvicorn_config
+
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             # Not recorded as a captured signal: uvicorn would raise it again after
@@ -402,19 +404,6 @@ def _serve(
                 click.echo("a second signal: stopped at once", err=True)
 
     logging.getLogger("uvicorn.error").addFilter(_QuietCancel())
-    config = uvicorn.Config(
-        app,
-        # No logging set up for uvicorn (the request lines are ours); its warnings
-        # still reach stderr through Python's last-resort handler.
-        log_config=None,
-        log_level="warning",
-        access_log=False,
-        lifespan="off",
-        server_header=False,
-        timeout_graceful_shutdown=grace,
-        # Pinned so the fake is the same whatever optional extras are installed.
-        loop="asyncio",
-        http="h11",
-        ws="none",
-    )
+    # No logging set up for uvicorn: the request lines are ours (_RequestLog).
+    config = uvicorn_config(app, server_header=False, timeout_graceful_shutdown=grace)
     Server(config).run(sockets=[sock])

@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Literal
+from typing import Any, Literal
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -47,7 +47,7 @@ def serve(
     try:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
-        server = uvicorn.Server(_config(app, lifespan))
+        server = uvicorn.Server(uvicorn_config(app, lifespan=lifespan))
         thread = threading.Thread(
             target=server.run, kwargs={"sockets": [sock]}, name=f"uvicorn-{port}", daemon=True
         )
@@ -61,11 +61,15 @@ def serve(
         sock.close()
 
 
-def _config(app: ASGIApp, lifespan: Literal["on", "off", "auto"] = "off") -> uvicorn.Config:
+def uvicorn_config(
+    app: ASGIApp, *, lifespan: Literal["on", "off", "auto"] = "off", **options: Any
+) -> uvicorn.Config:
+    """The config of predial's own servers (these tests', `predial fake-lupitor`)."""
     return uvicorn.Config(
         app,
         # log_config=None: uvicorn's default would reconfigure the process's logging,
-        # which the tests of predial's own logging must not see.
+        # which the tests of predial's own logging must not see; its warnings still
+        # reach stderr through Python's last-resort handler.
         log_config=None,
         log_level="warning",
         access_log=False,
@@ -74,6 +78,7 @@ def _config(app: ASGIApp, lifespan: Literal["on", "off", "auto"] = "off") -> uvi
         loop="asyncio",
         http="h11",
         ws="none",
+        **options,
     )
 
 
