@@ -7,8 +7,8 @@ command, the way an operator trying a configuration would.
 ```python
 with served_check(fake, "hubspot", {"token": "${HUBSPOT_TOKEN}"},
                   env={"HUBSPOT_TOKEN": "pat-test"}, directory=tmp_path) as check:
-    run = check("101")
-    assert run.exit_code == 0 and run.trace["source"] == "crm"
+    check("101").found("hubspot")          # exit 0, the number from the CRM
+    check("999").refused("not_found")      # exit 1, and why
 ```
 
 Every run also checks that no value of `env` (the credentials) appears in the
@@ -42,6 +42,18 @@ class CheckRun:
     exit_code: int
     output: str
     trace: dict[str, Any]
+
+    def found(self, adapter: str | None = None) -> CheckRun:
+        """Assert the CRM gave the lead a number (through `adapter`, if named)."""
+        assert (self.exit_code, self.trace.get("source")) == (0, "crm"), self.output
+        if adapter is not None:
+            assert self.trace.get("adapter") == adapter, self.output
+        return self
+
+    def refused(self, reason: str) -> CheckRun:
+        """Assert the lead was refused for `reason` (`"do_not_call"`, `"not_found"`, ...)."""
+        assert (self.exit_code, self.trace.get("reason")) == (1, reason), self.output
+        return self
 
 
 def _string(text: str) -> str:

@@ -286,8 +286,5 @@ def test_predial_check_against_the_served_fake(fake: FakeHubSpot, tmp_path: Path
     settings = {"token": "${HUBSPOT_TOKEN}"}
     env = {"HUBSPOT_TOKEN": TOKEN}
     with served_check(fake, "hubspot", settings, env=env, directory=tmp_path) as check:
-        found = check("101")
-        assert found.exit_code == 0, found.output
-        assert (found.trace["adapter"], found.trace["source"]) == ("hubspot", "crm")
-        missing = check("999")
-        assert (missing.exit_code, missing.trace["reason"]) == (1, "not_found")
+        check("101").found("hubspot")
+        check("999").refused("not_found")

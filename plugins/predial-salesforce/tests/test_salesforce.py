@@ -647,13 +647,9 @@ def test_predial_check_against_the_served_fake(fake: FakeSalesforce, tmp_path: P
     with served_check(
         fake, "salesforce", settings, env={"SF_TOKEN": TOKEN}, directory=tmp_path
     ) as check:
-        found = check(CONTACT)
-        assert found.exit_code == 0, found.output
-        assert (found.trace["adapter"], found.trace["source"]) == ("salesforce", "crm")
-        dnc = check(DNC_CONTACT)
-        assert (dnc.exit_code, dnc.trace["reason"]) == (1, "do_not_call")
-        missing = check(NOBODY)
-        assert (missing.exit_code, missing.trace["reason"]) == (1, "not_found")
+        check(CONTACT).found("salesforce")
+        check(DNC_CONTACT).refused("do_not_call")
+        check(NOBODY).refused("not_found")
     assert fake.requests[0].headers["authorization"] == f"Bearer {TOKEN}"
 
 
