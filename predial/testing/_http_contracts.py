@@ -432,12 +432,7 @@ class OAuthAdapterContract(_FakeCrmContract):
 
     def test_api_address_from_the_token_answer_is_followed(self, fake: Any, known_id: str) -> None:
         """Without `base_url`, the API address the token answer names is where lookups go."""
-        field = self._address_field()
-        oauth = self._install(fake)
-        oauth.extra[field] = API_ADDRESS
-        adapter = self._build(
-            fake, **self._credentials(oauth), base_url=None, token_url=API_ADDRESS + oauth.path
-        )
+        field, adapter = self._addressed(fake, API_ADDRESS, base_url=None)
 
         async def scenario() -> None:
             assert await _call(adapter, known_id) is not None
@@ -453,10 +448,7 @@ class OAuthAdapterContract(_FakeCrmContract):
         _run(lambda: _closing(adapter, scenario))
 
     def test_configured_base_url_wins_over_the_token_answer(self, fake: Any, known_id: str) -> None:
-        field = self._address_field()
-        oauth = self._install(fake)
-        oauth.extra[field] = API_ADDRESS
-        adapter = self._build(fake, **self._credentials(oauth), token_url=API_ADDRESS + oauth.path)
+        field, adapter = self._addressed(fake, API_ADDRESS)
         configured = adapter.base_url
         port = httpx.URL(configured).port
 
@@ -472,15 +464,7 @@ class OAuthAdapterContract(_FakeCrmContract):
     def test_unusable_api_address_is_refused(self, fake: Any, known_id: str) -> None:
         """An address a token answer must not send lookups to (plain HTTP to another
         machine) is `AdapterUnavailable`, and nothing is sent there."""
-        field = self._address_field()
-        oauth = self._install(fake)
-        oauth.extra[field] = UNUSABLE_ADDRESS
-        adapter = self._build(
-            fake,
-            **self._credentials(oauth),
-            base_url=None,
-            token_url=UNUSABLE_ADDRESS + oauth.path,
-        )
+        field, adapter = self._addressed(fake, UNUSABLE_ADDRESS, base_url=None)
 
         async def scenario() -> None:
             with pytest.raises(AdapterUnavailable):
@@ -565,10 +549,16 @@ class OAuthAdapterContract(_FakeCrmContract):
         if self.grant != "refresh_token":
             pytest.skip("no refresh token with the client-credentials grant")
 
-    def _address_field(self) -> str:
-        if self.api_address_field is None:
+    def _addressed(self, fake: Any, address: str, **settings: Any) -> tuple[str, Any]:
+        """The token answer's address field, and an adapter whose token answer names
+        `address` as the API's (its token endpoint reached there too)."""
+        field = self.api_address_field
+        if field is None:
             pytest.skip("api_address_field is None: the token answer names no API address")
-        return self.api_address_field
+        oauth = self._install(fake)
+        oauth.extra[field] = address
+        credentials = self._credentials(oauth)
+        return field, self._build(fake, **credentials, **settings, token_url=address + oauth.path)
 
     @staticmethod
     def _token_requests(fake: Any) -> list[httpx.Request]:
