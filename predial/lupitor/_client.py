@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mappin
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import httpx
 
@@ -496,17 +496,49 @@ def _lead(lead: Lead | Mapping[str, Any], campaign_id: str | None = None) -> Lea
     return Lead.model_validate(values)
 
 
-_COMMON_DOC = """
-    `window` (seconds) scales both limits together; `clock`, `wall_clock` and
-    `sleep` are injectable for tests and simulations.
-"""
+_TransportT = TypeVar("_TransportT", httpx.BaseTransport, httpx.AsyncBaseTransport)
+_SleepT = TypeVar("_SleepT")
 
 
-class _ClientBase:
-    """What both clients tell of themselves and of their waits, read from their
-    shared core."""
+class _ClientBase(Generic[_TransportT, _SleepT]):
+    """What both clients share: their settings, and what they tell of themselves and
+    of their waits, read from their shared core."""
 
-    _core: _Core
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        resource: Literal["leads", "records"] = "leads",
+        timeout: float = 30.0,
+        bulk_per_minute: int = 10,
+        calls_per_minute: int = 100,
+        window: float = 60.0,
+        retry: RetryPolicy | None = None,
+        transport: _TransportT | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        sleep: _SleepT | None = None,
+    ) -> None:
+        """`window` (seconds) scales both limits together; `clock`, `wall_clock` and
+        `sleep` (by default `time.sleep`, or `asyncio.sleep`) are injectable for
+        tests and simulations."""
+        self._core = _Core(
+            api_key,
+            base_url,
+            resource,
+            bulk_per_minute,
+            calls_per_minute,
+            window,
+            retry or RetryPolicy(),
+            clock,
+            wall_clock,
+        )
+        self._open(timeout, transport, sleep)
+
+    def _open(self, timeout: float, transport: _TransportT | None, sleep: _SleepT | None) -> None:
+        """Make the HTTP client; each client knows its own (sync or async)."""
+        raise NotImplementedError
 
     @property
     def base_url(self) -> str:
@@ -534,40 +566,17 @@ class _ClientBase:
         self._core.waits.listeners.remove(listener)
 
 
-class LupitorClient(_ClientBase):
+class LupitorClient(_ClientBase[httpx.BaseTransport, Callable[[float], None]]):
     """The Leads API for threads and scripts. Use as a context manager, or `close()`."""
 
-    def __init__(
+    def _open(
         self,
-        api_key: str | None = None,
-        *,
-        base_url: str | None = None,
-        resource: Literal["leads", "records"] = "leads",
-        timeout: float = 30.0,
-        bulk_per_minute: int = 10,
-        calls_per_minute: int = 100,
-        window: float = 60.0,
-        retry: RetryPolicy | None = None,
-        transport: httpx.BaseTransport | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], None] = time.sleep,
+        timeout: float,
+        transport: httpx.BaseTransport | None,
+        sleep: Callable[[float], None] | None,
     ) -> None:
-        self._core = _Core(
-            api_key,
-            base_url,
-            resource,
-            bulk_per_minute,
-            calls_per_minute,
-            window,
-            retry or RetryPolicy(),
-            clock,
-            wall_clock,
-        )
         self._http = httpx.Client(timeout=timeout, transport=transport)
-        self._sleep = sleep
-
-    __init__.__doc__ = _COMMON_DOC
+        self._sleep = sleep or time.sleep
 
     def _run(self, plan: _Plan[T]) -> T:
         answer: httpx.Response | httpx.TransportError | None = None  # first send: next()
@@ -643,42 +652,19 @@ class LupitorClient(_ClientBase):
         self.close()
 
 
-class AsyncLupitorClient(_ClientBase):
+class AsyncLupitorClient(_ClientBase[httpx.AsyncBaseTransport, Callable[[float], Any]]):
     """The Leads API for asyncio. Use `async with`, or `await aclose()`."""
 
-    def __init__(
+    def _open(
         self,
-        api_key: str | None = None,
-        *,
-        base_url: str | None = None,
-        resource: Literal["leads", "records"] = "leads",
-        timeout: float = 30.0,
-        bulk_per_minute: int = 10,
-        calls_per_minute: int = 100,
-        window: float = 60.0,
-        retry: RetryPolicy | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], Any] | None = None,
+        timeout: float,
+        transport: httpx.AsyncBaseTransport | None,
+        sleep: Callable[[float], Any] | None,
     ) -> None:
         import asyncio
 
-        self._core = _Core(
-            api_key,
-            base_url,
-            resource,
-            bulk_per_minute,
-            calls_per_minute,
-            window,
-            retry or RetryPolicy(),
-            clock,
-            wall_clock,
-        )
         self._http = httpx.AsyncClient(timeout=timeout, transport=transport)
         self._sleep = sleep or asyncio.sleep
-
-    __init__.__doc__ = _COMMON_DOC
 
     async def _run(self, plan: _Plan[T]) -> T:
         answer: httpx.Response | httpx.TransportError | None = None  # first send: next()
