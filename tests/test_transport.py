@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import http.server
 import json
 import random
 import ssl
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -656,6 +658,52 @@ def test_one_adapter_serves_one_asyncio_run_after_another() -> None:
         for index in range(2):
             assert asyncio.run(adapter.fetch_phone(str(index))).phones
         asyncio.run(adapter.aclose())
+
+
+class KeptAlive(OneAnswerPerConnection):
+    """Answers and keeps the connection open; counts the connections open now."""
+
+    open = 0
+    lock = threading.Lock()
+
+    def setup(self) -> None:
+        super().setup()
+        with KeptAlive.lock:
+            KeptAlive.open += 1
+
+    def finish(self) -> None:
+        super().finish()
+        with KeptAlive.lock:
+            KeptAlive.open -= 1
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(BODY)))
+        self.end_headers()
+        self.wfile.write(BODY)
+
+
+def test_a_loop_that_ends_before_the_close_closes_its_connections() -> None:
+    """`asyncio.run` ends with the adapter still open (a dialer's script that then
+    goes on with `resolve_sync`): the loop's kept-alive connection is closed as the
+    loop ends, not left to the garbage collector (an unclosed-transport warning,
+    an error under `-W error`), and the adapter still works and closes later."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), KeptAlive)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        adapter = Acme(base_url=f"http://127.0.0.1:{server.server_address[1]}")
+        assert asyncio.run(adapter.fetch_phone("1")).phones
+        gc.collect()  # an unclosed transport would warn here (an error in this suite)
+        deadline = time.monotonic() + 5
+        while KeptAlive.open and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert KeptAlive.open == 0  # the server saw the client hang up
+        assert asyncio.run(adapter.fetch_phone("2")).phones
+        asyncio.run(adapter.aclose())
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 async def test_closing_with_lookups_in_flight_and_waiting_ends_them_all() -> None:

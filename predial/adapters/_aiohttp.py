@@ -107,6 +107,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._keepalive_expiry = keepalive_expiry
         self.use_proxy(proxy)
         self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
+        self._keepers: set[asyncio.Task[None]] = set()
         # Loops in several threads (resolve_sync's, the caller's) open and close them.
         self._lock = threading.Lock()
         self._closed = False
@@ -174,6 +175,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             )
         for old in left:
             await old.close()  # marks it closed: its loop has ended, so it touches nothing
+        # Closed with its loop: asyncio.run (and asyncio.Runner, resolve_sync's loop,
+        # pytest-asyncio) cancels the tasks left when its main task ends, before the
+        # loop closes. Without it a loop ended before `aclose()` would leave its
+        # sockets to the garbage collector (ResourceWarning: unclosed transport).
+        keeper = loop.create_task(_close_with_loop(session))
+        self._keepers.add(keeper)
+        keeper.add_done_callback(self._keepers.discard)
         return session
 
     async def aclose(self) -> None:
@@ -182,7 +190,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         with self._lock:
             self._closed = True
             sessions, self._sessions = self._sessions, {}
+            keepers, self._keepers = self._keepers, set()
         current = asyncio.get_running_loop()
+        for keeper in keepers:
+            if keeper.get_loop() is current:
+                keeper.cancel()
+            elif not keeper.get_loop().is_closed():
+                keeper.get_loop().call_soon_threadsafe(keeper.cancel)
         for loop, session in sessions.items():
             if loop is current or loop.is_closed():
                 await session.close()
@@ -197,3 +211,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                     log.warning("another event loop did not close its connections in 5 s")
             else:
                 log.warning("an event loop that is not running kept its connections open")
+
+
+async def _close_with_loop(session: aiohttp.ClientSession) -> None:
+    """Wait until cancelled (the loop ending, or `aclose()`), then close `session`."""
+    try:
+        await asyncio.Event().wait()
+    finally:
+        if not session.closed:
+            await session.close()
