@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 from typing import Any, ClassVar
 
 import httpx
@@ -231,6 +232,38 @@ async def test_rotated_refresh_token_is_persisted() -> None:
     assert "grant_type=refresh_token" in form
     assert "refresh_token=refresh-1" in form
     await adapter.aclose()
+
+
+@respx.mock
+async def test_a_rotated_refresh_token_with_nowhere_to_go_is_warned_about_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Without refresh_token_file or on_refresh_token a rotated token lives in memory
+    only (a restart then sends the retired one): said once, without the token."""
+    issued = iter(range(1000))
+    respx.post(f"{BASE}/oauth/token").mock(
+        side_effect=lambda request: token_answer("access", f"refresh-{next(issued) + 2}", 0)
+    )
+    respx.get(url__startswith=f"{BASE}/v1/contacts/").mock(return_value=contact())
+    adapter = OAuthAcme(client_id="id", client_secret="secret", refresh_token="refresh-1")
+    with caplog.at_level(logging.WARNING, logger="predial.adapters._oauth"):
+        for index in range(3):  # expires_in 0: a refresh, and a rotation, each time
+            await adapter.fetch_phone(str(index))
+    warned = [r.getMessage() for r in caplog.records if "rotated" in r.getMessage()]
+    assert warned == [
+        "the CRM rotated the OAuth refresh token; it is kept in memory only "
+        "(set refresh_token_file to keep it across restarts)"
+    ]
+    await adapter.aclose()
+
+    caplog.clear()
+    kept = OAuthAcme(
+        client_id="id", client_secret="secret", refresh_token="r", on_refresh_token=lambda t: None
+    )
+    with caplog.at_level(logging.WARNING, logger="predial.adapters._oauth"):
+        await kept.fetch_phone("1")
+    assert not [r for r in caplog.records if "rotated" in r.getMessage()]
+    await kept.aclose()
 
 
 @respx.mock

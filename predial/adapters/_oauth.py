@@ -165,6 +165,7 @@ class OAuth2:
         self._configured_refresh_token = refresh_token
         self._refresh_token = refresh_token
         self._on_refresh_token = on_refresh_token
+        self._warned_unkept = False
         self._load_refresh_token = load_refresh_token
         self._refresh_lock = refresh_lock
         self._scope = scope
@@ -369,6 +370,14 @@ class OAuth2:
                     result = self._on_refresh_token(self._refresh_token)
                     if result is not None:
                         await result
+                elif not self._warned_unkept:
+                    # Kept in memory only: after a restart the configured token is
+                    # the one already retired, and the CRM refuses it.
+                    self._warned_unkept = True
+                    log.warning(
+                        "the CRM rotated the OAuth refresh token; it is kept in memory only "
+                        "(set refresh_token_file to keep it across restarts)"
+                    )
         try:
             access = str(body["access_token"])
             given = body.get("expires_in")
