@@ -486,3 +486,21 @@ async def test_a_refused_request_is_not_retried_within_the_dial() -> None:
     assert resolver.stats().adapter_errors["rejected"] == 1
     with pytest.raises(AdapterRequestRejected):
         await Acme(token="t").fetch_phone("1")
+
+
+@respx.mock
+async def test_a_proxys_407_is_a_retryable_proxy_problem_not_the_crms_refusal() -> None:
+    """Behind an HTTP_PROXY the proxy's `407` reaches the adapter as an answer: it is
+    the operator's to fix (retry later), not the CRM refusing the lead (skip)."""
+    respx.get(f"{BASE}/v1/contacts/1").mock(return_value=httpx.Response(407))
+    adapter = Acme(token="t")
+    with pytest.raises(AdapterUnavailable, match=r"the proxy refused its credentials \(407\)"):
+        await adapter.fetch_phone("1")
+    await adapter.aclose()
+
+
+def test_an_id_that_is_not_unicode_text_is_no_record() -> None:
+    """A lone surrogate cannot be percent-encoded: no CRM record has that id (a typed
+    refusal, not a UnicodeEncodeError from the encoder)."""
+    with pytest.raises(RecordNotFound, match="not valid Unicode text"):
+        safe_path("/contacts/{}", "\ud800")

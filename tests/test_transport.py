@@ -26,7 +26,7 @@ import trustme
 import predial
 from predial import AdapterUnavailable, Campaign, CrmContact, CrmPhone, Lead, Resolver
 from predial.adapters._aiohttp import AiohttpTransport
-from predial.adapters.http import HttpAdapter, safe_path
+from predial.adapters.http import HttpAdapter, environment_proxy, safe_path
 
 BODY = b'{"phone": "+12024561111"}'
 Reader = asyncio.StreamReader
@@ -595,6 +595,26 @@ def test_a_socks_proxy_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("NO_PROXY", "")
     with pytest.raises(ValueError, match=r"socks5 proxy: .* http\(s\) proxies only"):
         Acme(base_url="https://crm.example.invalid")
+
+
+def test_a_proxy_without_a_scheme_is_an_http_proxy_and_no_proxy_text_is_echoed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`HTTPS_PROXY=user:secret@host:3128` is an http proxy (as for httpx and curl), not
+    a proxy of scheme `user:secret@host:3128` quoted back in an error."""
+    monkeypatch.setenv("NO_PROXY", "")
+    monkeypatch.setenv("HTTPS_PROXY", "ops:pr0xyS3cret@127.0.0.1:3128")
+    assert environment_proxy("https://crm.example.invalid") == (
+        "http://ops:pr0xyS3cret@127.0.0.1:3128"
+    )
+    Acme(base_url="https://crm.example.invalid")  # accepted
+    with pytest.raises(ValueError, match="non-URL proxy") as refused:
+        AiohttpTransport(
+            ssl_context=ssl.create_default_context(),
+            max_connections=1,
+            proxy="ops:pr0xyS3cret@socks://127.0.0.1",
+        )
+    assert "pr0xyS3cret" not in str(refused.value)
 
 
 # -- event loops and closing -----------------------------------------------------------

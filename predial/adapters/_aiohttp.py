@@ -115,7 +115,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     def use_proxy(self, url: str | None) -> None:
         """Send later requests through the http(s) proxy at `url`, or straight."""
         if url is not None and not url.startswith(("http://", "https://")):
-            scheme = url.partition("://")[0]
+            scheme, found, _ = url.partition("://")
+            if not (found and scheme.isalnum() and len(scheme) <= 16):
+                scheme = "non-URL"  # never the text itself: it may hold a password
             raise ValueError(
                 f"the environment names a {scheme} proxy: predial reaches CRMs through "
                 "http(s) proxies only (set HTTPS_PROXY, or NO_PROXY for the CRM's host)"

@@ -112,7 +112,10 @@ def safe_path(template: str, *segments: object) -> str:
         text = str(segment)
         if text in ("", ".", ".."):
             raise RecordNotFound(f"{text!r} is not a record id")
-        encoded.append(quote(text, safe=""))
+        try:
+            encoded.append(quote(text, safe=""))
+        except UnicodeEncodeError:  # a lone surrogate: no CRM record has that id
+            raise RecordNotFound("the id is not valid Unicode text") from None
     return template.format(*encoded)
 
 
@@ -563,6 +566,12 @@ class HttpAdapter:
             raise RecordNotFound(f"the CRM has no such record ({status})")
         if status in (401, 403):
             raise AdapterAuthError(f"the CRM refused the credentials ({status})")
+        if status == 407:
+            # From a proxy between us and the CRM (HTTP_PROXY): not the CRM's verdict on
+            # the request, and fixed by the operator, not by skipping the lead.
+            raise AdapterUnavailable(
+                "the proxy refused its credentials (407): check HTTP(S)_PROXY / ALL_PROXY"
+            )
         if status >= 500:
             raise AdapterUnavailable(f"the CRM answered {status}", retry_after=retry)
         if 400 <= status < 500 and status not in (408, 409, 423, 425):
@@ -585,7 +594,12 @@ def environment_proxy(url: str) -> str | None:
     if urllib.request.proxy_bypass(target.host):
         return None
     proxies = urllib.request.getproxies_environment()
-    return proxies.get(target.scheme) or proxies.get("all") or None
+    proxy = proxies.get(target.scheme) or proxies.get("all") or None
+    if proxy is not None and "://" not in proxy:
+        # `HTTPS_PROXY=host:3128` (or `user:pass@host:3128`) means an http proxy, as
+        # for httpx and curl; read otherwise, its password would be the "scheme".
+        proxy = "http://" + proxy
+    return proxy
 
 
 class _Tenant:
