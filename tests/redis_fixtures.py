@@ -14,10 +14,10 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from redis_cluster import RedisClusterServers
 
 from predial.testing._redis_server import (
     INSTALL_HINT,
-    RedisClusterServers,
     RedisServer,
     find_redis_cli,
     find_redis_server,

@@ -15,10 +15,10 @@ import redis.exceptions
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis_cluster import RedisClusterServers
 from redis_fixtures import require_redis_or_skip
 
 from predial.testing._redis_server import (
-    RedisClusterServers,
     RedisServer,
     RedisServerError,
     require_redis_server,

@@ -27,8 +27,9 @@ from fleet_helpers import (
     expected_number,
     read_calls,
 )
+from redis_cluster import RedisClusterServers
 
-from predial.testing._redis_server import RedisClusterServers, RedisServer
+from predial.testing._redis_server import RedisServer
 from predial.testing._serving import serve
 
 

@@ -24,6 +24,7 @@ import pytest
 from click.testing import CliRunner, Result
 from conftest import VALID_GB_MOBILE, VALID_US, VALID_US_2, Script, ScriptPlugin
 from redis.asyncio import Redis
+from redis_cluster import RedisClusterServers
 from redis_fixtures import require_redis_or_skip
 
 import predial
@@ -43,7 +44,7 @@ from predial import (
     Unresolvable,
 )
 from predial.cli._app import cli
-from predial.testing._redis_server import RedisClusterServers, RedisServer
+from predial.testing._redis_server import RedisServer
 
 CAMPAIGN = "cmp"
 DNC = CrmContact(phones=[CrmPhone(VALID_US)], do_not_call=True)
