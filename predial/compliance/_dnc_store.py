@@ -5,10 +5,12 @@ Work in progress for issue 15. The National Do Not Call Registry holds ~250 mill
 area code (3 digits) and 7 more (< 10**7, which fits 32 bits), so a list is stored as
 one sorted array of unsigned 32-bit subscriber numbers per area code, behind an index
 of the 1,000 area codes, in one file read through `mmap` (the page cache holds it;
-processes share it). A lookup is a binary search of one area code's array (`bisect`
-on a memoryview: C speed).
+processes share it). Each area code's array starts with 1,001 positions, where each
+exchange (the next 3 digits) starts: a lookup is a binary search over one exchange's
+numbers (`bisect` on a memoryview: C speed, ~4 steps instead of ~14).
 
-File: `PDNCv1\\0\\0`, then 1,000 × (offset u64, count u32) little-endian, then the arrays.
+File: `PDNCv2\\0\\0`, then 1,000 × (offset u64, count u32) little-endian, then per
+area code with numbers: 1,001 u32 exchange starts, then its sorted u32 numbers.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from pathlib import Path
 
 __all__ = ["DncStore", "split_nanp"]
 
-_MAGIC = b"PDNCv1\0\0"
+_MAGIC = b"PDNCv2\0\0"
+_EXCHANGES = 1001
 _ENTRY = struct.Struct("<QI")
 _HEADER = len(_MAGIC) + 1000 * _ENTRY.size
 
@@ -49,23 +52,30 @@ class DncStore:
         if self._map[: len(_MAGIC)] != _MAGIC:
             raise ValueError(f"{self.path}: not a predial do-not-call list")
         words = memoryview(self._map)[_HEADER:].cast("I")
-        self._slices: list[memoryview | None] = []
+        self._slices: list[tuple[memoryview, memoryview] | None] = []
         self.count = 0
         for code in range(1000):
             offset, count = _ENTRY.unpack_from(self._map, len(_MAGIC) + code * _ENTRY.size)
             start = (offset - _HEADER) // 4
-            self._slices.append(words[start : start + count] if count else None)
+            if count:
+                numbers = start + _EXCHANGES
+                self._slices.append((words[start:numbers], words[numbers : numbers + count]))
+            else:
+                self._slices.append(None)
             self.count += count
 
     def __contains__(self, number: str) -> bool:
         parts = split_nanp(number)
         if parts is None:
             return False
-        numbers = self._slices[parts[0]]
-        if numbers is None:
+        found = self._slices[parts[0]]
+        if found is None:
             return False
-        index = bisect.bisect_left(numbers, parts[1])
-        return index < len(numbers) and numbers[index] == parts[1]
+        exchanges, numbers = found
+        exchange = parts[1] // 10_000
+        end = exchanges[exchange + 1]
+        index = bisect.bisect_left(numbers, parts[1], exchanges[exchange], end)
+        return index < end and numbers[index] == parts[1]
 
     def close(self) -> None:
         self._slices.clear()
@@ -76,6 +86,8 @@ class DncStore:
         """Write the list of `numbers` (10-digit, any of split_nanp's forms) to `path`
         atomically; returns how many distinct numbers it holds. Memory: 4 bytes per
         number while building, plus one area code's sort."""
+        if sys.byteorder != "little":  # the file is read in place as native words
+            raise RuntimeError("predial's do-not-call store needs a little-endian machine")
         buckets = [array.array("I") for _ in range(1000)]
         for number in numbers:
             parts = split_nanp(number.strip())
@@ -90,9 +102,16 @@ class DncStore:
             for code in range(1000):
                 ordered = array.array("I", sorted(set(buckets[code])))
                 buckets[code] = array.array("I")  # its memory back before the next sort
-                if sys.byteorder != "little":
-                    ordered.byteswap()
+                if not ordered:
+                    entries.append((out.tell(), 0))
+                    continue
+                starts = array.array("I", bytes(4 * _EXCHANGES))
+                for subscriber in ordered:
+                    starts[subscriber // 10_000 + 1] += 1
+                for exchange in range(1, _EXCHANGES):
+                    starts[exchange] += starts[exchange - 1]
                 entries.append((out.tell(), len(ordered)))
+                starts.tofile(out)
                 ordered.tofile(out)
                 total += len(ordered)
             out.seek(len(_MAGIC))
