@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 import tenacity
 
@@ -50,10 +51,10 @@ async def with_tenacity(deadline: float) -> int:
     raise AssertionError("unreachable: tenacity returns or raises")
 
 
-async def per_call(wrapper: object, calls: int) -> float:
+async def per_call(wrapper: Callable[[float], Awaitable[int]], calls: int) -> float:
     started = time.perf_counter()
     for _ in range(calls):
-        await wrapper(time.monotonic() + 1.0)  # type: ignore[operator]
+        await wrapper(time.monotonic() + 1.0)
     return (time.perf_counter() - started) / calls * 1e6
 
 
