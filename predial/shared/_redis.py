@@ -802,6 +802,37 @@ class RedisTier:
             await self._announce({"kind": "closed", "campaign": campaign})
         return bool(int(reply))
 
+    # -- frequency caps (predial.compliance) ---------------------------------------
+
+    def cap_key(self, key: str) -> str:
+        """The sorted set of a cap's attempts: one hash slot per `key`."""
+        return f"{self.prefix}:{{c:{_key_part(key)}}}"
+
+    async def cap_admit(
+        self, key: str, limit: int, window_us: int, now_us: int
+    ) -> tuple[bool, int] | None:
+        """Record an attempt under `key` unless `limit` are in the window ending at
+        `now_us`: (True, 0) when recorded, (False, µs until the oldest leaves) when
+        not; None when the tier is unavailable (the caller's policy decides)."""
+        name = self.cap_key(key)
+        argv: list[str | int] = [now_us, window_us, limit, secrets.token_hex(6)]
+
+        async def run(client: _Client) -> Any:
+            return await client.cap_admit(keys=[name], args=argv)
+
+        wrong_type: list[str] = []
+        reply = await self._run("cap", run, wrong_type=wrong_type)
+        if reply is None:
+            if wrong_type:  # predial's own key holding another type: repaired
+                log.warning("shared tier: a frequency cap's key held another type; removed")
+                await self._run("repair", lambda client: client.redis.delete(name), self.timeout)
+            return None
+        try:
+            return int(reply[0]) == 0, int(reply[1])
+        except (IndexError, TypeError, ValueError):
+            self._count("corrupt")
+            return None
+
     # -- do-not-call and membership ----------------------------------------------------
 
     async def announce_do_not_call(self, campaign: str, external_id: str) -> bool:
@@ -1055,6 +1086,7 @@ class _Client:
         self.heartbeat = self._caller(_HEARTBEAT)
         self.hand_over = self._caller(scripts.HAND_OVER)
         self.settle = self._caller(scripts.SETTLE)
+        self.cap_admit = self._caller(scripts.CAP_ADMIT)
 
     def _caller(self, source: str) -> Callable[..., Awaitable[Any]]:
         script = _Script(source)

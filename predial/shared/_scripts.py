@@ -15,6 +15,7 @@ __all__ = [
     "BREAKER_ALLOW",
     "BREAKER_FAILURE",
     "BREAKER_SUCCESS",
+    "CAP_ADMIT",
     "HAND_OVER",
     "LOOKUP",
     "PUBLISH",
@@ -159,6 +160,30 @@ end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 local wait = math.ceil((tonumber(oldest[2]) or now) + window - now)
 return {1, math.max(1, math.min(wait, window))}
+"""
+
+#: KEYS: a frequency cap's attempts (a sorted set scored by µs). ARGV: now µs (the
+#: caller's clock, unlike the other scripts: the compliance gate's clock is
+#: injectable and the memory counter uses the same one), window µs, limit, a unique
+#: member suffix. An attempt leaves the window exactly `window` after it was made.
+#: Returns {0, 0} when this attempt was admitted and recorded, {1, µs until the
+#: oldest attempt leaves} when the cap is reached (nothing recorded).
+CAP_ADMIT = """
+local now = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
+  -- (the member from ARGV's text: Lua would print a large number as 1.7e+15)
+  redis.call('ZADD', KEYS[1], now, ARGV[1] .. ':' .. ARGV[4])
+  -- Kept until the newest attempt leaves (one stamped later by a process whose
+  -- clock is ahead included).
+  local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+  local last = math.max(now, tonumber(newest[2]) or now)
+  redis.call('PEXPIRE', KEYS[1], math.ceil((last + window - now) / 1000) + 1000)
+  return {0, 0}
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {1, math.max(1, (tonumber(oldest[2]) or now) + window - now)}
 """
 
 #: KEYS: the tenant's window. ARGV: the slot RESERVE gave. Moves the slot to now,
