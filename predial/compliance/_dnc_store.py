@@ -1,123 +1,243 @@
-"""A do-not-call list at registry scale: 4 bytes per number, a lookup in microseconds.
+"""A do-not-call list at registry scale: ~4 bytes per number, a lookup in microseconds.
 
-Work in progress for issue 15. The National Do Not Call Registry holds ~250 million
-10-digit numbers; a Python set of ints costs ~70 bytes each. A NANP number is an
-area code (3 digits) and 7 more (< 10**7, which fits 32 bits), so a list is stored as
-one sorted array of unsigned 32-bit subscriber numbers per area code, behind an index
-of the 1,000 area codes, in one file read through `mmap` (the page cache holds it;
-processes share it). Each area code's array starts with 1,001 positions, where each
-exchange (the next 3 digits) starts: a lookup is a binary search over one exchange's
-numbers (`bisect` on a memoryview: C speed, ~4 steps instead of ~14).
+The National Do Not Call Registry holds ~250 million 10-digit numbers; a Python set
+of ints costs ~70 bytes each. A NANP number is an area code (3 digits) and 7 more
+(< 10**7, which fits 32 bits), so a list is stored as one sorted array of unsigned
+32-bit subscriber numbers per area code, behind an index of the 1,000 area codes, in
+one file read through `mmap` (the page cache holds it; processes share it). Each area
+code's array starts with 1,001 positions, where each exchange (the next 3 digits)
+starts: a lookup is a binary search over one exchange's numbers (`bisect` on a
+memoryview: C speed, ~4 steps instead of ~14).
 
-File: `PDNCv2\\0\\0`, then 1,000 × (offset u64, count u32) little-endian, then per
-area code with numbers: 1,001 u32 exchange starts, then its sorted u32 numbers.
+File (little-endian): `PDNCv3\\0\\0`, generation u64, metadata offset u64, metadata
+length u32, reserved u32; then 1,000 × (offset u64, count u32); then per area code
+with numbers: 1,001 u32 exchange starts, then its sorted u32 numbers; then the
+metadata as JSON (when it was written, by which import). A file is only ever
+replaced whole (written beside it, fsynced, renamed), so a reader's mmap always sees
+one complete version.
 """
 
 from __future__ import annotations
 
 import array
 import bisect
+import json
 import mmap
 import os
 import struct
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any, TypeAlias
 
-__all__ = ["DncStore", "split_nanp"]
+from ..errors import ConfigurationError
 
-_MAGIC = b"PDNCv2\0\0"
+__all__ = ["AREA_CODES", "Block", "DncStore", "split_nanp", "write_store"]
+
+_MAGIC = b"PDNCv3\0\0"
+_PREFIX = struct.Struct("<QQII")  # generation, metadata offset, metadata length, reserved
 _EXCHANGES = 1001
 _ENTRY = struct.Struct("<QI")
-_HEADER = len(_MAGIC) + 1000 * _ENTRY.size
+_INDEX = len(_MAGIC) + _PREFIX.size
+_HEADER = _INDEX + 1000 * _ENTRY.size
+#: Area codes 000-999 (000-199 are never assigned; they stay empty).
+AREA_CODES = range(1000)
+
+#: What a writer gives for an area code: nothing (empty), sorted distinct subscriber
+#: numbers, or an existing file's raw block (exchange starts + numbers) copied as is.
+Block: TypeAlias = "array.array[int] | memoryview | None"
 
 
 def split_nanp(number: str) -> tuple[int, int] | None:
-    """`+12025550123`, `12025550123` or `2025550123` → (202, 5550123); else None."""
-    digits = number[1:] if number.startswith("+") else number
-    if len(digits) == 11 and digits[0] == "1":
-        digits = digits[1:]
-    if len(digits) != 10 or not digits.isdigit():
+    """`+12025550123`, `12025550123` or `2025550123` → (202, 5550123); anything else
+    (another country, a malformed string) → None."""
+    if len(number) == 12 and number[0] == "+" and number[1] == "1":
+        digits = number[2:]  # the E.164 fast path a dialer's lookups take
+    else:
+        digits = number[1:] if number.startswith("+") else number
+        if len(digits) == 11 and digits[0] == "1":
+            digits = digits[1:]
+    if len(digits) != 10 or not digits.isascii() or not digits.isdigit():
         return None
     return int(digits[:3]), int(digits[3:])
 
 
 class DncStore:
-    """One list, opened read-only from its file."""
+    """One list, opened read-only from its file (mapped, shared with every other
+    process that reads it). A replaced file is not seen: open it again."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         with open(self.path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            if size < _HEADER:
+                raise ConfigurationError(self._corrupt("too short"))
             self._map = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
         if self._map[: len(_MAGIC)] != _MAGIC:
-            raise ValueError(f"{self.path}: not a predial do-not-call list")
-        words = memoryview(self._map)[_HEADER:].cast("I")
+            self._map.close()
+            raise ConfigurationError(self._corrupt("not a predial do-not-call list"))
+        self.generation, meta_at, meta_len, _ = _PREFIX.unpack_from(self._map, len(_MAGIC))
+        try:
+            meta = json.loads(bytes(self._map[meta_at : meta_at + meta_len]) or b"{}")
+        except ValueError:
+            meta = None
+        self.meta: dict[str, Any] = meta if isinstance(meta, dict) else {}
+        view = memoryview(self._map)
         self._slices: list[tuple[memoryview, memoryview] | None] = []
+        self._raw: list[tuple[int, int] | None] = []
         self.count = 0
-        for code in range(1000):
-            offset, count = _ENTRY.unpack_from(self._map, len(_MAGIC) + code * _ENTRY.size)
-            start = (offset - _HEADER) // 4
+        for code in AREA_CODES:
+            offset, count = _ENTRY.unpack_from(self._map, _INDEX + code * _ENTRY.size)
             if count:
-                numbers = start + _EXCHANGES
-                self._slices.append((words[start:numbers], words[numbers : numbers + count]))
+                end = offset + 4 * (_EXCHANGES + count)
+                if offset < _HEADER or end > size:
+                    self.close()
+                    raise ConfigurationError(self._corrupt(f"area code {code:03d} out of range"))
+                words = view[offset:end].cast("I")
+                self._slices.append((words[:_EXCHANGES], words[_EXCHANGES:]))
+                self._raw.append((offset, end))
             else:
                 self._slices.append(None)
+                self._raw.append(None)
             self.count += count
 
-    def __contains__(self, number: str) -> bool:
-        parts = split_nanp(number)
-        if parts is None:
-            return False
-        found = self._slices[parts[0]]
-        if found is None:
+    def _corrupt(self, why: str) -> str:
+        return (
+            f"do-not-call list file {self.path} is damaged ({why}); "
+            "import the list again or delete the file"
+        )
+
+    def __contains__(self, number: object) -> bool:
+        parts = split_nanp(number) if isinstance(number, str) else None
+        return parts is not None and self.has(parts[0], parts[1])
+
+    def has(self, area_code: int, subscriber: int) -> bool:
+        """Whether (202, 5550123) is listed."""
+        found = self._slices[area_code] if 0 <= area_code < 1000 else None
+        if found is None or not 0 <= subscriber < 10_000_000:
             return False
         exchanges, numbers = found
-        exchange = parts[1] // 10_000
+        exchange = subscriber // 10_000
         end = exchanges[exchange + 1]
-        index = bisect.bisect_left(numbers, parts[1], exchanges[exchange], end)
-        return index < end and numbers[index] == parts[1]
+        index = bisect.bisect_left(numbers, subscriber, exchanges[exchange], end)
+        return index < end and numbers[index] == subscriber
+
+    def numbers(self, area_code: int) -> memoryview:
+        """The area code's sorted subscriber numbers (a view into the file)."""
+        found = self._slices[area_code]
+        return found[1] if found is not None else memoryview(array.array("I"))
+
+    def block(self, area_code: int) -> memoryview | None:
+        """The area code's raw block, for a writer that copies it unchanged."""
+        span = self._raw[area_code]
+        return None if span is None else memoryview(self._map)[span[0] : span[1]]
+
+    def counts(self) -> dict[int, int]:
+        """Numbers per area code, for the area codes that have any."""
+        return {code: len(found[1]) for code, found in enumerate(self._slices) if found}
+
+    def __iter__(self) -> Iterator[str]:
+        """Every number as E.164, in order."""
+        for code, found in enumerate(self._slices):
+            if found is not None:
+                for subscriber in found[1]:
+                    yield f"+1{code:03d}{subscriber:07d}"
+
+    @property
+    def size(self) -> int:
+        return len(self._map)
 
     def close(self) -> None:
-        self._slices.clear()
+        self._slices = []
+        self._raw = []
         self._map.close()
 
+    def __enter__(self) -> DncStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @classmethod
-    def build(cls, path: str | os.PathLike[str], numbers: Iterable[str]) -> int:
-        """Write the list of `numbers` (10-digit, any of split_nanp's forms) to `path`
-        atomically; returns how many distinct numbers it holds. Memory: 4 bytes per
-        number while building, plus one area code's sort."""
-        if sys.byteorder != "little":  # the file is read in place as native words
-            raise RuntimeError("predial's do-not-call store needs a little-endian machine")
-        buckets = [array.array("I") for _ in range(1000)]
+    def build(
+        cls,
+        path: str | os.PathLike[str],
+        numbers: Iterable[str],
+        meta: dict[str, Any] | None = None,
+    ) -> int:
+        """Write the list of `numbers` (10-digit, any of split_nanp's forms; others
+        ignored) to `path` atomically; returns how many distinct numbers it holds.
+        Holds every number in memory (4 bytes each): for big files use the
+        streaming import (`predial.compliance._dnc_import`)."""
+        buckets: dict[int, array.array[int]] = {}
         for number in numbers:
             parts = split_nanp(number.strip())
             if parts is not None:
-                buckets[parts[0]].append(parts[1])
-        target = Path(path)
-        partial = target.with_name(target.name + ".partial")
-        total = 0
+                buckets.setdefault(parts[0], array.array("I")).append(parts[1])
+
+        def block(code: int) -> Block:
+            found = buckets.pop(code, None)
+            return None if found is None else array.array("I", sorted(set(found)))
+
+        return write_store(path, block, meta=meta)
+
+
+def _starts(ordered: array.array[int]) -> array.array[int]:
+    """Where each exchange's numbers start in `ordered` (1,001 positions): bisects
+    in C rather than a Python loop over the numbers."""
+    return array.array(
+        "I", (bisect.bisect_left(ordered, exchange * 10_000) for exchange in range(_EXCHANGES))
+    )
+
+
+def write_store(
+    path: str | os.PathLike[str],
+    block_for: Callable[[int], Block],
+    *,
+    generation: int = 1,
+    meta: dict[str, Any] | Callable[[int], dict[str, Any]] | None = None,
+) -> int:
+    """Write a list file, asking `block_for(code)` for each area code in order (so a
+    caller sorts one area code at a time), atomically (`meta` may be a function of
+    the count, written last): a `.partial` file beside it,
+    fsynced, renamed over `path`. Returns how many numbers it holds."""
+    if sys.byteorder != "little":  # the file is read in place as native words
+        raise RuntimeError("predial's do-not-call store needs a little-endian machine")
+    target = Path(path)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    total = 0
+    try:
         with open(partial, "wb") as out:
-            out.write(_MAGIC + bytes(1000 * _ENTRY.size))
+            out.write(bytes(_HEADER))
             entries = []
-            for code in range(1000):
-                ordered = array.array("I", sorted(set(buckets[code])))
-                buckets[code] = array.array("I")  # its memory back before the next sort
-                if not ordered:
-                    entries.append((out.tell(), 0))
+            for code in AREA_CODES:
+                found = block_for(code)
+                if found is None or len(found) == 0:
+                    entries.append((0, 0))
                     continue
-                starts = array.array("I", bytes(4 * _EXCHANGES))
-                for subscriber in ordered:
-                    starts[subscriber // 10_000 + 1] += 1
-                for exchange in range(1, _EXCHANGES):
-                    starts[exchange] += starts[exchange - 1]
-                entries.append((out.tell(), len(ordered)))
-                starts.tofile(out)
-                ordered.tofile(out)
-                total += len(ordered)
-            out.seek(len(_MAGIC))
+                offset = out.tell()
+                if isinstance(found, memoryview):
+                    raw = found.cast("B") if found.format != "B" else found
+                    count = len(raw) // 4 - _EXCHANGES
+                    out.write(raw)
+                else:
+                    count = len(found)
+                    _starts(found).tofile(out)
+                    found.tofile(out)
+                entries.append((offset, count))
+                total += count
+            meta_at = out.tell()
+            meta = meta(total) if callable(meta) else meta
+            body = json.dumps(meta or {}, sort_keys=True).encode()
+            out.write(body)
+            out.seek(0)
+            out.write(_MAGIC + _PREFIX.pack(generation, meta_at, len(body), 0))
             for offset, count in entries:
                 out.write(_ENTRY.pack(offset, count))
             out.flush()
             os.fsync(out.fileno())
         os.replace(partial, target)
-        return total
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return total
