@@ -285,8 +285,10 @@ def cli(ctx: click.Context, debug: bool, verbose: int) -> None:
 
 
 def _register() -> None:
+    from . import _audit_cmd as audit_cmd
     from . import _check as check
     from . import _config_cmd as config_cmd
+    from . import _dnc_cmd as dnc_cmd
     from . import _fake_lupitor_cmd as fake_lupitor_cmd
     from . import _import_cmd as import_cmd
     from . import _plugins_cmd as plugins_cmd
@@ -300,6 +302,8 @@ def _register() -> None:
     cli.add_command(config_cmd.config)
     cli.add_command(serve.serve)
     cli.add_command(fake_lupitor_cmd.fake_lupitor)
+    cli.add_command(dnc_cmd.dnc)
+    cli.add_command(audit_cmd.audit)
 
 
 _register()
