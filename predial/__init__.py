@@ -25,7 +25,7 @@ from ._phone import PhonePolicy, mask_phone, normalize
 from ._plugins import load_plugins
 from ._redaction import redact
 from ._resolver import Resolver
-from ._selection import PERMANENT_REASONS, TRANSIENT_REASONS
+from ._selection import COMPLIANCE_REASONS, PERMANENT_REASONS, TRANSIENT_REASONS
 from ._stats import ResolverStats
 from ._warm import WarmReport
 from .errors import (
@@ -57,7 +57,7 @@ from .errors import (
     UnknownCampaign,
     Unresolvable,
 )
-from .hookspecs import AdapterRegister, hookimpl
+from .hookspecs import AdapterRegister, DncSourceRegister, hookimpl
 from .shared import RedisTier
 
 
@@ -74,6 +74,7 @@ __version__ = _version()
 del _version
 
 __all__ = [
+    "COMPLIANCE_REASONS",
     "PERMANENT_REASONS",
     "TRANSIENT_REASONS",
     "AdapterAuthError",
@@ -89,6 +90,7 @@ __all__ = [
     "ContactState",
     "CrmContact",
     "CrmPhone",
+    "DncSourceRegister",
     "DuplicateAdapter",
     "ImportInProgress",
     "InputFileError",
