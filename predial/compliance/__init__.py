@@ -1,6 +1,41 @@
 """The compliance gate before a dial (issue 15, work in progress): calling windows in
 the callee's local time under a versioned ruleset (`rules/us.toml`)."""
 
-from ._windows import Rule, Ruleset, Verdict, ZoneSource, evaluate, load_ruleset
+from ._audit import AuditLog, AuditStats
+from ._audit_summary import AuditSummary, summarize_audit
+from ._caps import MemoryCapCounter, RedisCapCounter
+from ._dnc_import import DncImportReport
+from ._dnc_lists import DncEntry, DncList, DncLists, DncListStats
+from ._dnc_sources import DncSourceAnswer, DncSources
+from ._windows import (
+    LocationKeys,
+    Rule,
+    Ruleset,
+    Verdict,
+    ZoneSource,
+    evaluate,
+    load_ruleset,
+)
 
-__all__ = ["Rule", "Ruleset", "Verdict", "ZoneSource", "evaluate", "load_ruleset"]
+__all__ = [
+    "AuditLog",
+    "AuditStats",
+    "AuditSummary",
+    "DncEntry",
+    "DncImportReport",
+    "DncList",
+    "DncListStats",
+    "DncLists",
+    "DncSourceAnswer",
+    "DncSources",
+    "LocationKeys",
+    "MemoryCapCounter",
+    "RedisCapCounter",
+    "Rule",
+    "Ruleset",
+    "Verdict",
+    "ZoneSource",
+    "evaluate",
+    "load_ruleset",
+    "summarize_audit",
+]

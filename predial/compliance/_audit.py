@@ -279,7 +279,7 @@ class AuditLog:
         *,
         key: bytes | str,
         max_queue: int = 10_000,
-        max_bytes: int = 64 * 1024 * 1024,
+        max_bytes: int = 100 * 1024 * 1024,
         backups: int = 10,
         error_log_interval: float = 60.0,
         clock: Callable[[], datetime] | None = None,
@@ -292,8 +292,7 @@ class AuditLog:
             )
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
             raise ConfigurationError(
-                f"audit max_bytes is {safe_text(max_bytes)}; give a size in bytes "
-                "(0: never rotate)"
+                f"audit max_bytes is {safe_text(max_bytes)}; give a size in bytes (0: never rotate)"
             )
         if isinstance(backups, bool) or not isinstance(backups, int):
             raise ConfigurationError(
