@@ -1,42 +1,103 @@
 """Calling windows: may a number be called at an instant, and if not, from when.
 
-Work in progress for issue 15 (branch issue15-wip): the evaluator core. A verdict
-considers every time zone any source places the callee in, and allows the call only
-inside every zone's window under every rule that applies (the Genesys / LiveVox
-intersection); a window closing within `closing_margin` counts as closed.
+A verdict considers every time zone any source places the callee in (the number's
+exchange, its area code, the lead's time zone, state and postal code) and allows the
+call only inside every zone's window under every rule that applies: the Genesys /
+LiveVox intersection, so a disagreement between sources can only narrow the window.
+A window closing within `closing_margin` counts as closed. The rules are data
+(`rules/<name>.toml`, versioned, with a CHANGELOG), not code.
 """
 
 from __future__ import annotations
 
+import csv
+import importlib
+import importlib.util
+import re
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 from phonenumbers import geocoder, timezone
 
-__all__ = ["Rule", "Ruleset", "Verdict", "ZoneSource", "evaluate", "load_ruleset"]
+from .._phone import mask_phone
+from ..errors import ConfigurationError, InvalidPhoneNumber
+
+__all__ = [
+    "LocationKeys",
+    "Rule",
+    "Ruleset",
+    "Verdict",
+    "ZoneSource",
+    "evaluate",
+    "load_ruleset",
+]
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+#: How far ahead `next_allowed_at` looks: a Sunday, a holiday weekend and any window
+#: of the shipped rules fit in it many times over.
+_HORIZON_DAYS = 15
+#: A phonenumbers answer with more zones than this names no place (toll-free: 42).
+_MAX_NUMBER_ZONES = 10
+#: The shape of a callable NANP number in E.164: NPA and NXX never start with 0 or 1.
+_NANP = re.compile(r"\+1[2-9]\d{2}[2-9]\d{6}")
+#: A US ZIP Code: five digits, or ZIP+4 with or without its hyphen.
+_ZIP = re.compile(r"(\d{5})(?:-?\d{4})?")
 
-#: The lead's metadata keys read for its location, by default.
-DEFAULT_KEYS: Mapping[str, tuple[str, ...]] = {
-    "state": ("state",),
-    "timezone": ("timezone", "timeZone"),
-}
+
+@dataclass(frozen=True, slots=True)
+class LocationKeys:
+    """The lead metadata keys read for the callee's location, first present wins.
+
+    A campaign whose CRM spells them otherwise names its own (`[campaigns.x.compliance]
+    keys`); a single name may be given as a string.
+    """
+
+    # Sequence: a list from a config file or a single name is accepted; each is held
+    # as a tuple once constructed.
+    postal_code: Sequence[str] = ("postalCode", "postal_code", "zip", "zipCode")
+    state: Sequence[str] = ("state",)
+    timezone: Sequence[str] = ("timezone", "timeZone")
+
+    def __post_init__(self) -> None:
+        for name in ("postal_code", "state", "timezone"):
+            value = getattr(self, name)
+            names = (value,) if isinstance(value, str) else value
+            if not isinstance(names, Iterable):
+                raise ConfigurationError(
+                    f"LocationKeys.{name}: give metadata key names as a list of text, "
+                    f"not {type(value).__name__}"
+                )
+            names = tuple(names)
+            if not names or not all(isinstance(key, str) and key for key in names):
+                raise ConfigurationError(
+                    f"LocationKeys.{name}: give one or more non-empty metadata key names"
+                )
+            # Frozen: the normalised tuple goes in as the dataclass would have put it.
+            object.__setattr__(self, name, names)
+
+
+_DEFAULT_KEYS = LocationKeys()
 
 
 @dataclass(frozen=True, slots=True)
 class ZoneSource:
-    """A time zone the callee may be in, and what said so."""
+    """A time zone the callee may be in, and what said so.
+
+    `source`: "number" (phonenumbers' zone for the exchange), "area-code" (the
+    ruleset's split area codes, or the zones of the number's state), "lead.timezone",
+    "lead.state", "lead.postal_code", or "unknown" (nothing placed the callee).
+    `state`: the state (or territory) the source names, when it names one.
+    """
 
     zone: str
-    source: str  # "number", "area-code", "lead.state", "lead.timezone", "unknown"
+    source: str
     state: str | None = None
 
 
@@ -56,7 +117,9 @@ class Rule:
         return self.states is None or bool(self.states & states)
 
 
-@dataclass(frozen=True, slots=True)
+# eq=False: a ruleset is compared and hashed by identity, so the per-ruleset caches
+# below can key on it (its tables are dicts, unhashable by value).
+@dataclass(frozen=True, slots=True, eq=False)
 class Ruleset:
     name: str
     version: str
@@ -64,24 +127,80 @@ class Ruleset:
     split_area_codes: Mapping[str, tuple[str, ...]]
     state_zones: Mapping[str, tuple[str, ...]]
     unknown_zones: tuple[str, ...]
+    regions: frozenset[str] = frozenset({"US"})
+    zip3: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def qualified(self, rule: Rule) -> str:
+        """`us@2026.12.1:us.fl.hours`: the rule id with the ruleset and its version."""
+        return f"{self.name}@{self.version}:{rule.id}"
 
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
+    """The answer of `evaluate`.
+
+    `reason`: None when allowed; "outside_calling_window"; or "number_outside_ruleset"
+    (a number the ruleset cannot judge: never allowed, `next_allowed_at` None).
+    `next_allowed_at`: the exact start of the next instant open in every zone
+    considered (aware UTC), or None when none opens within 15 days. `rules`: the
+    rules applied, qualified with the ruleset's version. `caps`: (rule id, max calls,
+    window seconds) of every applied rule with a frequency cap; the rule id is bare
+    (`us.fl.hours`) so a counter outlives a ruleset version bump.
+    """
+
     allowed: bool
-    reason: str | None  # None when allowed; "outside_calling_window"
+    reason: str | None
     next_allowed_at: datetime | None
     zones: tuple[ZoneSource, ...]
-    rules: tuple[str, ...]  # "us@2026.12.0:us.fl.hours", ...
+    rules: tuple[str, ...]
+    caps: tuple[tuple[str, int, float], ...] = ()
 
 
 @cache
 def load_ruleset(name: str) -> Ruleset:
-    """The ruleset shipped as `rules/<name>.toml`."""
-    text = resources.files(__package__).joinpath("rules", f"{name}.toml").read_text()
-    data: dict[str, Any] = tomllib.loads(text)
-    rules = tuple(
-        Rule(
+    """The ruleset shipped as `rules/<name>.toml` (parsed once)."""
+    folder = resources.files(__package__).joinpath("rules")
+    path = folder.joinpath(f"{name}.toml")
+    if not re.fullmatch(r"[a-z0-9_-]+", name) or not path.is_file():
+        shipped = sorted(
+            item.name[:-5]
+            for item in folder.iterdir()
+            if item.name.endswith(".toml") and not item.name.startswith("_")
+        )
+        raise ConfigurationError(
+            f"no ruleset {name!r}: predial ships {', '.join(shipped)} (rules='us')"
+        )
+    data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+    rules = tuple(_rule(name, index, raw) for index, raw in enumerate(data["rules"]))
+    needs_holidays = [rule.id for rule in rules if rule.state_holidays]
+    if needs_holidays and importlib.util.find_spec("holidays") is None:
+        # Fail when the ruleset is loaded (a campaign's start-up), not at the first
+        # Alabama lead.
+        raise ConfigurationError(
+            f"the {name!r} ruleset's rule {needs_holidays[0]} refuses calls on state "
+            "holidays, which needs the holidays package: pip install 'predial[compliance]'"
+        )
+    zip3: dict[str, tuple[str, ...]] = {}
+    if "zip3_table" in data:
+        text = folder.joinpath(data["zip3_table"]).read_text(encoding="utf-8")
+        rows = csv.reader(line for line in text.splitlines() if not line.startswith("#"))
+        next(rows)  # the header
+        zip3 = {prefix: tuple(states.split()) for prefix, states in rows}
+    return Ruleset(
+        name=name,
+        version=data["version"],
+        rules=rules,
+        split_area_codes={k: tuple(v) for k, v in data["split_area_codes"].items()},
+        state_zones={k: tuple(v) for k, v in data["state_zones"].items()},
+        unknown_zones=tuple(data["unknown_zones"]),
+        regions=frozenset(data.get("regions", ("US",))),
+        zip3=zip3,
+    )
+
+
+def _rule(ruleset: str, index: int, raw: dict[str, Any]) -> Rule:
+    try:
+        return Rule(
             id=raw["id"],
             states=None if raw["states"] == "*" else frozenset(raw["states"]),
             start=time.fromisoformat(raw["start"]),
@@ -92,16 +211,11 @@ def load_ruleset(name: str) -> Ruleset:
             source=raw["source"],
             verified=bool(raw["verified"]),
         )
-        for raw in data["rules"]
-    )
-    return Ruleset(
-        name=name,
-        version=data["version"],
-        rules=rules,
-        split_area_codes={k: tuple(v) for k, v in data["split_area_codes"].items()},
-        state_zones={k: tuple(v) for k, v in data["state_zones"].items()},
-        unknown_zones=tuple(data["unknown_zones"]),
-    )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ConfigurationError(
+            f"rules/{ruleset}.toml: rule #{index + 1} ({raw.get('id', 'no id')}) has a "
+            f"missing or malformed field: {exc}"
+        ) from exc
 
 
 def evaluate(
@@ -110,68 +224,132 @@ def evaluate(
     *,
     lead: Any = None,
     rules: str | Ruleset = "us",
-    closing_margin: timedelta = timedelta(minutes=1),
+    keys: LocationKeys = _DEFAULT_KEYS,
+    closing_margin: timedelta | float = timedelta(minutes=1),
 ) -> Verdict:
-    """Whether `phone_number` (E.164) may be called at `at` (aware; default now)."""
+    """Whether `phone_number` (E.164) may be called at `at` (aware; default now).
+
+    `lead`: a predial `Lead` (its `metadata` is read) or the metadata mapping itself;
+    `keys` names the metadata keys read. `closing_margin` (a timedelta or seconds): a
+    window closing within it counts as closed. Raises `InvalidPhoneNumber` (a
+    ValueError) for a phone number that is not one, ValueError for a naive `at`.
+    """
     ruleset = load_ruleset(rules) if isinstance(rules, str) else rules
-    instant = (at or datetime.now(UTC)).astimezone(UTC)
-    zones = _zones(phone_number, lead, ruleset)
-    states = frozenset(z.state for z in zones if z.state)
-    applied = tuple(rule for rule in ruleset.rules if rule.applies(states))
-    names = tuple(f"{ruleset.name}@{ruleset.version}:{rule.id}" for rule in applied)
-    if _open(instant, zones, applied, closing_margin):
-        return Verdict(True, None, None, zones, names)
+    if not isinstance(ruleset, Ruleset):
+        raise TypeError(f"rules must be a ruleset name such as 'us', not {type(rules).__name__}")
+    instant = _instant(at)
+    margin = _margin(closing_margin)
+    place = _place(phone_number)
+    if place.region not in ruleset.regions:
+        return Verdict(False, "number_outside_ruleset", None, (), ())
+    zones = _zones(place, _metadata(lead), keys, ruleset)
+    applied, names, caps = _applied(ruleset, frozenset(z.state for z in zones if z.state))
+    zone_names = tuple(dict.fromkeys(z.zone for z in zones))
+    if _open(instant, zone_names, applied, margin):
+        return Verdict(True, None, None, zones, names, caps)
     return Verdict(
         False,
         "outside_calling_window",
-        _next_open(instant, zones, applied, closing_margin),
+        _next_open(instant, zone_names, applied, margin),
         zones,
         names,
+        caps,
     )
 
 
-def _zones(phone_number: str, lead: Any, ruleset: Ruleset) -> tuple[ZoneSource, ...]:
-    found: list[ZoneSource] = []
-    state = None
+def _instant(at: datetime | None) -> datetime:
+    if at is None:
+        return datetime.now(UTC)
+    if not isinstance(at, datetime):
+        raise TypeError(f"evaluate(): at must be an aware datetime, not {type(at).__name__}")
+    if at.utcoffset() is None:
+        raise ValueError(
+            "evaluate(): at is a naive datetime; give an aware one (datetime.now(UTC))"
+        )
+    return at.astimezone(UTC)
+
+
+def _margin(value: timedelta | float) -> timedelta:
+    margin = value if isinstance(value, timedelta) else timedelta(seconds=value)
+    if not timedelta(0) <= margin < timedelta(hours=1):
+        raise ValueError(f"evaluate(): closing_margin must be in [0 s, 1 h), not {value!r}")
+    return margin
+
+
+# ---- where the number places the callee -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Place:
+    region: str | None  # phonenumbers' region code: "US", "PR", "CA", "GB"...
+    area_code: str | None
+    state: str | None
+    zones: tuple[str, ...]  # phonenumbers' zones, when they name a place
+
+
+#: NPA-NXX -> _Place: phonenumbers' zone and geocoder data for NANP go no deeper
+#: than the exchange (7-digit prefixes with the country code), so one parse serves
+#: every number of an exchange. Bounded by clearing: a dial list spans few exchanges.
+_PLACES: dict[str, _Place] = {}
+_PLACES_MAX = 50_000
+
+
+def _place(phone_number: str) -> _Place:
+    if isinstance(phone_number, str) and _NANP.fullmatch(phone_number):
+        key = phone_number[2:8]
+        place = _PLACES.get(key)
+        if place is None:
+            if len(_PLACES) >= _PLACES_MAX:
+                _PLACES.clear()
+            place = _PLACES[key] = _lookup(phonenumbers.parse(phone_number))
+        return place
+    if not isinstance(phone_number, str):
+        raise InvalidPhoneNumber(
+            "not_a_string",
+            phone_number,
+            f"evaluate(): phone_number must be an E.164 string such as +12025550123, "
+            f"not {type(phone_number).__name__}",
+        )
     try:
         parsed = phonenumbers.parse(phone_number)
-    except phonenumbers.NumberParseException:
-        parsed = None
-    if parsed is not None and parsed.country_code == 1:
-        state = _state_of(geocoder.description_for_number(parsed, "en"))
-        for zone in timezone.time_zones_for_number(parsed):
-            if zone != "Etc/Unknown" and len(timezone.time_zones_for_number(parsed)) < 10:
-                found.append(ZoneSource(zone, "number", state))
-        area_code = str(parsed.national_number)[:3]
-        for zone in ruleset.split_area_codes.get(area_code, ()):
-            found.append(ZoneSource(zone, "area-code", state))
-    metadata = getattr(lead, "metadata", None) or (lead if isinstance(lead, Mapping) else {})
-    lead_state = _first(metadata, DEFAULT_KEYS["state"])
-    if lead_state and lead_state.upper() in ruleset.state_zones:
-        code = lead_state.upper()
-        found += [ZoneSource(z, "lead.state", code) for z in ruleset.state_zones[code]]
-    lead_zone = _first(metadata, DEFAULT_KEYS["timezone"])
-    if lead_zone:
-        found.append(ZoneSource(lead_zone, "lead.timezone", None))
-    if not found:
-        found = [ZoneSource(z, "unknown", None) for z in ruleset.unknown_zones]
-    unique: dict[tuple[str, str], ZoneSource] = {}
-    for source in found:
-        unique.setdefault((source.zone, source.source), source)
-    return tuple(unique.values())
+    except phonenumbers.NumberParseException as exc:
+        raise _invalid(phone_number) from exc
+    if not phonenumbers.is_possible_number(parsed):
+        raise _invalid(phone_number)
+    if parsed.country_code == 1:
+        e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+        if not _NANP.fullmatch(e164):
+            raise _invalid(phone_number)
+        return _place(e164)
+    return _Place(phonenumbers.region_code_for_number(parsed), None, None, ())
 
 
-def _first(metadata: Mapping[str, Any], keys: tuple[str, ...]) -> str | None:
-    for key in keys:
-        value = metadata.get(key) if isinstance(metadata, Mapping) else None
-        if isinstance(value, str) and value.strip():
-            return value.strip()
-    return None
+def _invalid(phone_number: str) -> InvalidPhoneNumber:
+    return InvalidPhoneNumber(
+        "not_a_number",
+        phone_number,
+        f"evaluate(): phone_number {mask_phone(phone_number)!r} is not a phone number; "
+        "give it in E.164 (+12025550123)",
+    )
+
+
+def _lookup(parsed: phonenumbers.PhoneNumber) -> _Place:
+    region = phonenumbers.region_code_for_number(parsed)
+    state = _state_of(geocoder.description_for_number(parsed, "en"))
+    if state is None and region not in (None, "US", "CA"):
+        state = region  # a territory (PR, GU...) is its own "state" in the tables
+    zones = tuple(timezone.time_zones_for_number(parsed))
+    if len(zones) > _MAX_NUMBER_ZONES or "Etc/Unknown" in zones:
+        zones = ()
+    return _Place(region, str(parsed.national_number)[:3], state, zones)
 
 
 _STATE_NAMES = {
     "washington state": "WA",
     "washington d.c.": "DC",
+    "district of columbia": "DC",
+    "u.s. virgin islands": "VI",
+    "us virgin islands": "VI",
 }
 
 
@@ -193,56 +371,203 @@ def _by_name() -> dict[str, str]:
         "NE Nebraska,NV Nevada,NH New Hampshire,NJ New Jersey,NM New Mexico,NY New York,"
         "NC North Carolina,ND North Dakota,OH Ohio,OK Oklahoma,OR Oregon,PA Pennsylvania,"
         "RI Rhode Island,SC South Carolina,SD South Dakota,TN Tennessee,TX Texas,UT Utah,"
-        "VT Vermont,VA Virginia,WV West Virginia,WI Wisconsin,WY Wyoming,PR Puerto Rico"
+        "VT Vermont,VA Virginia,WV West Virginia,WI Wisconsin,WY Wyoming,PR Puerto Rico,"
+        "GU Guam,AS American Samoa,MP Northern Mariana Islands"
     )
     return {name.lower(): code for code, _, name in (e.partition(" ") for e in names.split(","))}
 
 
+# ---- where the lead places the callee ----------------------------------------------
+
+
+def _metadata(lead: Any) -> Mapping[str, Any]:
+    if lead is None:
+        return {}
+    if isinstance(lead, Mapping):
+        return lead
+    metadata = getattr(lead, "metadata", _MISSING)
+    if metadata is _MISSING:
+        raise TypeError(
+            f"evaluate(): lead must be a predial Lead or its metadata mapping, not "
+            f"{type(lead).__name__}"
+        )
+    return metadata if isinstance(metadata, Mapping) else {}
+
+
+_MISSING = object()
+
+
+def _zones(
+    place: _Place, metadata: Mapping[str, Any], keys: LocationKeys, ruleset: Ruleset
+) -> tuple[ZoneSource, ...]:
+    found = [ZoneSource(zone, "number", place.state) for zone in place.zones]
+    split = ruleset.split_area_codes.get(place.area_code or "", ())
+    found += [ZoneSource(zone, "area-code", place.state) for zone in split]
+    if not found and place.state is not None and place.state in ruleset.state_zones:
+        # The number names a state but no exchange zone: all of the state's zones.
+        found = [ZoneSource(z, "area-code", place.state) for z in ruleset.state_zones[place.state]]
+    if metadata:
+        found += _lead_zones(metadata, keys, ruleset)
+    if not found:
+        return tuple(ZoneSource(zone, "unknown") for zone in ruleset.unknown_zones)
+    return tuple(dict.fromkeys(found))
+
+
+def _lead_zones(
+    metadata: Mapping[str, Any], keys: LocationKeys, ruleset: Ruleset
+) -> list[ZoneSource]:
+    found: list[ZoneSource] = []
+    # A value that is missing, malformed or names no place is ignored: the other
+    # sources still place the callee (and nothing at all means the unknown window).
+    state = _state_code(_first(metadata, keys.state), ruleset)
+    if state is not None:
+        found += [ZoneSource(z, "lead.state", state) for z in ruleset.state_zones[state]]
+    for zip_state in _zip_states(_first(metadata, keys.postal_code), ruleset):
+        zones = ruleset.state_zones[zip_state]
+        found += [ZoneSource(z, "lead.postal_code", zip_state) for z in zones]
+    zone = _first(metadata, keys.timezone)
+    if isinstance(zone, str) and _zone(zone.strip()) is not None:
+        found.append(ZoneSource(zone.strip(), "lead.timezone"))
+    return found
+
+
+def _first(metadata: Mapping[str, Any], keys: Sequence[str]) -> object:
+    for key in keys:
+        value = metadata.get(key)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def _state_code(value: object, ruleset: Ruleset) -> str | None:
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    code = text.upper() if len(text) == 2 else _by_name().get(text.lower())
+    return code if code in ruleset.state_zones else None
+
+
+def _zip_states(value: object, ruleset: Ruleset) -> tuple[str, ...]:
+    """The states of a US ZIP Code (5 digits or ZIP+4); () for anything else.
+
+    A number is read as a spreadsheet leaves it, leading zeros dropped (2134 is
+    02134). A prefix in several states gives all of them (each is considered).
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= 99_999:
+        text = f"{value:05d}"
+    elif isinstance(value, str) and (match := _ZIP.fullmatch(value.strip())):
+        text = match.group(1)
+    else:
+        return ()
+    states = ruleset.zip3.get(text[:3], ())
+    return tuple(state for state in states if state in ruleset.state_zones)
+
+
+@lru_cache(maxsize=1024)
+def _zone(name: str) -> ZoneInfo | None:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+# ---- the rules that apply -----------------------------------------------------------
+
+#: A rule as applied: the rule and the states whose holidays close its days.
+_Check = tuple[Rule, frozenset[str]]
+
+
+@lru_cache(maxsize=1024)
+def _applied(
+    ruleset: Ruleset, states: frozenset[str]
+) -> tuple[tuple[_Check, ...], tuple[str, ...], tuple[tuple[str, int, float], ...]]:
+    """The federal rule and the rules of every state a source names; when no source
+    names a state, every rule (the callee may be in any state: the conservative
+    reading of an unknown location)."""
+    checks: list[_Check] = []
+    for rule in ruleset.rules:
+        if states and not rule.applies(states):
+            continue
+        own = frozenset() if rule.states is None else rule.states
+        holiday_states = (own & states if states else own) if rule.state_holidays else frozenset()
+        checks.append((rule, holiday_states))
+    names = tuple(ruleset.qualified(rule) for rule, _ in checks)
+    caps = tuple(
+        (rule.id, rule.calls_per_24h, 86_400.0)
+        for rule, _ in checks
+        if rule.calls_per_24h is not None
+    )
+    return tuple(checks), names, caps
+
+
+# ---- window arithmetic --------------------------------------------------------------
+
+
 def _open(
-    instant: datetime,
-    zones: tuple[ZoneSource, ...],
-    rules: tuple[Rule, ...],
-    margin: timedelta,
+    instant: datetime, zones: tuple[str, ...], checks: tuple[_Check, ...], margin: timedelta
 ) -> bool:
-    for source in zones:
-        local = instant.astimezone(ZoneInfo(source.zone))
-        for rule in rules:
-            if not _inside(local, rule, margin):
+    for name in zones:
+        zone = _zone(name)
+        if zone is None:  # the data's zones are checked by the tests; a guard only
+            raise ConfigurationError(f"the ruleset names an unknown time zone {name!r}")
+        local = instant.astimezone(zone)
+        day = local.date()
+        for rule, holiday_states in checks:
+            if local.weekday() not in rule.days:
+                return False
+            if holiday_states and _is_holiday(day, holiday_states):
+                return False
+            start, end = _bounds(name, day, rule.start, rule.end)
+            if not (start <= instant and instant + margin < end):
                 return False
     return True
 
 
-def _inside(local: datetime, rule: Rule, margin: timedelta) -> bool:
-    if local.weekday() not in rule.days:
-        return False
-    start = datetime.combine(local.date(), rule.start, local.tzinfo)
-    end = datetime.combine(local.date(), rule.end, local.tzinfo)
-    # Wall-clock arithmetic in one zone: compare as UTC so a DST day is right.
-    return start.astimezone(UTC) <= local.astimezone(UTC) and (
-        local.astimezone(UTC) + margin < end.astimezone(UTC)
+@lru_cache(maxsize=8192)
+def _bounds(zone: str, day: date, start: time, end: time) -> tuple[datetime, datetime]:
+    """A window's opening and closing on `day` in `zone`, as UTC instants (so a day
+    on which daylight saving starts or ends is right)."""
+    tz = ZoneInfo(zone)
+    return (
+        datetime.combine(day, start, tz).astimezone(UTC),
+        datetime.combine(day, end, tz).astimezone(UTC),
     )
 
 
+def _is_holiday(day: date, states: frozenset[str]) -> bool:
+    """Whether `day`, a date in the callee's local time, is a legal holiday of any of
+    `states` (observed days too: a holiday on a Saturday closes the Friday as well)."""
+    return any(day in _holidays(state, day.year) for state in states)
+
+
+@lru_cache(maxsize=256)
+def _holidays(state: str, year: int) -> frozenset[date]:
+    try:
+        module = importlib.import_module("holidays")
+    except ImportError as exc:  # load_ruleset checked; the package went away since
+        raise ConfigurationError(
+            "state holidays need the holidays package: pip install 'predial[compliance]'"
+        ) from exc
+    return frozenset(module.country_holidays("US", subdiv=state, years=year))
+
+
 def _next_open(
-    instant: datetime,
-    zones: tuple[ZoneSource, ...],
-    rules: tuple[Rule, ...],
-    margin: timedelta,
+    instant: datetime, zones: tuple[str, ...], checks: tuple[_Check, ...], margin: timedelta
 ) -> datetime | None:
     """The first instant after `instant` at which every window is open: an
     intersection of windows opens when one of them opens, so only window starts are
-    candidates (8 days of them, in every zone)."""
+    candidates (every rule's start, in every zone, on each of the next days)."""
+    starts = {rule.start for rule, _ in checks}
     candidates: set[datetime] = set()
-    for source in zones:
-        zone = ZoneInfo(source.zone)
-        today: date = instant.astimezone(zone).date()
-        for offset in range(9):
+    for name in zones:
+        today = instant.astimezone(ZoneInfo(name)).date()
+        for offset in range(_HORIZON_DAYS):
             day = today + timedelta(days=offset)
-            for rule in rules:
-                start = datetime.combine(day, rule.start, zone).astimezone(UTC)
-                if start > instant:
-                    candidates.add(start)
+            for start in starts:
+                opening = _bounds(name, day, start, start)[0]
+                if opening > instant:
+                    candidates.add(opening)
     for candidate in sorted(candidates):
-        if _open(candidate, zones, rules, margin):
+        if _open(candidate, zones, checks, margin):
             return candidate
     return None
