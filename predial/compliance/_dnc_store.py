@@ -51,12 +51,12 @@ Block: TypeAlias = "array.array[int] | memoryview | None"
 def split_nanp(number: str) -> tuple[int, int] | None:
     """`+12025550123`, `12025550123` or `2025550123` → (202, 5550123); anything else
     (another country, a malformed string) → None."""
-    if len(number) == 12 and number[0] == "+" and number[1] == "1":
-        digits = number[2:]  # the E.164 fast path a dialer's lookups take
+    if number.startswith("+"):
+        if len(number) != 12 or number[1] != "1":
+            return None  # E.164 of another country, or of the wrong length
+        digits = number[2:]
     else:
-        digits = number[1:] if number.startswith("+") else number
-        if len(digits) == 11 and digits[0] == "1":
-            digits = digits[1:]
+        digits = number[1:] if len(number) == 11 and number[0] == "1" else number
     if len(digits) != 10 or not digits.isascii() or not digits.isdigit():
         return None
     return int(digits[:3]), int(digits[3:])
@@ -82,17 +82,20 @@ class DncStore:
         except ValueError:
             meta = None
         self.meta: dict[str, Any] = meta if isinstance(meta, dict) else {}
+        entries = [
+            _ENTRY.unpack_from(self._map, _INDEX + code * _ENTRY.size) for code in AREA_CODES
+        ]
+        for code, (offset, count) in enumerate(entries):
+            if count and (offset < _HEADER or offset + 4 * (_EXCHANGES + count) > size):
+                self._map.close()  # checked before any view of it exists
+                raise ConfigurationError(self._corrupt(f"area code {code:03d} out of range"))
         view = memoryview(self._map)
         self._slices: list[tuple[memoryview, memoryview] | None] = []
         self._raw: list[tuple[int, int] | None] = []
         self.count = 0
-        for code in AREA_CODES:
-            offset, count = _ENTRY.unpack_from(self._map, _INDEX + code * _ENTRY.size)
+        for offset, count in entries:
             if count:
                 end = offset + 4 * (_EXCHANGES + count)
-                if offset < _HEADER or end > size:
-                    self.close()
-                    raise ConfigurationError(self._corrupt(f"area code {code:03d} out of range"))
                 words = view[offset:end].cast("I")
                 self._slices.append((words[:_EXCHANGES], words[_EXCHANGES:]))
                 self._raw.append((offset, end))
