@@ -291,3 +291,21 @@ def test_on_redis_down_is_checked(redis_url: str) -> None:
     tier = RedisTier(redis_url, prefix="captest")
     with pytest.raises(ConfigurationError, match="on_redis_down must be 'local' or 'closed'"):
         RedisCapCounter(tier, on_redis_down="open")  # type: ignore[arg-type]
+
+
+async def test_a_cap_on_redis_cluster(redis_cluster_url: str) -> None:
+    # Each cap key is its own hash slot: keys of many numbers spread over the nodes.
+    made = [RedisTier(redis_cluster_url, cluster=True, timeout=1.0) for _ in range(2)]
+    try:
+        for tier in made:
+            assert await tier.ping()  # learns the slots first
+        a, b = (RedisCapCounter(tier) for tier in made)
+        for i in range(20):
+            key = f"us.fl:+1305555{i:04d}"
+            assert await a.admit(key, 2, DAY, T0) is None
+            assert await b.admit(key, 2, DAY, T0 + 1) is None
+            assert await a.admit(key, 2, DAY, T0 + 2) == pytest.approx(DAY - 2)
+        assert a.unshared == b.unshared == 0
+    finally:
+        for tier in made:
+            await tier.close()
