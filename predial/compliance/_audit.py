@@ -382,10 +382,13 @@ class AuditLog:
                 origin,
                 dnc_list,
             )
-            if self._closed:
-                self._drop()
-                return
-            self._queue.put_nowait(captured)
+            # Under the lock with `close`: no decision lands after the queue's last
+            # drain, unwritten and uncounted.
+            with self._lock:
+                if self._closed:
+                    self._dropped += 1
+                    return
+                self._queue.put_nowait(captured)
         except queue.Full:
             self._drop()
         except Exception as error:  # a clock that raises: the dial goes on, counted
@@ -522,14 +525,28 @@ class AuditLog:
     def closed(self) -> bool:
         return self._closed
 
+    def _drop_queued(self) -> None:
+        """Count what is still queued as dropped (the writer will not get to it)."""
+        left = 0
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _STOP:
+                left += 1
+        with self._lock:
+            self._dropped += left
+
     def close(self, timeout: float = 5.0) -> AuditStats:
         """Stop taking decisions (later ones are dropped, counted), write what is
         queued within `timeout` seconds, and drop, counted, what is still queued
         then (a sink that hangs is left to its thread). Logs a warning when records
         were lost; returns the final counts. Calling it again only returns them."""
-        if self._closed:
+        with self._lock:
+            already, self._closed = self._closed, True
+        if already:
             return self.stats()
-        self._closed = True
         atexit.unregister(self._at_exit)
         deadline = time.monotonic() + max(0.0, timeout)
         # A writer stuck on the sink leaves no room for the stop: what is queued is
@@ -539,16 +556,7 @@ class AuditLog:
         self._thread.join(max(0.0, deadline - time.monotonic()))
         if self._thread.is_alive():
             self._abandon = True
-            left = 0
-            while True:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is not _STOP:
-                    left += 1
-            with self._lock:
-                self._dropped += left
+            self._drop_queued()
         else:
             try:
                 self._sink.close()
