@@ -9,6 +9,7 @@ from typing import Any
 
 from ._cache import CacheSettings
 from ._phone import PhonePolicy
+from .compliance._gate import Compliance
 
 __all__ = ["Campaign", "RetrySettings"]
 
@@ -21,7 +22,10 @@ class Campaign:
     often hold secrets, so they are left out of the repr. `default_region` reads
     national-format numbers; `policy` overrides the whole phone policy;
     `label_preference`, `deadline` and `cache` (TTLs; the size is the resolver's)
-    override the resolver's defaults for this campaign.
+    override the resolver's defaults for this campaign. `compliance` opts the
+    campaign into the gate before every dial: a ruleset name (`"us"`) or a
+    `predial.compliance.Compliance` with do-not-call lists, sources and caps; None
+    (the default) checks nothing beyond the CRM's own do-not-call flag.
     """
 
     id: str
@@ -32,6 +36,7 @@ class Campaign:
     label_preference: Sequence[str] | None = None
     deadline: float | None = None
     cache: CacheSettings | None = None
+    compliance: Compliance | str | None = None
     #: Where the campaign was configured (`predial.toml: campaigns[2]`), for errors.
     origin: str | None = field(default=None, compare=False)
 
@@ -51,6 +56,17 @@ class Campaign:
             raise ValueError(
                 f"campaign {self.id!r}: deadline must be a finite number of seconds > 0"
             )
+        try:
+            settings = Compliance.of(self.compliance)
+        except (TypeError, ValueError, LookupError) as error:
+            raise ValueError(f"campaign {self.id!r}: compliance: {error}") from None
+        object.__setattr__(self, "compliance", settings)
+
+    @property
+    def compliance_settings(self) -> Compliance | None:
+        """The campaign's `Compliance`, or None when it has not opted in."""
+        assert not isinstance(self.compliance, str)  # normalised in __post_init__
+        return self.compliance
 
     def phone_policy(self) -> PhonePolicy:
         """The policy for this campaign's numbers, with its default region."""

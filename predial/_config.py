@@ -60,6 +60,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
@@ -69,6 +70,7 @@ from ._campaign import Campaign, RetrySettings
 from ._phone import DEFAULT_REFUSED_TYPES, PhonePolicy
 from ._redaction import redact, register_secret
 from ._wording import value_problem
+from .compliance._gate import Compliance
 from .errors import ConfigurationError, PluginLoadError
 from .service._settings import ServiceConfig
 from .shared import RedisTier, url_problem
@@ -216,6 +218,54 @@ class SharedConfig(_Strict):
         return RedisTier(**self.model_dump())
 
 
+class ResolverComplianceConfig(_Strict):
+    """`[resolver.compliance]`: where the do-not-call lists are kept and where every
+    decision is audited (docs/compliance.md)."""
+
+    dnc_dir: str | None = Field(default=None, min_length=1)
+    #: A file path (rotated), or "-" for standard output.
+    audit: str | None = Field(default=None, min_length=1)
+    audit_key: str | None = Field(default=None, min_length=16, repr=False)
+    audit_max_bytes: int = Field(default=100 * 2**20, ge=4096)
+    audit_backups: int = Field(default=10, ge=1, le=1000)
+    #: What the frequency caps do while the shared tier's Redis is down.
+    caps_on_redis_down: Literal["local", "closed"] = "closed"
+
+    @model_validator(mode="after")
+    def _key_with_audit(self) -> ResolverComplianceConfig:
+        if self.audit is not None and not self.audit_key:
+            raise ValueError(
+                "audit_key is required with audit: the external ids are written as an "
+                'HMAC under it; set audit_key = "${PREDIAL_AUDIT_KEY}" and export a random '
+                "key (python -c 'import secrets; print(secrets.token_hex(32))')"
+            )
+        return self
+
+
+class CampaignComplianceConfig(_Strict):
+    """`[campaigns.compliance]`: a campaign's gate (`predial.compliance.Compliance`)."""
+
+    rules: str = "us"
+    dnc_lists: list[str] = Field(default_factory=list)
+    dnc_sources: list[str] = Field(default_factory=list)
+    closing_margin: float = Field(default=60.0, ge=0, lt=3600)
+    caps: bool = True
+    location_keys: dict[str, list[str]] | None = None
+
+    def settings(self) -> Compliance:
+        from .compliance import LocationKeys
+
+        keys = LocationKeys(**self.location_keys) if self.location_keys else LocationKeys()
+        return Compliance(
+            rules=self.rules,
+            dnc_lists=tuple(self.dnc_lists),
+            dnc_sources=tuple(self.dnc_sources),
+            keys=keys,
+            closing_margin=self.closing_margin,
+            caps=self.caps,
+        )
+
+
 class ResolverConfig(_Strict):
     deadline: float = Field(default=3.0, gt=0, le=60)
     label_preference: list[str] | None = None
@@ -225,6 +275,7 @@ class ResolverConfig(_Strict):
     retry: RetryConfig = Field(default_factory=RetryConfig)
     breaker: BreakerConfig | None = None
     shared: SharedConfig | None = None
+    compliance: ResolverComplianceConfig | None = None
 
 
 class CampaignConfig(_Strict):
@@ -236,6 +287,8 @@ class CampaignConfig(_Strict):
     label_preference: list[str] | None = None
     deadline: float | None = Field(default=None, gt=0, le=60)
     cache: CacheConfig | None = None
+    #: "us", or a table of `CampaignComplianceConfig`.
+    compliance: str | CampaignComplianceConfig | None = None
 
     @field_validator("default_region")
     @classmethod
@@ -265,6 +318,11 @@ class CampaignConfig(_Strict):
             label_preference=tuple(self.label_preference) if self.label_preference else None,
             deadline=self.deadline,
             cache=self.cache.settings() if self.cache else None,
+            compliance=(
+                self.compliance.settings()
+                if isinstance(self.compliance, CampaignComplianceConfig)
+                else self.compliance
+            ),
         )
 
 
@@ -331,6 +389,26 @@ class PredialConfig(_Strict):
             options["label_preference"] = tuple(resolver.label_preference)
         if resolver.shared is not None:
             options["shared"] = resolver.shared.tier()
+        compliance = resolver.compliance
+        if compliance is not None:
+            if "shared" in options:
+                from .compliance import RedisCapCounter
+
+                options["cap_counter"] = RedisCapCounter(
+                    options["shared"], on_redis_down=compliance.caps_on_redis_down
+                )
+            if compliance.dnc_dir is not None:
+                options["dnc_dir"] = compliance.dnc_dir
+            if compliance.audit is not None:
+                from .compliance import AuditLog
+
+                assert compliance.audit_key is not None  # the validator insists
+                options["audit"] = AuditLog(
+                    compliance.audit,
+                    key=compliance.audit_key,
+                    max_bytes=compliance.audit_max_bytes,
+                    backups=compliance.audit_backups,
+                )
         return options
 
     def plugin_modules(self, failed: dict[int, PluginLoadError] | None = None) -> list[ModuleType]:
@@ -701,7 +779,16 @@ def _secret_problems(raw: Mapping[str, Any]) -> list[str]:
         settings = campaign.get("settings") if isinstance(campaign, dict) else None
         if isinstance(settings, dict):
             walk(settings, ("campaigns", index, "settings"), False)
+    audit_key = _audit_key(raw)
+    if audit_key is not None:
+        check(audit_key, ("resolver", "compliance", "audit_key"))
     return problems
+
+
+def _audit_key(raw: Mapping[str, Any]) -> object:
+    resolver = raw.get("resolver")
+    compliance = resolver.get("compliance") if isinstance(resolver, dict) else None
+    return compliance.get("audit_key") if isinstance(compliance, dict) else None
 
 
 def _file_secrets(text: str, raw: Mapping[str, Any], env: Mapping[str, str]) -> list[object]:
@@ -727,6 +814,9 @@ def _file_secrets(text: str, raw: Mapping[str, Any], env: Mapping[str, str]) -> 
                 found.append(key.get("key"))
         secrets = service.get("webhook_secrets")
         found.extend(secrets if isinstance(secrets, list) else [])
+    audit_key = _audit_key(raw)
+    if audit_key is not None:
+        found.append(audit_key)
     return found
 
 
@@ -751,6 +841,13 @@ def _duplicate_ids(raw: Mapping[str, Any]) -> list[str]:
 
 
 def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
+    resolver = raw.get("resolver")
+    compliance = resolver.get("compliance") if isinstance(resolver, dict) else None
+    if isinstance(compliance, dict):
+        for key in ("dnc_dir", "audit"):
+            value = compliance.get(key)
+            if isinstance(value, str) and value not in ("", "-") and not Path(value).is_absolute():
+                compliance[key] = str(base / value)
     campaigns = raw.get("campaigns")
     for campaign in campaigns if isinstance(campaigns, list) else []:
         settings = campaign.get("settings") if isinstance(campaign, dict) else None

@@ -27,6 +27,8 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
 from time import perf_counter
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
@@ -36,6 +38,7 @@ from ._breaker import BreakerSettings
 from ._cache import CacheEntry, CacheKey, CacheSettings, CacheTier, MemoryCache
 from ._campaign import Campaign, RetrySettings
 from ._config import secret_values
+from ._decision import current_decision
 from ._faults import is_adapter_fault, retrieve_exception
 from ._fetcher import Answer, CampaignRuntime, redacted_traceback
 from ._flight import Flight, start_task
@@ -52,6 +55,7 @@ from ._trace import Trace
 from ._warm import WarmReport
 from ._warm import warm as warm_leads
 from .adapters import close_adapter
+from .compliance._gate import ComplianceGate, GateResult
 from .errors import (
     ConfigurationError,
     InvalidLead,
@@ -64,6 +68,8 @@ from .shared._codec import Message, encode_body, encode_message
 
 if TYPE_CHECKING:
     from ._config import PredialConfig
+    from .compliance._audit import AuditLog
+    from .compliance._gate import CapCounter
     from .metrics import ResolverMetrics
     from .shared._redis import Lookup, RedisTier
 
@@ -103,6 +109,10 @@ class Resolver:
         clock: Callable[[], float] = time.monotonic,
         shared: RedisTier | None = None,
         tenants: Tenants | None = None,
+        dnc_dir: str | os.PathLike[str] | None = None,
+        audit: AuditLog | None = None,
+        wall_clock: Callable[[], datetime] | None = None,
+        cap_counter: CapCounter | None = None,
     ) -> None:
         if not deadline > 0 or deadline == math.inf:  # NaN compares false
             raise ValueError("deadline must be a finite number of seconds > 0")
@@ -168,6 +178,9 @@ class Resolver:
         self.shared = shared
         if shared is not None:
             self._share(shared)
+        #: The audit log every decision is written to, when one is configured.
+        self.audit = audit
+        self._gate = self._build_gate(dnc_dir, wall_clock, cap_counter)
 
     def _share(self, shared: RedisTier) -> None:
         from .shared._breaker import SharedBreaker
@@ -186,6 +199,57 @@ class Resolver:
             share_limits = getattr(runtime.adapter, "share_limits", None)
             if callable(share_limits):
                 share_limits(shared, f"campaign:{campaign_id}")
+
+    def _build_gate(
+        self,
+        dnc_dir: str | os.PathLike[str] | None,
+        wall_clock: Callable[[], datetime] | None,
+        counter: CapCounter | None,
+    ) -> ComplianceGate | None:
+        """The compliance gate, when a campaign opted in; its lists, sources and cap
+        counter checked now, so a missing list fails at start-up, not at a dial."""
+        settings = [
+            (runtime.campaign, runtime.campaign.compliance_settings)
+            for runtime in self.campaigns.values()
+        ]
+        opted = [(campaign, chosen) for campaign, chosen in settings if chosen is not None]
+        if not opted:
+            return None
+        from .compliance._caps import MemoryCapCounter
+        from .compliance._dnc_lists import DncLists
+        from .compliance._dnc_sources import DncSources
+
+        lists = None
+        wanted = sorted({name for _, chosen in opted for name in chosen.dnc_lists})
+        if wanted:
+            if dnc_dir is None:
+                users = ", ".join(campaign.where for campaign, c in opted if c.dnc_lists)
+                raise ConfigurationError(
+                    f"{users}: compliance names do-not-call lists but the resolver has no "
+                    "dnc_dir: set [resolver.compliance] dnc_dir in predial.toml (or "
+                    "Resolver(dnc_dir=...)), the folder `predial dnc` keeps them in"
+                )
+            lists = DncLists(Path(dnc_dir), clock=self._clock)
+            lists.check_names(wanted)
+        sources = None
+        if any(chosen.dnc_sources for _, chosen in opted):
+            sources = DncSources.from_registry(self.registry)
+            sources.check_names(sorted({n for _, c in opted for n in c.dnc_sources}))
+        if counter is None:
+            counter = self._shared_counter() or MemoryCapCounter()
+        return ComplianceGate(
+            lists=lists,
+            sources=sources,
+            counter=counter,
+            wall_clock=wall_clock or _utc_now,
+        )
+
+    def _shared_counter(self) -> CapCounter | None:
+        if self.shared is None:
+            return None
+        from .compliance._caps import RedisCapCounter
+
+        return RedisCapCounter(self.shared)
 
     def _heard_breaker(self, campaign_id: str, state: str, seconds: float) -> None:
         runtime = self.campaigns.get(campaign_id)
@@ -301,6 +365,12 @@ class Resolver:
         runtime = self.campaigns.get(lead.campaign_id)
         if runtime is None:
             raise self._unknown_campaign(lead, started)
+        found = await self._find(lead, runtime, started)
+        return await self._pass(lead, runtime, found, started)
+
+    async def _find(self, lead: Lead, runtime: CampaignRuntime, started: float) -> Resolution:
+        """The number the lead's sources give (CRM, cache, stale, stored), not yet
+        through the compliance gate nor counted; or the refusal, counted."""
         external_id = lead.external_id
         if external_id is None:
             return self._standard(lead, runtime, started)
@@ -313,16 +383,14 @@ class Resolver:
             if metrics is not None:
                 metrics.on_cache(lead.campaign_id, True)
             if entry.phone_number is not None:
-                return self._done(
-                    Resolution(
-                        entry.phone_number,
-                        "cache",
-                        lead.campaign_id,
-                        external_id,
-                        runtime.adapter_name,
-                        None,
-                        perf_counter() - started,
-                    )
+                return Resolution(
+                    entry.phone_number,
+                    "cache",
+                    lead.campaign_id,
+                    external_id,
+                    runtime.adapter_name,
+                    None,
+                    perf_counter() - started,
                 )
             return self._permanent(lead, runtime, entry.reason or "not_found", started)
 
@@ -368,7 +436,9 @@ class Resolver:
                     )
             if lead.external_id is None:
                 trace.notes.append("standard-mode lead: the CRM is not asked")
-                trace.resolution = self._standard(lead, runtime, started)
+                trace.resolution = await self._pass(
+                    lead, runtime, self._standard(lead, runtime, started), started
+                )
             else:
                 deadline_at = time.monotonic() + runtime.deadline
                 fetch = asyncio.ensure_future(runtime.fetch(lead.external_id, deadline_at, trace))
@@ -396,7 +466,8 @@ class Resolver:
                     outcome = runtime.timed_out()
                 trace.outcome_reason = outcome.reason
                 key = (lead.campaign_id, lead.external_id)
-                trace.resolution = self._after_fetch(lead, runtime, key, outcome, started)
+                found = self._after_fetch(lead, runtime, key, outcome, started)
+                trace.resolution = await self._pass(lead, runtime, found, started)
         except Unresolvable as refusal:
             trace.refusal = refusal
         trace.elapsed = perf_counter() - started
@@ -411,16 +482,14 @@ class Resolver:
         started: float,
     ) -> Resolution:
         if outcome.phone_number is not None:
-            return self._done(
-                Resolution(
-                    outcome.phone_number,
-                    "cache" if outcome.cached else "crm",
-                    lead.campaign_id,
-                    lead.external_id,
-                    runtime.adapter_name,
-                    None,
-                    perf_counter() - started,
-                )
+            return Resolution(
+                outcome.phone_number,
+                "cache" if outcome.cached else "crm",
+                lead.campaign_id,
+                lead.external_id,
+                runtime.adapter_name,
+                None,
+                perf_counter() - started,
             )
         reason = outcome.reason or "adapter_error"
         if not outcome.transient:
@@ -977,16 +1046,14 @@ class Resolver:
         number = self._stored_number(lead, runtime)
         if number is None:
             raise self._refuse(lead, runtime, "invalid_stored_number", False, None, started)
-        return self._done(
-            Resolution(
-                number,
-                "stored",
-                lead.campaign_id,
-                None,
-                runtime.adapter_name,
-                None,
-                perf_counter() - started,
-            )
+        return Resolution(
+            number,
+            "stored",
+            lead.campaign_id,
+            None,
+            runtime.adapter_name,
+            None,
+            perf_counter() - started,
         )
 
     def _permanent(
@@ -1017,7 +1084,6 @@ class Resolver:
         entry = self._cache.get(key)
         if entry is not None and self._clock() < entry.keep_until:
             if entry.phone_number is not None:
-                self._stats.stale += 1
                 return self._fallback(lead, runtime, entry.phone_number, "stale", reason, started)
             if entry.reason == "do_not_call":
                 # The CRM's last word was do-not-call: the CRM being down now does
@@ -1039,7 +1105,6 @@ class Resolver:
         reason: str,
         started: float,
     ) -> Resolution:
-        self._stats.fallbacks[reason] += 1
         log.info(
             "campaign %s: lead %s falls back to the %s number %s (%s)",
             _shown_id(lead.campaign_id),
@@ -1048,24 +1113,68 @@ class Resolver:
             mask_phone(number),
             reason,
         )
-        return self._done(
-            Resolution(
-                number,
-                source,
-                lead.campaign_id,
-                lead.external_id,
-                runtime.adapter_name,
-                reason,
-                perf_counter() - started,
-            )
+        return Resolution(
+            number,
+            source,
+            lead.campaign_id,
+            lead.external_id,
+            runtime.adapter_name,
+            reason,
+            perf_counter() - started,
         )
 
-    def _done(self, resolution: Resolution) -> Resolution:
+    async def _pass(
+        self, lead: Lead, runtime: CampaignRuntime, found: Resolution, started: float
+    ) -> Resolution:
+        """`found` through the campaign's compliance gate, then counted: the last step
+        of every resolve, whatever the number's source."""
+        settings = runtime.campaign.compliance_settings
+        if settings is None or self._gate is None:
+            return self._done(found, started)
+        checked = await self._gate.check(settings, found.phone_number, lead.metadata)
+        if not checked.allowed:
+            assert checked.reason is not None
+            raise self._refuse(
+                lead,
+                runtime,
+                checked.reason,
+                checked.retryable,
+                checked.retry_after,
+                started,
+                checked.detail,
+                gate=checked,
+                number=found.phone_number,
+                source=found.source,
+            )
+        return self._done(found, started, checked)
+
+    def _done(
+        self, found: Resolution, started: float, checked: GateResult | None = None
+    ) -> Resolution:
+        resolution = replace(found, elapsed=perf_counter() - started)
         stats = self._stats
         stats.resolved += 1
         if resolution.source == "stored":
             stats.stored += 1
+        elif resolution.source == "stale":
+            stats.stale += 1
+        if resolution.fallback_reason is not None:
+            stats.fallbacks[resolution.fallback_reason] += 1
         stats.latencies.append(resolution.elapsed)
+        if self.audit is not None:
+            asked = current_decision.get()
+            self.audit.decision(
+                campaign=resolution.campaign_id,
+                external_id=resolution.external_id,
+                number=resolution.phone_number,
+                source=resolution.source,
+                status="ok",
+                reason=resolution.fallback_reason or "",
+                latency=resolution.elapsed,
+                verdict=checked.verdict if checked is not None else None,
+                origin=asked.origin if asked else "library",
+                decision_id=asked.decision_id if asked else None,
+            )
         if self._metrics is not None:
             self._metrics.on_decision(
                 resolution.campaign_id,
@@ -1085,14 +1194,33 @@ class Resolver:
         retry_after: float | None,
         started: float,
         detail: str | None = None,
+        *,
+        gate: GateResult | None = None,
+        number: str | None = None,
+        source: str = "",
     ) -> Unresolvable:
         elapsed = perf_counter() - started
         stats = self._stats
         stats.refused += 1
         stats.refusals[reason] += 1
         stats.latencies.append(elapsed)
+        status = "retry_later" if retryable else "skip"
+        if self.audit is not None:
+            asked = current_decision.get()
+            self.audit.decision(
+                campaign=lead.campaign_id,
+                external_id=lead.external_id,
+                number=number if number is not None else lead.phone_number,
+                source=source,
+                status=status,
+                reason=reason,
+                latency=elapsed,
+                verdict=gate.verdict if gate is not None else None,
+                origin=asked.origin if asked else "library",
+                decision_id=asked.decision_id if asked else None,
+                dnc_list=gate.list_name if gate is not None else None,
+            )
         if self._metrics is not None:
-            status = "retry_later" if retryable else "skip"
             self._metrics.on_decision(lead.campaign_id, "", status, reason, elapsed)
         log.info(
             "campaign %s: lead %s refused: %s%s",
@@ -1111,6 +1239,8 @@ class Resolver:
             external_id=lead.external_id,
             detail=detail,
             elapsed=elapsed,
+            next_allowed_at=gate.next_allowed_at if gate is not None else None,
+            list_name=gate.list_name if gate is not None else None,
         )
 
     def _parse(self, value: object, index: int | None, started: float) -> Lead:
@@ -1127,6 +1257,19 @@ class Resolver:
         stats.refused += 1
         stats.refusals[invalid.reason] += 1
         stats.latencies.append(elapsed)
+        if self.audit is not None:
+            asked = current_decision.get()
+            self.audit.decision(
+                campaign=invalid.campaign_id or "",
+                external_id=invalid.external_id,
+                number=None,
+                source="",
+                status="skip",
+                reason=invalid.reason,
+                latency=elapsed,
+                origin=asked.origin if asked else "library",
+                decision_id=asked.decision_id if asked else None,
+            )
         if self._metrics is not None:
             self._metrics.on_decision(invalid.campaign_id, "", "skip", invalid.reason, elapsed)
         # The fields only: the message quotes no values (a number may be among them).
@@ -1280,6 +1423,10 @@ class Resolver:
 #: How long a waiter waits for another process's hand-over before it looks at the
 #: key again (the value may be in, or the claim gone).
 _RECHECK = 0.5
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _ms(seconds: float) -> int:

@@ -23,6 +23,7 @@ from ._trace import PhoneVerdict
 from .errors import InvalidPhoneNumber
 
 __all__ = [
+    "COMPLIANCE_REASONS",
     "DEFAULT_LABEL_PREFERENCE",
     "MAX_PHONES",
     "PERMANENT_REASONS",
@@ -61,6 +62,29 @@ TRANSIENT_REASONS: Final[dict[str, str]] = {
     "auth_error": "the CRM rejected the adapter's credentials",
     "adapter_error": "the adapter raised an unexpected error (a bug in the adapter)",
     "campaign_misconfigured": "the campaign's adapter could not be set up",
+}
+
+#: The compliance gate's refusals of a number about to be dialled (a campaign with
+#: `compliance` set), each with whether the dialer may try again. They refuse the lead
+#: itself: unlike the CRM's reasons above, none falls back to the stored number.
+COMPLIANCE_REASONS: Final[dict[str, tuple[str, bool]]] = {
+    "do_not_call_list": ("the number is on a do-not-call list the campaign checks", False),
+    "outside_calling_window": (
+        "the callee's local time is outside the calling window; retry at next_allowed_at",
+        True,
+    ),
+    "call_cap_reached": (
+        "the number had its allowed calls in the rolling window; retry when the oldest leaves",
+        True,
+    ),
+    "call_cap_unavailable": (
+        "the shared call count (Redis) is unavailable and the caps fail closed",
+        True,
+    ),
+    "dnc_source_unavailable": (
+        "an external do-not-call source did not answer and fails closed",
+        True,
+    ),
 }
 
 

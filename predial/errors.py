@@ -39,6 +39,7 @@ configuration problem that should fail loudly.
 
 from __future__ import annotations
 
+import datetime as _dt
 import difflib
 from typing import Any, ClassVar
 
@@ -315,7 +316,10 @@ class Unresolvable(PredialError):
 
     `retryable` is the dialer's verdict: False means skip the lead (not found, no
     valid number, do-not-call); True means try again later, no sooner than
-    `retry_after` seconds when that is set.
+    `retry_after` seconds when that is set. A compliance refusal adds
+    `next_allowed_at` (`outside_calling_window`: the aware UTC start of the next
+    allowed window) or `list_name` (`do_not_call_list`: the list or source that
+    holds the number).
     """
 
     def __init__(
@@ -328,6 +332,8 @@ class Unresolvable(PredialError):
         external_id: str | None = None,
         detail: str | None = None,
         elapsed: float = 0.0,
+        next_allowed_at: _dt.datetime | None = None,
+        list_name: str | None = None,
     ) -> None:
         self.reason = reason
         self.retryable = retryable
@@ -336,6 +342,8 @@ class Unresolvable(PredialError):
         self.external_id = external_id
         self.detail = detail
         self.elapsed = elapsed
+        self.next_allowed_at = next_allowed_at
+        self.list_name = list_name
         verdict = "retry later" if retryable else "skip"
         if retryable and retry_after is not None:
             verdict = f"retry after {retry_after:g}s"

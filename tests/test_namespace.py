@@ -12,6 +12,7 @@ import predial
 #: The public API. A name added to (or dropped from) `predial.__all__` is a change of
 #: the API: change it here on purpose, and in the README.
 PUBLIC = [
+    "COMPLIANCE_REASONS",
     "PERMANENT_REASONS",
     "TRANSIENT_REASONS",
     "AdapterAuthError",
@@ -27,6 +28,7 @@ PUBLIC = [
     "ContactState",
     "CrmContact",
     "CrmPhone",
+    "DncSourceRegister",
     "DuplicateAdapter",
     "ImportInProgress",
     "InputFileError",

@@ -68,7 +68,14 @@ PUBLIC_MODULES = {
         "UnknownCampaign",
         "Unresolvable",
     ],
-    "predial.hookspecs": ["AdapterRegister", "hookimpl", "hookspec", "register_adapters"],
+    "predial.hookspecs": [
+        "AdapterRegister",
+        "DncSourceRegister",
+        "hookimpl",
+        "hookspec",
+        "register_adapters",
+        "register_dnc_sources",
+    ],
     "predial.lupitor": [
         "API_KEY_ENV",
         "API_URL_ENV",

@@ -1,5 +1,6 @@
-"""The compliance gate before a dial (issue 15, work in progress): calling windows in
-the callee's local time under a versioned ruleset (`rules/us.toml`)."""
+"""The compliance gate before a dial: calling windows in the callee's local time under
+a versioned ruleset (`rules/us.toml`), do-not-call lists and sources, frequency caps,
+and the audit record of every decision. See docs/compliance.md."""
 
 from ._audit import AuditLog, AuditStats
 from ._audit_summary import AuditSummary, summarize_audit
@@ -7,6 +8,7 @@ from ._caps import MemoryCapCounter, RedisCapCounter
 from ._dnc_import import DncImportReport
 from ._dnc_lists import DncEntry, DncList, DncLists, DncListStats
 from ._dnc_sources import DncSourceAnswer, DncSources
+from ._gate import Compliance
 from ._windows import (
     LocationKeys,
     Rule,
@@ -21,6 +23,7 @@ __all__ = [
     "AuditLog",
     "AuditStats",
     "AuditSummary",
+    "Compliance",
     "DncEntry",
     "DncImportReport",
     "DncList",

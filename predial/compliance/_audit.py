@@ -256,10 +256,11 @@ class _Throttle:
 
 # The decision as `decision()` captured it, built into a record by the writer:
 # (time, campaign, external_id, number, source, status, reason, latency, verdict,
-# origin, dnc_list).
+# origin, dnc_list, decision_id).
 _Captured = tuple[
-    datetime, object, object, object, object, object, object, float, object, object, object
-]
+    datetime, object, object, object, object, object, object, float, object, object, object,
+    object,
+]  # fmt: skip
 
 
 class AuditLog:
@@ -362,12 +363,15 @@ class AuditLog:
         verdict: object | None = None,
         origin: str = "library",
         dnc_list: str | None = None,
+        decision_id: str | None = None,
     ) -> None:
         """Record one decision: `status` "ok", "skip" or "retry_later"; `latency` in
         seconds (as `Resolution.elapsed`); `verdict` a `predial.compliance.Verdict`,
         or a mapping with `rules` (ids as "us@2026.12.0:us.fl.hours") and `zones`
         (mappings or objects with `zone`, `source`, `state`), or None; `dnc_list`
-        the list that refused the number, if one did. Returns at once; never raises."""
+        the list that refused the number, if one did; `decision_id` the id the caller
+        already gave the decision (the service's `decisionId`), else the log makes one.
+        Returns at once; never raises."""
         try:
             captured: _Captured = (
                 self._clock(),
@@ -381,6 +385,7 @@ class AuditLog:
                 verdict,
                 origin,
                 dnc_list,
+                decision_id,
             )
             # Under the lock with `close`: no decision lands after the queue's last
             # drain, unwritten and uncounted.
@@ -449,7 +454,7 @@ class AuditLog:
     def _record(self, captured: _Captured) -> dict[str, Any]:
         """The JSON-ready record of a captured decision (the writer's work)."""
         (moment, campaign, external_id, number, source, status, reason, latency, verdict,
-         origin, dnc_list) = captured  # fmt: skip
+         origin, dnc_list, decision_id) = captured  # fmt: skip
         rules: list[str] = []
         zones: list[dict[str, str | None]] = []
         next_allowed_at: str | None = None
@@ -460,7 +465,7 @@ class AuditLog:
             if isinstance(at, datetime):
                 next_allowed_at = _iso(at)
         return {
-            "id": self._next_id(moment),
+            "id": _text(decision_id) if decision_id is not None else self._next_id(moment),
             "time": _iso(moment),
             "campaign": _text(campaign),
             "external_id_hash": None if external_id is None else self.hash_external_id(external_id),

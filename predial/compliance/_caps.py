@@ -86,6 +86,15 @@ class _Attempts(TLRUCache[str, _Entry, int]):
         return item
 
 
+class CapCountUnavailable(Exception):
+    """The shared count cannot be read and `on_redis_down="closed"`: retry after
+    `retry_after` seconds (the tier's `retry_interval`)."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"the shared call count is unavailable; retry in {retry_after:g}s")
+        self.retry_after = retry_after
+
+
 class MemoryCapCounter:
     """A frequency-cap counter in this process's memory.
 
@@ -220,4 +229,5 @@ class RedisCapCounter:
             )
         if self.on_redis_down == "local":
             return self.local.admit_now(key, limit, window, now)
-        return float(self.tier.retry_interval)
+        # Not "over the cap": the count is unknown. The gate says so (its own reason).
+        raise CapCountUnavailable(float(self.tier.retry_interval))

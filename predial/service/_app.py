@@ -30,6 +30,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from .._config import PredialConfig, find_config, load_config
+from .._decision import DecisionContext, current_decision
 from .._fetcher import redacted_traceback
 from .._models import Lead, Resolution
 from .._redaction import register_secret
@@ -386,6 +387,9 @@ class PredialService:
     async def decide(self, lead: Lead) -> dict[str, Any]:
         """The decision for a checked lead (never raises for a refusal)."""
         outcome: Resolution | Unresolvable
+        decision_id = new_decision_id()
+        # The audit record of this resolve carries the answer's id (see _decision).
+        token = current_decision.set(DecisionContext(decision_id, "service"))
         try:
             outcome = await self.resolver.resolve(lead)
         except Unresolvable as refusal:
@@ -394,7 +398,9 @@ class PredialService:
             if self.resolver.closed:
                 raise self._shutting_down() from None
             raise
-        return decision_for(outcome, lead, new_decision_id())
+        finally:
+            current_decision.reset(token)
+        return decision_for(outcome, lead, decision_id)
 
     # -- routes ----------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -62,6 +63,17 @@ class Decision(_Camel):
     external_id: str | None = None
     decision_id: str = Field(description="Unique per answer; also in the service's log line")
     detail: str | None = Field(default=None, description="More on a refusal, for humans")
+    next_allowed_at: str | None = Field(
+        default=None,
+        description=(
+            "outside_calling_window: when the callee's next calling window opens "
+            "(ISO 8601, UTC); retryAfter is the seconds until then"
+        ),
+    )
+    list_name: str | None = Field(
+        default=None,
+        description="do_not_call_list: the do-not-call list or source holding the number",
+    )
 
 
 class ErrorDetail(BaseModel):
@@ -173,6 +185,8 @@ def decision_for(
             "externalId": lead.external_id,
             "decisionId": decision_id,
             "detail": None,
+            "nextAllowedAt": None,
+            "listName": None,
         }
     return {
         "status": "retry_later" if outcome.retryable else "skip",
@@ -184,7 +198,15 @@ def decision_for(
         "externalId": lead.external_id,
         "decisionId": decision_id,
         "detail": redact(outcome.detail, limit=300) if outcome.detail else None,
+        "nextAllowedAt": _utc_text(outcome.next_allowed_at),
+        "listName": outcome.list_name,
     }
+
+
+def _utc_text(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def error_json(code: str, message: str, field: str | None = None) -> dict[str, Any]:

@@ -1,0 +1,235 @@
+"""The gate every number passes just before the resolver hands it out.
+
+A campaign opts in with `Campaign(compliance="us")` (or a `Compliance` for more
+settings). The checks run cheapest and most final first: the local do-not-call
+lists (a hit is permanent), the plugins' external sources, the calling window in the
+callee's time zones, and last the frequency caps — last because admitting a call
+counts it, and only a call that will be made may count.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any, Protocol
+
+from ._caps import CapCountUnavailable
+from ._windows import LocationKeys, Verdict, evaluate, load_ruleset
+
+
+@functools.cache
+def shipped_rulesets() -> frozenset[str]:
+    """The names of the rulesets shipped in `predial/compliance/rules/`."""
+    folder = resources.files(__package__).joinpath("rules")
+    return frozenset(
+        item.name.removesuffix(".toml")
+        for item in folder.iterdir()
+        if item.name.endswith(".toml") and not item.name.startswith("_")
+    )
+
+
+__all__ = ["Compliance", "ComplianceGate", "GateResult"]
+
+
+@dataclass(frozen=True, slots=True)
+class Compliance:
+    """A campaign's compliance settings (`Campaign(compliance=...)`).
+
+    `rules`: the ruleset of calling windows and caps (`"us"`). `dnc_lists`: the
+    local do-not-call lists checked, by name (files in the resolver's `dnc_dir`,
+    kept with `predial dnc`). `dnc_sources`: external sources registered by plugins
+    (`register_dnc_sources`), by name. `keys`: the lead metadata keys read for the
+    callee's location. `closing_margin`: seconds before a window closes that count as
+    closed. `caps`: whether the ruleset's frequency caps are enforced.
+    """
+
+    rules: str = "us"
+    dnc_lists: tuple[str, ...] = ()
+    dnc_sources: tuple[str, ...] = ()
+    keys: LocationKeys = field(default_factory=LocationKeys)
+    closing_margin: float = 60.0
+    caps: bool = True
+
+    def __post_init__(self) -> None:
+        # An unknown ruleset fails here, at start-up, not at the first dial.
+        known = shipped_rulesets()
+        if self.rules not in known:
+            raise ValueError(f"no ruleset {self.rules!r}: predial ships {', '.join(sorted(known))}")
+        load_ruleset(self.rules)
+        if not 0 <= self.closing_margin < 3600 or math.isnan(self.closing_margin):
+            raise ValueError("compliance.closing_margin must be seconds in [0, 3600)")
+        for name in (*self.dnc_lists, *self.dnc_sources):
+            if not isinstance(name, str) or not name:
+                raise ValueError("compliance: list and source names must be non-empty text")
+        # Tuples whatever the caller passed (a list from a config file).
+        object.__setattr__(self, "dnc_lists", tuple(self.dnc_lists))
+        object.__setattr__(self, "dnc_sources", tuple(self.dnc_sources))
+
+    @classmethod
+    def of(cls, value: str | Compliance | None) -> Compliance | None:
+        """`value` as settings: a ruleset name means that ruleset with the defaults."""
+        if value is None or isinstance(value, Compliance):
+            return value
+        if isinstance(value, str):
+            return cls(rules=value)
+        raise TypeError(
+            f"compliance must be a ruleset name such as 'us' or a Compliance, not "
+            f"{type(value).__name__}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class GateResult:
+    """The gate's word on one number: allowed, or why not and until when."""
+
+    verdict: Verdict | None
+    reason: str | None = None
+    retryable: bool = False
+    retry_after: float | None = None
+    next_allowed_at: datetime | None = None
+    list_name: str | None = None
+    detail: str | None = None
+
+    @property
+    def allowed(self) -> bool:
+        return self.reason is None
+
+
+class DncLookup(Protocol):
+    def first_hit(self, number: str, names: Sequence[str]) -> str | None: ...
+
+
+class SourceAnswer(Protocol):
+    @property
+    def hit(self) -> str | None: ...
+    @property
+    def unavailable(self) -> str | None: ...
+    @property
+    def retry_after(self) -> float | None: ...
+
+
+class DncSourceChecker(Protocol):
+    def check(self, number: str, names: Sequence[str]) -> Awaitable[SourceAnswer]: ...
+
+
+class CapCounter(Protocol):
+    def admit(self, key: str, limit: int, window: float, now: float) -> Awaitable[float | None]: ...
+
+
+class ComplianceGate:
+    """Runs a campaign's `Compliance` on a number about to be dialled.
+
+    `lists` answers the local do-not-call lists, `sources` the plugins' external
+    ones, `counter` the frequency caps (in memory, or shared through Redis);
+    `wall_clock` is the time of day the windows are judged at (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        *,
+        lists: DncLookup | None,
+        sources: DncSourceChecker | None,
+        counter: CapCounter,
+        wall_clock: Callable[[], datetime],
+    ) -> None:
+        self.lists = lists
+        self.sources = sources
+        self.counter = counter
+        self.wall_clock = wall_clock
+
+    async def check(
+        self, settings: Compliance, number: str, metadata: Mapping[str, Any] | None
+    ) -> GateResult:
+        if settings.dnc_lists:
+            if self.lists is None:  # the resolver checks at start-up; a guard only
+                raise RuntimeError("a campaign names do-not-call lists but no dnc_dir is set")
+            listed = self.lists.first_hit(number, settings.dnc_lists)
+            if listed is not None:
+                return GateResult(
+                    None,
+                    "do_not_call_list",
+                    list_name=listed,
+                    detail=f"the number is on the do-not-call list {listed!r}",
+                )
+        if settings.dnc_sources:
+            if self.sources is None:
+                raise RuntimeError("a campaign names do-not-call sources but none is registered")
+            answer = await self.sources.check(number, settings.dnc_sources)
+            if answer.hit is not None:
+                return GateResult(
+                    None,
+                    "do_not_call_list",
+                    list_name=answer.hit,
+                    detail=f"the do-not-call source {answer.hit!r} lists the number",
+                )
+            if answer.unavailable is not None:
+                return GateResult(
+                    None,
+                    "dnc_source_unavailable",
+                    retryable=True,
+                    retry_after=answer.retry_after,
+                    detail=f"the do-not-call source {answer.unavailable!r} did not answer",
+                )
+        now = self.wall_clock()
+        verdict = evaluate(
+            number,
+            now,
+            lead=metadata,
+            rules=settings.rules,
+            keys=settings.keys,
+            closing_margin=settings.closing_margin,
+        )
+        if not verdict.allowed:
+            wait = None
+            if verdict.next_allowed_at is not None:
+                wait = max(0.0, (verdict.next_allowed_at - now).total_seconds())
+            return GateResult(
+                verdict,
+                verdict.reason or "outside_calling_window",
+                retryable=True,
+                retry_after=wait,
+                next_allowed_at=verdict.next_allowed_at,
+                detail=_window_detail(verdict),
+            )
+        if settings.caps:
+            stamp = now.timestamp()
+            for rule_id, limit, window in verdict.caps:
+                try:
+                    wait = await self.counter.admit(f"{rule_id}:{number}", limit, window, stamp)
+                except CapCountUnavailable as unknown:
+                    return GateResult(
+                        verdict,
+                        "call_cap_unavailable",
+                        retryable=True,
+                        retry_after=unknown.retry_after,
+                        detail=f"{rule_id}: {unknown}",
+                    )
+                if wait is not None:
+                    return GateResult(
+                        verdict,
+                        "call_cap_reached",
+                        retryable=True,
+                        retry_after=wait,
+                        next_allowed_at=datetime.fromtimestamp(stamp + wait, UTC),
+                        detail=f"{rule_id}: at most {limit} calls per {_span(window)}",
+                    )
+        return GateResult(verdict)
+
+
+def _window_detail(verdict: Verdict) -> str:
+    zones = ", ".join(sorted({zone.zone for zone in verdict.zones}))
+    if verdict.next_allowed_at is None:
+        return f"outside the calling window in {zones}"
+    return (
+        f"outside the calling window in {zones}; next allowed at "
+        f"{verdict.next_allowed_at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+    )
+
+
+def _span(seconds: float) -> str:
+    hours = seconds / 3600
+    return f"{hours:g} hours" if hours != 1 else "hour"
