@@ -439,3 +439,23 @@ def test_allowed_means_inside_every_window_and_next_allowed_is_allowed(
         assert verdict.next_allowed_at is not None
         assert verdict.next_allowed_at > at
         assert evaluate(number, verdict.next_allowed_at, lead=lead).allowed
+        # ... and it is the first: an intersection of windows opens when one of them
+        # opens, so no window start in between is allowed.
+        for start in _window_starts(verdict, at, verdict.next_allowed_at):
+            assert not evaluate(number, start, lead=lead).allowed
+
+
+def _window_starts(verdict: Any, after: datetime, before: datetime) -> list[datetime]:
+    ruleset = load_ruleset("us")
+    starts = {r.start for r in ruleset.rules if ruleset.qualified(r) in verdict.rules}
+    found = []
+    for source in verdict.zones:
+        zone = ZoneInfo(source.zone)
+        day = after.astimezone(zone).date()
+        while datetime.combine(day, datetime.min.time(), zone) < before:
+            for start in starts:
+                instant = datetime.combine(day, start, zone).astimezone(UTC)
+                if after < instant < before:
+                    found.append(instant)
+            day += timedelta(days=1)
+    return found

@@ -40,13 +40,15 @@ __all__ = [
 ]
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-#: How far ahead `next_allowed_at` looks: a Sunday, a holiday weekend and any window
+#: How far ahead `next_allowed_at` looks (days): a Sunday, a holiday weekend and any window
 #: of the shipped rules fit in it many times over.
 _HORIZON_DAYS = 15
 #: A phonenumbers answer with more zones than this names no place (toll-free: 42).
 _MAX_NUMBER_ZONES = 10
 #: The shape of a callable NANP number in E.164: NPA and NXX never start with 0 or 1.
 _NANP = re.compile(r"\+1[2-9]\d{2}[2-9]\d{6}")
+#: The default closing margin: dialling stops a minute before a window ends (Genesys).
+_ONE_MINUTE = timedelta(minutes=1)
 #: A US ZIP Code: five digits, or ZIP+4 with or without its hyphen.
 _ZIP = re.compile(r"(\d{5})(?:-?\d{4})?")
 
@@ -225,7 +227,7 @@ def evaluate(
     lead: Any = None,
     rules: str | Ruleset = "us",
     keys: LocationKeys = _DEFAULT_KEYS,
-    closing_margin: timedelta | float = timedelta(minutes=1),
+    closing_margin: timedelta | float = _ONE_MINUTE,
 ) -> Verdict:
     """Whether `phone_number` (E.164) may be called at `at` (aware; default now).
 
@@ -238,22 +240,22 @@ def evaluate(
     if not isinstance(ruleset, Ruleset):
         raise TypeError(f"rules must be a ruleset name such as 'us', not {type(rules).__name__}")
     instant = _instant(at)
-    margin = _margin(closing_margin)
+    margin = closing_margin if closing_margin is _ONE_MINUTE else _margin(closing_margin)
     place = _place(phone_number)
     if place.region not in ruleset.regions:
         return Verdict(False, "number_outside_ruleset", None, (), ())
-    zones = _zones(place, _metadata(lead), keys, ruleset)
-    applied, names, caps = _applied(ruleset, frozenset(z.state for z in zones if z.state))
-    zone_names = tuple(dict.fromkeys(z.zone for z in zones))
-    if _open(instant, zone_names, applied, margin):
-        return Verdict(True, None, None, zones, names, caps)
+    metadata = _metadata(lead)
+    lead_zones = _lead_zones(metadata, keys, ruleset) if metadata else ()
+    plan = _plan(place, lead_zones, ruleset)
+    if _open(instant, plan.zone_names, plan.checks, margin):
+        return Verdict(True, None, None, plan.zones, plan.names, plan.caps)
     return Verdict(
         False,
         "outside_calling_window",
-        _next_open(instant, zone_names, applied, margin),
-        zones,
-        names,
-        caps,
+        _next_open(instant, plan.zone_names, plan.checks, margin),
+        plan.zones,
+        plan.names,
+        plan.caps,
     )
 
 
@@ -397,38 +399,71 @@ def _metadata(lead: Any) -> Mapping[str, Any]:
 _MISSING = object()
 
 
-def _zones(
-    place: _Place, metadata: Mapping[str, Any], keys: LocationKeys, ruleset: Ruleset
-) -> tuple[ZoneSource, ...]:
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What a verdict needs besides the instant, for one number and lead location."""
+
+    zones: tuple[ZoneSource, ...]
+    zone_names: tuple[str, ...]
+    checks: tuple[_Check, ...]
+    names: tuple[str, ...]
+    caps: tuple[tuple[str, int, float], ...]
+
+
+@lru_cache(maxsize=4096)
+def _plan(place: _Place, lead_zones: tuple[ZoneSource, ...], ruleset: Ruleset) -> _Plan:
     found = [ZoneSource(zone, "number", place.state) for zone in place.zones]
     split = ruleset.split_area_codes.get(place.area_code or "", ())
     found += [ZoneSource(zone, "area-code", place.state) for zone in split]
     if not found and place.state is not None and place.state in ruleset.state_zones:
         # The number names a state but no exchange zone: all of the state's zones.
         found = [ZoneSource(z, "area-code", place.state) for z in ruleset.state_zones[place.state]]
-    if metadata:
-        found += _lead_zones(metadata, keys, ruleset)
+    found += lead_zones
     if not found:
-        return tuple(ZoneSource(zone, "unknown") for zone in ruleset.unknown_zones)
-    return tuple(dict.fromkeys(found))
+        found = [ZoneSource(zone, "unknown") for zone in ruleset.unknown_zones]
+    zones = tuple(dict.fromkeys(found))
+    checks, names, caps = _applied(ruleset, frozenset(z.state for z in zones if z.state))
+    return _Plan(zones, tuple(dict.fromkeys(z.zone for z in zones)), checks, names, caps)
 
 
 def _lead_zones(
     metadata: Mapping[str, Any], keys: LocationKeys, ruleset: Ruleset
-) -> list[ZoneSource]:
+) -> tuple[ZoneSource, ...]:
+    return _lead_place(
+        _scalar(_first(metadata, keys.state)),
+        _scalar(_first(metadata, keys.postal_code)),
+        _scalar(_first(metadata, keys.timezone)),
+        ruleset,
+    )
+
+
+def _scalar(value: object) -> str | int | None:
+    """The value if it can be a state, ZIP or zone name (text or an integer), else
+    None: a list or a mapping names no place (and is not hashable for the cache)."""
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    return None
+
+
+@lru_cache(maxsize=4096)
+def _lead_place(
+    state_value: str | int | None,
+    postal_value: str | int | None,
+    zone_value: str | int | None,
+    ruleset: Ruleset,
+) -> tuple[ZoneSource, ...]:
     found: list[ZoneSource] = []
     # A value that is missing, malformed or names no place is ignored: the other
     # sources still place the callee (and nothing at all means the unknown window).
-    state = _state_code(_first(metadata, keys.state), ruleset)
+    state = _state_code(state_value, ruleset)
     if state is not None:
         found += [ZoneSource(z, "lead.state", state) for z in ruleset.state_zones[state]]
-    for zip_state in _zip_states(_first(metadata, keys.postal_code), ruleset):
+    for zip_state in _zip_states(postal_value, ruleset):
         zones = ruleset.state_zones[zip_state]
         found += [ZoneSource(z, "lead.postal_code", zip_state) for z in zones]
-    zone = _first(metadata, keys.timezone)
-    if isinstance(zone, str) and _zone(zone.strip()) is not None:
-        found.append(ZoneSource(zone.strip(), "lead.timezone"))
-    return found
+    if isinstance(zone_value, str) and _zone(zone_value.strip()) is not None:
+        found.append(ZoneSource(zone_value.strip(), "lead.timezone"))
+    return tuple(found)
 
 
 def _first(metadata: Mapping[str, Any], keys: Sequence[str]) -> object:
@@ -507,20 +542,37 @@ def _open(
     instant: datetime, zones: tuple[str, ...], checks: tuple[_Check, ...], margin: timedelta
 ) -> bool:
     for name in zones:
-        zone = _zone(name)
-        if zone is None:  # the data's zones are checked by the tests; a guard only
-            raise ConfigurationError(f"the ruleset names an unknown time zone {name!r}")
-        local = instant.astimezone(zone)
-        day = local.date()
+        local = instant.astimezone(_tz(name))
         for rule, holiday_states in checks:
-            if local.weekday() not in rule.days:
-                return False
-            if holiday_states and _is_holiday(day, holiday_states):
-                return False
-            start, end = _bounds(name, day, rule.start, rule.end)
-            if not (start <= instant and instant + margin < end):
+            if not _rule_open(instant, local, name, rule, holiday_states, margin):
                 return False
     return True
+
+
+def _rule_open(
+    instant: datetime,
+    local: datetime,
+    zone: str,
+    rule: Rule,
+    holiday_states: frozenset[str],
+    margin: timedelta,
+) -> bool:
+    """Whether `rule` allows a call at `instant` (`local` in `zone`): an allowed day,
+    not a holiday of its states, and the window closing more than `margin` later."""
+    if local.weekday() not in rule.days:
+        return False
+    day = local.date()
+    if holiday_states and _is_holiday(day, holiday_states):
+        return False
+    start, end = _bounds(zone, day, rule.start, rule.end)
+    return start <= instant and instant + margin < end
+
+
+def _tz(name: str) -> ZoneInfo:
+    zone = _zone(name)
+    if zone is None:  # the data's zones are checked by the tests; a guard only
+        raise ConfigurationError(f"the ruleset names an unknown time zone {name!r}")
+    return zone
 
 
 @lru_cache(maxsize=8192)
@@ -554,20 +606,47 @@ def _holidays(state: str, year: int) -> frozenset[date]:
 def _next_open(
     instant: datetime, zones: tuple[str, ...], checks: tuple[_Check, ...], margin: timedelta
 ) -> datetime | None:
-    """The first instant after `instant` at which every window is open: an
-    intersection of windows opens when one of them opens, so only window starts are
-    candidates (every rule's start, in every zone, on each of the next days)."""
-    starts = {rule.start for rule, _ in checks}
-    candidates: set[datetime] = set()
-    for name in zones:
-        today = instant.astimezone(ZoneInfo(name)).date()
-        for offset in range(_HORIZON_DAYS):
-            day = today + timedelta(days=offset)
-            for start in starts:
-                opening = _bounds(name, day, start, start)[0]
-                if opening > instant:
-                    candidates.add(opening)
-    for candidate in sorted(candidates):
-        if _open(candidate, zones, checks, margin):
-            return candidate
+    """The first instant after `instant` at which every window is open.
+
+    Push forward: while some rule is closed in some zone at `t`, nothing in between
+    can be open everywhere, so `t` moves to the latest of those rules' next openings;
+    when every rule is open at `t`, `t` is the answer (an intersection of windows
+    opens when one of them opens: the result is always a window start).
+    """
+    limit = instant + timedelta(days=_HORIZON_DAYS)
+    t = instant
+    while t <= limit:
+        later = t
+        for name in zones:
+            local = t.astimezone(_tz(name))
+            for rule, holiday_states in checks:
+                if not _rule_open(t, local, name, rule, holiday_states, margin):
+                    opening = _next_opening(t, name, local.date(), rule, holiday_states, margin)
+                    if opening is None:
+                        return None
+                    later = max(later, opening)
+        if later == t:
+            return t if t > instant else None
+        t = later
+    return None
+
+
+def _next_opening(
+    t: datetime,
+    zone: str,
+    local_day: date,
+    rule: Rule,
+    holiday_states: frozenset[str],
+    margin: timedelta,
+) -> datetime | None:
+    """The first opening of `rule` in `zone` at or after `t`, on a day it allows."""
+    for offset in range(_HORIZON_DAYS + 1):
+        day = local_day + timedelta(days=offset)
+        if day.weekday() not in rule.days:
+            continue
+        if holiday_states and _is_holiday(day, holiday_states):
+            continue
+        start, end = _bounds(zone, day, rule.start, rule.end)
+        if start >= t and start + margin < end:
+            return start
     return None
