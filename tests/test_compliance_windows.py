@@ -365,6 +365,37 @@ def test_every_zone_in_the_data_exists_and_every_zip_state_has_zones() -> None:
     assert placed == set(ruleset.state_zones)  # every state has a ZIP prefix, and back
 
 
+JUNK = st.one_of(
+    st.none(),
+    st.text(max_size=20),
+    st.integers(),
+    st.booleans(),
+    st.floats(allow_nan=True),
+    st.lists(st.text(max_size=5), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=2),
+    st.from_regex(r"\d{3,10}(-\d{0,5})?", fullmatch=True),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(zip_=JUNK, state=JUNK, zone=JUNK)
+def test_any_lead_metadata_only_narrows_a_placed_number(zip_: Any, state: Any, zone: Any) -> None:
+    """Whatever the metadata holds, evaluate answers (malformed values are ignored), and
+    a lead can only add zones and rules to a number that places itself: allowed with
+    the lead implies allowed without it."""
+    lead = {"zip": zip_, "state": state, "timezone": zone}
+    for at in (utc(2026, 12, 2, 13, 30), utc(2026, 12, 2, 18, 0), utc(2026, 12, 3, 1, 30)):
+        if evaluate("+12025550123", at, lead=lead).allowed:
+            assert evaluate("+12025550123", at).allowed
+
+
+def test_a_zip_plus_4_without_its_hyphen_is_read() -> None:
+    """123456789: ZIP 12345 (Schenectady NY, ET) with a Seattle number (PT): WA's 8-20
+    closes at 20:00 ET = 01:00 UTC."""
+    assert not evaluate("+12065551234", utc(2026, 12, 3, 0, 59), lead={"zip": "123456789"}).allowed
+    assert evaluate("+12065551234", utc(2026, 12, 3, 0, 59)).allowed
+
+
 # ---- the property ---------------------------------------------------------------
 
 NUMBERS = [

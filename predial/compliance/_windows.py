@@ -502,7 +502,7 @@ def _zip_states(value: object, ruleset: Ruleset) -> tuple[str, ...]:
 def _zone(name: str) -> ZoneInfo | None:
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # not a zone: the value is ignored
         return None
 
 
