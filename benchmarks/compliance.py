@@ -12,12 +12,14 @@ Do-not-call lists (`predial.compliance.DncLists`):
    several interleaved rounds (target <= 3x).
 3. bytes per stored number: the list file's size over its numbers, vs the set's
    RSS growth per number (target <= 8).
-4. the gate's cost on a cache-hit resolve: `gate_cost` (the coordinator's part).
+4. the gate's cost on a cache-hit resolve: `gate_cost` (with and without an audit file).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import itertools
 import json
 import os
 import random
@@ -27,9 +29,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from predial.compliance import DncList, DncLists
+from predial import AdapterRegister, Campaign, Lead, Resolver, hookimpl
+from predial.compliance import AuditLog, Compliance, DncList, DncLists
 from predial.compliance._dnc_store import split_nanp
 
 LIST = "national"
@@ -141,11 +145,118 @@ def measure_lookups(directory: Path, lookups: int, rounds: int = 5) -> dict[str,
     }
 
 
-def gate_cost() -> list[tuple[str, str]]:
-    """The coordinator's part: the compliance gate's cost added to a cache-hit
-    resolve (target <= 2x), as (label, figure) rows printed after the DNC figures.
-    Returns no rows until it is written."""
-    return []
+class _FixedAdapter:
+    """An adapter answering every id with the number its id encodes (no I/O)."""
+
+    name = "bench-fixed"
+
+    async def fetch_phone(self, external_id: str) -> str:
+        return external_id
+
+
+class _Plugin:
+    @hookimpl
+    def register_adapters(self, register: AdapterRegister) -> None:
+        register(_FixedAdapter)
+
+
+#: Wednesday 15:00 UTC: 10:00 in Washington DC, inside every window that applies.
+_INSIDE = datetime(2026, 12, 2, 15, 0, tzinfo=UTC)
+
+
+def gate_cost(directory: Path, leads: int = 2_000, rounds: int = 7) -> list[tuple[str, str]]:
+    """The compliance gate's cost on a cache-hit resolve (target <= 2x): the same
+    leads resolved from the cache by a campaign without `compliance` and by one with
+    `compliance="us"` checking the imported national list (the full registry-scale
+    file) — the calling window in the callee's zones, the list lookup — with verdicts
+    memoised per exchange and minute as a dialer meets them, and with none memoised
+    (every call a new minute), and by one that also writes every decision to an
+    audit file. Random DC numbers over ~800 exchanges (no frequency cap), none on the
+    list, best of interleaved rounds."""
+    lists = DncLists(directory)
+    rng = random.Random(3)
+    numbers: list[str] = []
+    while len(numbers) < leads:
+        number = f"+1202{rng.randrange(2_000_000, 10_000_000):07d}"
+        if lists.first_hit(number, [LIST]) is None:
+            numbers.append(number)
+    gated = Compliance(rules="us", dnc_lists=(LIST,))
+    campaigns = [
+        Campaign("plain", "bench-fixed", default_region="US"),
+        Campaign("gated", "bench-fixed", default_region="US", compliance=gated),
+        Campaign("cold", "bench-fixed", default_region="US", compliance=gated),
+        Campaign("audited", "bench-fixed", default_region="US", compliance=gated),
+    ]
+    minutes = itertools.cycle([_INSIDE, _INSIDE + timedelta(minutes=1)])
+    audit_file = directory / "audit.jsonl"
+
+    async def run() -> dict[str, float]:
+        audit = AuditLog(audit_file, key="benchmark-key-0123456789", max_queue=1_000_000)
+        resolvers = {
+            "plain": Resolver(campaigns[:1], plugins=[_Plugin()], load_entrypoints=False),
+            "gated": Resolver(
+                campaigns[1:2],
+                plugins=[_Plugin()],
+                load_entrypoints=False,
+                dnc_dir=directory,
+                wall_clock=lambda: _INSIDE,
+            ),
+            # Every call in another minute than the last: no verdict is memoised.
+            "cold": Resolver(
+                campaigns[2:3],
+                plugins=[_Plugin()],
+                load_entrypoints=False,
+                dnc_dir=directory,
+                wall_clock=lambda: next(minutes),
+            ),
+            "audited": Resolver(
+                campaigns[3:],
+                plugins=[_Plugin()],
+                load_entrypoints=False,
+                dnc_dir=directory,
+                wall_clock=lambda: _INSIDE,
+                audit=audit,
+            ),
+        }
+        batches = {
+            name: [Lead(campaign_id=name, external_id=number) for number in numbers]
+            for name in resolvers
+        }
+        for name, resolver in resolvers.items():  # fill the caches: every later one a hit
+            for lead in batches[name]:
+                await resolver.resolve(lead)
+        best = dict.fromkeys(resolvers, float("inf"))
+        for _ in range(rounds):
+            for name, resolver in resolvers.items():
+                resolve = resolver.resolve
+                started = time.perf_counter()
+                for lead in batches[name]:
+                    await resolve(lead)
+                best[name] = min(best[name], (time.perf_counter() - started) / leads)
+        for name, resolver in resolvers.items():
+            assert resolver.stats().hits >= leads * rounds, name
+            await resolver.close()
+        audit.close()
+        return best
+
+    best = asyncio.run(run())
+    plain, gated_us, audited = best["plain"] * 1e6, best["gated"] * 1e6, best["audited"] * 1e6
+    cold = best["cold"] * 1e6
+    return [
+        (
+            "gate on a cache hit",
+            f"{gated_us:.1f} us vs {plain:.1f} us without compliance = "
+            f"{gated_us / plain:.2f}x (target <= 2x)",
+        ),
+        (
+            "gate on a cache hit, no verdict memoised",
+            f"{cold:.1f} us = {cold / plain:.2f}x (every call in a new minute)",
+        ),
+        (
+            "gate + audit file on a cache hit",
+            f"{audited:.1f} us = {audited / plain:.2f}x the plain cache hit",
+        ),
+    ]
 
 
 def main() -> None:
@@ -168,6 +279,7 @@ def main() -> None:
         for path in files:
             path.unlink()  # the page cache and disk back for the lookups
         looked = measure_lookups(root / "lists", args.lookups)
+        gate_rows = gate_cost(root / "lists")
     per_number = looked["file_bytes"] / looked["numbers"]
     ratio = looked["store_us"] / looked["set_us"]
     print(
@@ -184,7 +296,7 @@ def main() -> None:
         f"{looked['set_bytes_per_number']:.1f} for the set "
         f"= {per_number / looked['set_bytes_per_number']:.3f}x (target <= 8 bytes)"
     )
-    for label, figure in gate_cost():
+    for label, figure in gate_rows:
         print(f"{label}: {figure}")
 
 

@@ -242,6 +242,14 @@ class ResolverComplianceConfig(_Strict):
         return self
 
 
+class LocationKeysConfig(_Strict):
+    """`location_keys`: the lead metadata keys read for the callee's location."""
+
+    postal_code: list[str] | None = Field(default=None, min_length=1)
+    state: list[str] | None = Field(default=None, min_length=1)
+    timezone: list[str] | None = Field(default=None, min_length=1)
+
+
 class CampaignComplianceConfig(_Strict):
     """`[campaigns.compliance]`: a campaign's gate (`predial.compliance.Compliance`)."""
 
@@ -250,12 +258,13 @@ class CampaignComplianceConfig(_Strict):
     dnc_sources: list[str] = Field(default_factory=list)
     closing_margin: float = Field(default=60.0, ge=0, lt=3600)
     caps: bool = True
-    location_keys: dict[str, list[str]] | None = None
+    location_keys: LocationKeysConfig | None = None
 
     def settings(self) -> Compliance:
         from .compliance import LocationKeys
 
-        keys = LocationKeys(**self.location_keys) if self.location_keys else LocationKeys()
+        chosen = self.location_keys.model_dump(exclude_none=True) if self.location_keys else {}
+        keys = LocationKeys(**chosen)
         return Compliance(
             rules=self.rules,
             dnc_lists=tuple(self.dnc_lists),

@@ -69,6 +69,10 @@ TRANSIENT_REASONS: Final[dict[str, str]] = {
 #: itself: unlike the CRM's reasons above, none falls back to the stored number.
 COMPLIANCE_REASONS: Final[dict[str, tuple[str, bool]]] = {
     "do_not_call_list": ("the number is on a do-not-call list the campaign checks", False),
+    "number_outside_ruleset": (
+        "the ruleset cannot place the number (outside the countries it covers)",
+        False,
+    ),
     "outside_calling_window": (
         "the callee's local time is outside the calling window; retry at next_allowed_at",
         True,

@@ -286,7 +286,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
         ),
         (
             '[[campaigns]]\nid = "b"\nadapter = "file"\n"odd key" = 1\n',
-            'campaigns[1]."odd key": unknown setting; settings here: id, adapter, settings, default_region, policy, label_preference, deadline, cache',
+            'campaigns[1]."odd key": unknown setting; settings here: id, adapter, settings, default_region, policy, label_preference, deadline, cache, compliance',
         ),
         (
             '[[campaigns]]\nid = "a"\nadapter = "file"\n',

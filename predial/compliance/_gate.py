@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, Protocol
 
+from .._selection import COMPLIANCE_REASONS
 from ._caps import CapCountUnavailable
 from ._windows import LocationKeys, Verdict, evaluate, load_ruleset
 
@@ -140,6 +141,52 @@ class ComplianceGate:
         self.sources = sources
         self.counter = counter
         self.wall_clock = wall_clock
+        # Verdicts of the current minute bucket by (settings, exchange, lead location):
+        # see `verdict`.
+        self._bucket: int | None = None
+        self._verdicts: dict[tuple[int, str, tuple[object, ...]], Verdict] = {}
+
+    def verdict(
+        self,
+        settings: Compliance,
+        number: str,
+        metadata: Mapping[str, Any] | None,
+        now: datetime,
+    ) -> Verdict:
+        """`evaluate(number, now, ...)` under the campaign's settings, memoised.
+
+        Exact, not approximate: a verdict changes only when a local time crosses a
+        window's start, its end less the closing margin, or midnight (the day, a
+        holiday) — all whole local minutes, shifted by the margin — and the US zones'
+        offsets are whole minutes, so between two such instants of UTC every number of
+        one exchange (NPA-NXX: the deepest phonenumbers places a NANP number) with the
+        same lead location gets the same verdict. Evaluating costs as much as a
+        cache-hit resolve; a dialer works through a list exchange by exchange.
+        """
+        stamp = now.timestamp()
+        bucket = math.floor((stamp + settings.closing_margin % 60) / 60)
+        if bucket != self._bucket:
+            self._verdicts.clear()
+            self._bucket = bucket
+        key = None
+        if len(number) == 12 and number.startswith("+1"):
+            location = _location(metadata, settings.keys)
+            if location is not None:
+                key = (id(settings), number[:8], location)
+                known = self._verdicts.get(key)
+                if known is not None:
+                    return known
+        verdict = evaluate(
+            number,
+            now,
+            lead=metadata,
+            rules=settings.rules,
+            keys=settings.keys,
+            closing_margin=settings.closing_margin,
+        )
+        if key is not None and len(self._verdicts) < _MAX_VERDICTS:
+            self._verdicts[key] = verdict
+        return verdict
 
     async def check(
         self, settings: Compliance, number: str, metadata: Mapping[str, Any] | None
@@ -175,22 +222,17 @@ class ComplianceGate:
                     detail=f"the do-not-call source {answer.unavailable!r} did not answer",
                 )
         now = self.wall_clock()
-        verdict = evaluate(
-            number,
-            now,
-            lead=metadata,
-            rules=settings.rules,
-            keys=settings.keys,
-            closing_margin=settings.closing_margin,
-        )
+        verdict = self.verdict(settings, number, metadata, now)
         if not verdict.allowed:
             wait = None
             if verdict.next_allowed_at is not None:
                 wait = max(0.0, (verdict.next_allowed_at - now).total_seconds())
+            reason = verdict.reason or "outside_calling_window"
             return GateResult(
                 verdict,
-                verdict.reason or "outside_calling_window",
-                retryable=True,
+                reason,
+                # A number the ruleset cannot place never will be: skip it.
+                retryable=COMPLIANCE_REASONS.get(reason, ("", True))[1],
                 retry_after=wait,
                 next_allowed_at=verdict.next_allowed_at,
                 detail=_window_detail(verdict),
@@ -220,7 +262,31 @@ class ComplianceGate:
         return GateResult(verdict)
 
 
+#: Verdicts held for one minute bucket (a dialer's calls of a minute span fewer
+#: exchanges than this).
+_MAX_VERDICTS = 50_000
+
+
+def _location(metadata: Mapping[str, Any] | None, keys: LocationKeys) -> tuple[object, ...] | None:
+    """The lead's location values as a hashable key; None when one is not hashable
+    (such a lead is evaluated afresh)."""
+    if not metadata:
+        return ()
+    try:
+        values = tuple(
+            metadata.get(name)
+            for names in (keys.postal_code, keys.state, keys.timezone)
+            for name in names
+        )
+        hash(values)
+    except (TypeError, AttributeError):
+        return None
+    return values
+
+
 def _window_detail(verdict: Verdict) -> str:
+    if verdict.reason == "number_outside_ruleset":
+        return "the ruleset covers no calls to this number's country"
     zones = ", ".join(sorted({zone.zone for zone in verdict.zones}))
     if verdict.next_allowed_at is None:
         return f"outside the calling window in {zones}"
