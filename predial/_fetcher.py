@@ -92,6 +92,8 @@ class CampaignRuntime:
         cache: CacheSettings | None = None,
     ) -> None:
         self.campaign = campaign
+        #: The campaign's compliance gate settings, or None (read on every resolve).
+        self.compliance = campaign.compliance_settings
         self.adapter = adapter
         self.adapter_name = campaign.adapter
         self.plugin = plugin

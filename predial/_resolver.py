@@ -366,6 +366,16 @@ class Resolver:
         if runtime is None:
             raise self._unknown_campaign(lead, started)
         found = await self._find(lead, runtime, started)
+        settings = runtime.compliance
+        if settings is None or self._gate is None:
+            return self._done(found, started)
+        if not settings.dnc_sources:
+            # The common case, without a coroutine: lists and windows need no await.
+            now = self._gate.check_now(settings, found.phone_number, lead.metadata)
+            if isinstance(now, GateResult):
+                return self._passed(lead, runtime, found, started, now)
+            counted = await self._gate.admit(found.phone_number, now)  # a capped number
+            return self._passed(lead, runtime, found, started, counted)
         return await self._pass(lead, runtime, found, started)
 
     async def _find(self, lead: Lead, runtime: CampaignRuntime, started: float) -> Resolution:
@@ -1132,8 +1142,18 @@ class Resolver:
         if settings is None or self._gate is None:
             return self._done(found, started)
         checked = await self._gate.check(settings, found.phone_number, lead.metadata)
-        if not checked.allowed:
-            assert checked.reason is not None
+        return self._passed(lead, runtime, found, started, checked)
+
+    def _passed(
+        self,
+        lead: Lead,
+        runtime: CampaignRuntime,
+        found: Resolution,
+        started: float,
+        checked: GateResult,
+    ) -> Resolution:
+        """`found` counted if the gate allowed it; else the gate's refusal, raised."""
+        if checked.reason is not None:
             raise self._refuse(
                 lead,
                 runtime,

@@ -326,10 +326,15 @@ class DncLists:
         now = self._clock()
         if now >= self._next_check:
             self.refresh(now)
-        parts = split_nanp(e164) if isinstance(e164, str) else None
-        if parts is None:
-            return None
-        code, subscriber = parts
+        digits = e164[2:] if type(e164) is str and len(e164) == 12 else ""
+        if digits and e164[:2] == "+1" and digits.isascii() and digits.isdigit():
+            # E.164, the gate's case, inline: this runs before every dial.
+            code, subscriber = divmod(int(digits), 10_000_000)
+        else:
+            parts = split_nanp(e164) if isinstance(e164, str) else None
+            if parts is None:
+                return None
+            code, subscriber = parts
         stores = self._stores
         for name in names:
             store = stores.get(name)

@@ -33,7 +33,7 @@ def shipped_rulesets() -> frozenset[str]:
     )
 
 
-__all__ = ["Compliance", "ComplianceGate", "GateResult"]
+__all__ = ["CapsPending", "Compliance", "ComplianceGate", "GateResult"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +54,8 @@ class Compliance:
     keys: LocationKeys = field(default_factory=LocationKeys)
     closing_margin: float = 60.0
     caps: bool = True
+    #: Where the gate's minute buckets start, in seconds (see `ComplianceGate.verdict`).
+    bucket_shift: float = field(init=False, repr=False, compare=False, default=0.0)
 
     def __post_init__(self) -> None:
         # An unknown ruleset fails here, at start-up, not at the first dial.
@@ -67,6 +69,7 @@ class Compliance:
             if not isinstance(name, str) or not name:
                 raise ValueError("compliance: list and source names must be non-empty text")
         # Tuples whatever the caller passed (a list from a config file).
+        object.__setattr__(self, "bucket_shift", self.closing_margin % 60)
         object.__setattr__(self, "dnc_lists", tuple(self.dnc_lists))
         object.__setattr__(self, "dnc_sources", tuple(self.dnc_sources))
 
@@ -145,6 +148,9 @@ class ComplianceGate:
         # see `verdict`.
         self._bucket: int | None = None
         self._verdicts: dict[tuple[int, str, tuple[object, ...]], Verdict] = {}
+        # The one GateResult of each memoised allowed verdict (by the verdict's id:
+        # cleared with the memo, so an id is never reused while held).
+        self._passes: dict[int, GateResult] = {}
 
     def verdict(
         self,
@@ -164,9 +170,10 @@ class ComplianceGate:
         cache-hit resolve; a dialer works through a list exchange by exchange.
         """
         stamp = now.timestamp()
-        bucket = math.floor((stamp + settings.closing_margin % 60) / 60)
+        bucket = math.floor((stamp + settings.bucket_shift) / 60)
         if bucket != self._bucket:
             self._verdicts.clear()
+            self._passes.clear()
             self._bucket = bucket
         key = None
         if len(number) == 12 and number.startswith("+1"):
@@ -191,36 +198,72 @@ class ComplianceGate:
     async def check(
         self, settings: Compliance, number: str, metadata: Mapping[str, Any] | None
     ) -> GateResult:
-        if settings.dnc_lists:
-            if self.lists is None:  # the resolver checks at start-up; a guard only
-                raise RuntimeError("a campaign names do-not-call lists but no dnc_dir is set")
-            listed = self.lists.first_hit(number, settings.dnc_lists)
-            if listed is not None:
-                return GateResult(
-                    None,
-                    "do_not_call_list",
-                    list_name=listed,
-                    detail=f"the number is on the do-not-call list {listed!r}",
-                )
+        """The gate's word on `number` for a campaign with `settings`."""
         if settings.dnc_sources:
-            if self.sources is None:
-                raise RuntimeError("a campaign names do-not-call sources but none is registered")
-            answer = await self.sources.check(number, settings.dnc_sources)
-            if answer.hit is not None:
-                return GateResult(
-                    None,
-                    "do_not_call_list",
-                    list_name=answer.hit,
-                    detail=f"the do-not-call source {answer.hit!r} lists the number",
-                )
-            if answer.unavailable is not None:
-                return GateResult(
-                    None,
-                    "dnc_source_unavailable",
-                    retryable=True,
-                    retry_after=answer.retry_after,
-                    detail=f"the do-not-call source {answer.unavailable!r} did not answer",
-                )
+            listed = self._listed(settings, number)
+            if listed is not None:
+                return listed
+            refused = await self._ask_sources(settings, number)
+            if refused is not None:
+                return refused
+            checked = self._windows(settings, number, metadata)
+        else:
+            checked = self.check_now(settings, number, metadata)
+        if isinstance(checked, CapsPending):
+            return await self.admit(number, checked)
+        return checked
+
+    def check_now(
+        self, settings: Compliance, number: str, metadata: Mapping[str, Any] | None
+    ) -> GateResult | CapsPending:
+        """`check` without awaiting, for a campaign without external sources (the
+        resolver's hot path: no coroutine when nothing needs one). `CapsPending` when
+        a frequency cap applies: `admit` counts the call."""
+        assert not settings.dnc_sources
+        listed = self._listed(settings, number)
+        if listed is not None:
+            return listed
+        return self._windows(settings, number, metadata)
+
+    def _listed(self, settings: Compliance, number: str) -> GateResult | None:
+        if not settings.dnc_lists:
+            return None
+        if self.lists is None:  # the resolver checks at start-up; a guard only
+            raise RuntimeError("a campaign names do-not-call lists but no dnc_dir is set")
+        listed = self.lists.first_hit(number, settings.dnc_lists)
+        if listed is None:
+            return None
+        return GateResult(
+            None,
+            "do_not_call_list",
+            list_name=listed,
+            detail=f"the number is on the do-not-call list {listed!r}",
+        )
+
+    async def _ask_sources(self, settings: Compliance, number: str) -> GateResult | None:
+        if self.sources is None:
+            raise RuntimeError("a campaign names do-not-call sources but none is registered")
+        answer = await self.sources.check(number, settings.dnc_sources)
+        if answer.hit is not None:
+            return GateResult(
+                None,
+                "do_not_call_list",
+                list_name=answer.hit,
+                detail=f"the do-not-call source {answer.hit!r} lists the number",
+            )
+        if answer.unavailable is not None:
+            return GateResult(
+                None,
+                "dnc_source_unavailable",
+                retryable=True,
+                retry_after=answer.retry_after,
+                detail=f"the do-not-call source {answer.unavailable!r} did not answer",
+            )
+        return None
+
+    def _windows(
+        self, settings: Compliance, number: str, metadata: Mapping[str, Any] | None
+    ) -> GateResult | CapsPending:
         now = self.wall_clock()
         verdict = self.verdict(settings, number, metadata, now)
         if not verdict.allowed:
@@ -237,29 +280,47 @@ class ComplianceGate:
                 next_allowed_at=verdict.next_allowed_at,
                 detail=_window_detail(verdict),
             )
-        if settings.caps:
-            stamp = now.timestamp()
-            for rule_id, limit, window in verdict.caps:
-                try:
-                    wait = await self.counter.admit(f"{rule_id}:{number}", limit, window, stamp)
-                except CapCountUnavailable as unknown:
-                    return GateResult(
-                        verdict,
-                        "call_cap_unavailable",
-                        retryable=True,
-                        retry_after=unknown.retry_after,
-                        detail=f"{rule_id}: {unknown}",
-                    )
-                if wait is not None:
-                    return GateResult(
-                        verdict,
-                        "call_cap_reached",
-                        retryable=True,
-                        retry_after=wait,
-                        next_allowed_at=datetime.fromtimestamp(stamp + wait, UTC),
-                        detail=f"{rule_id}: at most {limit} calls per {_span(window)}",
-                    )
+        if settings.caps and verdict.caps:
+            return CapsPending(verdict, now)
+        passed = self._passes.get(id(verdict))
+        if passed is None or passed.verdict is not verdict:
+            passed = GateResult(verdict)
+            if len(self._passes) < _MAX_VERDICTS:
+                self._passes[id(verdict)] = passed
+        return passed
+
+    async def admit(self, number: str, pending: CapsPending) -> GateResult:
+        """Count the call against each cap of `pending.verdict`, or refuse it."""
+        verdict, stamp = pending.verdict, pending.now.timestamp()
+        for rule_id, limit, window in verdict.caps:
+            try:
+                wait = await self.counter.admit(f"{rule_id}:{number}", limit, window, stamp)
+            except CapCountUnavailable as unknown:
+                return GateResult(
+                    verdict,
+                    "call_cap_unavailable",
+                    retryable=True,
+                    retry_after=unknown.retry_after,
+                    detail=f"{rule_id}: {unknown}",
+                )
+            if wait is not None:
+                return GateResult(
+                    verdict,
+                    "call_cap_reached",
+                    retryable=True,
+                    retry_after=wait,
+                    next_allowed_at=datetime.fromtimestamp(stamp + wait, UTC),
+                    detail=f"{rule_id}: at most {limit} calls per {_span(window)}",
+                )
         return GateResult(verdict)
+
+
+@dataclass(frozen=True, slots=True)
+class CapsPending:
+    """An allowed verdict whose frequency caps are still to be counted (`admit`)."""
+
+    verdict: Verdict
+    now: datetime
 
 
 #: Verdicts held for one minute bucket (a dialer's calls of a minute span fewer
