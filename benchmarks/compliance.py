@@ -184,6 +184,7 @@ def gate_cost(directory: Path, leads: int = 2_000, rounds: int = 7) -> list[tupl
     campaigns = [
         Campaign("plain", "bench-fixed", default_region="US"),
         Campaign("gated", "bench-fixed", default_region="US", compliance=gated),
+        Campaign("windows", "bench-fixed", default_region="US", compliance="us"),
         Campaign("cold", "bench-fixed", default_region="US", compliance=gated),
         Campaign("audited", "bench-fixed", default_region="US", compliance=gated),
     ]
@@ -201,16 +202,22 @@ def gate_cost(directory: Path, leads: int = 2_000, rounds: int = 7) -> list[tupl
                 dnc_dir=directory,
                 wall_clock=lambda: _INSIDE,
             ),
+            "windows": Resolver(
+                campaigns[2:3],
+                plugins=[_Plugin()],
+                load_entrypoints=False,
+                wall_clock=lambda: _INSIDE,
+            ),
             # Every call in another minute than the last: no verdict is memoised.
             "cold": Resolver(
-                campaigns[2:3],
+                campaigns[3:4],
                 plugins=[_Plugin()],
                 load_entrypoints=False,
                 dnc_dir=directory,
                 wall_clock=lambda: next(minutes),
             ),
             "audited": Resolver(
-                campaigns[3:],
+                campaigns[4:],
                 plugins=[_Plugin()],
                 load_entrypoints=False,
                 dnc_dir=directory,
@@ -241,12 +248,16 @@ def gate_cost(directory: Path, leads: int = 2_000, rounds: int = 7) -> list[tupl
 
     best = asyncio.run(run())
     plain, gated_us, audited = best["plain"] * 1e6, best["gated"] * 1e6, best["audited"] * 1e6
-    cold = best["cold"] * 1e6
+    cold, windows = best["cold"] * 1e6, best["windows"] * 1e6
     return [
         (
             "gate on a cache hit",
             f"{gated_us:.1f} us vs {plain:.1f} us without compliance = "
             f"{gated_us / plain:.2f}x (target <= 2x)",
+        ),
+        (
+            "gate without lists (calling window only) on a cache hit",
+            f"{windows:.1f} us = {windows / plain:.2f}x",
         ),
         (
             "gate on a cache hit, no verdict memoised",
