@@ -35,6 +35,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Final
 
 from .._faults import safe_text, type_name
@@ -122,6 +123,8 @@ class _FileSink(_Sink):
                 "beside itself), '-' for standard output, or a callable"
             )
         try:
+            # A new deployment's audit folder is made, as `predial dnc` makes its own.
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
             self._handler = self._Handler(
                 path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
             )
