@@ -260,6 +260,23 @@ class CampaignComplianceConfig(_Strict):
     caps: bool = True
     location_keys: LocationKeysConfig | None = None
 
+    @field_validator("rules")
+    @classmethod
+    def _known_ruleset(cls, value: str) -> str:
+        from .compliance._gate import shipped_rulesets
+
+        known = shipped_rulesets()
+        if value not in known:
+            raise ValueError(f"no ruleset {value!r}: predial ships {', '.join(sorted(known))}")
+        return value
+
+    @field_validator("dnc_lists", "dnc_sources")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        if not all(name.strip() for name in value):
+            raise ValueError("names must not be empty")
+        return value
+
     def settings(self) -> Compliance:
         from .compliance import LocationKeys
 
@@ -296,8 +313,15 @@ class CampaignConfig(_Strict):
     label_preference: list[str] | None = None
     deadline: float | None = Field(default=None, gt=0, le=60)
     cache: CacheConfig | None = None
-    #: "us", or a table of `CampaignComplianceConfig`.
-    compliance: str | CampaignComplianceConfig | None = None
+    #: "us" (a ruleset's name: its defaults), or a table of `CampaignComplianceConfig`.
+    compliance: CampaignComplianceConfig | None = None
+
+    @field_validator("compliance", mode="before")
+    @classmethod
+    def _ruleset_name(cls, value: object) -> object:
+        # `compliance = "us"` is `[campaigns.compliance] rules = "us"`: one model, so a
+        # mistake is reported once, at its key, not once per spelling.
+        return {"rules": value} if isinstance(value, str) else value
 
     @field_validator("default_region")
     @classmethod
@@ -327,11 +351,7 @@ class CampaignConfig(_Strict):
             label_preference=tuple(self.label_preference) if self.label_preference else None,
             deadline=self.deadline,
             cache=self.cache.settings() if self.cache else None,
-            compliance=(
-                self.compliance.settings()
-                if isinstance(self.compliance, CampaignComplianceConfig)
-                else self.compliance
-            ),
+            compliance=self.compliance.settings() if self.compliance else None,
         )
 
 

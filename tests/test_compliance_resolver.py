@@ -9,6 +9,7 @@ worked out from that rule, not from running the code.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,7 +18,16 @@ from typing import Any
 import pytest
 from conftest import FakeClock, Script, ScriptPlugin
 
-from predial import AdapterUnavailable, Campaign, Lead, Resolution, Resolver, RetrySettings
+import predial
+from predial import (
+    AdapterUnavailable,
+    Campaign,
+    Lead,
+    RedisTier,
+    Resolution,
+    Resolver,
+    RetrySettings,
+)
 from predial.compliance import Compliance
 from predial.errors import ConfigurationError, Unresolvable
 
@@ -225,3 +235,110 @@ def test_a_wrong_compliance_value_names_the_campaign(value: object, message: str
     with pytest.raises(ValueError, match=message) as caught:
         Campaign("c", "scripted", compliance=value)  # type: ignore[arg-type]
     assert "campaign 'c'" in str(caught.value)
+
+
+# -- plugin sources and fleet-wide caps, through the resolver ----------------------------
+
+
+class ScrubPlugin:
+    """A do-not-call source registered by a plugin: lists MIAMI; `down` makes it fail."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.asked: list[str] = []
+
+    @predial.hookimpl
+    def register_dnc_sources(self, register: predial.DncSourceRegister) -> None:
+        async def listed(number: str) -> bool:
+            self.asked.append(number)
+            if self.down:
+                raise ConnectionError("the scrub service is down")
+            return number == MIAMI
+
+        register("scrub", listed, timeout=0.5, retry_after=30)
+
+
+def scrubbed(tmp_path: Path, plugin: ScrubPlugin, answer: str) -> Resolver:
+    return Resolver(
+        [
+            Campaign(
+                "c",
+                "scripted",
+                {"script": Script(answer=answer)},
+                default_region="US",
+                compliance=Compliance(dnc_sources=("scrub",)),
+            )
+        ],
+        plugins=[ScriptPlugin(), plugin],
+        load_entrypoints=False,
+        wall_clock=WallClock(INSIDE),
+    )
+
+
+async def test_a_plugin_source_listing_the_number_skips_the_lead(tmp_path: Path) -> None:
+    plugin = ScrubPlugin()
+    async with scrubbed(tmp_path, plugin, MIAMI) as resolver:
+        with pytest.raises(Unresolvable) as caught:
+            await resolver.resolve(Lead(campaign_id="c", external_id="a", phone_number=DC_STORED))
+    assert (caught.value.reason, caught.value.retryable) == ("do_not_call_list", False)
+    assert caught.value.list_name == "scrub"
+    assert plugin.asked == [MIAMI]
+
+
+async def test_a_plugin_source_that_cannot_answer_fails_closed(tmp_path: Path) -> None:
+    plugin = ScrubPlugin()
+    plugin.down = True
+    async with scrubbed(tmp_path, plugin, DC_STORED) as resolver:
+        with pytest.raises(Unresolvable) as caught:
+            await resolver.resolve(Lead(campaign_id="c", external_id="a"))
+        assert (caught.value.reason, caught.value.retryable) == ("dnc_source_unavailable", True)
+        assert caught.value.retry_after == 30
+        plugin.down = False
+        assert (await resolver.resolve(Lead(campaign_id="c", external_id="a"))).source == "cache"
+
+
+def test_a_source_nobody_registered_fails_at_start_up(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="scrub"):
+        Resolver(
+            [Campaign("c", "scripted", {"script": Script()}, compliance=_with_source())],
+            plugins=[ScriptPlugin()],
+            load_entrypoints=False,
+        )
+
+
+def _with_source() -> Compliance:
+    return Compliance(dnc_sources=("scrub",))
+
+
+async def test_two_processes_share_a_numbers_cap_through_the_shared_tier(redis_url: str) -> None:
+    """Two resolvers on one Redis (two dialer processes): Florida's 3 calls per 24 hours
+    are counted for the fleet, so the 4th call, from either, is refused."""
+    wall = WallClock(INSIDE)
+
+    def process(prefix: str) -> Resolver:
+        return Resolver(
+            [
+                Campaign(
+                    "c",
+                    "scripted",
+                    {"script": Script(answer=MIAMI)},
+                    default_region="US",
+                    compliance="us",
+                )
+            ],
+            plugins=[ScriptPlugin()],
+            load_entrypoints=False,
+            shared=RedisTier(redis_url, prefix=f"cap-fleet-{prefix}", timeout=0.5),
+            wall_clock=wall,
+        )
+
+    suffix = str(uuid.uuid4())  # a fresh key space on the session's server
+    first, second = process(suffix), process(suffix)
+    async with first, second:
+        assert (await first.resolve(Lead(campaign_id="c", external_id="a"))).source == "crm"
+        assert (await second.resolve(Lead(campaign_id="c", external_id="b"))).source == "crm"
+        assert (await first.resolve(Lead(campaign_id="c", external_id="c"))).source == "crm"
+        with pytest.raises(Unresolvable) as caught:
+            await second.resolve(Lead(campaign_id="c", external_id="d"))
+    assert caught.value.reason == "call_cap_reached"
+    assert caught.value.retry_after == 24 * 3600
