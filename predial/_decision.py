@@ -15,8 +15,8 @@ __all__ = ["DecisionContext", "current_decision"]
 
 
 class DecisionContext(NamedTuple):
-    decision_id: str
-    origin: str  # "service" or "library"
+    decision_id: str | None  # None: the audit log makes one
+    origin: str  # "service", "library", or "warm" (Resolver.warm: fetched, not dialled)
 
 
 #: Set by the service around each resolve; None for a library call.

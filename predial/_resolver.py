@@ -357,6 +357,12 @@ class Resolver:
 
     async def resolve(self, lead: Lead | Mapping[str, Any]) -> Resolution:
         """The number to dial for `lead`, or `Unresolvable` with the verdict."""
+        return await self._resolve(lead, gated=True)
+
+    async def _resolve(self, lead: Lead | Mapping[str, Any], *, gated: bool) -> Resolution:
+        """`resolve`; `gated=False` for `warm`, which fetches ahead of the dials and
+        dials nothing: no compliance gate (no call is counted against a cap, and a
+        night's warm-up is not refused for the hour)."""
         started = perf_counter()
         if not isinstance(lead, Lead):
             lead = self._parse(lead, None, started)
@@ -367,7 +373,7 @@ class Resolver:
             raise self._unknown_campaign(lead, started)
         found = await self._find(lead, runtime, started)
         settings = runtime.compliance
-        if settings is None or self._gate is None:
+        if settings is None or self._gate is None or not gated:
             return self._done(found, started)
         if not settings.dnc_sources:
             # The common case, without a coroutine: lists and windows need no await.

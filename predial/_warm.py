@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ._decision import DecisionContext, current_decision
 from ._fetcher import Answer, CampaignRuntime
 from ._models import Lead, parse_lead
 from ._redaction import redact, safe_text
@@ -155,7 +156,12 @@ async def warm(
     async def single(lead: Lead) -> None:
         async with gate:
             try:
-                result = await resolver.resolve(lead)
+                # Not a dial: no compliance gate, and audited as the warm-up it is.
+                token = current_decision.set(DecisionContext(None, "warm"))
+                try:
+                    result = await resolver._resolve(lead, gated=False)
+                finally:
+                    current_decision.reset(token)
             except Unresolvable as refusal:
                 if refusal.retryable:
                     report.failed += 1

@@ -342,3 +342,20 @@ async def test_two_processes_share_a_numbers_cap_through_the_shared_tier(redis_u
             await second.resolve(Lead(campaign_id="c", external_id="d"))
     assert caught.value.reason == "call_cap_reached"
     assert caught.value.retry_after == 24 * 3600
+
+
+async def test_warming_passes_no_gate_and_uses_no_call(tmp_path: Path) -> None:
+    """`warm` fetches ahead of the dials: at night it still warms, and it counts no
+    call against the cap; the dials after it are gated as usual."""
+    world = build(tmp_path, "crm")
+    async with world.resolver as resolver:
+        world.wall.now = OUTSIDE
+        leads = [Lead(campaign_id="c", external_id=f"w-{index}") for index in range(5)]
+        report = await resolver.warm(leads)
+        assert (report.warmed, report.refused, report.failed) == (5, 0, 0)
+        world.wall.now = INSIDE
+        for lead in leads[:3]:  # the cap's 3 calls are all still there
+            assert (await resolver.resolve(lead)).source == "cache"
+        with pytest.raises(Unresolvable) as caught:
+            await resolver.resolve(leads[3])
+    assert caught.value.reason == "call_cap_reached"
