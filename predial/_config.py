@@ -1082,10 +1082,16 @@ def _parts(
         core = {key: entry[key] for key in ("adapter", "settings") if key in entry}
         identity = entry.get("id")
         core["id"] = identity if isinstance(identity, str) and identity else f"#{index}"
+        # The compliance gate too (its lists and sources are checked as the resolver's
+        # start-up checks them), unless it is itself wrong: then the adapter alone.
+        gated = {**core, "compliance": entry["compliance"]} if "compliance" in entry else core
         try:
-            campaign = CampaignConfig.model_validate(core)
+            campaign = CampaignConfig.model_validate(gated)
         except ValidationError:
-            continue
+            try:
+                campaign = CampaignConfig.model_validate(core)
+            except ValidationError:
+                continue
         complete = not unset.covers(("campaigns", index, "settings"))
         campaigns.append((index, campaign, complete))
     return plugins, campaigns, adapters

@@ -220,8 +220,7 @@ class Resolver:
         from .compliance._dnc_sources import DncSources
 
         lists = None
-        wanted = sorted({name for _, chosen in opted for name in chosen.dnc_lists})
-        if wanted:
+        if any(chosen.dnc_lists for _, chosen in opted):
             if dnc_dir is None:
                 users = ", ".join(campaign.where for campaign, c in opted if c.dnc_lists)
                 raise ConfigurationError(
@@ -230,13 +229,32 @@ class Resolver:
                     "Resolver(dnc_dir=...)), the folder `predial dnc` keeps them in"
                 )
             lists = DncLists(Path(dnc_dir), clock=self._clock)
-            lists.check_names(wanted)
+            for campaign, chosen in opted:
+                try:
+                    lists.check_names(chosen.dnc_lists)
+                except ConfigurationError as error:
+                    raise ConfigurationError(
+                        f"{campaign.where}.compliance.dnc_lists: {error}"
+                    ) from None
         sources = None
         if any(chosen.dnc_sources for _, chosen in opted):
             sources = DncSources.from_registry(self.registry)
-            sources.check_names(sorted({n for _, c in opted for n in c.dnc_sources}))
+            for campaign, chosen in opted:
+                try:
+                    sources.check_names(chosen.dnc_sources)
+                except ConfigurationError as error:
+                    raise ConfigurationError(
+                        f"{campaign.where}.compliance.dnc_sources: {error}"
+                    ) from None
         if counter is None:
             counter = self._shared_counter() or MemoryCapCounter()
+        if wall_clock is not None:
+            sample = wall_clock()
+            if not isinstance(sample, datetime) or sample.utcoffset() is None:
+                raise ConfigurationError(
+                    "Resolver(wall_clock=...) must return an aware datetime "
+                    f"(datetime.now(UTC)), not {sample!r}"
+                )
         return ComplianceGate(
             lists=lists,
             sources=sources,
@@ -453,7 +471,7 @@ class Resolver:
             if lead.external_id is None:
                 trace.notes.append("standard-mode lead: the CRM is not asked")
                 trace.resolution = await self._pass(
-                    lead, runtime, self._standard(lead, runtime, started), started
+                    lead, runtime, self._standard(lead, runtime, started), started, trace
                 )
             else:
                 deadline_at = time.monotonic() + runtime.deadline
@@ -483,7 +501,7 @@ class Resolver:
                 trace.outcome_reason = outcome.reason
                 key = (lead.campaign_id, lead.external_id)
                 found = self._after_fetch(lead, runtime, key, outcome, started)
-                trace.resolution = await self._pass(lead, runtime, found, started)
+                trace.resolution = await self._pass(lead, runtime, found, started, trace)
         except Unresolvable as refusal:
             trace.refusal = refusal
         trace.elapsed = perf_counter() - started
@@ -1140,14 +1158,30 @@ class Resolver:
         )
 
     async def _pass(
-        self, lead: Lead, runtime: CampaignRuntime, found: Resolution, started: float
+        self,
+        lead: Lead,
+        runtime: CampaignRuntime,
+        found: Resolution,
+        started: float,
+        trace: Trace | None = None,
     ) -> Resolution:
         """`found` through the campaign's compliance gate, then counted: the last step
-        of every resolve, whatever the number's source."""
-        settings = runtime.campaign.compliance_settings
+        of every resolve, whatever the number's source. With a `trace` (`explain`), the
+        frequency caps are not counted: a diagnosis uses up no call."""
+        settings = runtime.compliance
         if settings is None or self._gate is None:
             return self._done(found, started)
-        checked = await self._gate.check(settings, found.phone_number, lead.metadata)
+        checked = await self._gate.check(
+            settings, found.phone_number, lead.metadata, count=trace is None
+        )
+        if trace is not None and checked.verdict is not None and checked.verdict.caps:
+            trace.notes.append(
+                "frequency caps not counted by a diagnosis: "
+                + ", ".join(
+                    f"{rule} {limit} per {window:g} s"
+                    for rule, limit, window in checked.verdict.caps
+                )
+            )
         return self._passed(lead, runtime, found, started, checked)
 
     def _passed(

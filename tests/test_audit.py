@@ -268,8 +268,12 @@ def test_a_sink_that_is_no_sink(tmp_path: Path) -> None:
         AuditLog(42, key=KEY)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match=r"is a directory; give a file path"):
         AuditLog(str(tmp_path), key=KEY)
+    (tmp_path / "a-file").write_text("")
     with pytest.raises(ConfigurationError, match=r"cannot open it for appending \("):
-        AuditLog(str(tmp_path / "missing" / "audit.jsonl"), key=KEY)
+        AuditLog(str(tmp_path / "a-file" / "audit.jsonl"), key=KEY)
+    # A missing folder is made (a new deployment's audit/).
+    AuditLog(str(tmp_path / "missing" / "audit.jsonl"), key=KEY).close()
+    assert (tmp_path / "missing" / "audit.jsonl").exists()
 
 
 # -- the sinks ----------------------------------------------------------------------------

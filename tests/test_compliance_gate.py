@@ -85,3 +85,26 @@ def test_the_lead_location_is_part_of_the_memo() -> None:
     at = datetime(2026, 12, 2, 15, 30, tzinfo=UTC)
     assert gate.verdict(chosen, "+12024561111", None, at).allowed
     assert not gate.verdict(chosen, "+12024561111", {"state": "CA"}, at).allowed
+
+
+def test_equal_but_different_location_values_never_share_a_verdict() -> None:
+    """98101.0 is not read as a ZIP; 98101 is (Seattle): 8:30 Eastern is 5:30 Pacific."""
+    gate = _gate()
+    chosen = Compliance()
+    at = datetime(2026, 5, 6, 12, 30, tzinfo=UTC)
+    for lead in ({"zip": 98101.0}, {"zip": 98101}, {"zip": True}, {"zip": 1}):
+        expected = evaluate("+12024561111", at, lead=lead)
+        assert gate.verdict(chosen, "+12024561111", lead, at) == expected, lead
+
+
+def test_a_memoised_verdict_ends_where_a_window_opens_too() -> None:
+    """With a 30 s margin the buckets follow the closing grid (:30); a window still
+    opens on the whole minute: a Denver lead's DC number opens at 15:00:00 UTC (8:00
+    MST), within the same shifted bucket as a refused 14:59:50."""
+    gate = _gate()
+    chosen = Compliance(closing_margin=30.0)
+    lead = {"timezone": "America/Denver"}
+    before = datetime(2026, 1, 1, 14, 59, 50, tzinfo=UTC)
+    after = datetime(2026, 1, 1, 15, 0, 10, tzinfo=UTC)
+    assert not gate.verdict(chosen, "+12024560000", lead, before).allowed
+    assert gate.verdict(chosen, "+12024560001", lead, after).allowed

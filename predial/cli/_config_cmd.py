@@ -226,6 +226,11 @@ def _adapter_problems(checked: ConfigCheck) -> list[Problem]:
         Problem(safe_text(info.exception), info.exception) for info in configured if info.exception
     )
     complete = {index for index, _, whole in checked.campaigns if whole}
+    # The gate's do-not-call lists and sources are checked as the resolver checks
+    # them at start-up (the folder, each list, each plugin source).
+    compliance = source.resolver.compliance
+    dnc_dir = compliance.dnc_dir if compliance else None
+    problems.extend(_audit_problems(file, compliance.audit if compliance else None))
     # The campaigns' tenants, as one resolver would hold them: two campaigns naming
     # one CRM account with different limits are a problem, though each builds alone.
     tenants = Tenants()
@@ -241,10 +246,25 @@ def _adapter_problems(checked: ConfigCheck) -> list[Problem]:
         # skip its adapter), strictly: the error is raised here, not logged as well.
         campaign = replace(entry.campaign(), origin=f"{file}: campaigns[{index}]")
         try:
-            Resolver([campaign], registry=registry, tenants=tenants).close_sync()
+            Resolver([campaign], registry=registry, tenants=tenants, dnc_dir=dnc_dir).close_sync()
         except ConfigurationError as error:
             problems.append(Problem(safe_text(error), error))
     return problems
+
+
+def _audit_problems(file: Path, audit: str | None) -> list[Problem]:
+    """Whether the audit log could be written where `[resolver.compliance] audit`
+    says, without writing it (validating changes nothing)."""
+    if audit is None or audit == "-":
+        return []
+    path = Path(audit)
+    where = f"{file}: resolver.compliance.audit"
+    if path.is_dir():
+        return [Problem(f"{where}: {path} is a folder; give a file path in it")]
+    folder = next((p for p in (path.parent, *path.parent.parents) if p.exists()), None)
+    if folder is None or not folder.is_dir():
+        return [Problem(f"{where}: {path.parent} cannot be made (a file is in the way)")]
+    return []
 
 
 def _unknown_adapter(registry: PluginRegistry, name: str, where: str) -> Problem | None:

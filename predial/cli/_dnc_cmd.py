@@ -24,6 +24,7 @@ from rich.progress import (
 from .._phone import PhonePolicy
 from ..compliance._dnc_import import DncImportReport
 from ..compliance._dnc_lists import DNC_DIR_ENV, DncList, DncLists
+from ..errors import ConfigurationError
 from ._exits import EXIT_OK, EXIT_REFUSED
 from ._output import Masker, err_console, out_console
 from ._resolve import show_numbers_option
@@ -228,6 +229,13 @@ def check(
     masker = Masker(show_numbers)
     lists = DncLists(directory)
     names = list(list_names) or lists.names()
+    if not names:
+        # "Not listed" from a folder with no lists would pass every number: a wrong
+        # --dir must not look like a clean check.
+        raise ConfigurationError(
+            f"no do-not-call lists in {directory}: give the folder the lists are in "
+            "(--dir or $PREDIAL_DNC_DIR), or create one with predial dnc add / import"
+        )
     lists.check_names(names)
     parsed = _numbers(numbers, default_region)
     console = out_console()

@@ -13,6 +13,7 @@ in another process is honoured within about a second without a syscall per looku
 
 from __future__ import annotations
 
+import difflib
 import fcntl
 import json
 import logging
@@ -51,6 +52,14 @@ def _check_name(name: str) -> str:
 
 
 def _create_hint(name: str, directory: Path) -> str:
+    present = (
+        sorted(p.name[: -len(_SUFFIX)] for p in directory.glob(f"*{_SUFFIX}"))
+        if directory.is_dir()
+        else []
+    )
+    close = difflib.get_close_matches(name, present, n=1)
+    if close:
+        return f"did you mean {close[0]!r}? (lists there: {', '.join(present)})"
     return (
         f"create it with 'predial dnc add --dir {directory} --list {name} NUMBER' "
         f"or 'predial dnc import --dir {directory} --list {name} FILE'"

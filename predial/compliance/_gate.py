@@ -65,6 +65,11 @@ class Compliance:
         load_ruleset(self.rules)
         if not 0 <= self.closing_margin < 3600 or math.isnan(self.closing_margin):
             raise ValueError("compliance.closing_margin must be seconds in [0, 3600)")
+        # One name given as text is that name, not its letters.
+        for attribute in ("dnc_lists", "dnc_sources"):
+            value = getattr(self, attribute)
+            if isinstance(value, str):
+                object.__setattr__(self, attribute, (value,))
         for name in (*self.dnc_lists, *self.dnc_sources):
             if not isinstance(name, str) or not name:
                 raise ValueError("compliance: list and source names must be non-empty text")
@@ -162,15 +167,18 @@ class ComplianceGate:
         """`evaluate(number, now, ...)` under the campaign's settings, memoised.
 
         Exact, not approximate: a verdict changes only when a local time crosses a
-        window's start, its end less the closing margin, or midnight (the day, a
-        holiday) — all whole local minutes, shifted by the margin — and the US zones'
-        offsets are whole minutes, so between two such instants of UTC every number of
-        one exchange (NPA-NXX: the deepest phonenumbers places a NANP number) with the
+        window's start or midnight (the day, a holiday) — whole local minutes — or a
+        window's end less the closing margin — whole minutes shifted by the margin —
+        and the US zones' offsets are whole minutes, so between two instants of either
+        grid every number of one exchange (NPA-NXX: the deepest phonenumbers places a NANP number) with the
         same lead location gets the same verdict. Evaluating costs as much as a
         cache-hit resolve; a dialer works through a list exchange by exchange.
         """
         stamp = now.timestamp()
-        bucket = math.floor((stamp + settings.bucket_shift) / 60)
+        # Windows open on whole minutes and close on whole minutes less the margin:
+        # both grids bound a bucket (one when the margin is whole minutes).
+        minute = math.floor(stamp / 60)
+        bucket = minute * 2 + (math.floor((stamp + settings.bucket_shift) / 60) - minute)
         if bucket != self._bucket:
             self._verdicts.clear()
             self._passes.clear()
@@ -196,9 +204,15 @@ class ComplianceGate:
         return verdict
 
     async def check(
-        self, settings: Compliance, number: str, metadata: Mapping[str, Any] | None
+        self,
+        settings: Compliance,
+        number: str,
+        metadata: Mapping[str, Any] | None,
+        *,
+        count: bool = True,
     ) -> GateResult:
-        """The gate's word on `number` for a campaign with `settings`."""
+        """The gate's word on `number` for a campaign with `settings`. `count=False`
+        (`Resolver.explain`, a diagnosis): the caps are not counted, so not checked."""
         if settings.dnc_sources:
             listed = self._listed(settings, number)
             if listed is not None:
@@ -210,6 +224,8 @@ class ComplianceGate:
         else:
             checked = self.check_now(settings, number, metadata)
         if isinstance(checked, CapsPending):
+            if not count:
+                return GateResult(checked.verdict)
             return await self.admit(number, checked)
         return checked
 
@@ -304,12 +320,15 @@ class ComplianceGate:
                     detail=f"{rule_id}: {unknown}",
                 )
             if wait is not None:
+                # Whole seconds, rounded up: a dialer retrying at the instant given (the
+                # service's nextAllowedAt has no fraction) is admitted, not refused again.
+                opens = math.ceil(stamp + wait)
                 return GateResult(
                     verdict,
                     "call_cap_reached",
                     retryable=True,
-                    retry_after=wait,
-                    next_allowed_at=datetime.fromtimestamp(stamp + wait, UTC),
+                    retry_after=opens - stamp,
+                    next_allowed_at=datetime.fromtimestamp(opens, UTC),
                     detail=f"{rule_id}: at most {limit} calls per {_span(window)}",
                 )
         return GateResult(verdict)
@@ -339,10 +358,13 @@ def _location(metadata: Mapping[str, Any] | None, keys: LocationKeys) -> tuple[o
             for names in (keys.postal_code, keys.state, keys.timezone)
             for name in names
         )
-        hash(values)
-    except (TypeError, AttributeError):
+    except AttributeError:
         return None
-    return values
+    # Text (or nothing) only: values that compare equal but read differently (98101
+    # and 98101.0, 1 and True) must not share a verdict; such a lead is evaluated.
+    if all(value is None or type(value) is str for value in values):
+        return values
+    return None
 
 
 def _window_detail(verdict: Verdict) -> str:

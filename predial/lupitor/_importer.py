@@ -787,8 +787,9 @@ async def _verify(
     try:
         # The lead as it will be imported, its stored number included: the resolver
         # falls back to that number when the CRM has none, so the verdict is the one
-        # the dialer will get.
-        await resolver.resolve(lead)
+        # the dialer will get. Not through the compliance gate: the hour and the caps
+        # are judged when the lead is dialled, and a check must not use up a call.
+        await resolver._resolve(lead, gated=False)
     except Unresolvable as refusal:
         report.would_not_resolve += 1
         unresolved.add(line, refusal)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -206,6 +206,9 @@ def decision_for(
 def _utc_text(moment: datetime | None) -> str | None:
     if moment is None:
         return None
+    # Rounded up to the second: retrying at the time given is never too early.
+    if moment.microsecond:
+        moment = moment.replace(microsecond=0) + timedelta(seconds=1)
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
