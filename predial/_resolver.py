@@ -238,7 +238,7 @@ class Resolver:
                     ) from None
         sources = None
         if any(chosen.dnc_sources for _, chosen in opted):
-            sources = DncSources.from_registry(self.registry)
+            sources = DncSources.from_registry(self.registry, pool=self._pool)
             for campaign, chosen in opted:
                 try:
                     sources.check_names(chosen.dnc_sources)

@@ -85,6 +85,10 @@ COMPLIANCE_REASONS: Final[dict[str, tuple[str, bool]]] = {
         "the shared call count (Redis) is unavailable and the caps fail closed",
         True,
     ),
+    "dnc_list_unreadable": (
+        "a local do-not-call list cannot be read (damaged or unreadable); fails closed",
+        True,
+    ),
     "dnc_source_unavailable": (
         "an external do-not-call source did not answer and fails closed",
         True,

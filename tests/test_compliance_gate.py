@@ -108,3 +108,16 @@ def test_a_memoised_verdict_ends_where_a_window_opens_too() -> None:
     after = datetime(2026, 1, 1, 15, 0, 10, tzinfo=UTC)
     assert not gate.verdict(chosen, "+12024560000", lead, before).allowed
     assert gate.verdict(chosen, "+12024560001", lead, after).allowed
+
+
+class _BrokenLists:
+    def first_hit(self, number: str, names: object) -> str | None:
+        raise IndexError("index out of bounds on dimension 1")
+
+
+async def test_a_list_that_cannot_be_read_fails_closed() -> None:
+    gate = ComplianceGate(
+        lists=_BrokenLists(), sources=None, counter=MemoryCapCounter(), wall_clock=START.now
+    )
+    checked = await gate.check(Compliance(dnc_lists=("national",)), "+12024561111", None)
+    assert (checked.reason, checked.retryable) == ("dnc_list_unreadable", True)

@@ -490,3 +490,11 @@ def _window_starts(verdict: Any, after: datetime, before: datetime) -> list[date
                     found.append(instant)
             day += timedelta(days=1)
     return found
+
+
+@pytest.mark.parametrize(
+    "at", [datetime(9999, 12, 31, 23, 0, tzinfo=UTC), datetime(1, 1, 1, 0, 0, tzinfo=UTC)]
+)
+def test_the_calendars_ends_are_a_clear_error(at: datetime) -> None:
+    with pytest.raises(ValueError, match="at must be between"):
+        evaluate("+12024561111", at)

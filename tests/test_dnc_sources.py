@@ -278,3 +278,25 @@ def test_the_register_type_is_public() -> None:
     assert collected == [
         ("scrub", listed_sync, {"timeout": 0.5, "on_failure": "open", "retry_after": 30})
     ]
+
+
+async def test_a_sync_source_runs_on_predials_daemon_threads() -> None:
+    """Never on asyncio's default executor: a hung scrub service must not hold the
+    process's exit nor starve other `to_thread` users."""
+    import threading
+
+    from predial.compliance._dnc_sources import DncSource
+
+    seen: list[tuple[str, bool]] = []
+
+    def check(number: str) -> bool:
+        thread = threading.current_thread()
+        seen.append((thread.name, thread.daemon))
+        return False
+
+    sources = DncSources([DncSource("sync", check, timeout=1.0, on_failure="closed")])
+    answer = await sources.check("+12024561111", ["sync"])
+    assert (answer.hit, answer.unavailable) == (None, None)
+    [(name, daemon)] = seen
+    assert name.startswith("predial-dnc-source")
+    assert daemon

@@ -30,10 +30,12 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from .._faults import safe_text
 from .._phone import mask_phone
 from .._redaction import redact
+from .._threads import DaemonThreadPool
 from ..errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from .._plugins import PluginRegistry
+    from .._threads import DaemonThreadPool
+from .._plugins import PluginRegistry
 
 __all__ = ["DncSource", "DncSourceAnswer", "DncSources"]
 
@@ -124,7 +126,13 @@ class DncSourceAnswer:
 class DncSources:
     """The registered sources, by name, and the runner asking them."""
 
-    def __init__(self, sources: Iterable[DncSource] = ()) -> None:
+    def __init__(
+        self, sources: Iterable[DncSource] = (), *, pool: DaemonThreadPool | None = None
+    ) -> None:
+        # Sync checks run on predial's daemon threads, never asyncio's default
+        # executor: a hung scrub service would hold the process's exit and starve
+        # every other `to_thread` user (the file adapter among them).
+        self._pool = pool if pool is not None else DaemonThreadPool(8, "predial-dnc-source")
         self._sources: dict[str, DncSource] = {}
         #: Names two plugins registered: the error a campaign naming one gets.
         self._conflicts: dict[str, ConfigurationError] = {}
@@ -140,12 +148,14 @@ class DncSources:
             raise next(iter(self._conflicts.values()))
 
     @classmethod
-    def from_registry(cls, registry: PluginRegistry) -> DncSources:
+    def from_registry(
+        cls, registry: PluginRegistry, *, pool: DaemonThreadPool | None = None
+    ) -> DncSources:
         """The sources the loaded plugins register through `register_dnc_sources`.
 
         Never raises for a plugin's mistake: a hook that raises or registers a wrong
         source is logged (naming the plugin) and its sources are left out."""
-        sources = cls()
+        sources = cls(pool=pool)
         for impl in registry.manager.hook.register_dnc_sources.get_hookimpls():
             plugin = _plugin_source(registry, impl.plugin)
             if plugin is None:
@@ -298,7 +308,7 @@ class DncSources:
                 else:
                     # (A sync check cannot be stopped at its timeout: its thread
                     # finishes on its own, the answer is dropped.)
-                    result = await asyncio.to_thread(source.check, e164)
+                    result = await asyncio.wrap_future(self._pool.submit(source.check, e164))
                     if inspect.isawaitable(result):
                         result = await result
         except TimeoutError:

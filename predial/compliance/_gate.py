@@ -10,6 +10,7 @@ counts it, and only a call that will be made may count.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, Protocol
 
+from .._faults import safe_text
 from .._selection import COMPLIANCE_REASONS
 from ._caps import CapCountUnavailable
 from ._windows import LocationKeys, Verdict, evaluate, load_ruleset
@@ -34,6 +36,8 @@ def shipped_rulesets() -> frozenset[str]:
 
 
 __all__ = ["CapsPending", "Compliance", "ComplianceGate", "GateResult"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,9 +174,10 @@ class ComplianceGate:
         window's start or midnight (the day, a holiday) — whole local minutes — or a
         window's end less the closing margin — whole minutes shifted by the margin —
         and the US zones' offsets are whole minutes, so between two instants of either
-        grid every number of one exchange (NPA-NXX: the deepest phonenumbers places a NANP number) with the
-        same lead location gets the same verdict. Evaluating costs as much as a
-        cache-hit resolve; a dialer works through a list exchange by exchange.
+        grid every number of one exchange (NPA-NXX: the deepest phonenumbers places a
+        NANP number) with the same lead location gets the same verdict. Evaluating
+        costs as much as a cache-hit resolve; a dialer works through a list exchange
+        by exchange.
         """
         stamp = now.timestamp()
         # Windows open on whole minutes and close on whole minutes less the margin:
@@ -246,7 +251,19 @@ class ComplianceGate:
             return None
         if self.lists is None:  # the resolver checks at start-up; a guard only
             raise RuntimeError("a campaign names do-not-call lists but no dnc_dir is set")
-        listed = self.lists.first_hit(number, settings.dnc_lists)
+        try:
+            listed = self.lists.first_hit(number, settings.dnc_lists)
+        except Exception as error:
+            # A list that cannot be read now (damaged, unreadable) fails closed:
+            # the number waits, it is not dialled unchecked.
+            log.error("do-not-call lists cannot be read: %s", safe_text(error))
+            return GateResult(
+                None,
+                "dnc_list_unreadable",
+                retryable=True,
+                retry_after=60.0,
+                detail=f"a do-not-call list cannot be read ({type(error).__name__})",
+            )
         if listed is None:
             return None
         return GateResult(

@@ -268,7 +268,18 @@ def _instant(at: datetime | None) -> datetime:
         raise ValueError(
             "evaluate(): at is a naive datetime; give an aware one (datetime.now(UTC))"
         )
-    return at.astimezone(UTC)
+    instant = at.astimezone(UTC)
+    # Windows are looked for up to 15 days on either side: the calendar's ends are
+    # out of reach (datetime's range stops at years 1 and 9999).
+    if not _EARLIEST <= instant <= _LATEST:
+        raise ValueError(
+            f"evaluate(): at must be between {_EARLIEST:%Y-%m-%d} and {_LATEST:%Y-%m-%d}"
+        )
+    return instant
+
+
+_EARLIEST = datetime(2, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9998, 12, 31, tzinfo=UTC)
 
 
 def _margin(value: timedelta | float) -> timedelta:
