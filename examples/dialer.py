@@ -39,12 +39,17 @@ async def worker(
         try:
             resolution = await resolver.resolve(lead)
         except predial.Unresolvable as refusal:
-            if refusal.retryable and tries + 1 < MAX_TRIES:
-                delay = min(refusal.retry_after or 0.2, 1.0)
-                print(f"worker {name}: {lead.external_id}: {refusal.reason}, retry in {delay:g}s")
+            # A short wait is retried in this run; a long one (the callee's calling
+            # window opens at next_allowed_at, a frequency cap) is left for later.
+            delay = refusal.retry_after if refusal.retry_after is not None else 0.2
+            if refusal.retryable and tries + 1 < MAX_TRIES and delay <= 1.0:
+                shown = lead.external_id or "-"
+                print(f"worker {name}: {shown}: {refusal.reason}, retry in {delay:g}s")
                 asyncio.get_running_loop().call_later(delay, queue.put_nowait, (lead, tries + 1))
             else:
                 verdict = "retry later" if refusal.retryable else "skip"
+                if refusal.next_allowed_at is not None:
+                    verdict += f" at {refusal.next_allowed_at:%Y-%m-%d %H:%M} UTC"
                 print(f"worker {name}: {lead.external_id or '-'}: {refusal.reason} ({verdict})")
                 outcomes["refused"] += 1
         else:

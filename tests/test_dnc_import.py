@@ -243,3 +243,20 @@ def test_progress_reaches_the_bytes_of_every_file(tmp_path: Path) -> None:
     total = sum(path.stat().st_size for path in files)
     assert seen[-1] == (total, total)
     assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+
+
+def test_a_byte_order_mark_at_the_start_of_a_file_is_passed_over(tmp_path: Path) -> None:
+    full = tmp_path / "202.txt"
+    full.write_bytes(b"\xef\xbb\xbf2025550001\r\n2025550002\r\n")  # a Windows export
+    target = tmp_path / "l.pdnc"
+    report = import_files(target, [full])
+    assert (report.records, report.bad, report.bad_lines) == (2, 0, [])
+    changes = tmp_path / "changes.csv"
+    changes.write_bytes("\ufeff2025550001,D\n2025550003,A\n".encode())
+    report = import_files(target, [changes], changes=True)
+    assert (report.additions, report.deletions, report.bad) == (1, 1, 0)
+    packed = tmp_path / "203.txt.gz"
+    packed.write_bytes(gzip.compress(b"\xef\xbb\xbf2035550001\n"))
+    assert import_files(target, [packed]).bad == 0
+    with DncStore(target) as store:
+        assert sorted(store) == ["+12025550002", "+12025550003", "+12035550001"]

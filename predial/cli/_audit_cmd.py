@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .._redaction import redact
 from ..compliance._audit_summary import STATUSES, AuditSummary, summarize_audit
 from ._exits import EXIT_OK, EXIT_REFUSED
 from ._output import err_console, out_console
@@ -59,7 +60,7 @@ def _count_table(title: str, header: str, counts: Counter[str], *, by_key: bool 
     table.add_column("records", justify="right")
     rows = sorted(counts.items()) if by_key else counts.most_common()
     for name, count in rows:
-        table.add_row(escape(name) or "(none)", str(count))
+        table.add_row(_cell(name), str(count))
     return table
 
 
@@ -70,8 +71,15 @@ def _by_status_table(title: str, header: str, counts: dict[str, Counter[str]]) -
     table.add_column("records", justify="right")
     for status in STATUSES:
         for name, count in counts.get(status, Counter()).most_common():
-            table.add_row(status, escape(name) or "(none)", str(count))
+            table.add_row(status, _cell(name), str(count))
     return table
+
+
+def _cell(text: str) -> str:
+    """A value read from a record, as other tables show text predial did not write
+    here: control characters escaped (an escape sequence in a campaign id would
+    drive the terminal), numbers masked, credentials redacted, rich markup inert."""
+    return escape(redact(text, limit=200)) or "(none)"
 
 
 def _print_tables(console: Console, summary: AuditSummary) -> None:

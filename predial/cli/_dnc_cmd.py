@@ -33,6 +33,9 @@ __all__ = ["dnc"]
 
 #: The lists' directory when neither --dir nor $PREDIAL_DNC_DIR says.
 DEFAULT_DIR = "dnc"
+#: From this many numbers a list's bytes per number are shown: below it the fixed
+#: index (~12 KB, and 4 KB per area code) makes a handful of numbers look costly.
+_PER_NUMBER_FROM = 10_000
 
 _dir_option = click.option(
     "--dir",
@@ -59,6 +62,29 @@ def _list_option(default: str) -> Callable[[Callable[..., Any]], Callable[..., A
 
 def _by_default() -> str:
     return f"cli:{os.environ.get('USER') or os.environ.get('USERNAME') or 'unknown'}"
+
+
+def _readable(lists: DncLists, names: list[str]) -> list[str]:
+    """Of every list in the directory, those that open: one stray or damaged file
+    (a folder named x.pdnc, a half-copied list) is a warning line, not the end of a
+    check of the others. A list named with --list is not passed through here: it
+    must open."""
+    kept = []
+    for name in names:
+        try:
+            lists.check_names([name])
+        except ConfigurationError as error:
+            err_console().print(
+                f"[yellow]warning:[/] skipped {escape(name)}: {escape(str(error))}",
+                highlight=False,
+            )
+        else:
+            kept.append(name)
+    return kept
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
 
 
 def _numbers(values: tuple[str, ...], region: str) -> list[str]:
@@ -132,7 +158,7 @@ def remove(
     listed.open().close()  # a mistyped list name is an error, not an empty list
     removed = listed.remove(parsed, by=by or _by_default(), reason=reason)
     err_console().print(
-        f"{escape(list_name)}: {removed:,} removed, {len(set(parsed)) - removed:,} were not listed",
+        f"{escape(list_name)}: {removed:,} removed, {len(set(parsed)) - removed:,} not listed",
         highlight=False,
     )
 
@@ -228,13 +254,13 @@ def check(
     """Which lists hold each NUMBER. Exit 1 when any number is listed, 0 when none."""
     masker = Masker(show_numbers)
     lists = DncLists(directory)
-    names = list(list_names) or lists.names()
+    names = list(list_names) or _readable(lists, lists.names())
     if not names:
         # "Not listed" from a folder with no lists would pass every number: a wrong
         # --dir must not look like a clean check.
         raise ConfigurationError(
-            f"no do-not-call lists in {directory}: give the folder the lists are in "
-            "(--dir or $PREDIAL_DNC_DIR), or create one with predial dnc add / import"
+            f"no readable do-not-call lists in {directory}: give the folder the lists "
+            "are in (--dir or $PREDIAL_DNC_DIR), or create one with predial dnc add / import"
         )
     lists.check_names(names)
     parsed = _numbers(numbers, default_region)
@@ -278,12 +304,15 @@ def check(
 @_dir_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per list on stdout.")
 def stats(directory: Path, as_json: bool) -> None:
-    """Per list: numbers, bytes, bytes per number, version, last import."""
+    """Per list: numbers, bytes (bytes per number from 10,000 numbers), version,
+    last import."""
     lists = DncLists(directory)
-    names = lists.names()
+    every = lists.names()
+    names = _readable(lists, every)
+    lists.close()
     if not names:
         raise click.UsageError(
-            f"no do-not-call lists in {directory}; "
+            f"no {'readable ' if every else ''}do-not-call lists in {directory}; "
             "create one with 'predial dnc add' or 'predial dnc import'"
         )
     console = out_console()
@@ -299,6 +328,7 @@ def stats(directory: Path, as_json: bool) -> None:
                         "numbers": found.numbers,
                         "bytes": found.bytes,
                         "bytes_per_number": per,
+                        "index_bytes": found.index_bytes,
                         "version": found.generation,
                         "written_at": found.written_at,
                         "last_import": last,
@@ -312,9 +342,14 @@ def stats(directory: Path, as_json: bool) -> None:
             if last
             else "never imported"
         )
+        size = (
+            f"{per:.2f} bytes/number"
+            if per is not None and found.numbers >= _PER_NUMBER_FROM
+            else f"index {found.index_bytes:,} + 4 per number"
+        )
         console.print(
-            f"{escape(name)}: {found.numbers:,} numbers, {found.bytes:,} bytes"
-            + (f" ({per:.2f} bytes/number)" if per is not None else "")
-            + f", version {found.generation}, written {found.written_at}, {escape(imported)}",
+            f"{escape(name)}: {_plural(found.numbers, 'number')}, {found.bytes:,} bytes "
+            f"({size}), version {found.generation}, written {found.written_at}, "
+            f"{escape(imported)}",
             highlight=False,
         )

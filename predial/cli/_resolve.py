@@ -240,6 +240,11 @@ def _as_json(item: _Item, masker: Masker) -> dict[str, object]:
             detail=masker.text(result.detail) if result.detail else None,
             ms=round(result.elapsed * 1000, 3),
         )
+        # The compliance gate's: when the window opens, which list holds the number.
+        if result.next_allowed_at is not None:
+            payload["nextAllowedAt"] = result.next_allowed_at.isoformat()
+        if result.list_name is not None:
+            payload["listName"] = result.list_name
     else:
         error = item.error
         payload.update(

@@ -83,6 +83,8 @@ class AuditSummary:
             record = json.loads(line)
         except UnicodeDecodeError:
             return "not UTF-8 text"
+        except RecursionError:  # `[[[[…` thousands deep: no record nests like that
+            return "not JSON (nested too deeply)"
         except ValueError as error:
             where = f" at column {error.colno}" if isinstance(error, json.JSONDecodeError) else ""
             return f"not JSON{where}"

@@ -6,7 +6,8 @@ area codes they hold; change lists (comma-delimited records: the number and an
 addition/deletion flag, `A`/`D` or `add`/`delete`, in any order, maybe a date) add
 and delete numbers, later records winning. Either way only the area codes a file
 touches are rebuilt: every other area code's block is copied from the current file
-byte for byte. `.gz` and `.zip` downloads are read as they are.
+byte for byte. `.gz` and `.zip` downloads are read as they are, and a UTF-8
+byte-order mark at the start of a file is passed over.
 
 Memory stays bounded: numbers are bucketed per area code (4 bytes each) and spilled
 to temporary files beside the list past `buffer_numbers`; each area code is then
@@ -47,6 +48,7 @@ SHOWN_BAD_LINES = 5
 #: Numbers held in memory before they are spilled to disk (4 bytes each).
 BUFFER_NUMBERS = 16_000_000
 _BLOCK = 1 << 22
+_BOM = b"\xef\xbb\xbf"
 
 _SEPARATORS = str.maketrans("", "", " \t-.()/,\"'\r\n")
 _FLAGS = {
@@ -208,8 +210,12 @@ def _open_texts(path: Path, stack: ExitStack) -> Iterator[tuple[str, IO[bytes], 
 
 
 def _blocks(stream: IO[bytes]) -> Iterator[bytes]:
-    """Whole lines, ~4 MB at a time, the last one ending with a newline."""
-    carry = b""
+    """Whole lines, ~4 MB at a time, the last one ending with a newline; without the
+    UTF-8 byte-order mark a Windows export may start with (else the first number
+    would be a bad line)."""
+    carry = stream.read(len(_BOM))
+    if carry == _BOM:
+        carry = b""
     while True:
         chunk = stream.read(_BLOCK)
         if not chunk:

@@ -102,6 +102,13 @@ class DncListStats:
     def bytes_per_number(self) -> float | None:
         return self.bytes / self.numbers if self.numbers else None
 
+    @property
+    def index_bytes(self) -> int:
+        """The bytes that are not numbers (4 bytes each): the area codes' index,
+        each used area code's exchange index and the metadata. Mostly fixed, so a
+        small list's bytes per number say little."""
+        return self.bytes - 4 * self.numbers
+
 
 class DncList:
     """One list in a directory: reading it, changing it, its history."""
@@ -116,8 +123,16 @@ class DncList:
     def exists(self) -> bool:
         return self.path.is_file()
 
+    def _not_a_file(self) -> ConfigurationError:
+        return ConfigurationError(
+            f"do-not-call list {self.name!r}: {self.path} is not a file (a directory?); "
+            "move it out of the lists' directory"
+        )
+
     def open(self) -> DncStore:
         """The list as it is now (close it when done)."""
+        if self.path.exists() and not self.path.is_file():
+            raise self._not_a_file()
         if not self.exists():
             raise ConfigurationError(
                 f"do-not-call list {self.name!r} does not exist in {self.directory} "
@@ -128,6 +143,8 @@ class DncList:
     @contextmanager
     def _locked(self) -> Iterator[None]:
         self.directory.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() and not self.path.is_file():
+            raise self._not_a_file()  # else the rename at the end of a write fails
         with open(self.lock_path, "a") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # released when the file closes
             yield
@@ -194,8 +211,11 @@ class DncList:
                     old.close()
             # Recorded after the list holds the change: a history line never claims a
             # number that the list does not (a crash between leaves it unrecorded).
+            # A repeated add is a new request, recorded; removing a number that was
+            # not listed honoured nothing, so it is not.
             action = "add" if added else "remove"
-            lines = [DncEntry(n, action, when, by, reason).as_json() for n in parsed]
+            recorded = parsed if added else changed
+            lines = [DncEntry(n, action, when, by, reason).as_json() for n in recorded]
             with open(self.history_path, "a", encoding="utf-8") as history:
                 history.write("".join(line + "\n" for line in lines))
                 history.flush()
@@ -364,9 +384,13 @@ class DncLists:
     def refresh(self, now: float | None = None) -> None:
         """Reopen the lists whose files were replaced (one stat per list). A list
         whose file went missing or cannot be read keeps its last good version, and
-        says so in the log."""
+        says so in the log; unless the file was changed in place and no longer
+        opens: then the version loaded is no longer there to keep (its map reads the
+        changed file, and past a shorter file's end a read is SIGBUS), so it is
+        dropped and the next lookup of the list raises until the file is good."""
         self._next_check = (self._clock() if now is None else now) + self.refresh_seconds
         for name, store in list(self._stores.items()):
+            signature = self._signatures[name]
             try:
                 stat = os.stat(store.path)
                 signature = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
@@ -374,6 +398,16 @@ class DncLists:
                     continue
                 fresh = DncStore(store.path)
             except (OSError, ConfigurationError) as error:
+                ino, size, _ = self._signatures[name]
+                if signature[0] == ino and signature[1] != size:
+                    log.error(
+                        "do-not-call list %r was changed in place and cannot be read (%s); "
+                        "replace it by rename (predial dnc import, or mv)",
+                        name,
+                        error,
+                    )
+                    del self._stores[name], self._signatures[name]
+                    continue
                 log.warning(
                     "do-not-call list %r: keeping the version loaded before (%s)", name, error
                 )
