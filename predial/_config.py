@@ -321,6 +321,11 @@ class CampaignConfig(_Strict):
     def _ruleset_name(cls, value: object) -> object:
         # `compliance = "us"` is `[campaigns.compliance] rules = "us"`: one model, so a
         # mistake is reported once, at its key, not once per spelling.
+        if isinstance(value, bool):
+            raise ValueError(
+                'give a ruleset\'s name (compliance = "us") or a [campaigns.compliance] '
+                "table, not true/false"
+            )
         return {"rules": value} if isinstance(value, str) else value
 
     @field_validator("default_region")
