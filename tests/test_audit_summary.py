@@ -235,3 +235,31 @@ def test_the_reader_counts_what_was_written(items: list[tuple[str, Any]]) -> Non
     if written:
         assert summary.first == min(r["time"] for r in written)
         assert summary.last == max(r["time"] for r in written)
+
+
+def test_a_line_nested_thousands_deep_is_a_malformed_line(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    write_log(path, DECISIONS[:1])
+    with path.open("a") as stream:
+        stream.write("[" * 3000 + "\n")
+    result = run("audit", "summarize", str(path))
+    assert result.exit_code == 1, result.output
+    assert result.stdout.startswith("1 record(s)")
+    assert result.stderr == f"malformed: {path}:2: not JSON (nested too deeply)\n"
+
+
+def test_control_characters_in_records_are_escaped_in_the_tables(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    write_log(
+        path,
+        [{"campaign": "c\x00\x1b[31mRED", "reason": "r\u202egnp.exe", "source": "x\ny"}],
+    )
+    result = run("audit", "summarize", str(path))
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "\x1b" not in out
+    assert "\x00" not in out
+    assert "\u202e" not in out
+    assert "c\\x00\\x1b[31mRED" in out
+    assert "r\\u202egnp.exe" in out
+    assert "x\\ny" in out

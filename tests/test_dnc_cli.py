@@ -62,8 +62,11 @@ def test_import_reports_bad_lines_and_exits_1_and_stats_lists_it(tmp_path: Path)
     assert stats["numbers"] == 1
     assert stats["version"] == 2
     assert stats["last_import"]["kind"] == "changes"
+    assert stats["index_bytes"] == stats["bytes"] - 4
     code, out, _ = run("stats", "--dir", d)
-    assert "national: 1 numbers" in out
+    assert f"national: 1 number, {stats['bytes']:,} bytes (index " in out
+    assert "+ 4 per number), version 2" in out
+    assert "bytes/number" not in out  # a handful of numbers: mostly the index
     assert "last import" in out
 
 
@@ -83,3 +86,66 @@ def test_mistakes_are_one_line_saying_what_to_do(tmp_path: Path) -> None:
     code, _, err = run("remove", "+12025550123", "--dir", d)
     assert code == 2
     assert "'internal' does not exist" in err
+
+
+def test_stats_show_bytes_per_number_from_ten_thousand_numbers(tmp_path: Path) -> None:
+    source = tmp_path / "202.txt"
+    source.write_text("".join(f"202555{n:04d}\n" for n in range(10_000)))
+    assert run("import", str(source), "--dir", str(tmp_path))[0] == 0
+    code, out, _ = run("stats", "--dir", str(tmp_path))
+    assert code == 0
+    assert "national: 10,000 numbers, 56," in out
+    assert " bytes (5.6" in out
+    assert " bytes/number), version 1" in out
+
+
+def test_remove_of_a_number_not_listed_is_reported_and_not_recorded(tmp_path: Path) -> None:
+    d = str(tmp_path)
+    assert run("add", "+12025550123", "--dir", d)[0] == 0
+    code, _, err = run("remove", "+12025550199", "--dir", d)
+    assert code == 0
+    assert err == "internal: 0 removed, 1 not listed\n"
+    history = (tmp_path / "internal.history.jsonl").read_text().splitlines()
+    assert [json.loads(line)["action"] for line in history] == ["add"]
+
+
+def test_a_stray_or_damaged_file_is_skipped_with_a_warning_when_no_list_is_named(
+    tmp_path: Path,
+) -> None:
+    d = str(tmp_path)
+    assert run("add", "+12025550123", "--dir", d)[0] == 0
+    (tmp_path / "x.pdnc").mkdir()
+    (tmp_path / "bad.pdnc").write_bytes(b"garbage")
+    code, out, err = run("check", "+12025550123", "--dir", d)
+    assert code == 1
+    assert "+1202***0123: listed in internal" in out
+    warnings = err.splitlines()
+    assert len(warnings) == 2
+    assert warnings[0].startswith("warning: skipped bad: do-not-call list file ")
+    assert "is damaged (too short)" in warnings[0]
+    assert warnings[1].startswith("warning: skipped x: do-not-call list 'x': ")
+    assert "is not a file" in warnings[1]
+    code, out, err = run("stats", "--dir", d)
+    assert code == 0
+    assert out.startswith("internal: 1 number, ")
+    assert len(err.splitlines()) == 2
+    # Named, a list must open.
+    code, _, err = run("check", "+12025550123", "--dir", d, "--list", "bad")
+    assert code == 2
+    assert err.count("\n") == 1
+    assert "is damaged" in err
+    # Nothing readable at all: no check passes a number.
+    (tmp_path / "internal.pdnc").unlink()
+    code, _, err = run("check", "+12025550123", "--dir", d)
+    assert code == 2
+    assert f"no readable do-not-call lists in {d}" in err
+
+
+def test_add_to_a_list_whose_file_is_a_folder_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "dirlist.pdnc").mkdir()
+    code, _, err = run("add", "+12025550123", "--dir", str(tmp_path), "--list", "dirlist")
+    assert code == 2
+    assert err.count("\n") == 1
+    assert "is not a file (a directory?); move it out of the lists' directory" in err
+    assert "Errno" not in err
+    assert "partial" not in err

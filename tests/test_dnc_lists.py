@@ -135,3 +135,63 @@ def test_a_reader_keeps_answering_while_a_writer_replaces_the_file(tmp_path: Pat
     assert errors == []
     assert lists.first_hit("+13035550029", ["internal"]) == "internal"
     assert len(generations) > 1  # it did see replaced files while reading
+
+
+def test_removing_a_number_that_was_not_listed_records_nothing(tmp_path: Path) -> None:
+    internal = DncList(tmp_path, "internal")
+    internal.add(["+12025550123"], by="agent-7")
+    assert internal.remove(["+12025550123", "+12025550199"], by="admin") == 1
+    assert internal.remove(["+12025550123"], by="admin") == 0  # removed already
+    assert [(e.number, e.action) for e in internal.history()] == [
+        ("+12025550123", "add"),
+        ("+12025550123", "remove"),
+    ]
+
+
+def test_a_folder_where_a_list_file_should_be_is_one_line_saying_so(tmp_path: Path) -> None:
+    (tmp_path / "dirlist.pdnc").mkdir()
+    message = (
+        f"do-not-call list 'dirlist': {tmp_path / 'dirlist.pdnc'} is not a file "
+        r"\(a directory\?\); move it out of the lists' directory"
+    )
+    with pytest.raises(ConfigurationError, match=message):
+        DncList(tmp_path, "dirlist").add(["+12025550123"], by="test")
+    with pytest.raises(ConfigurationError, match=message):
+        DncList(tmp_path, "dirlist").open()
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def test_a_list_changed_in_place_and_unreadable_is_dropped_not_read_past_its_end(
+    tmp_path: Path,
+) -> None:
+    internal = DncList(tmp_path, "internal")
+    internal.add(["+12025550123"], by="test")
+    clock = Clock()
+    lists = DncLists(tmp_path, clock=clock)
+    assert lists.first_hit("+12025550123", ["internal"]) == "internal"
+    os.chmod(internal.path, 0o644)
+    os.truncate(internal.path, 0)  # `> internal.pdnc`: same file, now empty
+    lists.refresh()
+    # The old map now reads past the file's end (SIGBUS): it must be gone before
+    # any lookup touches it, and the list raises (the gate fails closed) ...
+    assert "internal" not in lists._stores
+    with pytest.raises(ConfigurationError, match="damaged"):
+        lists.first_hit("+12025550123", ["internal"])
+    # ... until the file is good again.
+    internal.path.unlink()
+    internal.add(["+12025550123"], by="test")
+    assert lists.first_hit("+12025550123", ["internal"]) == "internal"
+
+
+def test_a_list_replaced_by_a_damaged_file_keeps_its_last_good_version(
+    tmp_path: Path,
+) -> None:
+    internal = DncList(tmp_path, "internal")
+    internal.add(["+12025550123"], by="test")
+    lists = DncLists(tmp_path, clock=Clock())
+    assert lists.first_hit("+12025550123", ["internal"]) == "internal"
+    partial = tmp_path / "other"
+    partial.write_bytes(b"garbage")
+    partial.replace(internal.path)  # a rename: the loaded version is still whole
+    lists.refresh()
+    assert lists.first_hit("+12025550123", ["internal"]) == "internal"
