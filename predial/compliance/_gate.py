@@ -183,14 +183,16 @@ class ComplianceGate:
         # Windows open on whole minutes and close on whole minutes less the margin:
         # both grids bound a bucket (one when the margin is whole minutes).
         minute = math.floor(stamp / 60)
-        bucket = minute * 2 + (math.floor((stamp + settings.bucket_shift) / 60) - minute)
+        bucket = minute * 2
+        if settings.bucket_shift:
+            bucket += math.floor((stamp + settings.bucket_shift) / 60) - minute
         if bucket != self._bucket:
             self._verdicts.clear()
             self._passes.clear()
             self._bucket = bucket
         key = None
-        if len(number) == 12 and number.startswith("+1"):
-            location = _location(metadata, settings.keys)
+        if len(number) == 12 and number[:2] == "+1":
+            location = _location(metadata, settings.keys) if metadata else ()
             if location is not None:
                 key = (id(settings), number[:8], location)
                 known = self._verdicts.get(key)
@@ -240,10 +242,10 @@ class ComplianceGate:
         """`check` without awaiting, for a campaign without external sources (the
         resolver's hot path: no coroutine when nothing needs one). `CapsPending` when
         a frequency cap applies: `admit` counts the call."""
-        assert not settings.dnc_sources
-        listed = self._listed(settings, number)
-        if listed is not None:
-            return listed
+        if settings.dnc_lists:
+            listed = self._listed(settings, number)
+            if listed is not None:
+                return listed
         return self._windows(settings, number, metadata)
 
     def _listed(self, settings: Compliance, number: str) -> GateResult | None:
