@@ -1171,9 +1171,21 @@ class Resolver:
         settings = runtime.compliance
         if settings is None or self._gate is None:
             return self._done(found, started)
-        checked = await self._gate.check(
-            settings, found.phone_number, lead.metadata, count=trace is None
-        )
+        # The plugins' sources are asked within what is left of the resolve's deadline
+        # (each also within its own timeout): past it, the number waits (fail closed).
+        left = runtime.deadline - (perf_counter() - started)
+        try:
+            async with asyncio.timeout(max(left, 0.0)):
+                checked = await self._gate.check(
+                    settings, found.phone_number, lead.metadata, count=trace is None
+                )
+        except TimeoutError:
+            checked = GateResult(
+                None,
+                "dnc_source_unavailable",
+                retryable=True,
+                detail="the do-not-call sources did not answer within the resolve's deadline",
+            )
         if trace is not None and checked.verdict is not None and checked.verdict.caps:
             trace.notes.append(
                 "frequency caps not counted by a diagnosis: "

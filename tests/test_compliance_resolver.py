@@ -9,6 +9,7 @@ worked out from that rule, not from running the code.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -359,3 +360,40 @@ async def test_warming_passes_no_gate_and_uses_no_call(tmp_path: Path) -> None:
         with pytest.raises(Unresolvable) as caught:
             await resolver.resolve(leads[3])
     assert caught.value.reason == "call_cap_reached"
+
+
+async def test_a_slow_source_is_bounded_by_the_resolves_deadline(tmp_path: Path) -> None:
+    """A source allowed 30 s of its own still answers within the resolver's deadline
+    (0.2 s here): the number waits (retry later), the dial is not held."""
+    release = asyncio.Event()
+
+    class SlowScrub:
+        @predial.hookimpl
+        def register_dnc_sources(self, register: predial.DncSourceRegister) -> None:
+            async def listed(number: str) -> bool:
+                await release.wait()
+                return False
+
+            register("scrub", listed, timeout=30)
+
+    resolver = Resolver(
+        [
+            Campaign(
+                "c",
+                "scripted",
+                {"script": Script(answer=MIAMI)},
+                default_region="US",
+                compliance=Compliance(dnc_sources=("scrub",)),
+            )
+        ],
+        plugins=[ScriptPlugin(), SlowScrub()],
+        load_entrypoints=False,
+        deadline=0.2,
+        wall_clock=WallClock(INSIDE),
+    )
+    async with resolver:
+        with pytest.raises(Unresolvable) as caught:
+            await resolver.resolve(Lead(campaign_id="c", external_id="a"))
+        release.set()
+    assert (caught.value.reason, caught.value.retryable) == ("dnc_source_unavailable", True)
+    assert caught.value.elapsed < 10  # far below the source's own 30 s
