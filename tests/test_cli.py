@@ -971,3 +971,20 @@ def test_config_validate_debug_logs_each_problems_traceback(
         assert "raise TypeError(f'token {token} is not for this portal')" in text
         assert "TypeError: token " in text
         assert token not in text
+
+
+def test_plugins_lists_a_plugins_do_not_call_sources(project: Path) -> None:
+    (project / "scrub.py").write_text(
+        "import predial\n\n"
+        "@predial.hookimpl\n"
+        "def register_dnc_sources(register):\n"
+        "    register('litigators', lambda number: False)\n"
+    )
+    config = project / "predial.toml"
+    config.write_text('[resolver]\nplugins = ["scrub.py"]\n' + config.read_text())
+    result = run("plugins", "--json")
+    assert result.exit_code == 0, result.output
+    plugins = [json.loads(line) for line in result.stdout.splitlines()]
+    scrub = next(p for p in plugins if p["name"].endswith("scrub.py"))
+    assert (scrub["dnc_sources"], scrub["status"]) == (["litigators"], "active")
+    assert "dnc:litigators" in run("plugins").stdout

@@ -35,9 +35,10 @@ _STATUS = {"active": "green", "disabled": "yellow", "failed": "red"}
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per plugin.")
 def plugins(config_path: Path | None, as_json: bool) -> None:
-    """List plugins: where each comes from, its adapters and status (active, disabled,
-    failed: why). Plugin files named in predial.toml's [resolver] plugins count too;
-    one that fails is listed as failed, as an installed plugin would be."""
+    """List plugins: where each comes from, what it provides (adapters; do-not-call
+    sources as dnc:NAME) and its status (active, disabled, failed: why). Plugin files
+    named in predial.toml's [resolver] plugins count too; one that fails is listed as
+    failed, as an installed plugin would be."""
     path = find_config(config_path)
     if not path.exists() and config_path is not None:
         raise click.BadParameter(f"{path}: no such file", param_hint="--config")
@@ -45,6 +46,7 @@ def plugins(config_path: Path | None, as_json: bool) -> None:
         registry = load_plugins()
         if path.exists():
             registry.add_configured(_plugins_of(path))
+    sources = _dnc_sources(registry)
     if as_json:
         for info in registry.plugins:
             click.echo(
@@ -55,6 +57,7 @@ def plugins(config_path: Path | None, as_json: bool) -> None:
                         "distribution": info.distribution,
                         "version": info.version,
                         "adapters": info.adapters,
+                        "dnc_sources": sources.get(info.source, []),
                         "status": info.status,
                         "error": info.error,
                     }
@@ -62,7 +65,7 @@ def plugins(config_path: Path | None, as_json: bool) -> None:
             )
         return
     console = out_console()
-    columns = plugins_table(registry)
+    columns = plugins_table(registry, sources)
     fitted = fitted_table(columns, console.width)
     if fitted is None:  # too narrow for the table: a block of lines per plugin
         print_records(console, columns)
@@ -102,7 +105,21 @@ def _plugins_of(path: Path) -> PredialConfig:
     return PredialConfig(resolver=ResolverConfig(plugins=plugins), path=path)
 
 
-def plugins_table(registry: PluginRegistry) -> list[FitColumn]:
+def _dnc_sources(registry: PluginRegistry) -> dict[str, list[str]]:
+    """Each plugin's do-not-call sources (`register_dnc_sources`), by its source."""
+    from ..compliance._dnc_sources import DncSources
+
+    with reported_by_the_command("predial.compliance._dnc_sources"):
+        found = DncSources.from_registry(registry)
+    by_plugin: dict[str, list[str]] = {}
+    for source in found.sources():
+        by_plugin.setdefault(source.plugin, []).append(source.name)
+    return by_plugin
+
+
+def plugins_table(
+    registry: PluginRegistry, sources: dict[str, list[str]] | None = None
+) -> list[FitColumn]:
     """The plugins as columns of a table that stays readable at 80 columns: the
     distribution and its version, or where the plugin came from, share one column
     (wrapping between words, as the adapters do), and a failure's reason goes below
@@ -111,12 +128,14 @@ def plugins_table(registry: PluginRegistry) -> list[FitColumn]:
     for info in registry.plugins:
         names.append(Text(info.name))
         origins.append(Text(_origin(info)))
-        adapters.append(Text(", ".join(info.adapters)))
+        provided = list(info.adapters)
+        provided += [f"dnc:{name}" for name in (sources or {}).get(info.source, [])]
+        adapters.append(Text(", ".join(provided)))
         statuses.append(Text(info.status, style=_STATUS[info.status]))
     return [
         FitColumn("plugin", names),
         FitColumn("from", origins, wrap=True),
-        FitColumn("adapters", adapters, wrap=True),
+        FitColumn("provides", adapters, wrap=True),
         FitColumn("status", statuses),
     ]
 

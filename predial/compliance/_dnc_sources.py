@@ -216,6 +216,10 @@ class DncSources:
         """The sources that can be named (conflicting names left out)."""
         return sorted(self._sources)
 
+    def sources(self) -> list[DncSource]:
+        """The sources that can be named, by name."""
+        return [self._sources[name] for name in sorted(self._sources)]
+
     def __len__(self) -> int:
         return len(self._sources)
 
