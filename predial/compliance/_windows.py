@@ -24,7 +24,6 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
-from phonenumbers import geocoder, timezone
 
 from .._phone import mask_phone
 from ..errors import ConfigurationError, InvalidPhoneNumber
@@ -348,6 +347,11 @@ def _invalid(phone_number: str) -> InvalidPhoneNumber:
 
 def _lookup(parsed: phonenumbers.PhoneNumber) -> _Place:
     region = phonenumbers.region_code_for_number(parsed)
+    # Imported here, not with the module: the geocoder's and zones' data are megabytes
+    # of Python modules, and `import predial` (every CLI command, every worker) must
+    # not load them for a resolver that never evaluates a window.
+    from phonenumbers import geocoder, timezone
+
     state = _state_of(geocoder.description_for_number(parsed, "en"))
     if state is None and region not in (None, "US", "CA"):
         state = region  # a territory (PR, GU...) is its own "state" in the tables
