@@ -263,7 +263,7 @@ class CampaignComplianceConfig(_Strict):
     @field_validator("rules")
     @classmethod
     def _known_ruleset(cls, value: str) -> str:
-        from .compliance._gate import shipped_rulesets
+        from .compliance._windows import shipped_rulesets
 
         known = shipped_rulesets()
         if value not in known:

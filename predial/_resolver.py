@@ -55,7 +55,7 @@ from ._trace import Trace
 from ._warm import WarmReport
 from ._warm import warm as warm_leads
 from .adapters import close_adapter
-from .compliance._gate import ComplianceGate, GateResult
+from .compliance._gate import Compliance, ComplianceGate, GateResult
 from .errors import (
     ConfigurationError,
     InvalidLead,
@@ -229,23 +229,11 @@ class Resolver:
                     "Resolver(dnc_dir=...)), the folder `predial dnc` keeps them in"
                 )
             lists = DncLists(Path(dnc_dir), clock=self._clock)
-            for campaign, chosen in opted:
-                try:
-                    lists.check_names(chosen.dnc_lists)
-                except ConfigurationError as error:
-                    raise ConfigurationError(
-                        f"{campaign.where}.compliance.dnc_lists: {error}"
-                    ) from None
+            _check_named(opted, "dnc_lists", lists.check_names)
         sources = None
         if any(chosen.dnc_sources for _, chosen in opted):
             sources = DncSources.from_registry(self.registry, pool=self._pool)
-            for campaign, chosen in opted:
-                try:
-                    sources.check_names(chosen.dnc_sources)
-                except ConfigurationError as error:
-                    raise ConfigurationError(
-                        f"{campaign.where}.compliance.dnc_sources: {error}"
-                    ) from None
+            _check_named(opted, "dnc_sources", sources.check_names)
         if counter is None:
             counter = self._shared_counter() or MemoryCapCounter()
         if wall_clock is not None:
@@ -1498,6 +1486,20 @@ class Resolver:
 #: How long a waiter waits for another process's hand-over before it looks at the
 #: key again (the value may be in, or the claim gone).
 _RECHECK = 0.5
+
+
+def _check_named(
+    opted: Iterable[tuple[Campaign, Compliance]],
+    field: str,
+    check: Callable[[Sequence[str]], None],
+) -> None:
+    """Each campaign's lists or sources (`field`) checked by `check`; its error names
+    the campaign's key (`predial.toml: campaigns[0].compliance.dnc_lists: ...`)."""
+    for campaign, chosen in opted:
+        try:
+            check(getattr(chosen, field))
+        except ConfigurationError as error:
+            raise ConfigurationError(f"{campaign.where}.compliance.{field}: {error}") from None
 
 
 def _utc_now() -> datetime:

@@ -9,31 +9,17 @@ counts it, and only a call that will be made may count.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import resources
 from typing import Any, Protocol
 
 from .._faults import safe_text
 from .._selection import COMPLIANCE_REASONS
 from ._caps import CapCountUnavailable
-from ._windows import LocationKeys, Verdict, evaluate, load_ruleset
-
-
-@functools.cache
-def shipped_rulesets() -> frozenset[str]:
-    """The names of the rulesets shipped in `predial/compliance/rules/`."""
-    folder = resources.files(__package__).joinpath("rules")
-    return frozenset(
-        item.name.removesuffix(".toml")
-        for item in folder.iterdir()
-        if item.name.endswith(".toml") and not item.name.startswith("_")
-    )
-
+from ._windows import LocationKeys, Verdict, evaluate, load_ruleset, shipped_rulesets
 
 __all__ = ["CapsPending", "Compliance", "ComplianceGate", "GateResult"]
 

@@ -158,19 +158,24 @@ class Verdict:
 
 
 @cache
+def shipped_rulesets() -> frozenset[str]:
+    """The names of the rulesets shipped in `predial/compliance/rules/`."""
+    folder = resources.files(__package__).joinpath("rules")
+    return frozenset(
+        item.name.removesuffix(".toml")
+        for item in folder.iterdir()
+        if item.name.endswith(".toml") and not item.name.startswith("_")
+    )
+
+
+@cache
 def load_ruleset(name: str) -> Ruleset:
     """The ruleset shipped as `rules/<name>.toml` (parsed once)."""
     folder = resources.files(__package__).joinpath("rules")
     path = folder.joinpath(f"{name}.toml")
-    if not re.fullmatch(r"[a-z0-9_-]+", name) or not path.is_file():
-        shipped = sorted(
-            item.name[:-5]
-            for item in folder.iterdir()
-            if item.name.endswith(".toml") and not item.name.startswith("_")
-        )
-        raise ConfigurationError(
-            f"no ruleset {name!r}: predial ships {', '.join(shipped)} (rules='us')"
-        )
+    if not re.fullmatch(r"[a-z0-9_-]+", name) or name not in shipped_rulesets():
+        shipped = ", ".join(sorted(shipped_rulesets()))
+        raise ConfigurationError(f"no ruleset {name!r}: predial ships {shipped} (rules='us')")
     data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
     rules = tuple(_rule(name, index, raw) for index, raw in enumerate(data["rules"]))
     needs_holidays = [rule.id for rule in rules if rule.state_holidays]
